@@ -1,0 +1,44 @@
+# The two commands that matter: `make run` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: setup run test lint typecheck unit integration e2e bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+setup: $(STAMP)
+
+## run: set up, build the demo model if missing, serve on http://127.0.0.1:8000
+run: setup
+	$(BIN)/atelier models init-demo
+	$(BIN)/atelier serve --host $(HOST) --port $(PORT)
+
+## test: set up, then lint, type-check, layer contracts and the whole test suite
+test: setup lint typecheck
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: setup
+	$(BIN)/ruff check app migrations tests benchmarks
+	$(BIN)/ruff format --check app migrations tests benchmarks
+	$(BIN)/lint-imports --no-cache
+
+typecheck: setup
+	$(BIN)/mypy app
+
+unit: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+
+bench: setup
+	$(BIN)/python -m benchmarks.generation_overhead
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Technology: one sub-package per library. Heavy imports stay inside the modules."""

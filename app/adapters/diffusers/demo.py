@@ -1,0 +1,134 @@
+"""A tiny random-init Chinese text-to-image model in diffusers format, for demos and tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import diffusers as _diffusers
+import torch
+import transformers as _transformers
+
+from app.adapters.diffusers.generator import quiet_libraries
+
+# Both libraries are untyped for a strict mypy (lazy modules, decorated constructors).
+diffusers: Any = _diffusers
+transformers: Any = _transformers
+
+VOCAB_FILE = Path(__file__).parent / "assets" / "bert-base-chinese-vocab.txt"
+MAX_TOKENS = 32
+MARKER_FILE = "atelier-demo.json"
+
+
+def _tokenizer() -> Any:
+    # BertTokenizerFast(vocab_file=...) silently builds a 5-token vocab in transformers 5; from_pretrained does not.
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copyfile(VOCAB_FILE, Path(tmp) / "vocab.txt")
+        return transformers.BertTokenizer.from_pretrained(tmp, model_max_length=MAX_TOKENS)
+
+
+def _text_encoder(tokenizer: Any, seed: int) -> Any:
+    torch.manual_seed(seed)
+    config = transformers.CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=MAX_TOKENS,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return transformers.CLIPTextModel(config).eval()
+
+
+def _unet(seed: int) -> Any:
+    torch.manual_seed(seed)
+    return diffusers.UNet2DConditionModel(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    ).eval()
+
+
+def _vae(seed: int) -> Any:
+    # Two blocks: VAE scale factor 2, so 32x32 latents decode to the native 64x64 image.
+    torch.manual_seed(seed)
+    return diffusers.AutoencoderKL(
+        block_out_channels=(32, 64),
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=32,
+        sample_size=64,
+    ).eval()
+
+
+def _scheduler() -> Any:
+    return diffusers.DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+
+
+def build_demo_model(out_dir: str, seed: int = 0, replace: bool = False) -> str:
+    """Write a tiny random-init pipeline (BERT Chinese tokenizer, CLIP text tower, 64x64 native) to ``out_dir``.
+
+    The weights depend only on ``seed``. The folder appears complete or not at all: it is built in a
+    temporary folder next to ``out_dir`` and renamed into place. Raises ``FileExistsError`` when
+    ``out_dir`` exists and is not empty, unless ``replace`` is set.
+    """
+    quiet_libraries()
+    target = Path(out_dir).resolve()
+    if not replace and target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise FileExistsError(f"{target} already exists and is not an empty folder.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    try:
+        tokenizer = _tokenizer()
+        pipe = diffusers.StableDiffusionPipeline(
+            vae=_vae(seed),
+            text_encoder=_text_encoder(tokenizer, seed),
+            tokenizer=tokenizer,
+            unet=_unet(seed),
+            scheduler=_scheduler(),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.save_pretrained(tmp)
+        marker = {
+            "kind": "random-init demo",
+            "seed": seed,
+            "note": "images are noise until real weights are registered",
+        }
+        (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+        tmp.chmod(0o755)  # mkdtemp makes the folder private (0700)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return str(target)

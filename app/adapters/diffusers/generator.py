@@ -1,0 +1,160 @@
+"""Text-to-image with diffusers' ``StableDiffusionPipeline``: one loaded pipeline per model, fresh state per request."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import diffusers
+import numpy as np
+import torch
+
+from app.adapters.diffusers.layout import inspect_model
+from app.adapters.diffusers.schedulers import make_scheduler
+from app.domain.errors import GenerationFailed, InvalidParameters, JobCancelled, ModelUnavailable
+from app.domain.generation import GenerationParams
+from app.domain.models import ModelInfo
+from app.ports.generation import GeneratedImage, ImageGenerator, ProgressSink
+
+_HUGE_MAX_LENGTH = 10_000
+# diffusers is untyped for a strict mypy (lazy module, decorated constructors): pipelines are handled as Any.
+Pipeline = Any
+_PIPELINE_CLASS: Any = diffusers.StableDiffusionPipeline
+
+
+@dataclass
+class _Loaded:
+    """A model's slot: its pipeline (loaded lazily) and the lock every use of it holds."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    pipe: Pipeline | None = None
+
+
+def quiet_libraries() -> None:
+    """Silence diffusers/transformers warnings and progress bars (harmless noise in a server's log)."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    for module in (diffusers_logging, transformers_logging):
+        module.set_verbosity_error()
+        module.disable_progress_bar()
+
+
+class DiffusersImageGenerator(ImageGenerator):
+    """Runs Stable-Diffusion-1.x-style pipelines (CLIP or Chinese BERT tokenizers) from local diffusers folders.
+
+    A model is loaded once, on first use, and kept until :meth:`unload_all`. Runs on the same model are
+    serialized by that model's lock; each run gets its own scheduler and seeded generators.
+    """
+
+    def __init__(self, device: str = "cpu", torch_threads: int | None = None) -> None:
+        self._device = device
+        self._dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        self._models: dict[str, _Loaded] = {}
+        self._models_lock = threading.Lock()
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
+        quiet_libraries()
+
+    def generate(self, model: ModelInfo, params: GenerationParams, progress: ProgressSink) -> list[GeneratedImage]:
+        if params.width is None or params.height is None:
+            raise InvalidParameters("The image size is not resolved yet.", code="unresolved_size", field="width")
+        seeds = params.image_seeds()
+        slot = self._slot(model.path)
+        with slot.lock:
+            if slot.pipe is None:
+                slot.pipe = self._load(model.path)
+            return self._run(slot.pipe, params, seeds, progress)
+
+    def unload_all(self) -> None:
+        """Drop every loaded pipeline (waiting for runs in progress) and free their memory."""
+        with self._models_lock:
+            slots = list(self._models.values())
+            self._models.clear()
+        for slot in slots:
+            with slot.lock:
+                slot.pipe = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _slot(self, path: str) -> _Loaded:
+        with self._models_lock:
+            slot = self._models.get(path)
+            if slot is None:
+                slot = self._models[path] = _Loaded()
+            return slot
+
+    def _load(self, path: str) -> Pipeline:
+        inspect_model(path)  # a clear ModelUnavailable for a missing or non-diffusers folder
+        try:
+            pipe = _PIPELINE_CLASS.from_pretrained(path, local_files_only=True, dtype=self._dtype)
+            pipe = pipe.to(self._device)
+        except Exception as e:
+            raise ModelUnavailable(f"Cannot load the diffusers model at {path}: {str(e)[:300]}") from e
+        tokenizer = pipe.tokenizer
+        limit = getattr(tokenizer, "model_max_length", None)
+        is_bert = type(tokenizer).__name__.startswith("Bert")
+        if is_bert and (not isinstance(limit, int) or limit > _HUGE_MAX_LENGTH):
+            # Old PAI folders may not record the 32-token context: the pipeline would pad to ~1e30.
+            tokenizer.model_max_length = pipe.text_encoder.config.max_position_embeddings
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def _run(
+        self, base: Pipeline, params: GenerationParams, seeds: list[int], progress: ProgressSink
+    ) -> list[GeneratedImage]:
+        # A per-request view sharing the weights, with a fresh scheduler. Measured on the tiny demo model
+        # (CPU, 1 thread, median of 300): StableDiffusionPipeline(**components) 0.62 ms vs from_pipe 4.67 ms
+        # (the scheduler alone is 0.43 ms of both). from_pipe also walks every module with .to(dtype), and
+        # its dtype defaults to float32, which would cast a shared fp16 pipeline in place.
+        def on_step_end(pipe: Pipeline, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            progress.step(i + 1, pipe.num_timesteps)  # JobCancelled propagates and stops the run here
+            return kwargs
+
+        generators = [torch.Generator(self._device).manual_seed(s) for s in seeds]
+        try:
+            view = _PIPELINE_CLASS(
+                **{
+                    **base.components,
+                    "scheduler": make_scheduler(params.scheduler, base.scheduler.config),
+                    "requires_safety_checker": bool(base.config.requires_safety_checker),
+                }
+            )
+            view.set_progress_bar_config(disable=True)
+            with torch.inference_mode():
+                output = view(
+                    prompt=params.prompt,
+                    negative_prompt=params.negative_prompt or None,
+                    width=params.width,
+                    height=params.height,
+                    num_inference_steps=params.steps,
+                    guidance_scale=params.guidance_scale,
+                    num_images_per_prompt=len(seeds),
+                    generator=generators,
+                    output_type="np",
+                    callback_on_step_end=on_step_end,
+                )
+        except JobCancelled:
+            raise
+        except (torch.OutOfMemoryError, RuntimeError, ValueError) as e:
+            if self._device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            raise GenerationFailed(f"Image generation failed: {str(e)[:300]}") from e
+        return _to_images(output.images, output.nsfw_content_detected, seeds)
+
+
+def _to_images(images: np.ndarray, nsfw: list[bool] | None, seeds: list[int]) -> list[GeneratedImage]:
+    pixels = (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
+    return [
+        GeneratedImage(
+            width=int(image.shape[1]),
+            height=int(image.shape[0]),
+            rgb=np.ascontiguousarray(image[..., :3]).tobytes(),
+            seed=seed,
+            nsfw=None if nsfw is None else bool(nsfw[i]),
+        )
+        for i, (image, seed) in enumerate(zip(pixels, seeds, strict=True))
+    ]

@@ -1,0 +1,70 @@
+"""Generation without a model: deterministic pictures and an in-memory catalog."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+
+from app.domain.errors import ModelAlreadyRegistered, UnknownModel
+from app.domain.generation import GenerationParams
+from app.domain.models import ModelInfo
+from app.ports.generation import GeneratedImage, ImageGenerator, ModelCatalog, ProgressSink
+
+
+class PatternImageGenerator(ImageGenerator):
+    """Paints a colour gradient derived from the prompt and the seed, one step at a time.
+
+    Deterministic (same prompt and seed give the same pixels), it reports progress and
+    honours cancellation like a real pipeline; ``step_seconds`` makes it slow on purpose.
+    """
+
+    def __init__(self, step_seconds: float = 0.0) -> None:
+        self.step_seconds = step_seconds
+        self.calls: list[GenerationParams] = []
+        self._lock = threading.Lock()
+
+    def generate(self, model: ModelInfo, params: GenerationParams, progress: ProgressSink) -> list[GeneratedImage]:
+        with self._lock:
+            self.calls.append(params)
+        for step in range(params.steps):
+            if self.step_seconds:
+                time.sleep(self.step_seconds)
+            progress.step(step + 1, params.steps)
+        assert params.width is not None and params.height is not None
+        return [self._paint(params, seed) for seed in params.image_seeds()]
+
+    @staticmethod
+    def _paint(params: GenerationParams, seed: int) -> GeneratedImage:
+        width, height = params.width or 0, params.height or 0
+        digest = hashlib.sha256(f"{params.prompt}|{seed}".encode()).digest()
+        r0, g0, b0 = digest[0], digest[1], digest[2]
+        row = bytearray()
+        pixels = bytearray()
+        for y in range(height):
+            row.clear()
+            for x in range(width):
+                row += bytes(((r0 + x) % 256, (g0 + y) % 256, (b0 + x + y) % 256))
+            pixels += row
+        return GeneratedImage(width=width, height=height, rgb=bytes(pixels), seed=seed, nsfw=None)
+
+
+class InMemoryModelCatalog(ModelCatalog):
+    """Models registered in a dict; ``add`` accepts any source without reading it."""
+
+    def __init__(self, models: list[ModelInfo] | None = None) -> None:
+        self._models = {m.name: m for m in models or []}
+
+    def get(self, name: str) -> ModelInfo:
+        if name not in self._models:
+            raise UnknownModel(f"No model named {name!r} is registered.")
+        return self._models[name]
+
+    def list(self) -> list[ModelInfo]:
+        return [self._models[name] for name in sorted(self._models)]
+
+    def add(self, name: str, source: str, *, replace: bool = False) -> ModelInfo:
+        if name in self._models and not replace:
+            raise ModelAlreadyRegistered(f"A model named {name!r} is already registered.")
+        self._models[name] = ModelInfo(name=name, path=source, source=source, default_size=64, tokenizer="bert")
+        return self._models[name]

@@ -1,0 +1,117 @@
+"""Jobs kept in a dict, with the same transaction and concurrency semantics as SQL."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from types import TracebackType
+
+from app.domain.errors import ConcurrentUpdate, JobNotFound
+from app.domain.jobs import GenerationJob, JobStatus
+from app.ports.persistence import JobPage, JobReader, JobRepository, UnitOfWork
+
+
+class InMemoryJobStore:
+    """The shared 'database': committed jobs and their versions."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.rows: dict[str, tuple[GenerationJob, int]] = {}
+
+
+class InMemoryJobRepository(JobRepository):
+    def __init__(self, store: InMemoryJobStore) -> None:
+        self._store = store
+        self.pending: dict[str, tuple[GenerationJob, int | None]] = {}
+        self.dirty: set[str] = set()
+
+    def add(self, job: GenerationJob) -> None:
+        self.pending[job.id] = (job, None)
+        self.dirty.add(job.id)
+
+    def get(self, job_id: str) -> GenerationJob:
+        if job_id in self.pending:
+            return self.pending[job_id][0]
+        with self._store.lock:
+            if job_id not in self._store.rows:
+                raise JobNotFound(f"No job {job_id}.")
+            job, version = self._store.rows[job_id]
+        loaded = copy.deepcopy(job)
+        self.pending[job_id] = (loaded, version)
+        return loaded
+
+    def save(self, job: GenerationJob) -> None:
+        if job.id not in self.pending:
+            raise JobNotFound(f"Job {job.id} was not loaded in this unit of work.")
+        self.dirty.add(job.id)
+
+    def ids_with_status(self, status: JobStatus) -> list[str]:
+        with self._store.lock:
+            jobs = [job for job, _ in self._store.rows.values() if job.status is status]
+        return [job.id for job in sorted(jobs, key=lambda j: j.created_at)]
+
+    def flush(self) -> None:
+        changes = {job_id: self.pending[job_id] for job_id in self.dirty}
+        with self._store.lock:
+            for job_id, (_, version) in changes.items():
+                current = self._store.rows.get(job_id)
+                if version is None and current is not None:
+                    raise ConcurrentUpdate(f"Job {job_id} already exists.")
+                if version is not None and (current is None or current[1] != version):
+                    raise ConcurrentUpdate(f"Job {job_id} was changed by someone else.")
+            for job_id, (job, version) in changes.items():
+                self._store.rows[job_id] = (copy.deepcopy(job), (version or 0) + 1)
+        self.pending.clear()
+        self.dirty.clear()
+
+
+class InMemoryUnitOfWork(UnitOfWork):
+    def __init__(self, store: InMemoryJobStore) -> None:
+        self._store = store
+        self.jobs = InMemoryJobRepository(store)
+
+    def __enter__(self) -> InMemoryUnitOfWork:
+        self.jobs = InMemoryJobRepository(self._store)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.jobs.pending.clear()
+        self.jobs.dirty.clear()
+
+    def commit(self) -> None:
+        assert isinstance(self.jobs, InMemoryJobRepository)
+        self.jobs.flush()
+
+
+class InMemoryUnitOfWorkFactory:
+    def __init__(self, store: InMemoryJobStore) -> None:
+        self.store = store
+
+    def __call__(self) -> InMemoryUnitOfWork:
+        return InMemoryUnitOfWork(self.store)
+
+
+class InMemoryJobReader(JobReader):
+    def __init__(self, store: InMemoryJobStore) -> None:
+        self._store = store
+
+    def get(self, job_id: str, owner: str | None = None) -> GenerationJob:
+        with self._store.lock:
+            row = self._store.rows.get(job_id)
+        if row is None or (owner is not None and row[0].owner != owner):
+            raise JobNotFound(f"No job {job_id}.")
+        return copy.deepcopy(row[0])
+
+    def list(
+        self, owner: str | None = None, status: JobStatus | None = None, limit: int = 20, offset: int = 0
+    ) -> JobPage:
+        with self._store.lock:
+            jobs = [copy.deepcopy(job) for job, _ in self._store.rows.values()]
+        jobs = [j for j in jobs if (owner is None or j.owner == owner) and (status is None or j.status is status)]
+        jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
+        return JobPage(items=jobs[offset : offset + limit], total=len(jobs), limit=limit, offset=offset)
+
+    def ping(self) -> None:
+        return None

@@ -1,0 +1,57 @@
+"""The job repository over one SQLAlchemy session; the unit of work owns the transaction."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.adapters.sql.engine import translate_errors
+from app.adapters.sql.rows import JobRow, from_entity, to_entity
+from app.domain.errors import JobNotFound
+from app.domain.jobs import GenerationJob, JobStatus
+from app.ports.persistence import JobRepository
+
+
+class SqlJobRepository(JobRepository):
+    """Jobs in one session. It never flushes or commits: ``sync`` (called by the unit of work
+    at commit) copies every tracked entity into its row, and the version check runs then."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._tracked: dict[str, tuple[GenerationJob, JobRow]] = {}
+
+    def add(self, job: GenerationJob) -> None:
+        row = from_entity(job)
+        self._session.add(row)
+        self._tracked[job.id] = (job, row)
+
+    def get(self, job_id: str) -> GenerationJob:
+        if job_id in self._tracked:
+            return self._tracked[job_id][0]
+        with translate_errors(), self._session.no_autoflush:
+            row = self._session.get(JobRow, job_id, populate_existing=True)
+        if row is None:
+            raise JobNotFound(f"No job {job_id}.")
+        job = to_entity(row)
+        self._tracked[job_id] = (job, row)
+        return job
+
+    def save(self, job: GenerationJob) -> None:
+        tracked = self._tracked.get(job.id)
+        if tracked is None:
+            raise JobNotFound(f"Job {job.id} was not loaded in this unit of work.")
+        self._tracked[job.id] = (job, from_entity(job, tracked[1]))
+
+    def ids_with_status(self, status: JobStatus) -> list[str]:
+        # Committed state only, as the in-memory store: pending changes are not flushed for this query.
+        query = select(JobRow.id).where(JobRow.status == status.value).order_by(JobRow.created_at, JobRow.id)
+        with translate_errors(), self._session.no_autoflush:
+            return list(self._session.scalars(query))
+
+    def sync(self) -> None:
+        """Copy every tracked entity into its row, then forget them (the commit has written them)."""
+        for job, row in self._tracked.values():
+            from_entity(job, row)
+
+    def forget(self) -> None:
+        self._tracked.clear()

@@ -1,0 +1,138 @@
+"""Typed SQLAlchemy rows for generation jobs, and explicit mappers to and from the domain entity."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, CheckConstraint, DateTime, Dialect, Float, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from app.domain.generation import GenerationParams
+from app.domain.jobs import GenerationJob, ImageRef, JobStatus
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _to_utc(value: datetime) -> datetime:
+    """Aware UTC (stored offsets would otherwise mix, and SQLite sorts text); naive means UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_STATUSES = ", ".join(f"'{status.value}'" for status in JobStatus)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """``DateTime(timezone=True)`` that stores UTC and always loads aware UTC datetimes.
+
+    SQLite keeps no offset: without this, a loaded naive value never equals the entity's aware one,
+    so every commit of an unchanged job would rewrite its timestamps and bump its version.
+    Migrations render it as ``sa.DateTime(timezone=True)`` (see ``migrations/env.py``).
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else _to_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else _to_utc(value)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every Atelier table (one MetaData, stable constraint names)."""
+
+    metadata = metadata
+
+
+class JobRow(Base):
+    """One generation job. ``version`` is SQLAlchemy's optimistic-concurrency counter."""
+
+    __tablename__ = "atelier_generation_jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    model: Mapped[str] = mapped_column(String(64))
+    prompt: Mapped[str] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    images: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    version: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index(None, "owner", "created_at"),
+        CheckConstraint(f"status IN ({_STATUSES})", name="status"),
+    )
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 (SQLAlchemy reads it; mypy rejects ClassVar here)
+
+
+def _opt_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else _to_utc(value)
+
+
+def _image_to_dict(image: ImageRef) -> dict[str, Any]:
+    return {"id": image.id, "seed": image.seed, "width": image.width, "height": image.height, "nsfw": image.nsfw}
+
+
+def _image_from_dict(data: dict[str, Any]) -> ImageRef:
+    return ImageRef(id=data["id"], seed=data["seed"], width=data["width"], height=data["height"], nsfw=data.get("nsfw"))
+
+
+def to_entity(row: JobRow) -> GenerationJob:
+    """A fresh domain entity from a row; every timestamp comes back timezone-aware UTC."""
+    return GenerationJob(
+        id=row.id,
+        owner=row.owner,
+        params=GenerationParams.from_dict(dict(row.params)),
+        created_at=_to_utc(row.created_at),
+        updated_at=_to_utc(row.updated_at),
+        status=JobStatus(row.status),
+        progress=row.progress,
+        started_at=_opt_utc(row.started_at),
+        finished_at=_opt_utc(row.finished_at),
+        images=[_image_from_dict(image) for image in row.images],
+        error_code=row.error_code,
+        error_message=row.error_message,
+        cancel_requested=row.cancel_requested,
+    )
+
+
+def from_entity(job: GenerationJob, row: JobRow | None = None) -> JobRow:
+    """Copy a job into ``row`` (updated in place, so its version is kept) or into a new row."""
+    if row is None:
+        row = JobRow(id=job.id)
+    elif row.id != job.id:
+        raise ValueError(f"Row {row.id} cannot hold job {job.id}.")
+    row.owner = job.owner
+    row.status = job.status.value
+    row.model = job.params.model
+    row.prompt = job.params.prompt
+    row.params = job.params.to_dict()
+    row.progress = job.progress
+    row.images = [_image_to_dict(image) for image in job.images]
+    row.error_code = job.error_code
+    row.error_message = job.error_message
+    row.cancel_requested = job.cancel_requested
+    row.created_at = _to_utc(job.created_at)
+    row.updated_at = _to_utc(job.updated_at)
+    row.started_at = _opt_utc(job.started_at)
+    row.finished_at = _opt_utc(job.finished_at)
+    return row

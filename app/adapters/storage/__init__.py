@@ -1,0 +1,1 @@
+"""Files in the data directory: result images and the model registry."""

@@ -1,0 +1,120 @@
+"""The model registry: a JSON file in the data directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from app.domain.errors import InvalidParameters, ModelAlreadyRegistered, UnknownModel
+from app.domain.generation import validate_model_name
+from app.domain.models import ModelInfo, ModelKind
+from app.ports.generation import ModelCatalog
+
+Inspector = Callable[[str], dict[str, Any]]
+Downloader = Callable[[str, str], str]
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class JsonModelCatalog(ModelCatalog):
+    """``<data dir>/models.json``: name -> folder, source, native size, tokenizer kind.
+
+    ``inspector(path)`` reads a diffusers folder (and rejects anything else);
+    ``downloader(hub_id, cache_dir)`` fetches a hub id when a network exists.
+    """
+
+    def __init__(self, data_dir: str, inspector: Inspector, downloader: Downloader) -> None:
+        self._file = Path(data_dir) / "models.json"
+        self._hub_cache = str(Path(data_dir) / "hub")
+        self._inspect = inspector
+        self._download = downloader
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> ModelInfo:
+        entry = self._read().get(name)
+        if entry is None:
+            hint = " Run `atelier models init-demo` to create the built-in demo model." if name == "demo" else ""
+            raise UnknownModel(f"No model named {name!r} is registered.{hint}")
+        return _to_info(name, entry)
+
+    def list(self) -> list[ModelInfo]:
+        return [_to_info(name, entry) for name, entry in sorted(self._read().items())]
+
+    def add(self, name: str, source: str, *, replace: bool = False) -> ModelInfo:
+        validate_model_name(name)
+        if not source or not isinstance(source, str):
+            raise InvalidParameters("Give a local diffusers folder or a hub id.", code="invalid_source", field="path")
+        local = Path(source).expanduser()
+        if local.is_dir():
+            path = str(local.resolve())
+        elif HUB_ID.match(source) and not local.exists():
+            path = self._download(source, self._hub_cache)
+        else:
+            raise InvalidParameters(
+                f"{source!r} is neither a local folder nor a hub id like 'org/model'.",
+                code="invalid_source",
+                field="path",
+            )
+        details = self._inspect(path)
+        info = ModelInfo(
+            name=name,
+            path=path,
+            source=source,
+            kind=ModelKind.BASE,
+            default_size=int(details.get("default_size", 512)),
+            tokenizer=str(details.get("tokenizer", "unknown")),
+            registered_at=datetime.now(UTC),
+        )
+        with self._lock:
+            entries = self._read()
+            if name in entries and not replace:
+                raise ModelAlreadyRegistered(
+                    f"A model named {name!r} is already registered; pass replace to overwrite."
+                )
+            entries[name] = _to_entry(info)
+            self._write(entries)
+        return info
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self._file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        return dict(data.get("models", {}))
+
+    def _write(self, entries: dict[str, dict[str, Any]]) -> None:
+        self._file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self._file.parent, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump({"version": 1, "models": entries}, handle, ensure_ascii=False, indent=2)
+        os.replace(tmp, self._file)
+
+
+def _to_entry(info: ModelInfo) -> dict[str, Any]:
+    return {
+        "path": info.path,
+        "source": info.source,
+        "kind": info.kind.value,
+        "default_size": info.default_size,
+        "tokenizer": info.tokenizer,
+        "registered_at": info.registered_at.isoformat() if info.registered_at else None,
+    }
+
+
+def _to_info(name: str, entry: dict[str, Any]) -> ModelInfo:
+    registered = entry.get("registered_at")
+    return ModelInfo(
+        name=name,
+        path=entry["path"],
+        source=entry.get("source", entry["path"]),
+        kind=ModelKind(entry.get("kind", "base")),
+        default_size=int(entry.get("default_size", 512)),
+        tokenizer=entry.get("tokenizer", "unknown"),
+        registered_at=datetime.fromisoformat(registered) if registered else None,
+    )

@@ -1,0 +1,133 @@
+"""The composition root: which adapter serves which port, per profile.
+
+Profiles: ``local`` (SQLite in the data dir, diffusers, in-process threads),
+``server`` (a database URL such as PostgreSQL, several workers) and ``test``
+(in-memory jobs, a deterministic pattern generator, no model files).
+Heavy libraries (torch, diffusers, SQLAlchemy) are imported by the factories below
+only when a provider is first called, so building a container is cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from dependency_injector import containers, providers
+
+from app.adapters.executor.threads import ThreadJobExecutor
+from app.adapters.memory.generation import InMemoryModelCatalog, PatternImageGenerator
+from app.adapters.memory.jobs import InMemoryJobReader, InMemoryJobStore, InMemoryUnitOfWorkFactory
+from app.adapters.storage.catalog import JsonModelCatalog
+from app.adapters.storage.hub import download_from_hub
+from app.adapters.storage.images import FileImageStore
+from app.adapters.system import SystemClock
+from app.domain.models import ModelInfo
+from app.usecases.cancel_job import CancelJob
+from app.usecases.recover_jobs import RecoverJobs
+from app.usecases.run_generation import RunGeneration
+from app.usecases.submit_generation import SubmitGeneration
+
+
+def _engine(url: str) -> Iterator[Any]:
+    from app.adapters.sql.engine import make_engine
+
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def upgrade_schema(url: str) -> None:
+    """Run the Alembic migrations up to the newest revision."""
+    from app.adapters.sql.migrate import upgrade
+
+    upgrade(url)
+
+
+def build_demo(out_dir: str, seed: int, replace: bool = False) -> str:
+    """Build the tiny random-init Chinese demo pipeline in diffusers format."""
+    from app.adapters.diffusers.demo import build_demo_model
+
+    return build_demo_model(out_dir, seed=seed, replace=replace)
+
+
+def _sql_uow_factory(engine: Any) -> Any:
+    from app.adapters.sql.engine import session_factory
+    from app.adapters.sql.uow import SqlUnitOfWorkFactory
+
+    return SqlUnitOfWorkFactory(session_factory(engine))
+
+
+def _sql_reader(engine: Any) -> Any:
+    from app.adapters.sql.engine import session_factory
+    from app.adapters.sql.reader import SqlJobReader
+
+    return SqlJobReader(session_factory(engine))
+
+
+def _diffusers_generator(device: str) -> Iterator[Any]:
+    from app.adapters.diffusers.generator import DiffusersImageGenerator
+
+    generator = DiffusersImageGenerator(device=_pick_device(device))
+    yield generator
+    generator.unload_all()
+
+
+def _pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _inspect_model(path: str) -> dict[str, Any]:
+    from app.adapters.diffusers.layout import inspect_model
+
+    return inspect_model(path)
+
+
+def _test_catalog() -> InMemoryModelCatalog:
+    return InMemoryModelCatalog([ModelInfo(name="demo", path="memory://demo", source="memory://demo", default_size=64)])
+
+
+class Container(containers.DeclarativeContainer):
+    """Build with ``Container(settings=...)``; override any provider in tests."""
+
+    settings: providers.Dependency[Any] = providers.Dependency()
+    profile = providers.Callable(lambda s: "test" if s.profile == "test" else "sql", settings)
+
+    clock = providers.Singleton(SystemClock)
+    memory_jobs = providers.Singleton(InMemoryJobStore)
+    engine = providers.Resource(_engine, settings.provided.resolved_database_url)
+
+    uow_factory = providers.Selector(
+        profile,
+        sql=providers.Singleton(_sql_uow_factory, engine),
+        test=providers.Singleton(InMemoryUnitOfWorkFactory, memory_jobs),
+    )
+    job_reader = providers.Selector(
+        profile,
+        sql=providers.Singleton(_sql_reader, engine),
+        test=providers.Singleton(InMemoryJobReader, memory_jobs),
+    )
+    catalog = providers.Selector(
+        profile,
+        sql=providers.Singleton(
+            JsonModelCatalog, settings.provided.data_dir, inspector=_inspect_model, downloader=download_from_hub
+        ),
+        test=providers.Singleton(_test_catalog),
+    )
+    generator = providers.Selector(
+        profile,
+        sql=providers.Resource(_diffusers_generator, settings.provided.device),
+        test=providers.Singleton(PatternImageGenerator),
+    )
+    images = providers.Singleton(FileImageStore, settings.provided.images_dir)
+    executor = providers.Singleton(ThreadJobExecutor, workers=settings.provided.workers)
+
+    submit_generation = providers.Factory(SubmitGeneration, uow_factory, catalog, executor, clock)
+    run_generation = providers.Factory(
+        RunGeneration, uow_factory, catalog, generator, images, clock, settings.provided.progress_interval
+    )
+    cancel_job = providers.Factory(CancelJob, uow_factory, executor, clock)
+    recover_jobs = providers.Factory(RecoverJobs, uow_factory, clock)

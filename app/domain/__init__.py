@@ -1,0 +1,1 @@
+"""Entities, value objects, errors and pure policies. No framework imports."""

@@ -1,0 +1,121 @@
+"""One error hierarchy for the whole application.
+
+Every error carries a stable machine-readable ``code`` and a human message.
+Entrypoints map the classes (not the codes) to HTTP statuses and exit codes,
+each in a single table.
+"""
+
+from __future__ import annotations
+
+
+class AtelierError(Exception):
+    """Base of every error Atelier reports to a client."""
+
+    code = "atelier_error"
+    default_message = "Atelier failed."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        self.message = message or self.default_message
+        if code is not None:
+            self.code = code
+        super().__init__(self.message)
+
+
+class InvalidParameters(AtelierError):
+    """A request value is out of range, malformed or missing."""
+
+    code = "invalid_parameters"
+    default_message = "The request parameters are invalid."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None, field: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.field = field
+
+
+class RequestTooLarge(InvalidParameters):
+    code = "request_too_large"
+    default_message = "The request is too large."
+
+
+class NotFound(AtelierError):
+    code = "not_found"
+    default_message = "Not found."
+
+
+class UnknownModel(NotFound):
+    code = "unknown_model"
+    default_message = "No model is registered under that name."
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+    default_message = "No such job."
+
+
+class ImageNotFound(NotFound):
+    code = "image_not_found"
+    default_message = "No such image."
+
+
+class Conflict(AtelierError):
+    code = "conflict"
+    default_message = "The request conflicts with the current state."
+
+
+class IllegalTransition(Conflict):
+    """A job was asked to move to a status its current status cannot reach."""
+
+    code = "illegal_transition"
+
+
+class JobNotCancellable(Conflict):
+    code = "job_finished"
+    default_message = "The job has already finished and cannot be cancelled."
+
+
+class ModelAlreadyRegistered(Conflict):
+    code = "model_exists"
+    default_message = "A model with that name is already registered."
+
+
+class JobCancelled(AtelierError):
+    """Raised inside a running generation when its job was cancelled."""
+
+    code = "cancelled"
+    default_message = "The job was cancelled."
+
+
+class Unauthorized(AtelierError):
+    code = "unauthorized"
+    default_message = "A valid API key is required."
+
+
+class BackendUnavailable(AtelierError):
+    """A dependency (database, model files, network) cannot be reached right now."""
+
+    code = "backend_unavailable"
+    default_message = "A backend service is unavailable."
+
+
+class DatabaseUnavailable(BackendUnavailable):
+    code = "database_unavailable"
+    default_message = "The database is unavailable."
+
+
+class ModelUnavailable(BackendUnavailable):
+    """The model is registered but its files cannot be loaded or fetched."""
+
+    code = "model_unavailable"
+    default_message = "The model cannot be loaded."
+
+
+class GenerationFailed(AtelierError):
+    code = "generation_failed"
+    default_message = "Image generation failed."
+
+
+class ConcurrentUpdate(Conflict):
+    """Another process changed the record since it was read; reload and retry."""
+
+    code = "concurrent_update"
+    default_message = "The record was changed by someone else; try again."

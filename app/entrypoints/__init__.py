@@ -1,0 +1,1 @@
+"""CLI (Click), HTTP (FastAPI) and the embedded library facade."""

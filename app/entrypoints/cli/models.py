@@ -1,0 +1,52 @@
+"""``atelier models``: the model registry."""
+
+from __future__ import annotations
+
+import click
+
+from app.entrypoints.cli.common import echo_json, open_atelier
+
+
+@click.group()
+def models() -> None:
+    """Models known by name."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def list_models(ctx: click.Context, as_json: bool) -> None:
+    """Registered models."""
+    infos = open_atelier(ctx).models()
+    if as_json:
+        echo_json(infos)
+        return
+    if not infos:
+        click.echo("no models registered; run `atelier models init-demo`", err=True)
+    for info in infos:
+        click.echo(f"{info.name:<24} {info.default_size}px  {info.tokenizer:<8} {info.source}")
+
+
+@models.command("add")
+@click.argument("name")
+@click.argument("path")
+@click.option("--replace", is_flag=True, help="Overwrite a model registered under the same name.")
+@click.pass_context
+def add(ctx: click.Context, name: str, path: str, replace: bool) -> None:
+    """Register PATH (a local diffusers folder, or a hub id such as org/model when a network exists) as NAME."""
+    info = open_atelier(ctx).add_model(name, path, replace=replace)
+    click.echo(f"registered {info.name}: {info.path} ({info.default_size}px, {info.tokenizer} tokenizer)")
+
+
+@models.command("init-demo")
+@click.option("--force", is_flag=True, help="Rebuild even if it exists.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random weights.")
+@click.pass_context
+def init_demo(ctx: click.Context, force: bool, seed: int) -> None:
+    """Build the tiny random-init Chinese demo model and register it as 'demo'.
+
+    Its images are noise: it exists so everything runs without downloads.
+    Register real weights with `atelier models add`.
+    """
+    info = open_atelier(ctx).init_demo(force=force, seed=seed)
+    click.echo(f"demo model ready: {info.path}")

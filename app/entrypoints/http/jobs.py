@@ -1,0 +1,91 @@
+"""Generation jobs: submit, read, follow, cancel; and their images."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, StreamingResponse
+
+from app.domain.jobs import JobStatus
+from app.entrypoints.http import deps
+from app.entrypoints.http.schemas import JobOut, JobPageOut, JobRequest
+from app.entrypoints.library import Atelier
+
+router = APIRouter(tags=["jobs"])
+AtelierDep = Annotated[Atelier, Depends(deps.atelier)]
+OwnerDep = Annotated[str, Depends(deps.owner)]
+
+
+@router.post("/v1/jobs", status_code=202, response_model=JobOut, summary="Queue a text-to-image job")
+def submit(body: JobRequest, atelier: AtelierDep, owner: OwnerDep) -> JobOut:
+    """The job is stored before the reply; follow it with `GET /v1/jobs/{id}` or `/events`."""
+    values = body.params()
+    return JobOut.of(atelier.submit(values.pop("prompt"), owner=owner, **values))
+
+
+@router.get("/v1/jobs", response_model=JobPageOut, summary="List your jobs, newest first")
+def list_jobs(
+    atelier: AtelierDep,
+    owner: OwnerDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobPageOut:
+    page = atelier.jobs(owner=owner, status=status, limit=limit, offset=offset)
+    return JobPageOut(items=[JobOut.of(j) for j in page.items], total=page.total, limit=page.limit, offset=page.offset)
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobOut, summary="One job with its progress and images")
+def get_job(job_id: str, atelier: AtelierDep, owner: OwnerDep) -> JobOut:
+    return JobOut.of(atelier.job(job_id, owner))
+
+
+@router.post("/v1/jobs/{job_id}/cancel", response_model=JobOut, summary="Cancel a queued or running job")
+def cancel(job_id: str, atelier: AtelierDep, owner: OwnerDep) -> JobOut:
+    """A queued job is cancelled at once; a running one stops within one denoising step. 409 if finished."""
+    return JobOut.of(atelier.cancel(job_id, owner))
+
+
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    summary="Server-sent progress events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def events(job_id: str, request: Request, atelier: AtelierDep, owner: OwnerDep) -> StreamingResponse:
+    """`event: progress` whenever status or progress changes, then one `event: done` with the finished job."""
+    first = await run_in_threadpool(atelier.job, job_id, owner)  # 404 before the stream starts
+
+    async def stream() -> AsyncIterator[str]:
+        job, last, idle = first, None, 0.0
+        while True:
+            state = (job.status, round(job.progress, 4))
+            if state != last:
+                last, idle = state, 0.0
+                payload = JobOut.of(job).model_dump_json()
+                yield f"event: {'done' if job.status.finished else 'progress'}\ndata: {payload}\n\n"
+            if job.status.finished or await request.is_disconnected():
+                return
+            if idle >= 15:
+                idle = 0.0
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(0.2)
+            idle += 0.2
+            job = await run_in_threadpool(atelier.job, job_id, owner)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+@router.get(
+    "/v1/images/{image_id}",
+    summary="A result image (PNG with its generation parameters)",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def image(image_id: str, atelier: AtelierDep, owner: OwnerDep) -> FileResponse:
+    return FileResponse(atelier.image_path(image_id, owner), media_type="image/png", filename=f"{image_id}.png")

@@ -1,0 +1,198 @@
+"""The embedded facade: what a host application, the CLI and the HTTP API call.
+
+    from app.entrypoints.library import Atelier
+
+    with Atelier.open(data_dir="/srv/atelier") as atelier:
+        job = atelier.generate("一只猫在草地上", steps=20, seed=42)
+        print(job.status, [atelier.image_path(i.id) for i in job.images])
+
+No globals: each ``Atelier`` owns its container, database engine and worker threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from app.container import Container, build_demo, upgrade_schema
+from app.domain.errors import DatabaseUnavailable, JobNotFound
+from app.domain.generation import GenerationParams
+from app.domain.jobs import GenerationJob, JobStatus, job_id_of
+from app.domain.models import ModelInfo
+from app.ports.generation import ModelCatalog
+from app.ports.persistence import JobPage, JobReader
+from app.settings import Settings, load_settings
+
+
+class Atelier:
+    """One Atelier instance: jobs, models and images over one database and data dir."""
+
+    def __init__(self, settings: Settings, container: Container | None = None) -> None:
+        self.settings = settings
+        self.container = container or Container(settings=settings)
+        self._schema_ready = settings.profile == "test"
+        self._schema_lock = threading.Lock()
+        self._worker_started = False
+
+    @classmethod
+    def open(
+        cls,
+        database_url: str | None = None,
+        data_dir: str | None = None,
+        *,
+        profile: str | None = None,
+        workers: int | None = None,
+        start_worker: bool = True,
+        recover: bool = True,
+        **settings: Any,
+    ) -> Atelier:
+        """Build an instance, migrate its database and start its workers.
+
+        ``recover`` re-queues jobs a dead process left behind; pass False in a process
+        that shares the database with a running server and should run only its own jobs.
+        """
+        loaded = load_settings(
+            database_url=database_url, data_dir=data_dir, profile=profile, workers=workers, **settings
+        )
+        atelier = cls(loaded)
+        try:
+            atelier.migrate()
+        except DatabaseUnavailable:
+            if not start_worker:
+                raise
+        if start_worker:
+            atelier.start_worker(recover=recover)
+        return atelier
+
+    # -- lifecycle -------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Bring the database schema to the newest revision (idempotent)."""
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            upgrade_schema(self.settings.resolved_database_url)
+            self._schema_ready = True
+
+    def start_worker(self, recover: bool = True) -> None:
+        if self._worker_started:
+            return
+        executor = self.container.executor()
+        run = self.container.run_generation  # built per job, so the model backend loads on first use
+        executor.start(lambda job_id, cancelled: run()(job_id, cancelled))
+        self._worker_started = True
+        if recover:
+            try:
+                self.migrate()
+                for job_id in self.container.recover_jobs()():
+                    executor.enqueue(job_id)
+            except DatabaseUnavailable:
+                pass  # nothing to recover from a database we cannot reach; requests report 503
+
+    def close(self) -> None:
+        self.container.executor().shutdown(wait=True)
+        self.container.shutdown_resources()  # unloads pipelines and closes the engine, if they were used
+
+    def __enter__(self) -> Atelier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- generation ------------------------------------------------------------------
+    def params(self, prompt: str, **values: Any) -> GenerationParams:
+        """Validated parameters; the model defaults to the deployment's default model."""
+        values = {k: v for k, v in values.items() if v is not None}
+        values.setdefault("model", self.settings.default_model)
+        return GenerationParams(prompt=prompt, **values)
+
+    def submit(self, prompt: str, *, owner: str = "local", **params: Any) -> GenerationJob:
+        """Queue a job; it is in the database when this returns."""
+        self.migrate()
+        return self.container.submit_generation()(owner, self.params(prompt, **params))
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        owner: str = "local",
+        timeout: float | None = None,
+        on_progress: Callable[[GenerationJob], None] | None = None,
+        **params: Any,
+    ) -> GenerationJob:
+        """Submit and wait for the job to finish; returns the finished job."""
+        job = self.submit(prompt, owner=owner, **params)
+        return self.wait(job.id, timeout=timeout, on_progress=on_progress)
+
+    def wait(
+        self, job_id: str, timeout: float | None = None, on_progress: Callable[[GenerationJob], None] | None = None
+    ) -> GenerationJob:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        executor = self.container.executor()
+        while True:
+            ran_here = executor.wait(job_id, timeout=0.1)  # returns at once when this process ran it
+            job = self.job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job.status.finished or (deadline is not None and time.monotonic() > deadline):
+                return job
+            if ran_here:
+                time.sleep(0.1)  # queued or running in another process: poll the database
+
+    def cancel(self, job_id: str, owner: str | None = None) -> GenerationJob:
+        self.migrate()
+        return self.container.cancel_job()(job_id, owner)
+
+    # -- queries ---------------------------------------------------------------------
+    def job(self, job_id: str, owner: str | None = None) -> GenerationJob:
+        self.migrate()
+        return self._reader.get(job_id, owner)
+
+    def jobs(
+        self, owner: str | None = None, status: JobStatus | None = None, limit: int = 20, offset: int = 0
+    ) -> JobPage:
+        self.migrate()
+        return self._reader.list(owner=owner, status=status, limit=limit, offset=offset)
+
+    def image_path(self, image_id: str, owner: str | None = None) -> str:
+        """Local path of a result image; ``ImageNotFound``/``JobNotFound`` for another owner's image."""
+        job = self.job(job_id_of(image_id), owner)
+        if image_id not in {ref.id for ref in job.images}:
+            raise JobNotFound(f"Job {job.id} has no image {image_id}.")
+        return self.container.images().path(image_id)
+
+    def health(self) -> dict[str, str]:
+        """Raises ``DatabaseUnavailable`` when the database cannot be reached."""
+        self.migrate()
+        self._reader.ping()
+        return {"status": "ok", "database": "ok", "profile": self.settings.profile}
+
+    # -- models ----------------------------------------------------------------------
+    def models(self) -> list[ModelInfo]:
+        return self._catalog.list()
+
+    def model(self, name: str) -> ModelInfo:
+        return self._catalog.get(name)
+
+    def add_model(self, name: str, source: str, replace: bool = False) -> ModelInfo:
+        """Register a local diffusers folder (or a hub id, when a network exists) under ``name``."""
+        return self._catalog.add(name, source, replace=replace)
+
+    @property
+    def _reader(self) -> JobReader:
+        reader: JobReader = self.container.job_reader()
+        return reader
+
+    @property
+    def _catalog(self) -> ModelCatalog:
+        catalog: ModelCatalog = self.container.catalog()
+        return catalog
+
+    def init_demo(self, force: bool = False, seed: int = 0) -> ModelInfo:
+        """Build the tiny random-init Chinese demo pipeline (once) and register it as ``demo``."""
+        target = Path(self.settings.models_dir) / "demo"
+        if force or not (target / "model_index.json").is_file():
+            build_demo(str(target), seed, replace=True)
+        return self.add_model("demo", str(target), replace=True)

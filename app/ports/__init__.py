@@ -1,0 +1,1 @@
+"""Interfaces (typing.Protocol) the use cases need, in domain types."""

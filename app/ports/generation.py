@@ -1,0 +1,83 @@
+"""Ports of the image-generation capability."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from app.domain.generation import GenerationParams
+from app.domain.jobs import ImageRef
+from app.domain.models import ModelInfo
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """One image as raw 8-bit RGB pixels (``width * height * 3`` bytes)."""
+
+    width: int
+    height: int
+    rgb: bytes
+    seed: int
+    nsfw: bool | None = None
+
+
+class ProgressSink(Protocol):
+    """Receives step progress from a running generation and says whether to stop."""
+
+    def step(self, done: int, total: int) -> None:
+        """Called after each denoising step; may raise ``JobCancelled`` to stop the run."""
+
+
+class ImageGenerator(Protocol):
+    """Turns resolved parameters into images with a registered model."""
+
+    def generate(self, model: ModelInfo, params: GenerationParams, progress: ProgressSink) -> list[GeneratedImage]:
+        """Run one generation: one image per seed of ``params.image_seeds()``."""
+
+
+class ImageStore(Protocol):
+    """Keeps result images; ids are safe to put in URLs and never reach outside the store."""
+
+    def save(self, job_id: str, index: int, image: GeneratedImage, parameters: str) -> ImageRef:
+        """Store a PNG carrying ``parameters`` as its text chunk and return its reference."""
+
+    def path(self, image_id: str) -> str:
+        """Local file path of a stored image; raises ``ImageNotFound``."""
+
+    def delete_job(self, job_id: str) -> None:
+        """Remove every image a job stored (used when a job is retried)."""
+
+
+class ModelCatalog(Protocol):
+    """Models known by name."""
+
+    def get(self, name: str) -> ModelInfo:
+        """Raises ``UnknownModel``."""
+
+    def list(self) -> list[ModelInfo]: ...
+
+    def add(self, name: str, source: str, *, replace: bool = False) -> ModelInfo:
+        """Register a local diffusers folder or a hub id (downloaded when a network exists)."""
+
+
+JobHandler = Callable[[str, Callable[[], bool]], None]
+"""What an executor runs for a job id: ``handler(job_id, cancel_requested)``."""
+
+
+class JobExecutor(Protocol):
+    """Runs jobs outside the request. The in-process adapter uses threads; a distributed
+    one can take the same job ids from a shared queue, since the job itself is in the
+    database and the handler claims it there."""
+
+    def start(self, handler: JobHandler) -> None: ...
+
+    def enqueue(self, job_id: str) -> None: ...
+
+    def cancel(self, job_id: str) -> None:
+        """Signal a running job to stop at its next step (best effort, in addition to the database flag)."""
+
+    def wait(self, job_id: str, timeout: float | None = None) -> bool:
+        """Block until the job's handler has returned; False on timeout."""
+
+    def shutdown(self, wait: bool = True) -> None: ...

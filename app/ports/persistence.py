@@ -1,0 +1,64 @@
+"""Persistence ports: a repository of jobs behind a unit of work, and a read side."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol
+
+from app.domain.jobs import GenerationJob, JobStatus
+
+
+@dataclass(frozen=True)
+class JobPage:
+    items: list[GenerationJob]
+    total: int
+    limit: int
+    offset: int
+
+
+class JobRepository(Protocol):
+    """Generation jobs inside one unit of work; it never commits."""
+
+    def add(self, job: GenerationJob) -> None: ...
+
+    def get(self, job_id: str) -> GenerationJob:
+        """Raises ``JobNotFound``."""
+
+    def save(self, job: GenerationJob) -> None:
+        """Write back a job loaded from this repository (or added to it)."""
+
+    def ids_with_status(self, status: JobStatus) -> list[str]:
+        """Ids of the jobs in a status, oldest first."""
+
+
+class UnitOfWork(Protocol):
+    """A transaction: rolls back on exit unless ``commit`` was called."""
+
+    jobs: JobRepository
+
+    def __enter__(self) -> UnitOfWork: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    def commit(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self) -> UnitOfWork: ...
+
+
+class JobReader(Protocol):
+    """Read side for listings and status queries (no transaction to own)."""
+
+    def get(self, job_id: str, owner: str | None = None) -> GenerationJob:
+        """Raises ``JobNotFound``, also for a job of another owner."""
+
+    def list(
+        self, owner: str | None = None, status: JobStatus | None = None, limit: int = 20, offset: int = 0
+    ) -> JobPage: ...
+
+    def ping(self) -> None:
+        """Raises ``DatabaseUnavailable`` when the store cannot be reached."""

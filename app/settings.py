@@ -1,0 +1,117 @@
+"""Configuration: explicit arguments, then ``ATELIER_*`` environment variables, then an
+optional TOML file (``ATELIER_CONFIG``, else ``<data dir>/atelier.toml``), then defaults."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from app.domain.errors import InvalidParameters
+
+PROFILES = ("local", "test", "server")
+
+
+def default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "atelier")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a deployment can choose. ``database_url`` defaults to SQLite in the data dir."""
+
+    profile: str = "local"
+    data_dir: str = field(default_factory=default_data_dir)
+    database_url: str | None = None
+    workers: int = 1
+    default_model: str = "demo"
+    api_keys: tuple[str, ...] = ()
+    device: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_request_bytes: int = 1_000_000
+    progress_interval: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise InvalidParameters(
+                f"Unknown profile {self.profile!r}; use one of {', '.join(PROFILES)}.", code="invalid_profile"
+            )
+        if self.workers < 1:
+            raise InvalidParameters("workers must be at least 1.", code="invalid_workers")
+        if self.profile == "server" and not self.database_url:
+            raise InvalidParameters(
+                "The server profile needs a database URL (ATELIER_DATABASE_URL=postgresql+psycopg://...).",
+                code="missing_database_url",
+            )
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{Path(self.data_dir).resolve() / 'atelier.db'}"
+
+    @property
+    def images_dir(self) -> str:
+        return str(Path(self.data_dir) / "images")
+
+    @property
+    def models_dir(self) -> str:
+        return str(Path(self.data_dir) / "models")
+
+
+_ENV = {
+    "profile": "ATELIER_PROFILE",
+    "data_dir": "ATELIER_DATA_DIR",
+    "database_url": "ATELIER_DATABASE_URL",
+    "workers": "ATELIER_WORKERS",
+    "default_model": "ATELIER_DEFAULT_MODEL",
+    "api_keys": "ATELIER_API_KEYS",
+    "device": "ATELIER_DEVICE",
+    "host": "ATELIER_HOST",
+    "port": "ATELIER_PORT",
+    "max_request_bytes": "ATELIER_MAX_REQUEST_BYTES",
+    "progress_interval": "ATELIER_PROGRESS_INTERVAL",
+}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "tuple[str, ...]":
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(item.strip() for item in items if item.strip())
+    except (TypeError, ValueError) as e:
+        raise InvalidParameters(f"Setting {name} has an invalid value {value!r}.", code="invalid_setting") from e
+    return str(value) if value is not None else None
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings; ``overrides`` that are ``None`` are ignored."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, var in _ENV.items():
+        if env.get(var):
+            values[name] = _coerce(name, env[var])
+    values.update({k: _coerce(k, v) for k, v in overrides.items() if v is not None})
+    data_dir = values.get("data_dir") or default_data_dir()
+    config_file = env.get("ATELIER_CONFIG") or str(Path(data_dir) / "atelier.toml")
+    from_file: dict[str, Any] = {}
+    if Path(config_file).is_file():
+        with open(config_file, "rb") as handle:
+            raw = tomllib.load(handle)
+        section = raw.get("atelier", raw)
+        unknown = set(section) - set(_ENV)
+        if unknown:
+            raise InvalidParameters(
+                f"Unknown settings in {config_file}: {', '.join(sorted(unknown))}.", code="invalid_setting"
+            )
+        from_file = {k: _coerce(k, v) for k, v in section.items()}
+    elif env.get("ATELIER_CONFIG"):
+        raise InvalidParameters(f"The config file {config_file} does not exist.", code="invalid_setting")
+    return replace(Settings(), **{**from_file, **values})

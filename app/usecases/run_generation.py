@@ -1,0 +1,120 @@
+"""Run one queued job: claim it, generate outside any transaction, record the outcome."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from app.domain.errors import AtelierError, ConcurrentUpdate, JobCancelled
+from app.domain.generation import infotext
+from app.domain.jobs import GenerationJob, JobStatus
+from app.ports.clock import Clock
+from app.ports.generation import ImageGenerator, ImageStore, ModelCatalog, ProgressSink
+from app.ports.persistence import UnitOfWorkFactory
+
+log = logging.getLogger(__name__)
+_RETRIES = 5
+
+
+class RunGeneration:
+    """The executor's job handler.
+
+    Three short transactions: claim (``queued -> running``), throttled progress writes
+    (which double as the check for a cancel recorded by another process), and the outcome.
+    Optimistic versioning makes the claim safe when two workers race for one job.
+    """
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        catalog: ModelCatalog,
+        generator: ImageGenerator,
+        images: ImageStore,
+        clock: Clock,
+        progress_interval: float = 0.25,
+    ) -> None:
+        self._uow = uow
+        self._catalog = catalog
+        self._generator = generator
+        self._images = images
+        self._clock = clock
+        self.progress_interval = progress_interval
+
+    def __call__(self, job_id: str, cancel_signal: Callable[[], bool]) -> None:
+        job = self._claim(job_id)
+        if job is None:
+            return
+        try:
+            model = self._catalog.get(job.params.model)
+            sink = _JobProgress(self, job_id, cancel_signal)
+            generated = self._generator.generate(model, job.params, sink)
+            self._images.delete_job(job_id)
+            refs = [
+                self._images.save(job_id, i, image, infotext(job.params, image.seed))
+                for i, image in enumerate(generated)
+            ]
+        except JobCancelled:
+            self._update(job_id, lambda j: j.mark_cancelled(self._clock.now()))
+        except AtelierError as error:
+            code, text = error.code, error.message
+            self._update(job_id, lambda j: j.fail(code, text, self._clock.now()))
+        except Exception as e:  # a bug or an unexpected library error: keep the worker alive
+            log.exception("job %s failed", job_id)
+            message = f"{type(e).__name__}: {e}"
+            self._update(job_id, lambda j: j.fail("generation_failed", message, self._clock.now()))
+        else:
+            self._update(job_id, lambda j: j.succeed(refs, self._clock.now()))
+
+    def _claim(self, job_id: str) -> GenerationJob | None:
+        try:
+            with self._uow() as uow:
+                job = uow.jobs.get(job_id)
+                if job.status is not JobStatus.QUEUED:
+                    return None
+                job.start(self._clock.now())
+                uow.jobs.save(job)
+                uow.commit()
+                return job
+        except ConcurrentUpdate:
+            return None  # another worker claimed it, or it was cancelled meanwhile
+
+    def _update(self, job_id: str, change: Callable[[GenerationJob], None]) -> GenerationJob:
+        for _attempt in range(_RETRIES):
+            try:
+                with self._uow() as uow:
+                    job = uow.jobs.get(job_id)
+                    change(job)
+                    uow.jobs.save(job)
+                    uow.commit()
+                    return job
+            except ConcurrentUpdate:
+                continue
+        raise ConcurrentUpdate(f"Job {job_id} kept changing while its outcome was recorded.")
+
+    def record_progress(self, job_id: str, fraction: float) -> None:
+        """Write progress; raise ``JobCancelled`` when a cancel was recorded meanwhile."""
+
+        def change(job: GenerationJob) -> None:
+            if job.cancel_requested:
+                raise JobCancelled()
+            job.report_progress(fraction, self._clock.now())
+
+        self._update(job_id, change)
+
+
+class _JobProgress(ProgressSink):
+    def __init__(self, runner: RunGeneration, job_id: str, cancel_signal: Callable[[], bool]) -> None:
+        self._runner = runner
+        self._job_id = job_id
+        self._cancel_signal = cancel_signal
+        self._last_write = time.monotonic()  # the claim just wrote the job
+
+    def step(self, done: int, total: int) -> None:
+        if self._cancel_signal():
+            raise JobCancelled()
+        now = time.monotonic()
+        # Throttled: short jobs write no progress at all; the outcome follows at once.
+        if now - self._last_write >= self._runner.progress_interval and done < total:
+            self._last_write = now
+            self._runner.record_progress(self._job_id, done / max(total, 1))

@@ -1,0 +1,13 @@
+"""Suite-wide settings: one torch thread (two OpenMP threads on a busy 2-core machine
+can be many times slower), and no model-hub access, ever."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+for _var in [v for v in os.environ if v.startswith("ATELIER_")]:
+    del os.environ[_var]  # tests choose their own settings

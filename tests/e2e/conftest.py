@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from app.entrypoints.http.app import create_app
+from app.entrypoints.library import Atelier
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def open_test_atelier(tmp_path: Any, **settings: Any) -> Atelier:
+    return Atelier.open(data_dir=str(tmp_path), profile="test", **settings)
+
+
+@pytest.fixture
+def atelier(tmp_path: Any) -> Iterator[Atelier]:
+    instance = open_test_atelier(tmp_path)
+    yield instance
+    instance.close()
+
+
+@pytest.fixture
+async def client(atelier: Atelier) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(atelier)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://atelier") as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny random-init Chinese demo pipeline, built once per test session."""
+    from app.container import build_demo
+
+    return build_demo(str(tmp_path_factory.mktemp("models") / "demo"), 0)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Any, demo_model: str) -> str:
+    """A fresh data dir with the demo model registered (SQLite, local profile)."""
+    with Atelier.open(data_dir=str(tmp_path), start_worker=False) as instance:
+        instance.add_model("demo", demo_model)
+    return str(tmp_path)

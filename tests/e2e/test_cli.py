@@ -1,0 +1,138 @@
+"""The CLI through Click's runner against the local profile: SQLite, real tiny model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from app.entrypoints.cli.main import cli
+
+
+def run(data_dir: str, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["--data-dir", data_dir, *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_generate_saves_pngs_and_records_the_job(data_dir: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    code, stdout, _ = run(
+        data_dir,
+        "generate",
+        "一只猫在草地上",
+        "--size",
+        "64x64",
+        "--steps",
+        "2",
+        "--seed",
+        "7",
+        "--n",
+        "2",
+        "--scheduler",
+        "euler_a",
+        "--out",
+        str(out),
+        "--json",
+    )
+    assert code == 0, stdout
+    job = json.loads(stdout)
+    assert job["status"] == "succeeded" and job["seed"] == 7
+    assert job["params"]["scheduler"] == "Euler a"
+    paths = [Path(i["path"]) for i in job["images"]]
+    assert [p.parent for p in paths] == [out, out]
+    picture = Image.open(paths[1])
+    assert picture.size == (64, 64) and "Seed: 8" in picture.info["parameters"]
+
+    code, stdout, _ = run(data_dir, "jobs", "list", "--json")
+    assert code == 0 and json.loads(stdout)["items"][0]["id"] == job["id"]
+    code, stdout, _ = run(data_dir, "jobs", "show", job["id"])
+    assert code == 0 and "prompt: 一只猫在草地上" in stdout and "image " in stdout
+
+    code, _, stderr = run(data_dir, "jobs", "cancel", job["id"])
+    assert code == 2 and stderr.strip().splitlines() == [f"error: Job {job['id']} is already succeeded."]
+
+
+def test_plain_output_lists_the_image_paths(data_dir: str, tmp_path: Path) -> None:
+    code, stdout, _ = run(data_dir, "generate", "红色的圆", "--size", "64x64", "--steps", "1", "--out", str(tmp_path))
+    assert code == 0
+    lines = stdout.strip().splitlines()
+    assert lines[0].startswith("job ") and "succeeded" in lines[0]
+    assert Path(lines[1]).is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["generate", "猫", "--size", "100x64"], "error: width must be a multiple of 8, got 100."),
+        (["generate", "猫", "--size", "huge"], "error: Size 'huge' is not WIDTHxHEIGHT, e.g. 512x512."),
+        (["generate", "", "--steps", "2"], "error: The prompt is empty."),
+        (["generate", "猫", "--model", "nope"], "error: No model named 'nope' is registered."),
+        (["generate", "猫", "--scheduler", "warp"], "error: Unknown scheduler 'warp'"),
+        (["jobs", "show", "0" * 32], "error: No job"),
+        (["jobs", "cancel", "nope"], "error: No job"),
+        (["models", "add", "x", "/definitely/not/here"], "error: '/definitely/not/here' is neither"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(data_dir: str, args: list[str], message: str) -> None:
+    code, stdout, stderr = run(data_dir, *args)
+    assert code == 2
+    assert len(stderr.strip().splitlines()) == 1 and stderr.startswith(message), stderr
+    assert "Traceback" not in stdout + stderr
+
+
+def test_models_add_list_and_offline_hub_ids(data_dir: str, demo_model: str) -> None:
+    code, stdout, _ = run(data_dir, "models", "add", "second", demo_model)
+    assert code == 0 and "64px" in stdout and "bert" in stdout
+    code, stdout, _ = run(data_dir, "models", "list", "--json")
+    assert [m["name"] for m in json.loads(stdout)] == ["demo", "second"]
+    code, _, stderr = run(data_dir, "models", "add", "second", demo_model)
+    assert code == 2 and "already registered" in stderr
+    code, _, stderr = run(data_dir, "models", "add", "hub", "alibaba-pai/pai-diffusion-artist-large-zh")
+    assert code == 3 and "Without a network" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
+    for _ in range(2):
+        code, stdout, _ = run(str(tmp_path), "db", "upgrade")
+        assert code == 0 and "newest revision" in stdout
+
+
+def test_unreachable_database_is_exit_3(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["--data-dir", str(tmp_path), "--database-url", "postgresql+psycopg://u:p@127.0.0.1:1/x", "jobs", "list"]
+    )
+    assert result.exit_code == 3 and result.stderr.startswith("error: The database is unavailable")
+
+
+def test_help_and_import_do_not_load_torch() -> None:
+    probe = (
+        "import sys\n"
+        "import app, app.container, app.entrypoints.library, app.entrypoints.http.app\n"
+        "from click.testing import CliRunner\n"
+        "from app.entrypoints.cli.main import cli\n"
+        "for args in (['--help'], ['generate', '--help'], ['jobs', '--help'], ['models', 'add', '--help']):\n"
+        "    assert CliRunner().invoke(cli, args).exit_code == 0\n"
+        "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers', 'peft') if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
+    help_text = CliRunner().invoke(cli, ["generate", "--help"]).stdout
+    for option in [
+        "--negative",
+        "--model",
+        "--size",
+        "--steps",
+        "--guidance",
+        "--seed",
+        "--n",
+        "--scheduler",
+        "--out",
+        "--json",
+    ]:
+        assert option in help_text
