@@ -12,6 +12,7 @@ from typing import Any
 from app.domain.errors import InvalidParameters
 
 PROFILES = ("local", "test", "server")
+SERVER_WORKERS = 2  # the server profile's default number of generation threads
 
 
 def default_data_dir() -> str:
@@ -114,4 +115,7 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         from_file = {k: _coerce(k, v) for k, v in section.items()}
     elif env.get("ATELIER_CONFIG"):
         raise InvalidParameters(f"The config file {config_file} does not exist.", code="invalid_setting")
-    return replace(Settings(), **{**from_file, **values})
+    chosen = {**from_file, **values}
+    if chosen.get("profile") == "server" and "workers" not in chosen:
+        chosen["workers"] = SERVER_WORKERS
+    return replace(Settings(), **chosen)

@@ -33,14 +33,6 @@ async def client(atelier: Atelier) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-@pytest.fixture(scope="session")
-def demo_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The tiny random-init Chinese demo pipeline, built once per test session."""
-    from app.container import build_demo
-
-    return build_demo(str(tmp_path_factory.mktemp("models") / "demo"), 0)
-
-
 @pytest.fixture
 def data_dir(tmp_path: Any, demo_model: str) -> str:
     """A fresh data dir with the demo model registered (SQLite, local profile)."""

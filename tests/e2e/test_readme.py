@@ -1,0 +1,82 @@
+"""The README's examples run as written (the HTTP block against a real server on a free port)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.test_server_process import Server
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+pytestmark = pytest.mark.slow
+
+
+def block_after(heading: str, language: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index(heading) :]
+    match = re.search(rf"```{language}\n(.*?)```", section, re.S)
+    assert match, f"no {language} block after {heading}"
+    return match.group(1)
+
+
+def environment(data_dir: Path) -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "ATELIER_DATA_DIR": str(data_dir), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_command_line_examples(tmp_path: Path) -> None:
+    script = block_after("## Command line", "bash")
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        env=environment(tmp_path / "data"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3
+    assert "succeeded" in result.stdout
+
+
+def test_library_example(tmp_path: Path) -> None:
+    code = block_after("## Library", "python")
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=environment(tmp_path / "unused"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("succeeded 7 [") and lines[1] == "succeeded"
+    assert (tmp_path / "atelier-data" / "atelier.db").is_file()
+
+
+def test_http_examples(data_dir: str) -> None:
+    server = Server(data_dir)
+    server.start()
+    try:
+        script = block_after("## HTTP API", "bash").replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")
+        first, rest = script.split("\n", 2)[:2], script.split("\n", 2)[2]
+        submit = "\n".join(first)
+        reply = subprocess.run(["bash", "-c", submit], capture_output=True, text=True, timeout=60, check=True)
+        job_id = httpx.Response(200, content=reply.stdout).json()["id"]
+        httpx.get(f"{server.url}/v1/jobs/{job_id}/events", timeout=120)  # wait until done
+        rest = rest.replace("JOB_ID", job_id)
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", rest], cwd=data_dir, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        assert '"status":"succeeded"' in result.stdout and '"job_finished"' in result.stdout
+        assert (Path(data_dir) / "cat.png").read_bytes()[:4] == b"\x89PNG"
+    finally:
+        server.stop()
