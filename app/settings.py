@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ PROFILES = ("local", "test", "server")
 SERVER_WORKERS = 2  # the server profile's default number of generation threads
 
 
-def default_data_dir() -> str:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+def default_data_dir(environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return str(Path(base) / "atelier")
 
 
@@ -78,7 +80,10 @@ _ENV = {
 
 
 def _coerce(name: str, value: Any) -> Any:
-    kind = {f.name: f.type for f in fields(Settings)}[name]
+    types = {f.name: f.type for f in fields(Settings)}
+    if name not in types:
+        raise InvalidParameters(f"Unknown setting {name!r}; known: {', '.join(sorted(types))}.", code="invalid_setting")
+    kind = types[name]
     try:
         if kind == "int":
             return int(value)
@@ -100,12 +105,17 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         if env.get(var):
             values[name] = _coerce(name, env[var])
     values.update({k: _coerce(k, v) for k, v in overrides.items() if v is not None})
-    data_dir = values.get("data_dir") or default_data_dir()
+    data_dir = values.get("data_dir") or default_data_dir(env)
     config_file = env.get("ATELIER_CONFIG") or str(Path(data_dir) / "atelier.toml")
     from_file: dict[str, Any] = {}
     if Path(config_file).is_file():
-        with open(config_file, "rb") as handle:
-            raw = tomllib.load(handle)
+        try:
+            with open(config_file, "rb") as handle:
+                raw = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as e:
+            raise InvalidParameters(
+                f"The config file {config_file} is not valid TOML: {e}.", code="invalid_setting"
+            ) from e
         section = raw.get("atelier", raw)
         unknown = set(section) - set(_ENV)
         if unknown:
@@ -118,4 +128,5 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     chosen = {**from_file, **values}
     if chosen.get("profile") == "server" and "workers" not in chosen:
         chosen["workers"] = SERVER_WORKERS
+    chosen.setdefault("data_dir", data_dir)
     return replace(Settings(), **chosen)

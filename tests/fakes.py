@@ -83,7 +83,7 @@ class InMemoryImageStore(ImageStore):
         return f"memory://{image_id}"
 
     def delete_job(self, job_id: str) -> None:
-        for image_id in [i for i in self.images if i.startswith(job_id)]:
+        for image_id in [i for i in self.images if i.startswith(f"{job_id}-")]:
             del self.images[image_id]
 
 

@@ -119,3 +119,10 @@ class ConcurrentUpdate(Conflict):
 
     code = "concurrent_update"
     default_message = "The record was changed by someone else; try again."
+
+
+class InvalidImage(InvalidParameters):
+    """An input image that cannot be decoded, or exceeds the decode limits."""
+
+    code = "invalid_image"
+    default_message = "The image cannot be decoded."

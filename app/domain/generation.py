@@ -10,9 +10,21 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 from app.domain.errors import InvalidParameters
+from app.domain.specs import (
+    MAX_LORAS,
+    ControlSpec,
+    LoraSpec,
+    Mode,
+    OutpaintSpec,
+    ResizeMode,
+    parse_enum,
+    validate_input_id,
+    validate_model_name,
+)
 
 MAX_PROMPT_CHARS = 4000
 MIN_SIZE, MAX_SIZE = 64, 2048
@@ -21,7 +33,6 @@ MAX_STEPS = 150
 MAX_IMAGES = 8
 MAX_GUIDANCE = 30.0
 MAX_SEED = 2**63 - 1
-MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 # Canonical scheduler names (A1111 spelling). Aliases are matched after
 # lower-casing and dropping spaces, '_', '-', '+' and '.': "euler_a", "DPM++ 2M Karras",
@@ -59,16 +70,6 @@ def canonical_scheduler(name: str) -> str:
     return canonical
 
 
-def validate_model_name(name: str) -> str:
-    if not isinstance(name, str) or not MODEL_NAME_RE.match(name):
-        raise InvalidParameters(
-            "A model name has 1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit.",
-            code="invalid_model_name",
-            field="model",
-        )
-    return name
-
-
 def random_seed() -> int:
     """A fresh 63-bit seed (fits a signed 64-bit database column)."""
     return secrets.randbits(63)
@@ -92,8 +93,10 @@ def _check_size(value: int, field: str) -> None:
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """What to generate. ``width``/``height``/``seed``/``scheduler`` may be left open
-    (``None``) and are fixed by :meth:`resolved` when a job is submitted."""
+    """What to generate. ``width``/``height``/``seed``/``mode`` may be left open (``None``) and
+    are fixed by :meth:`resolved` when a job is submitted. ``mode`` is inferred from the inputs
+    when omitted: a control image means ControlNet, ``outpaint`` outpainting, a mask inpainting,
+    an init image image-to-image, nothing text-to-image."""
 
     prompt: str
     model: str
@@ -105,20 +108,17 @@ class GenerationParams:
     seed: int | None = None
     num_images: int = 1
     scheduler: str | None = None
+    mode: Mode | None = None
+    init_image: str | None = None
+    mask_image: str | None = None
+    strength: float = 0.75
+    resize_mode: ResizeMode = ResizeMode.STRETCH
+    outpaint: OutpaintSpec | None = None
+    control: ControlSpec | None = None
+    loras: tuple[LoraSpec, ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise InvalidParameters("The prompt is empty.", code="empty_prompt", field="prompt")
-        for field in ("prompt", "negative_prompt"):
-            text = getattr(self, field)
-            if not isinstance(text, str):
-                raise InvalidParameters(f"{field} must be text.", code=f"invalid_{field}", field=field)
-            if len(text) > MAX_PROMPT_CHARS:
-                raise InvalidParameters(
-                    f"{field} has {len(text)} characters; at most {MAX_PROMPT_CHARS} are accepted.",
-                    code="prompt_too_long",
-                    field=field,
-                )
+        self._check_text()
         validate_model_name(self.model)
         if self.width is not None:
             _check_size(self.width, "width")
@@ -132,30 +132,85 @@ class GenerationParams:
             )
         _check_int(self.steps, "steps", 1, MAX_STEPS)
         _check_int(self.num_images, "num_images", 1, MAX_IMAGES)
-        if isinstance(self.guidance_scale, bool) or not isinstance(self.guidance_scale, (int, float)):
-            raise InvalidParameters(
-                "guidance_scale must be a number.", code="invalid_guidance_scale", field="guidance_scale"
-            )
-        if not 0.0 <= float(self.guidance_scale) <= MAX_GUIDANCE:
-            raise InvalidParameters(
-                f"guidance_scale must be between 0 and {MAX_GUIDANCE}.",
-                code="invalid_guidance_scale",
-                field="guidance_scale",
-            )
-        object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
+        object.__setattr__(
+            self, "guidance_scale", _check_float(self.guidance_scale, "guidance_scale", 0.0, MAX_GUIDANCE)
+        )
         if self.seed is not None:
             _check_int(self.seed, "seed", 0, MAX_SEED)
         if self.scheduler is not None:
             object.__setattr__(self, "scheduler", canonical_scheduler(self.scheduler))
+        self._check_inputs()
 
-    def resolved(self, *, default_size: int, default_scheduler: str | None = None) -> GenerationParams:
-        """Fill the open values: the model's native size and a recorded random seed."""
+    def _check_text(self) -> None:
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise InvalidParameters("The prompt is empty.", code="empty_prompt", field="prompt")
+        for field in ("prompt", "negative_prompt"):
+            text = getattr(self, field)
+            if not isinstance(text, str):
+                raise InvalidParameters(f"{field} must be text.", code=f"invalid_{field}", field=field)
+            if len(text) > MAX_PROMPT_CHARS:
+                raise InvalidParameters(
+                    f"{field} has {len(text)} characters; at most {MAX_PROMPT_CHARS} are accepted.",
+                    code="prompt_too_long",
+                    field=field,
+                )
+
+    def _check_inputs(self) -> None:
+        for field in ("init_image", "mask_image"):
+            if getattr(self, field) is not None:
+                validate_input_id(getattr(self, field), field)
+        object.__setattr__(self, "strength", _check_float(self.strength, "strength", 0.01, 1.0))
+        object.__setattr__(self, "resize_mode", parse_enum(ResizeMode, self.resize_mode, "resize_mode"))
+        if not isinstance(self.loras, tuple):
+            object.__setattr__(self, "loras", tuple(self.loras))
+        if len(self.loras) > MAX_LORAS or len({lora.name for lora in self.loras}) != len(self.loras):
+            raise InvalidParameters(
+                f"At most {MAX_LORAS} different LoRAs per request.", code="invalid_loras", field="loras"
+            )
+        mode = self._inferred_mode() if self.mode is None else parse_enum(Mode, self.mode, "mode")
+        object.__setattr__(self, "mode", mode)
+        needs = {
+            Mode.IMG2IMG: ("init_image",),
+            Mode.INPAINT: ("init_image", "mask_image"),
+            Mode.OUTPAINT: ("init_image", "outpaint"),
+            Mode.CONTROLNET: ("control",),
+        }.get(mode, ())
+        for field in needs:
+            if getattr(self, field) is None:
+                raise InvalidParameters(f"Mode {mode.value} needs {field}.", code=f"missing_{field}", field=field)
+
+    def _inferred_mode(self) -> Mode:
+        if self.control is not None:
+            return Mode.CONTROLNET
+        if self.outpaint is not None:
+            return Mode.OUTPAINT
+        if self.mask_image is not None:
+            return Mode.INPAINT
+        if self.init_image is not None:
+            return Mode.IMG2IMG
+        return Mode.TXT2IMG
+
+    @property
+    def input_ids(self) -> list[str]:
+        """Every uploaded image the request refers to."""
+        ids = [self.init_image, self.mask_image, self.control.image if self.control else None]
+        return [i for i in ids if i is not None]
+
+    def resolved(self, *, default_size: int, input_size: tuple[int, int] | None = None) -> GenerationParams:
+        """Fill the open values and record a random seed. The size defaults to the input image's
+        (grown by the outpaint borders, rounded down to a multiple of 8) or the model's native size."""
+        width, height = default_size, default_size
+        if input_size is not None:
+            width, height = input_size
+            if self.outpaint is not None and self.mode is Mode.OUTPAINT:
+                width += self.outpaint.left + self.outpaint.right
+                height += self.outpaint.up + self.outpaint.down
+            width, height = (_fit(width), _fit(height))
         return replace(
             self,
-            width=self.width or default_size,
-            height=self.height or default_size,
+            width=self.width or width,
+            height=self.height or height,
             seed=random_seed() if self.seed is None else self.seed,
-            scheduler=self.scheduler or default_scheduler,
         )
 
     def image_seeds(self) -> list[int]:
@@ -165,12 +220,43 @@ class GenerationParams:
         return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.num_images)]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-native: enums as their values, tuples as lists."""
+        return _plain(asdict(self))  # type: ignore[no-any-return]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationParams:
+        """Inverse of :meth:`to_dict` (also for JSON); unknown keys are ignored."""
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if isinstance(known.get("outpaint"), dict):
+            known["outpaint"] = OutpaintSpec(**known["outpaint"])
+        if isinstance(known.get("control"), dict):
+            known["control"] = ControlSpec(**known["control"])
+        known["loras"] = tuple(
+            lora if isinstance(lora, LoraSpec) else LoraSpec(**lora) for lora in known.get("loras") or ()
+        )
         return cls(**known)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
+
+
+def _fit(value: int) -> int:
+    return max(MIN_SIZE, min(MAX_SIZE, value - value % 8))
+
+
+def _check_float(value: Any, field: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidParameters(f"{field} must be a number.", code=f"invalid_{field}", field=field)
+    if not low <= float(value) <= high:
+        raise InvalidParameters(f"{field} must be between {low:g} and {high:g}.", code=f"invalid_{field}", field=field)
+    return float(value)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -196,5 +282,13 @@ def infotext(params: GenerationParams, seed: int) -> str:
         f"Size: {params.width}x{params.height}",
         f"Model: {params.model}",
     ]
+    if params.mode is not Mode.TXT2IMG:
+        fields.append(f"Mode: {params.mode}")
+    if params.mode in (Mode.IMG2IMG, Mode.INPAINT, Mode.OUTPAINT):
+        fields.append(f"Denoising strength: {params.strength:g}")
+    if params.loras:
+        fields.append("Lora hashes: " + ", ".join(f"{lora.name}: {lora.weight:g}" for lora in params.loras))
+    if params.control is not None:
+        fields.append(f"ControlNet: {params.control.kind}, scale {params.control.scale:g}")
     lines.append(", ".join(fields))
     return "\n".join(lines)

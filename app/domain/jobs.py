@@ -38,7 +38,7 @@ _TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 
 
 # An image id is "<32 hex job id>-<index>": safe in URLs and file names, and it names its job.
-_IMAGE_ID = re.compile(r"^([0-9a-f]{32})-([0-9]{1,2})$")
+_IMAGE_ID = re.compile(r"([0-9a-f]{32})-([0-9]{1,2})")
 
 
 def new_job_id() -> str:
@@ -53,7 +53,7 @@ def image_id_for(job_id: str, index: int) -> str:
 
 def job_id_of(image_id: str) -> str:
     """The job an image id belongs to; ``ImageNotFound`` for anything that is not an image id."""
-    match = _IMAGE_ID.match(image_id) if isinstance(image_id, str) else None
+    match = _IMAGE_ID.fullmatch(image_id) if isinstance(image_id, str) else None
     if not match:
         raise ImageNotFound(f"No image {image_id!r}.")
     return match.group(1)

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from app.domain.generation import validate_model_name
+from app.domain.specs import validate_model_name
 
 
 class ModelKind(StrEnum):
     BASE = "base"
+    LORA = "lora"
+    CONTROLNET = "controlnet"
 
 
 @dataclass(frozen=True)

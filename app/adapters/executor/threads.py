@@ -31,6 +31,7 @@ class ThreadJobExecutor(JobExecutor):
         self._lock = threading.Lock()
         self._cancel: dict[str, threading.Event] = {}
         self._done: OrderedDict[str, threading.Event] = OrderedDict()
+        self._pending: dict[str, int] = {}  # runs of a job id still queued or running
         self._handler: JobHandler | None = None
 
     def start(self, handler: JobHandler) -> None:
@@ -47,6 +48,7 @@ class ThreadJobExecutor(JobExecutor):
         with self._lock:
             self._done.setdefault(job_id, threading.Event()).clear()
             self._cancel.setdefault(job_id, threading.Event())
+            self._pending[job_id] = self._pending.get(job_id, 0) + 1
         self._queue.put(job_id)
 
     def cancel(self, job_id: str) -> None:
@@ -87,6 +89,11 @@ class ThreadJobExecutor(JobExecutor):
 
     def _finish(self, job_id: str) -> None:
         with self._lock:
+            left = self._pending.get(job_id, 1) - 1
+            if left > 0:  # the same id was enqueued again meanwhile: wait for that run too
+                self._pending[job_id] = left
+                return
+            self._pending.pop(job_id, None)
             self._cancel.pop(job_id, None)
             event = self._done.setdefault(job_id, threading.Event())
             event.set()

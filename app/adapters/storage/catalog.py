@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from app.domain.errors import InvalidParameters, ModelAlreadyRegistered, UnknownModel
-from app.domain.generation import validate_model_name
 from app.domain.models import ModelInfo, ModelKind
+from app.domain.specs import validate_model_name
 from app.ports.generation import ModelCatalog
 
 Inspector = Callable[[str], dict[str, Any]]

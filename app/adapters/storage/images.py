@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from app.domain.errors import ImageNotFound
+from app.domain.errors import GenerationFailed, ImageNotFound
 from app.domain.jobs import ImageRef, image_id_for, job_id_of
 from app.ports.generation import GeneratedImage, ImageStore
 
@@ -25,6 +25,10 @@ class FileImageStore(ImageStore):
         image_id = image_id_for(job_id, index)
         target = self._file(image_id)
         target.parent.mkdir(parents=True, exist_ok=True)
+        if len(image.rgb) != image.width * image.height * 3:
+            raise GenerationFailed(
+                f"Image {index} of job {job_id} has {len(image.rgb)} bytes, not {image.width}x{image.height} RGB."
+            )
         picture = Image.frombytes("RGB", (image.width, image.height), image.rgb)
         info = PngInfo()
         info.add_text("parameters", parameters)

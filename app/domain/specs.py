@@ -1,0 +1,152 @@
+"""Value objects a generation request is built from: mode, input images, LoRAs, ControlNet, outpainting."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from app.domain.errors import InvalidParameters
+
+MAX_LORAS = 8
+MAX_LORA_WEIGHT = 5.0
+MAX_EXPAND = 1024
+MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# An uploaded input image: "upload-" and the first 32 hex digits of its content's sha256.
+_INPUT_ID = re.compile(r"upload-[0-9a-f]{32}")
+
+
+def validate_model_name(name: Any, field: str = "model") -> str:
+    """Names of models, LoRAs and ControlNets: 1-64 of letters, digits, '.', '_', '-'."""
+    if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name):
+        raise InvalidParameters(
+            f"{name!r} is not a valid name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+            code="invalid_model_name",
+            field=field,
+        )
+    return name
+
+
+class Mode(StrEnum):
+    TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"
+    INPAINT = "inpaint"
+    OUTPAINT = "outpaint"
+    CONTROLNET = "controlnet"
+
+
+class ResizeMode(StrEnum):
+    """How an input image is fitted to the requested size (A1111 / Diffusers-API 0, 1, 2)."""
+
+    STRETCH = "stretch"
+    CROP = "crop"
+    PAD = "pad"
+
+
+def parse_enum(kind: type[StrEnum], value: Any, field: str) -> Any:
+    try:
+        return kind(str(value).lower())
+    except ValueError as e:
+        choices = ", ".join(member.value for member in kind)
+        raise InvalidParameters(
+            f"{field} must be one of: {choices}; got {value!r}.", code=f"invalid_{field}", field=field
+        ) from e
+
+
+def validate_input_id(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not _INPUT_ID.fullmatch(value):
+        raise InvalidParameters(
+            f"{field} must be the id of an uploaded image (upload-…), got {value!r}.",
+            code=f"invalid_{field}",
+            field=field,
+        )
+    return value
+
+
+def _number(value: Any, field: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= float(value) <= high:
+        raise InvalidParameters(
+            f"{field} must be a number between {low:g} and {high:g}.", code=f"invalid_{field}", field=field
+        )
+    return float(value)
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """A registered LoRA and the weight it is applied with."""
+
+    name: str
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        validate_model_name(self.name, field="loras")
+        object.__setattr__(self, "weight", _number(self.weight, "lora_weight", -MAX_LORA_WEIGHT, MAX_LORA_WEIGHT))
+
+
+class ControlKind(StrEnum):
+    """How the control image is preprocessed: edges, depth, or used as it is."""
+
+    CANNY = "canny"
+    DEPTH = "depth"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class ControlSpec:
+    """ControlNet conditioning: an uploaded image, its preprocessor, the ControlNet model and its scale.
+    ``model`` None means the ControlNet registered under the preprocessor's name (``canny``, ``depth``)."""
+
+    image: str
+    kind: ControlKind = ControlKind.CANNY
+    model: str | None = None
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        validate_input_id(self.image, "control_image")
+        object.__setattr__(self, "kind", parse_enum(ControlKind, self.kind, "control_kind"))
+        if self.model is not None:
+            validate_model_name(self.model, field="control_model")
+        object.__setattr__(self, "scale", _number(self.scale, "control_scale", 0.0, 2.0))
+
+
+class OutpaintFill(StrEnum):
+    COPY = "copy"
+    REFLECT = "reflect"
+
+
+@dataclass(frozen=True)
+class OutpaintSpec:
+    """Pixels to add on each side before the new border is inpainted."""
+
+    left: int = 0
+    right: int = 0
+    up: int = 0
+    down: int = 0
+    fill: OutpaintFill = OutpaintFill.COPY
+
+    def __post_init__(self) -> None:
+        for side in ("left", "right", "up", "down"):
+            value = getattr(self, side)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_EXPAND:
+                raise InvalidParameters(
+                    f"outpaint {side} must be 0-{MAX_EXPAND} pixels, got {value!r}.",
+                    code="invalid_outpaint",
+                    field="outpaint",
+                )
+        if not (self.left or self.right or self.up or self.down):
+            raise InvalidParameters(
+                "outpaint needs at least one side to expand.", code="invalid_outpaint", field="outpaint"
+            )
+        object.__setattr__(self, "fill", parse_enum(OutpaintFill, self.fill, "outpaint_fill"))
+
+    @classmethod
+    def parse(cls, text: str, fill: str = "copy") -> OutpaintSpec:
+        """``"l,r,u,d"`` in pixels, e.g. ``"128,128,0,0"``."""
+        parts = [p.strip() for p in text.split(",")]
+        if len(parts) != 4 or not all(p.isdigit() for p in parts):
+            raise InvalidParameters(
+                f"outpaint {text!r} is not LEFT,RIGHT,UP,DOWN pixels.", code="invalid_outpaint", field="outpaint"
+            )
+        left, right, up, down = (int(p) for p in parts)
+        return cls(left, right, up, down, parse_enum(OutpaintFill, fill, "outpaint_fill"))
