@@ -50,6 +50,13 @@ def build_demo(out_dir: str, seed: int, replace: bool = False) -> str:
     return build_demo_model(out_dir, seed=seed, replace=replace)
 
 
+def build_demo_controlnet(base_dir: str, out_dir: str, seed: int) -> str:
+    """Build a random-init ControlNet shaped for the demo pipeline."""
+    from app.adapters.diffusers.demo import build_demo_controlnet as build
+
+    return build(base_dir, out_dir, seed=seed, replace=True)
+
+
 def _sql_uow_factory(engine: Any) -> Any:
     from app.adapters.sql.engine import session_factory
     from app.adapters.sql.uow import SqlUnitOfWorkFactory
@@ -72,6 +79,13 @@ def _diffusers_generator(device: str) -> Iterator[Any]:
     generator.unload_all()
 
 
+def decode_base64(text: str) -> bytes:
+    """Bytes of a base64 image or data URL (``InvalidImage`` when it is neither)."""
+    from app.adapters.imaging.ops import base64_bytes
+
+    return base64_bytes(text)
+
+
 def _pick_device(device: str) -> str:
     if device != "auto":
         return device
@@ -80,10 +94,10 @@ def _pick_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _inspect_model(path: str) -> dict[str, Any]:
-    from app.adapters.diffusers.layout import inspect_model
+def _inspect_model(path: str, kind: str) -> dict[str, Any]:
+    from app.adapters.diffusers.layout import inspect
 
-    return inspect_model(path)
+    return inspect(path, kind)
 
 
 def _test_catalog() -> InMemoryModelCatalog:
@@ -125,7 +139,7 @@ class Container(containers.DeclarativeContainer):
     images = providers.Singleton(FileImageStore, settings.provided.images_dir)
     executor = providers.Singleton(ThreadJobExecutor, workers=settings.provided.workers)
 
-    submit_generation = providers.Factory(SubmitGeneration, uow_factory, catalog, executor, clock)
+    submit_generation = providers.Factory(SubmitGeneration, uow_factory, catalog, images, executor, clock)
     run_generation = providers.Factory(
         RunGeneration, uow_factory, catalog, generator, images, clock, settings.provided.progress_interval
     )

@@ -35,7 +35,7 @@ class Settings:
     device: str = "auto"
     host: str = "127.0.0.1"
     port: int = 8000
-    max_request_bytes: int = 1_000_000
+    max_request_bytes: int = 30_000_000  # room for base64 images in JSON
     progress_interval: float = 0.25
 
     def __post_init__(self) -> None:

@@ -4,7 +4,7 @@ can be many times slower), and no model-hub access, ever."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,8 +17,23 @@ for _var in [v for v in os.environ if v.startswith("ATELIER_") and not v.startsw
 
 
 @pytest.fixture(scope="session")
-def demo_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The tiny random-init Chinese demo pipeline, built once per test session."""
-    from app.container import build_demo
+def demo_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, str]]:
+    """The demo pipeline and its ControlNets (``canny``, ``depth``), built once per test session:
+    name -> (path, kind)."""
+    from app.entrypoints.library import Atelier
 
-    return build_demo(str(Path(tmp_path_factory.mktemp("models")) / "demo"), 0)
+    with Atelier.open(data_dir=str(tmp_path_factory.mktemp("demo-data")), start_worker=False) as atelier:
+        atelier.init_demo()
+        return {m.name: (m.path, m.kind.value) for m in atelier.models()}
+
+
+@pytest.fixture(scope="session")
+def demo_model(demo_models: dict[str, tuple[str, str]]) -> str:
+    """Path of the tiny random-init Chinese demo pipeline."""
+    return demo_models["demo"][0]
+
+
+def register_demo(atelier: Any, demo_models: dict[str, tuple[str, str]]) -> None:
+    """Register the session's demo models in another data dir, without rebuilding them."""
+    for name, (path, kind) in demo_models.items():
+        atelier.add_model(name, path, kind=kind, replace=True)

@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from app.adapters.memory.generation import InMemoryModelCatalog, PatternImageGenerator
 from app.adapters.memory.jobs import InMemoryJobReader, InMemoryJobStore, InMemoryUnitOfWorkFactory
-from app.domain.errors import ImageNotFound
+from app.domain.errors import ImageNotFound, InvalidImage
 from app.domain.jobs import ImageRef, image_id_for
 from app.domain.models import ModelInfo
 from app.ports.clock import Clock
-from app.ports.generation import GeneratedImage, ImageStore, JobExecutor, JobHandler
+from app.ports.generation import GeneratedImage, ImageStore, InputImage, JobExecutor, JobHandler
 
 __all__ = [
     "FakeClock",
@@ -71,6 +72,7 @@ class ManualExecutor(JobExecutor):
 class InMemoryImageStore(ImageStore):
     def __init__(self) -> None:
         self.images: dict[str, tuple[GeneratedImage, str]] = {}
+        self.inputs: dict[str, InputImage] = {}
 
     def save(self, job_id: str, index: int, image: GeneratedImage, parameters: str) -> ImageRef:
         image_id = image_id_for(job_id, index)
@@ -81,6 +83,22 @@ class InMemoryImageStore(ImageStore):
         if image_id not in self.images:
             raise ImageNotFound(image_id)
         return f"memory://{image_id}"
+
+    def put_input(self, data: bytes) -> InputImage:
+        """Accepts ``b"WxH"`` as a picture of that size; anything else is an invalid image."""
+        import hashlib
+
+        match = re.fullmatch(rb"(\d+)x(\d+)", data)
+        if match is None:
+            raise InvalidImage("not an image")
+        input_id = "upload-" + hashlib.sha256(data).hexdigest()[:32]
+        self.inputs[input_id] = InputImage(input_id, int(match.group(1)), int(match.group(2)), f"memory://{input_id}")
+        return self.inputs[input_id]
+
+    def input_image(self, input_id: str) -> InputImage:
+        if input_id not in self.inputs:
+            raise ImageNotFound(input_id)
+        return self.inputs[input_id]
 
     def delete_job(self, job_id: str) -> None:
         for image_id in [i for i in self.images if i.startswith(f"{job_id}-")]:

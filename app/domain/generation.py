@@ -227,13 +227,14 @@ class GenerationParams:
     def from_dict(cls, data: dict[str, Any]) -> GenerationParams:
         """Inverse of :meth:`to_dict` (also for JSON); unknown keys are ignored."""
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if isinstance(known.get("outpaint"), dict):
-            known["outpaint"] = OutpaintSpec(**known["outpaint"])
+        outpaint = known.get("outpaint")
+        if isinstance(outpaint, dict):
+            known["outpaint"] = OutpaintSpec(**outpaint)
+        elif isinstance(outpaint, str):
+            known["outpaint"] = OutpaintSpec.parse(outpaint)
         if isinstance(known.get("control"), dict):
             known["control"] = ControlSpec(**known["control"])
-        known["loras"] = tuple(
-            lora if isinstance(lora, LoraSpec) else LoraSpec(**lora) for lora in known.get("loras") or ()
-        )
+        known["loras"] = tuple(LoraSpec.of(lora) for lora in known.get("loras") or ())
         return cls(**known)
 
 

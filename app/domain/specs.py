@@ -83,6 +83,25 @@ class LoraSpec:
         validate_model_name(self.name, field="loras")
         object.__setattr__(self, "weight", _number(self.weight, "lora_weight", -MAX_LORA_WEIGHT, MAX_LORA_WEIGHT))
 
+    @classmethod
+    def of(cls, value: Any) -> LoraSpec:
+        """From a LoraSpec, ``{"name", "weight"}``, ``(name, weight)`` or ``"name:weight"``."""
+        if isinstance(value, LoraSpec):
+            return value
+        if isinstance(value, dict):
+            return cls(**value)
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            return cls(value[0], value[1])
+        if isinstance(value, str):
+            name, _, weight = value.partition(":")
+            try:
+                return cls(name.strip(), float(weight) if weight.strip() else 1.0)
+            except ValueError as e:
+                raise InvalidParameters(
+                    f"LoRA {value!r} is not NAME:WEIGHT.", code="invalid_loras", field="loras"
+                ) from e
+        raise InvalidParameters(f"LoRA {value!r} is not NAME:WEIGHT.", code="invalid_loras", field="loras")
+
 
 class ControlKind(StrEnum):
     """How the control image is preprocessed: edges, depth, or used as it is."""

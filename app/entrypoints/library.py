@@ -17,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app.container import Container, build_demo, upgrade_schema
-from app.domain.errors import DatabaseUnavailable, JobNotFound
+from app.container import Container, build_demo, build_demo_controlnet, decode_base64, upgrade_schema
+from app.domain.errors import DatabaseUnavailable, InvalidParameters, JobNotFound
 from app.domain.generation import GenerationParams
 from app.domain.jobs import GenerationJob, JobStatus, job_id_of
-from app.domain.models import ModelInfo
-from app.ports.generation import ModelCatalog
+from app.domain.models import ModelInfo, ModelKind
+from app.ports.generation import InputImage, ModelCatalog
 from app.ports.persistence import JobPage, JobReader
 from app.settings import Settings, load_settings
 
@@ -103,10 +103,14 @@ class Atelier:
 
     # -- generation ------------------------------------------------------------------
     def params(self, prompt: str, **values: Any) -> GenerationParams:
-        """Validated parameters; the model defaults to the deployment's default model."""
-        values = {k: v for k, v in values.items() if v is not None}
+        """Validated parameters; the model defaults to the deployment's default model. Specs may be
+        given plainly: ``loras=["poem:0.7"]``, ``outpaint="64,64,0,0"``, ``control={"image": id}``."""
+        values = self._store_inline_images({k: v for k, v in values.items() if v is not None})
         values.setdefault("model", self.settings.default_model)
-        return GenerationParams(prompt=prompt, **values)
+        unknown = set(values) - set(GenerationParams.__dataclass_fields__)
+        if unknown:
+            raise InvalidParameters(f"Unknown parameters: {', '.join(sorted(unknown))}.", code="unknown_parameter")
+        return GenerationParams.from_dict({"prompt": prompt, **values})
 
     def submit(self, prompt: str, *, owner: str = "local", **params: Any) -> GenerationJob:
         """Queue a job; it is in the database when this returns."""
@@ -170,15 +174,35 @@ class Atelier:
         return {"status": "ok", "database": "ok", "profile": self.settings.profile}
 
     # -- models ----------------------------------------------------------------------
-    def models(self) -> list[ModelInfo]:
-        return self._catalog.list()
+    def models(self, kind: ModelKind | str | None = None) -> list[ModelInfo]:
+        return self._catalog.list(ModelKind(kind) if kind else None)
 
     def model(self, name: str) -> ModelInfo:
         return self._catalog.get(name)
 
-    def add_model(self, name: str, source: str, replace: bool = False) -> ModelInfo:
-        """Register a local diffusers folder (or a hub id, when a network exists) under ``name``."""
-        return self._catalog.add(name, source, replace=replace)
+    def add_model(
+        self, name: str, source: str, replace: bool = False, kind: ModelKind | str = ModelKind.BASE
+    ) -> ModelInfo:
+        """Register a local folder or file (or a hub id, when a network exists) as a base model, LoRA or ControlNet."""
+        return self._catalog.add(name, source, kind=ModelKind(kind), replace=replace)
+
+    def upload(self, data: bytes | str) -> InputImage:
+        """Keep an input image (init image, mask, control image) given as bytes, or base64 / a data URL
+        as text; its id goes into ``init_image``, ``mask_image`` or ``control["image"]``."""
+        if isinstance(data, str):
+            data = decode_base64(data)
+        return self.container.images().put_input(data)
+
+    def _store_inline_images(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Image fields may carry base64 instead of an upload id: store those first."""
+
+        def ref(value: Any) -> Any:
+            return self.upload(value).id if isinstance(value, str) and not value.startswith("upload-") else value
+
+        values = {**values, **{k: ref(values[k]) for k in ("init_image", "mask_image") if k in values}}
+        if isinstance(values.get("control"), dict) and "image" in values["control"]:
+            values["control"] = {**values["control"], "image": ref(values["control"]["image"])}
+        return values
 
     @property
     def _reader(self) -> JobReader:
@@ -191,8 +215,15 @@ class Atelier:
         return catalog
 
     def init_demo(self, force: bool = False, seed: int = 0) -> ModelInfo:
-        """Build the tiny random-init Chinese demo pipeline (once) and register it as ``demo``."""
+        """Build the tiny random-init Chinese demo pipeline (once) and register it as ``demo``, with
+        random-init ControlNets registered as ``canny`` and ``depth`` so every mode runs offline."""
         target = Path(self.settings.models_dir) / "demo"
         if force or not (target / "model_index.json").is_file():
             build_demo(str(target), seed, replace=True)
-        return self.add_model("demo", str(target), replace=True)
+        info = self.add_model("demo", str(target), replace=True)
+        for offset, name in enumerate(("canny", "depth"), start=1):
+            folder = Path(self.settings.models_dir) / f"demo-controlnet-{name}"
+            if force or not (folder / "config.json").is_file():
+                build_demo_controlnet(str(target), str(folder), seed + offset)
+            self.add_model(name, str(folder), kind=ModelKind.CONTROLNET, replace=True)
+        return info

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from app.domain.generation import GenerationParams
 from app.domain.jobs import ImageRef
-from app.domain.models import ModelInfo
+from app.domain.models import ModelInfo, ModelKind
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,48 @@ class ProgressSink(Protocol):
         """Called after each denoising step; may raise ``JobCancelled`` to stop the run."""
 
 
-class ImageGenerator(Protocol):
-    """Turns resolved parameters into images with a registered model."""
+@dataclass(frozen=True)
+class RgbImage:
+    """Raw 8-bit RGB pixels, for the ports that exchange pictures."""
 
-    def generate(self, model: ModelInfo, params: GenerationParams, progress: ProgressSink) -> list[GeneratedImage]:
-        """Run one generation: one image per seed of ``params.image_seeds()``."""
+    width: int
+    height: int
+    rgb: bytes
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """An uploaded image (init image, mask or control image), validated and stored."""
+
+    id: str
+    width: int
+    height: int
+    path: str
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything one run needs, resolved: the models by their registry entries and the
+    uploaded inputs by local path (``init``, ``mask``, ``control``)."""
+
+    model: ModelInfo
+    params: GenerationParams
+    inputs: dict[str, str] = field(default_factory=dict)
+    loras: tuple[tuple[ModelInfo, float], ...] = ()
+    controlnet: ModelInfo | None = None
+
+
+class ImageGenerator(Protocol):
+    """Turns a resolved request into images."""
+
+    def generate(self, request: GenerationRequest, progress: ProgressSink) -> list[GeneratedImage]:
+        """Run one generation: one image per seed of ``request.params.image_seeds()``."""
+
+
+class DepthEstimator(Protocol):
+    """Estimates a depth map (near = bright) for depth ControlNets."""
+
+    def estimate(self, image: RgbImage) -> RgbImage: ...
 
 
 class ImageStore(Protocol):
@@ -48,17 +85,23 @@ class ImageStore(Protocol):
     def delete_job(self, job_id: str) -> None:
         """Remove every image a job stored (used when a job is retried)."""
 
+    def put_input(self, data: bytes) -> InputImage:
+        """Validate (decode limits) and keep an uploaded image; raises ``InvalidImage``."""
+
+    def input_image(self, input_id: str) -> InputImage:
+        """An uploaded image; raises ``ImageNotFound``."""
+
 
 class ModelCatalog(Protocol):
-    """Models known by name."""
+    """Base models, LoRAs and ControlNets known by name (one namespace for all kinds)."""
 
-    def get(self, name: str) -> ModelInfo:
-        """Raises ``UnknownModel``."""
+    def get(self, name: str, kind: ModelKind = ModelKind.BASE) -> ModelInfo:
+        """Raises ``UnknownModel``, also when the name is registered as another kind."""
 
-    def list(self) -> list[ModelInfo]: ...
+    def list(self, kind: ModelKind | None = None) -> list[ModelInfo]: ...
 
-    def add(self, name: str, source: str, *, replace: bool = False) -> ModelInfo:
-        """Register a local diffusers folder or a hub id (downloaded when a network exists)."""
+    def add(self, name: str, source: str, *, kind: ModelKind = ModelKind.BASE, replace: bool = False) -> ModelInfo:
+        """Register a local folder or file, or a hub id (downloaded when a network exists)."""
 
 
 JobHandler = Callable[[str, Callable[[], bool]], None]

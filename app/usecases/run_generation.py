@@ -12,6 +12,7 @@ from app.domain.jobs import GenerationJob, JobStatus
 from app.ports.clock import Clock
 from app.ports.generation import ImageGenerator, ImageStore, ModelCatalog, ProgressSink
 from app.ports.persistence import UnitOfWorkFactory
+from app.usecases.generation_inputs import build_request
 
 log = logging.getLogger(__name__)
 _RETRIES = 5
@@ -46,9 +47,9 @@ class RunGeneration:
         if job is None:
             return
         try:
-            model = self._catalog.get(job.params.model)
+            request = build_request(job.params, self._catalog, self._images)
             sink = _JobProgress(self, job_id, cancel_signal)
-            generated = self._generator.generate(model, job.params, sink)
+            generated = self._generator.generate(request, sink)
             self._images.delete_job(job_id)
             refs = [
                 self._images.save(job_id, i, image, infotext(job.params, image.seed))

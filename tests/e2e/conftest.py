@@ -8,6 +8,7 @@ import pytest
 
 from app.entrypoints.http.app import create_app
 from app.entrypoints.library import Atelier
+from tests.conftest import register_demo
 
 
 @pytest.fixture
@@ -34,8 +35,8 @@ async def client(atelier: Atelier) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Any, demo_model: str) -> str:
-    """A fresh data dir with the demo model registered (SQLite, local profile)."""
+def data_dir(tmp_path: Any, demo_models: dict[str, tuple[str, str]]) -> str:
+    """A fresh data dir with the demo models registered (SQLite, local profile)."""
     with Atelier.open(data_dir=str(tmp_path), start_worker=False) as instance:
-        instance.add_model("demo", demo_model)
+        register_demo(instance, demo_models)
     return str(tmp_path)

@@ -89,7 +89,7 @@ def test_models_add_list_and_offline_hub_ids(data_dir: str, demo_model: str) -> 
     code, stdout, _ = run(data_dir, "models", "add", "second", demo_model)
     assert code == 0 and "64px" in stdout and "bert" in stdout
     code, stdout, _ = run(data_dir, "models", "list", "--json")
-    assert [m["name"] for m in json.loads(stdout)] == ["demo", "second"]
+    assert [m["name"] for m in json.loads(stdout)] == ["canny", "demo", "depth", "second"]
     code, _, stderr = run(data_dir, "models", "add", "second", demo_model)
     assert code == 2 and "already registered" in stderr
     code, _, stderr = run(data_dir, "models", "add", "hub", "alibaba-pai/pai-diffusion-artist-large-zh")
@@ -136,3 +136,28 @@ def test_help_and_import_do_not_load_torch() -> None:
         "--json",
     ]:
         assert option in help_text
+
+
+def test_every_mode_from_the_command_line(data_dir: str, tmp_path: Path) -> None:
+    photo, hole = tmp_path / "photo.png", tmp_path / "mask.png"
+    Image.new("RGB", (64, 64), "red").save(photo)
+    Image.new("L", (64, 64), 255).save(hole)
+    cases = {
+        "img2img": ["--init-image", str(photo), "--strength", "0.5", "--resize-mode", "crop"],
+        "inpaint": ["--init-image", str(photo), "--mask", str(hole)],
+        "outpaint": ["--init-image", str(photo), "--outpaint", "16,0,0,8", "--outpaint-fill", "reflect"],
+        "controlnet": ["--control", f"canny:{photo}", "--control-scale", "0.5"],
+    }
+    for mode, options in cases.items():
+        args = ["generate", "猫", "--steps", "1", "--out", str(tmp_path), "--json", *options]
+        code, stdout, stderr = run(data_dir, *args)
+        assert code == 0, stderr
+        job = json.loads(stdout)
+        assert job["status"] == "succeeded" and job["params"]["mode"] == mode
+    assert (job["params"]["control"]["model"], job["params"]["control"]["scale"]) == ("canny", 0.5)
+    code, _, stderr = run(data_dir, "generate", "猫", "--control", "canny")
+    assert code == 2 and "KIND:IMAGE" in stderr
+    code, _, stderr = run(data_dir, "generate", "猫", "--mask", str(hole))
+    assert code == 2 and stderr.startswith("error: Mode inpaint needs init_image.")
+    code, stdout, _ = run(data_dir, "models", "list", "--kind", "controlnet")
+    assert code == 0 and [line.split()[0] for line in stdout.splitlines()] == ["canny", "depth"]

@@ -28,7 +28,7 @@ from app.adapters.diffusers.layout import inspect_model
 from app.domain.errors import JobCancelled, ModelUnavailable
 from app.domain.generation import SCHEDULERS, GenerationParams
 from app.domain.models import ModelInfo
-from app.ports.generation import GeneratedImage
+from app.ports.generation import GeneratedImage, GenerationRequest
 
 SIZE = 64
 
@@ -63,6 +63,10 @@ def generator() -> Iterator[DiffusersImageGenerator]:
     gen.unload_all()
 
 
+def _generate(gen: DiffusersImageGenerator, model: ModelInfo, params: GenerationParams, progress: Any) -> list[Any]:
+    return gen.generate(GenerationRequest(model, params), progress)
+
+
 def _model(path: str | Path, name: str = "demo") -> ModelInfo:
     return ModelInfo(name=name, path=str(path), source=str(path))
 
@@ -82,7 +86,7 @@ def _pixels(image: GeneratedImage) -> np.ndarray:
 @pytest.mark.parametrize("scheduler", [*SCHEDULERS, None])
 def test_every_scheduler_runs(generator: DiffusersImageGenerator, demo_dir: str, scheduler: str | None) -> None:
     progress = RecordingProgress()
-    [image] = generator.generate(_model(demo_dir), _params(scheduler=scheduler), progress)
+    [image] = _generate(generator, _model(demo_dir), _params(scheduler=scheduler), progress)
     assert (image.width, image.height, image.seed, image.nsfw) == (SIZE, SIZE, 1234, None)
     assert len(image.rgb) == SIZE * SIZE * 3
     total = progress.calls[-1][1]
@@ -91,9 +95,9 @@ def test_every_scheduler_runs(generator: DiffusersImageGenerator, demo_dir: str,
 
 
 def test_same_params_give_identical_pixels(generator: DiffusersImageGenerator, demo_dir: str) -> None:
-    first = generator.generate(_model(demo_dir), _params(scheduler="Euler a"), RecordingProgress())
-    again = generator.generate(_model(demo_dir), _params(scheduler="Euler a"), RecordingProgress())
-    other = generator.generate(_model(demo_dir), _params(scheduler="Euler a", seed=1235), RecordingProgress())
+    first = _generate(generator, _model(demo_dir), _params(scheduler="Euler a"), RecordingProgress())
+    again = _generate(generator, _model(demo_dir), _params(scheduler="Euler a"), RecordingProgress())
+    other = _generate(generator, _model(demo_dir), _params(scheduler="Euler a", seed=1235), RecordingProgress())
     assert first[0].rgb == again[0].rgb
     assert first[0].rgb != other[0].rgb
 
@@ -103,9 +107,9 @@ def test_image_i_of_a_job_is_the_single_image_job_with_seed_plus_i(
     generator: DiffusersImageGenerator, demo_dir: str, scheduler: str
 ) -> None:
     model = _model(demo_dir)
-    pair = generator.generate(model, _params(num_images=2, scheduler=scheduler), RecordingProgress())
+    pair = _generate(generator, model, _params(num_images=2, scheduler=scheduler), RecordingProgress())
     singles = [
-        generator.generate(model, _params(seed=s, scheduler=scheduler), RecordingProgress())[0] for s in (1234, 1235)
+        _generate(generator, model, _params(seed=s, scheduler=scheduler), RecordingProgress())[0] for s in (1234, 1235)
     ]
     assert [image.seed for image in pair] == [1234, 1235]
     assert np.abs(_pixels(pair[0]) - _pixels(pair[1])).max() > 10
@@ -120,17 +124,17 @@ def test_image_i_of_a_job_is_the_single_image_job_with_seed_plus_i(
 
 def test_progress_is_reported_once_per_step(generator: DiffusersImageGenerator, demo_dir: str) -> None:
     progress = RecordingProgress()
-    generator.generate(_model(demo_dir), _params(steps=3, scheduler="Euler"), progress)
+    _generate(generator, _model(demo_dir), _params(steps=3, scheduler="Euler"), progress)
     assert progress.calls == [(1, 3), (2, 3), (3, 3)]
 
 
 def test_cancel_at_step_one_stops_the_run(generator: DiffusersImageGenerator, demo_dir: str) -> None:
     progress = RecordingProgress(cancel_at=1)
     with pytest.raises(JobCancelled) as caught:
-        generator.generate(_model(demo_dir), _params(steps=3, num_images=2), progress)
+        _generate(generator, _model(demo_dir), _params(steps=3, num_images=2), progress)
     assert caught.type is JobCancelled
     assert progress.calls == [(1, 3)]  # any further step would have reported again
-    [image] = generator.generate(_model(demo_dir), _params(), RecordingProgress())  # the model is usable again
+    [image] = _generate(generator, _model(demo_dir), _params(), RecordingProgress())  # the model is usable again
     assert len(image.rgb) == SIZE * SIZE * 3
 
 
@@ -148,7 +152,7 @@ def test_concurrent_requests_load_the_model_once(demo_dir: str) -> None:
     results: list[bytes] = []
 
     def request() -> None:
-        results.append(gen.generate(_model(demo_dir), _params(), RecordingProgress())[0].rgb)
+        results.append(_generate(gen, _model(demo_dir), _params(), RecordingProgress())[0].rgb)
 
     threads = [threading.Thread(target=request) for _ in range(2)]
     for thread in threads:
@@ -201,7 +205,7 @@ def test_missing_or_corrupt_model_is_unavailable(tmp_path: Path, demo_dir: str) 
     gen = DiffusersImageGenerator()
     missing = tmp_path / "nowhere"
     with pytest.raises(ModelUnavailable, match="nowhere"):
-        gen.generate(_model(missing), _params(), RecordingProgress())
+        _generate(gen, _model(missing), _params(), RecordingProgress())
     broken = tmp_path / "broken"
     for source in Path(demo_dir).rglob("*"):
         if source.is_file():
@@ -209,7 +213,7 @@ def test_missing_or_corrupt_model_is_unavailable(tmp_path: Path, demo_dir: str) 
             (broken / source.relative_to(demo_dir)).write_bytes(source.read_bytes())
     (broken / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ModelUnavailable, match="broken") as caught:
-        gen.generate(_model(broken), _params(), RecordingProgress())
+        _generate(gen, _model(broken), _params(), RecordingProgress())
     assert caught.value.__cause__ is not None
 
 
@@ -317,7 +321,7 @@ def test_pai_2023_layout_loads_and_flags_nsfw(tmp_path: Path, model_max_length: 
     assert inspect_model(str(root))["tokenizer"] == "bert"
     gen = DiffusersImageGenerator()
     progress = RecordingProgress()
-    images = gen.generate(_model(root, "pai"), _params(model="pai", num_images=2), progress)
+    images = _generate(gen, _model(root, "pai"), _params(model="pai", num_images=2), progress)
     assert [type(image.nsfw) for image in images] == [bool, bool]
     assert progress.calls[-1] == (3, 3)  # PNDM without PRK steps: one extra model evaluation
     # A missing model_max_length falls back to the text encoder's 32 positions instead of ~1e30.
@@ -360,6 +364,8 @@ def test_clip_tokenizer_model_generates(tmp_path: Path) -> None:
     pipe.save_pretrained(tmp_path / "clip")
     assert inspect_model(str(tmp_path / "clip"))["tokenizer"] == "clip"
     gen = DiffusersImageGenerator()
-    images = gen.generate(_model(tmp_path / "clip", "clip"), _params(model="clip", prompt="a cat"), RecordingProgress())
+    images = _generate(
+        gen, _model(tmp_path / "clip", "clip"), _params(model="clip", prompt="a cat"), RecordingProgress()
+    )
     assert len(images) == 1 and len(images[0].rgb) == SIZE * SIZE * 3 and images[0].nsfw is None
     gen.unload_all()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from app.adapters.diffusers.layout import inspect_model
+from app.adapters.diffusers.layout import inspect, inspect_model
 from app.adapters.memory.generation import InMemoryModelCatalog
 from app.adapters.storage.catalog import JsonModelCatalog
 from app.adapters.storage.hub import download_from_hub
@@ -45,7 +45,7 @@ def no_download(hub_id: str, cache_dir: str) -> str:
 
 
 def json_catalog(data_dir: Path, downloader: Callable[[str, str], str] = no_download) -> JsonModelCatalog:
-    return JsonModelCatalog(str(data_dir), inspector=inspect_model, downloader=downloader)
+    return JsonModelCatalog(str(data_dir), inspector=inspect, downloader=downloader)
 
 
 CATALOGS: dict[str, Callable[[Path], ModelCatalog]] = {
@@ -241,7 +241,7 @@ def test_concurrent_adds_lose_nothing(tmp_path: Path) -> None:
 def test_concurrent_adds_of_one_name_register_it_once(tmp_path: Path) -> None:
     inspected = threading.Barrier(8)
 
-    def inspect_together(path: str) -> dict[str, Any]:
+    def inspect_together(path: str, kind: str) -> dict[str, Any]:
         details = inspect_model(path)
         inspected.wait(timeout=10)  # all eight reach the registry write at the same moment
         return details

@@ -9,8 +9,7 @@ import pytest
 from app.domain.errors import JobCancelled, JobNotCancellable, JobNotFound, ModelUnavailable, UnknownModel
 from app.domain.generation import GenerationParams
 from app.domain.jobs import JobStatus
-from app.domain.models import ModelInfo
-from app.ports.generation import GeneratedImage, ProgressSink
+from app.ports.generation import GeneratedImage, GenerationRequest, ProgressSink
 from app.usecases.cancel_job import CancelJob
 from app.usecases.recover_jobs import RecoverJobs
 from app.usecases.run_generation import RunGeneration
@@ -39,7 +38,7 @@ class World:
         self.uow = InMemoryUnitOfWorkFactory(self.store)
         self.reader = InMemoryJobReader(self.store)
         self.catalog = demo_catalog()
-        self.submit = SubmitGeneration(self.uow, self.catalog, self.executor, self.clock)
+        self.submit = SubmitGeneration(self.uow, self.catalog, self.images, self.executor, self.clock)
         self.run = RunGeneration(self.uow, self.catalog, self.generator, self.images, self.clock, progress_interval=0)
         self.cancel = CancelJob(self.uow, self.executor, self.clock)
         self.executor.start(self.run)
@@ -99,7 +98,8 @@ def test_cancel_signal_stops_a_running_job_within_one_step() -> None:
     steps_seen: list[int] = []
 
     class Recording(PatternImageGenerator):
-        def generate(self, model: ModelInfo, p: GenerationParams, progress: ProgressSink) -> list[GeneratedImage]:
+        def generate(self, request: GenerationRequest, progress: ProgressSink) -> list[GeneratedImage]:
+            p = request.params
             for step in range(p.steps):
                 steps_seen.append(step + 1)
                 if step == 1:
@@ -120,7 +120,8 @@ def test_cancel_recorded_by_another_process_is_seen_at_the_next_progress_write()
     job = w.submit("local", params(steps=10))
 
     class CancelsInDatabase(PatternImageGenerator):
-        def generate(self, model: ModelInfo, p: GenerationParams, progress: ProgressSink) -> list[GeneratedImage]:
+        def generate(self, request: GenerationRequest, progress: ProgressSink) -> list[GeneratedImage]:
+            p = request.params
             progress.step(1, p.steps)
             CancelJob(w.uow, ManualExecutor(), w.clock)(job.id)  # another process: no local signal
             with pytest.raises(JobCancelled):
@@ -147,11 +148,11 @@ def test_generator_errors_fail_the_job_with_their_code() -> None:
     w = World()
 
     class Broken(PatternImageGenerator):
-        def generate(self, model: ModelInfo, p: GenerationParams, progress: ProgressSink) -> list[GeneratedImage]:
+        def generate(self, request: GenerationRequest, progress: ProgressSink) -> list[GeneratedImage]:
             raise ModelUnavailable("weights missing")
 
     class Buggy(PatternImageGenerator):
-        def generate(self, model: ModelInfo, p: GenerationParams, progress: ProgressSink) -> list[GeneratedImage]:
+        def generate(self, request: GenerationRequest, progress: ProgressSink) -> list[GeneratedImage]:
             raise ZeroDivisionError("boom")
 
     for generator, code in [(Broken(), "model_unavailable"), (Buggy(), "generation_failed")]:

@@ -132,3 +132,37 @@ def build_demo_model(out_dir: str, seed: int = 0, replace: bool = False) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return str(target)
+
+
+def build_demo_controlnet(base_dir: str, out_dir: str, seed: int = 0, replace: bool = False) -> str:
+    """A random-init ControlNet for the demo model (same UNet shape), in diffusers format.
+
+    The conditioning embedding downsamples twice less than SD's default, matching the demo
+    VAE's scale factor of 2 (a ControlNet must downsample by exactly the VAE's factor).
+    """
+    quiet_libraries()
+    target = Path(out_dir).resolve()
+    if not replace and (target / "config.json").is_file():
+        raise FileExistsError(f"{target} already holds a ControlNet.")
+    unet = diffusers.UNet2DConditionModel.from_pretrained(base_dir, subfolder="unet", local_files_only=True)
+    torch.manual_seed(seed)
+    controlnet = diffusers.ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+    # A trained ControlNet starts from zero convolutions and learns them; left at zero, a demo
+    # ControlNet would add nothing at all. Random values make the control image visibly matter.
+    with torch.no_grad():
+        for block in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+            torch.nn.init.normal_(block.weight, std=0.05)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    try:
+        controlnet.save_pretrained(tmp)
+        tmp.chmod(0o755)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return str(target)

@@ -59,3 +59,38 @@ def inspect_model(path: str) -> dict[str, Any]:
         "tokenizer": _tokenizer_kind(index.get("tokenizer")),
         "pipeline": pipeline if isinstance(pipeline, str) else "unknown",
     }
+
+
+LORA_FILES = ("pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin")
+LORA_SUFFIXES = (".safetensors", ".bin", ".pt")
+
+
+def lora_file(path: str) -> Path:
+    """The weights file of a LoRA given as a file or as a folder holding ``pytorch_lora_weights.*``."""
+    root = Path(path)
+    if root.is_file() and root.suffix in LORA_SUFFIXES:
+        return root
+    for name in LORA_FILES:
+        if (root / name).is_file():
+            return root / name
+    candidates = sorted(p for p in root.glob("*") if p.suffix in LORA_SUFFIXES) if root.is_dir() else []
+    if len(candidates) == 1:
+        return candidates[0]
+    raise ModelUnavailable(f"{path} is not a LoRA: expected a .safetensors/.bin file or a folder with one.")
+
+
+def inspect_controlnet(path: str) -> dict[str, Any]:
+    """A diffusers ControlNet folder: ``config.json`` naming ``ControlNetModel``."""
+    config = _read_json(Path(path) / "config.json")
+    if config is None or config.get("_class_name") != "ControlNetModel":
+        raise ModelUnavailable(f"{path} is not a diffusers ControlNet folder (config.json with ControlNetModel).")
+    return {"default_size": FALLBACK_SIZE, "tokenizer": "none", "pipeline": "ControlNetModel"}
+
+
+def inspect(path: str, kind: str) -> dict[str, Any]:
+    """Describe a folder or file registered as ``kind`` (``base``, ``lora`` or ``controlnet``)."""
+    if kind == "lora":
+        return {"default_size": 0, "tokenizer": "none", "pipeline": "lora", "file": str(lora_file(path))}
+    if kind == "controlnet":
+        return inspect_controlnet(path)
+    return inspect_model(path)

@@ -8,8 +8,8 @@ import time
 
 from app.domain.errors import ModelAlreadyRegistered, UnknownModel
 from app.domain.generation import GenerationParams
-from app.domain.models import ModelInfo
-from app.ports.generation import GeneratedImage, ImageGenerator, ModelCatalog, ProgressSink
+from app.domain.models import ModelInfo, ModelKind
+from app.ports.generation import GeneratedImage, GenerationRequest, ImageGenerator, ModelCatalog, ProgressSink
 
 
 class PatternImageGenerator(ImageGenerator):
@@ -21,12 +21,13 @@ class PatternImageGenerator(ImageGenerator):
 
     def __init__(self, step_seconds: float = 0.0) -> None:
         self.step_seconds = step_seconds
-        self.calls: list[GenerationParams] = []
+        self.calls: list[GenerationRequest] = []
         self._lock = threading.Lock()
 
-    def generate(self, model: ModelInfo, params: GenerationParams, progress: ProgressSink) -> list[GeneratedImage]:
+    def generate(self, request: GenerationRequest, progress: ProgressSink) -> list[GeneratedImage]:
+        params = request.params
         with self._lock:
-            self.calls.append(params)
+            self.calls.append(request)
         for step in range(params.steps):
             if self.step_seconds:
                 time.sleep(self.step_seconds)
@@ -37,7 +38,7 @@ class PatternImageGenerator(ImageGenerator):
     @staticmethod
     def _paint(params: GenerationParams, seed: int) -> GeneratedImage:
         width, height = params.width or 0, params.height or 0
-        digest = hashlib.sha256(f"{params.prompt}|{seed}".encode()).digest()
+        digest = hashlib.sha256(f"{params.prompt}|{params.mode}|{seed}".encode()).digest()
         r0, g0, b0 = digest[0], digest[1], digest[2]
         row = bytearray()
         pixels = bytearray()
@@ -55,16 +56,19 @@ class InMemoryModelCatalog(ModelCatalog):
     def __init__(self, models: list[ModelInfo] | None = None) -> None:
         self._models = {m.name: m for m in models or []}
 
-    def get(self, name: str) -> ModelInfo:
-        if name not in self._models:
-            raise UnknownModel(f"No model named {name!r} is registered.")
-        return self._models[name]
+    def get(self, name: str, kind: ModelKind = ModelKind.BASE) -> ModelInfo:
+        info = self._models.get(name)
+        if info is None or info.kind is not kind:
+            raise UnknownModel(f"No {kind.value} model named {name!r} is registered.")
+        return info
 
-    def list(self) -> list[ModelInfo]:
-        return [self._models[name] for name in sorted(self._models)]
+    def list(self, kind: ModelKind | None = None) -> list[ModelInfo]:
+        return [self._models[n] for n in sorted(self._models) if kind is None or self._models[n].kind is kind]
 
-    def add(self, name: str, source: str, *, replace: bool = False) -> ModelInfo:
+    def add(self, name: str, source: str, *, kind: ModelKind = ModelKind.BASE, replace: bool = False) -> ModelInfo:
         if name in self._models and not replace:
             raise ModelAlreadyRegistered(f"A model named {name!r} is already registered.")
-        self._models[name] = ModelInfo(name=name, path=source, source=source, default_size=64, tokenizer="bert")
+        self._models[name] = ModelInfo(
+            name=name, path=source, source=source, kind=kind, default_size=64, tokenizer="bert"
+        )
         return self._models[name]

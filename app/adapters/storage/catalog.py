@@ -17,15 +17,15 @@ from app.domain.models import ModelInfo, ModelKind
 from app.domain.specs import validate_model_name
 from app.ports.generation import ModelCatalog
 
-Inspector = Callable[[str], dict[str, Any]]
+Inspector = Callable[[str, str], dict[str, Any]]
 Downloader = Callable[[str, str], str]
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class JsonModelCatalog(ModelCatalog):
-    """``<data dir>/models.json``: name -> folder, source, native size, tokenizer kind.
+    """``<data dir>/models.json``: name -> kind, folder or file, source, native size, tokenizer kind.
 
-    ``inspector(path)`` reads a diffusers folder (and rejects anything else);
+    ``inspector(path, kind)`` reads a diffusers folder or LoRA file (and rejects anything else);
     ``downloader(hub_id, cache_dir)`` fetches a hub id when a network exists.
     """
 
@@ -36,22 +36,25 @@ class JsonModelCatalog(ModelCatalog):
         self._download = downloader
         self._lock = threading.Lock()
 
-    def get(self, name: str) -> ModelInfo:
+    def get(self, name: str, kind: ModelKind = ModelKind.BASE) -> ModelInfo:
         entry = self._read().get(name)
-        if entry is None:
+        if entry is None or entry.get("kind", "base") != kind.value:
             hint = " Run `atelier models init-demo` to create the built-in demo model." if name == "demo" else ""
-            raise UnknownModel(f"No model named {name!r} is registered.{hint}")
+            what = "model" if kind is ModelKind.BASE else kind.value
+            register = f" Register one with `atelier models add {name} PATH --kind {kind.value}`."
+            raise UnknownModel(f"No {what} named {name!r} is registered.{hint or register}")
         return _to_info(name, entry)
 
-    def list(self) -> list[ModelInfo]:
-        return [_to_info(name, entry) for name, entry in sorted(self._read().items())]
+    def list(self, kind: ModelKind | None = None) -> list[ModelInfo]:
+        infos = [_to_info(name, entry) for name, entry in sorted(self._read().items())]
+        return [info for info in infos if kind is None or info.kind is kind]
 
-    def add(self, name: str, source: str, *, replace: bool = False) -> ModelInfo:
+    def add(self, name: str, source: str, *, kind: ModelKind = ModelKind.BASE, replace: bool = False) -> ModelInfo:
         validate_model_name(name)
         if not source or not isinstance(source, str):
             raise InvalidParameters("Give a local diffusers folder or a hub id.", code="invalid_source", field="path")
         local = Path(source).expanduser()
-        if local.is_dir():
+        if local.is_dir() or (kind is ModelKind.LORA and local.is_file()):
             path = str(local.resolve())
         elif HUB_ID.match(source) and not local.exists():
             path = self._download(source, self._hub_cache)
@@ -61,12 +64,12 @@ class JsonModelCatalog(ModelCatalog):
                 code="invalid_source",
                 field="path",
             )
-        details = self._inspect(path)
+        details = self._inspect(path, kind.value)
         info = ModelInfo(
             name=name,
             path=path,
             source=source,
-            kind=ModelKind.BASE,
+            kind=kind,
             default_size=int(details.get("default_size", 512)),
             tokenizer=str(details.get("tokenizer", "unknown")),
             registered_at=datetime.now(UTC),

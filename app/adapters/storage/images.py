@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -9,17 +10,22 @@ from pathlib import Path
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from app.domain.errors import GenerationFailed, ImageNotFound
+from app.adapters.imaging.ops import decode_image
+from app.domain.errors import GenerationFailed, ImageNotFound, InvalidParameters
 from app.domain.jobs import ImageRef, image_id_for, job_id_of
-from app.ports.generation import GeneratedImage, ImageStore
+from app.domain.specs import validate_input_id
+from app.ports.generation import GeneratedImage, ImageStore, InputImage
 
 
 class FileImageStore(ImageStore):
     """``<root>/<job id[:2]>/<job id>-<index>.png``, written atomically, with the A1111
-    ``parameters`` text chunk so other tools (and A1111's PNG-info tab) can read them."""
+    ``parameters`` text chunk so other tools (and A1111's PNG-info tab) can read them.
+    Uploaded inputs live in ``<root>/inputs/`` under their content hash."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, max_input_bytes: int = 20_000_000, max_input_pixels: int = 4096 * 4096) -> None:
         self._root = Path(root)
+        self._max_input_bytes = max_input_bytes
+        self._max_input_pixels = max_input_pixels
 
     def save(self, job_id: str, index: int, image: GeneratedImage, parameters: str) -> ImageRef:
         image_id = image_id_for(job_id, index)
@@ -30,8 +36,14 @@ class FileImageStore(ImageStore):
                 f"Image {index} of job {job_id} has {len(image.rgb)} bytes, not {image.width}x{image.height} RGB."
             )
         picture = Image.frombytes("RGB", (image.width, image.height), image.rgb)
+        self._write_png(picture, target, parameters)
+        return ImageRef(id=image_id, seed=image.seed, width=image.width, height=image.height, nsfw=image.nsfw)
+
+    @staticmethod
+    def _write_png(picture: Image.Image, target: Path, parameters: str | None) -> None:
         info = PngInfo()
-        info.add_text("parameters", parameters)
+        if parameters is not None:
+            info.add_text("parameters", parameters)
         fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -40,7 +52,6 @@ class FileImageStore(ImageStore):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return ImageRef(id=image_id, seed=image.seed, width=image.width, height=image.height, nsfw=image.nsfw)
 
     def path(self, image_id: str) -> str:
         target = self._file(image_id)
@@ -53,6 +64,33 @@ class FileImageStore(ImageStore):
         job_id_of(image_id_for(job_id, 0))  # validates the id before it touches a path
         for file in folder.glob(f"{job_id}-*.png"):
             file.unlink(missing_ok=True)
+
+    def put_input(self, data: bytes) -> InputImage:
+        """Decode with the limits of :func:`decode_image`, then keep it as PNG under its content hash."""
+        digest = hashlib.sha256(data).hexdigest()[:32]
+        input_id = f"upload-{digest}"
+        target = self._input_file(input_id)
+        if not target.is_file():
+            picture = decode_image(data, max_bytes=self._max_input_bytes, max_pixels=self._max_input_pixels)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._write_png(picture, target, None)
+        return self.input_image(input_id)
+
+    def input_image(self, input_id: str) -> InputImage:
+        target = self._input_file(input_id)
+        if not target.is_file():
+            raise ImageNotFound(f"No uploaded image {input_id}.")
+        with Image.open(target) as picture:
+            width, height = picture.size
+        return InputImage(id=input_id, width=width, height=height, path=str(target))
+
+    def _input_file(self, input_id: str) -> Path:
+        try:
+            validate_input_id(input_id, "image")
+        except InvalidParameters as e:
+            raise ImageNotFound(f"No uploaded image {input_id!r}.") from e
+        digest = input_id.removeprefix("upload-")
+        return self._root / "inputs" / digest[:2] / f"{digest}.png"
 
     def _file(self, image_id: str) -> Path:
         job_id = job_id_of(image_id)  # raises ImageNotFound for anything but "<hex id>-<n>"

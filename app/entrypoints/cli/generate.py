@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import click
 from tqdm import tqdm
 
 from app.domain.generation import SCHEDULERS, parse_size
 from app.domain.jobs import GenerationJob, JobStatus
+from app.domain.specs import OutpaintSpec
 from app.entrypoints.cli.common import echo_json, job_dict, open_atelier
+from app.entrypoints.library import Atelier
 
 
 @click.command()
@@ -23,6 +26,16 @@ from app.entrypoints.cli.common import echo_json, job_dict, open_atelier
 @click.option("--seed", default=None, type=int, help="Seed of the first image (random and recorded when omitted).")
 @click.option("--n", "num_images", default=1, show_default=True, type=int, help="Number of images (1-8).")
 @click.option("--scheduler", default=None, help=f"One of: {', '.join(SCHEDULERS)} (default: the model's own).")
+@click.option("--init-image", type=click.Path(exists=True, dir_okay=False), help="Image for img2img (or to inpaint).")
+@click.option("--mask", type=click.Path(exists=True, dir_okay=False), help="Inpainting mask: white = repaint.")
+@click.option("--strength", default=0.75, show_default=True, type=float, help="Denoising strength (img2img etc.).")
+@click.option("--resize-mode", type=click.Choice(["stretch", "crop", "pad"]), default="stretch", show_default=True)
+@click.option("--outpaint", metavar="L,R,U,D", help="Pixels to add on each side of --init-image, then paint.")
+@click.option("--outpaint-fill", type=click.Choice(["copy", "reflect"]), default="copy", show_default=True)
+@click.option("--control", metavar="KIND:IMAGE", help="ControlNet: canny:edges.png, depth:photo.png or none:map.png.")
+@click.option("--control-model", default=None, help="Registered ControlNet (default: the one named like KIND).")
+@click.option("--control-scale", default=1.0, show_default=True, type=float, help="ControlNet conditioning scale.")
+@click.option("--lora", "loras", multiple=True, metavar="NAME:WEIGHT", help="A registered LoRA; repeatable.")
 @click.option(
     "--out", "out_dir", default=".", show_default=True, type=click.Path(file_okay=False), help="Folder for PNGs."
 )
@@ -39,15 +52,30 @@ def generate(
     seed: int | None,
     num_images: int,
     scheduler: str | None,
+    init_image: str | None,
+    mask: str | None,
+    strength: float,
+    resize_mode: str,
+    outpaint: str | None,
+    outpaint_fill: str,
+    control: str | None,
+    control_model: str | None,
+    control_scale: float,
+    loras: tuple[str, ...],
     out_dir: str,
     as_json: bool,
 ) -> None:
     """Generate images for PROMPT (Chinese or any language) and save them to --out.
 
-    The job is recorded in the database like any API job: `atelier jobs show ID` finds it.
+    The mode follows from the options: --control (ControlNet), --outpaint, --mask (inpaint),
+    --init-image (img2img), none (text-to-image). The job is recorded in the database like any
+    API job: `atelier jobs show ID` finds it.
     """
     width, height = parse_size(size) if size else (None, None)
     atelier = open_atelier(ctx, start_worker=True, recover=False)
+    inputs = _inputs(atelier, init_image, mask, control, control_model, control_scale)
+    if outpaint:
+        inputs["outpaint"] = OutpaintSpec.parse(outpaint, outpaint_fill)
     job = atelier.submit(
         prompt,
         negative_prompt=negative,
@@ -59,6 +87,10 @@ def generate(
         seed=seed,
         num_images=num_images,
         scheduler=scheduler,
+        strength=strength,
+        resize_mode=resize_mode,
+        loras=list(loras),
+        **inputs,
     )
     with tqdm(total=100, desc="generating", unit="%", disable=as_json, leave=False) as bar:
 
@@ -89,3 +121,26 @@ def generate(
     if job.status is not JobStatus.SUCCEEDED:
         message = job.error_message or job.status.value
         raise click.ClickException(f"job {job.id} {job.status.value}: {message}")
+
+
+def _inputs(
+    atelier: Atelier,
+    init_image: str | None,
+    mask: str | None,
+    control: str | None,
+    control_model: str | None,
+    control_scale: float,
+) -> dict[str, Any]:
+    """Upload the image files the options name; return the request fields that refer to them."""
+    fields: dict[str, Any] = {}
+    if init_image:
+        fields["init_image"] = atelier.upload(Path(init_image).read_bytes()).id
+    if mask:
+        fields["mask_image"] = atelier.upload(Path(mask).read_bytes()).id
+    if control:
+        kind, sep, path = control.partition(":")
+        if not sep or not Path(path).is_file():
+            raise click.BadParameter("use KIND:IMAGE with an existing image file", param_hint="--control")
+        image = atelier.upload(Path(path).read_bytes()).id
+        fields["control"] = {"image": image, "kind": kind, "model": control_model, "scale": control_scale}
+    return fields

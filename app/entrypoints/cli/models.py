@@ -12,30 +12,38 @@ def models() -> None:
     """Models known by name."""
 
 
+KINDS = click.Choice(["base", "lora", "controlnet"])
+
+
 @models.command("list")
+@click.option("--kind", type=KINDS, default=None, help="Only models of this kind.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def list_models(ctx: click.Context, as_json: bool) -> None:
-    """Registered models."""
-    infos = open_atelier(ctx).models()
+def list_models(ctx: click.Context, kind: str | None, as_json: bool) -> None:
+    """Registered base models, LoRAs and ControlNets."""
+    infos = open_atelier(ctx).models(kind)
     if as_json:
         echo_json(infos)
         return
     if not infos:
         click.echo("no models registered; run `atelier models init-demo`", err=True)
     for info in infos:
-        click.echo(f"{info.name:<24} {info.default_size}px  {info.tokenizer:<8} {info.source}")
+        size = f"{info.default_size}px" if info.kind.value == "base" else "-"
+        click.echo(f"{info.name:<24} {info.kind.value:<10} {size:<6} {info.tokenizer:<8} {info.source}")
 
 
 @models.command("add")
 @click.argument("name")
 @click.argument("path")
+@click.option("--kind", type=KINDS, default="base", show_default=True, help="What PATH holds.")
 @click.option("--replace", is_flag=True, help="Overwrite a model registered under the same name.")
 @click.pass_context
-def add(ctx: click.Context, name: str, path: str, replace: bool) -> None:
-    """Register PATH (a local diffusers folder, or a hub id such as org/model when a network exists) as NAME."""
-    info = open_atelier(ctx).add_model(name, path, replace=replace)
-    click.echo(f"registered {info.name}: {info.path} ({info.default_size}px, {info.tokenizer} tokenizer)")
+def add(ctx: click.Context, name: str, path: str, kind: str, replace: bool) -> None:
+    """Register PATH as NAME: a diffusers folder (base model or ControlNet), a LoRA file or folder
+    (.safetensors, or the PAI .bin format), or a hub id such as org/model when a network exists."""
+    info = open_atelier(ctx).add_model(name, path, replace=replace, kind=kind)
+    detail = f"{info.default_size}px, {info.tokenizer} tokenizer" if kind == "base" else kind
+    click.echo(f"registered {info.name}: {info.path} ({detail})")
 
 
 @models.command("init-demo")

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from app import __version__
-from app.entrypoints.http import errors, jobs, system
+from app.entrypoints.http import errors, jobs, system, uploads
 from app.entrypoints.http.errors import error_body
 from app.entrypoints.library import Atelier
 
@@ -48,5 +48,6 @@ def create_app(atelier: Atelier | None = None, *, close_on_shutdown: bool | None
 
     errors.install(app)
     app.include_router(jobs.router)
+    app.include_router(uploads.router)
     app.include_router(system.router)
     return app

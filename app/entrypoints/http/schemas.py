@@ -11,8 +11,36 @@ from app.domain.jobs import GenerationJob
 from app.domain.models import ModelInfo
 
 
+class LoraIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="A registered LoRA (`atelier models add NAME PATH --kind lora`).")
+    weight: float = 1.0
+
+
+class ControlIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(description="An upload id (`POST /v1/uploads`) or the image as base64 / data URL.")
+    kind: str = Field("canny", description="Preprocessor: canny, depth, or none (the image already is a control map).")
+    model: str | None = Field(None, description="A registered ControlNet; default: the one named like the kind.")
+    scale: float = Field(1.0, description="controlnet_conditioning_scale, 0-2.")
+
+
+class OutpaintIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    left: int = 0
+    right: int = 0
+    up: int = 0
+    down: int = 0
+    fill: str = Field("copy", description="How the new border starts before it is painted: copy or reflect.")
+
+
 class JobRequest(BaseModel):
-    """A text-to-image request. Omitted values take the model's or the server's defaults."""
+    """A generation request. The mode follows from the inputs unless given: `control` → controlnet,
+    `outpaint` → outpaint, `mask_image` → inpaint, `init_image` → img2img, none → txt2img.
+    Images are upload ids or base64 (data URLs too). Omitted values take the model's or the server's defaults."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"prompt": "一只猫在草地上", "seed": 42}})
 
@@ -26,12 +54,32 @@ class JobRequest(BaseModel):
     seed: int | None = Field(None, description="Absent or -1: a random seed, recorded on the job.")
     num_images: int = Field(1, description="1 to 8.")
     scheduler: str | None = Field(None, description="Euler a, Euler, Heun, DPM++ 2M, DPM++ 2M Karras, DDIM, ...")
+    mode: str | None = Field(None, description="txt2img, img2img, inpaint, outpaint or controlnet.")
+    init_image: str | None = None
+    mask_image: str | None = Field(None, description="White (or opaque) = repaint.")
+    strength: float = Field(0.75, description="Denoising strength for img2img, inpaint and outpaint.")
+    resize_mode: str = Field("stretch", description="How inputs are fitted to the size: stretch, crop or pad.")
+    outpaint: OutpaintIn | None = None
+    control: ControlIn | None = None
+    loras: list[LoraIn] = Field(default_factory=list, description="Also `<lora:name:weight>` in the prompt.")
 
     def params(self) -> dict[str, Any]:
-        values = self.model_dump()
-        if values["seed"] == -1:
-            values["seed"] = None
+        values = self.model_dump(exclude_none=True)
+        if values.get("seed") == -1:
+            values.pop("seed")
         return values
+
+
+class UploadOut(BaseModel):
+    id: str
+    width: int
+    height: int
+
+
+class UploadIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image_base64: str = Field(description="The image as base64 or a data URL.")
 
 
 class ImageOut(BaseModel):

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
+from app.domain.models import ModelKind
 from app.entrypoints.http import deps
 from app.entrypoints.http.schemas import Health, ModelOut
 from app.entrypoints.library import Atelier
@@ -15,8 +16,11 @@ AtelierDep = Annotated[Atelier, Depends(deps.atelier)]
 
 
 @router.get("/v1/models", response_model=list[ModelOut], tags=["models"], summary="Registered models")
-def models(atelier: AtelierDep, _owner: Annotated[str, Depends(deps.owner)]) -> list[ModelOut]:
-    return [ModelOut.of(m) for m in atelier.models()]
+def models(
+    atelier: AtelierDep, _owner: Annotated[str, Depends(deps.owner)], kind: ModelKind | None = None
+) -> list[ModelOut]:
+    """Base models, LoRAs and ControlNets; `kind` filters."""
+    return [ModelOut.of(m) for m in atelier.models(kind)]
 
 
 @router.get("/healthz", response_model=Health, tags=["system"], summary="Liveness and database reachability")
