@@ -50,6 +50,13 @@ def build_demo(out_dir: str, seed: int, replace: bool = False) -> str:
     return build_demo_model(out_dir, seed=seed, replace=replace)
 
 
+def build_demo_lora(base_dir: str, out_dir: str, seed: int) -> str:
+    """Build a random LoRA shaped for the demo pipeline."""
+    from app.adapters.diffusers.demo import build_demo_lora as build
+
+    return build(base_dir, out_dir, seed=seed)
+
+
 def build_demo_controlnet(base_dir: str, out_dir: str, seed: int) -> str:
     """Build a random-init ControlNet shaped for the demo pipeline."""
     from app.adapters.diffusers.demo import build_demo_controlnet as build
@@ -71,10 +78,10 @@ def _sql_reader(engine: Any) -> Any:
     return SqlJobReader(session_factory(engine))
 
 
-def _diffusers_generator(device: str) -> Iterator[Any]:
+def _diffusers_generator(device: str, safety_checker: bool) -> Iterator[Any]:
     from app.adapters.diffusers.generator import DiffusersImageGenerator
 
-    generator = DiffusersImageGenerator(device=_pick_device(device))
+    generator = DiffusersImageGenerator(device=_pick_device(device), safety_checker=safety_checker)
     yield generator
     generator.unload_all()
 
@@ -97,7 +104,12 @@ def _pick_device(device: str) -> str:
 def _inspect_model(path: str, kind: str) -> dict[str, Any]:
     from app.adapters.diffusers.layout import inspect
 
-    return inspect(path, kind)
+    details = inspect(path, kind)
+    if kind == "lora":  # read it once now, so a broken file is refused at registration, not at a job
+        from app.adapters.diffusers.lora import load_lora_state
+
+        load_lora_state(details["file"])
+    return details
 
 
 def _test_catalog() -> InMemoryModelCatalog:
@@ -133,11 +145,16 @@ class Container(containers.DeclarativeContainer):
     )
     generator = providers.Selector(
         profile,
-        sql=providers.Resource(_diffusers_generator, settings.provided.device),
+        sql=providers.Resource(_diffusers_generator, settings.provided.device, settings.provided.safety_checker),
         test=providers.Singleton(PatternImageGenerator),
     )
     images = providers.Singleton(FileImageStore, settings.provided.images_dir)
-    executor = providers.Singleton(ThreadJobExecutor, workers=settings.provided.workers)
+    executor = providers.Singleton(
+        ThreadJobExecutor,
+        workers=settings.provided.workers,
+        batch_window=settings.provided.batch_window,
+        max_batch=settings.provided.max_batch,
+    )
 
     submit_generation = providers.Factory(SubmitGeneration, uow_factory, catalog, images, executor, clock)
     run_generation = providers.Factory(

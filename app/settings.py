@@ -37,6 +37,9 @@ class Settings:
     port: int = 8000
     max_request_bytes: int = 30_000_000  # room for base64 images in JSON
     progress_interval: float = 0.25
+    safety_checker: bool = True
+    batch_window: float = 0.05  # seconds a worker waits for more jobs with the same batching key
+    max_batch: int = 8  # jobs per batched pipeline call; 1 turns batching off
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -76,6 +79,9 @@ _ENV = {
     "port": "ATELIER_PORT",
     "max_request_bytes": "ATELIER_MAX_REQUEST_BYTES",
     "progress_interval": "ATELIER_PROGRESS_INTERVAL",
+    "safety_checker": "ATELIER_SAFETY_CHECKER",
+    "batch_window": "ATELIER_BATCH_WINDOW",
+    "max_batch": "ATELIER_MAX_BATCH",
 }
 
 
@@ -89,6 +95,14 @@ def _coerce(name: str, value: Any) -> Any:
             return int(value)
         if kind == "float":
             return float(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
         if kind == "tuple[str, ...]":
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(item.strip() for item in items if item.strip())

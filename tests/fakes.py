@@ -13,7 +13,7 @@ from app.domain.errors import ImageNotFound, InvalidImage
 from app.domain.jobs import ImageRef, image_id_for
 from app.domain.models import ModelInfo
 from app.ports.clock import Clock
-from app.ports.generation import GeneratedImage, ImageStore, InputImage, JobExecutor, JobHandler
+from app.ports.generation import BatchHandler, GeneratedImage, ImageStore, InputImage, JobExecutor, JobHandler
 
 __all__ = [
     "FakeClock",
@@ -44,12 +44,14 @@ class ManualExecutor(JobExecutor):
         self.queued: list[str] = []
         self.cancelled: set[str] = set()
         self.handler: JobHandler | None = None
+        self.keys: dict[str, str | None] = {}
 
-    def start(self, handler: JobHandler) -> None:
+    def start(self, handler: JobHandler, batch_handler: BatchHandler | None = None) -> None:
         self.handler = handler
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str, batch_key: str | None = None) -> None:
         self.queued.append(job_id)
+        self.keys[job_id] = batch_key
 
     def cancel(self, job_id: str) -> None:
         self.cancelled.add(job_id)

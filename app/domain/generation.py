@@ -7,6 +7,7 @@ with a stable ``code`` and the offending ``field``.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from dataclasses import asdict, dataclass, replace
@@ -268,6 +269,17 @@ def parse_size(text: str) -> tuple[int, int]:
     width = int(match.group(1))
     height = int(match.group(2) or match.group(1))
     return width, height
+
+
+def batch_key(params: GenerationParams) -> str | None:
+    """Jobs with equal keys can share one pipeline call: text-to-image with the same model, size,
+    steps, scheduler, guidance and LoRA set (prompts, negative prompts, seeds and image counts may
+    differ). Other modes carry per-job input images and run alone."""
+    if params.mode is not Mode.TXT2IMG:
+        return None
+    loras = sorted((lora.name, lora.weight) for lora in params.loras)
+    fields = [params.model, params.width, params.height, params.steps, params.scheduler, params.guidance_scale, loras]
+    return json.dumps(fields, separators=(",", ":"))
 
 
 def infotext(params: GenerationParams, seed: int) -> str:

@@ -17,7 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app.container import Container, build_demo, build_demo_controlnet, decode_base64, upgrade_schema
+from app.container import (
+    Container,
+    build_demo,
+    build_demo_controlnet,
+    build_demo_lora,
+    decode_base64,
+    upgrade_schema,
+)
 from app.domain.errors import DatabaseUnavailable, InvalidParameters, JobNotFound
 from app.domain.generation import GenerationParams
 from app.domain.jobs import GenerationJob, JobStatus, job_id_of
@@ -81,7 +88,10 @@ class Atelier:
             return
         executor = self.container.executor()
         run = self.container.run_generation  # built per job, so the model backend loads on first use
-        executor.start(lambda job_id, cancelled: run()(job_id, cancelled))
+        executor.start(
+            lambda job_id, cancelled: run()(job_id, cancelled),
+            lambda job_ids, cancelled_of: run().run_batch(job_ids, cancelled_of),
+        )
         self._worker_started = True
         if recover:
             try:
@@ -216,7 +226,8 @@ class Atelier:
 
     def init_demo(self, force: bool = False, seed: int = 0) -> ModelInfo:
         """Build the tiny random-init Chinese demo pipeline (once) and register it as ``demo``, with
-        random-init ControlNets registered as ``canny`` and ``depth`` so every mode runs offline."""
+        random-init ControlNets ``canny`` and ``depth`` and LoRAs ``demo-style-a``/``-b``, so every
+        mode runs offline."""
         target = Path(self.settings.models_dir) / "demo"
         if force or not (target / "model_index.json").is_file():
             build_demo(str(target), seed, replace=True)
@@ -226,4 +237,9 @@ class Atelier:
             if force or not (folder / "config.json").is_file():
                 build_demo_controlnet(str(target), str(folder), seed + offset)
             self.add_model(name, str(folder), kind=ModelKind.CONTROLNET, replace=True)
+        for offset, name in enumerate(("demo-style-a", "demo-style-b"), start=3):
+            folder = Path(self.settings.models_dir) / name
+            if force or not (folder / "pytorch_lora_weights.safetensors").is_file():
+                build_demo_lora(str(target), str(folder), seed + offset)
+            self.add_model(name, str(folder), kind=ModelKind.LORA, replace=True)
         return info

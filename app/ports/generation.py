@@ -61,10 +61,17 @@ class GenerationRequest:
 
 
 class ImageGenerator(Protocol):
-    """Turns a resolved request into images."""
+    """Turns resolved requests into images."""
 
     def generate(self, request: GenerationRequest, progress: ProgressSink) -> list[GeneratedImage]:
         """Run one generation: one image per seed of ``request.params.image_seeds()``."""
+
+    def generate_batch(
+        self, requests: list[GenerationRequest], progress: list[ProgressSink]
+    ) -> list[list[GeneratedImage] | Exception]:
+        """Run requests that share a batching key together; each request's images are those it
+        would get alone. A request whose sink raises ``JobCancelled`` gets that exception as its
+        result while the others go on; the whole call stops when every request is cancelled."""
 
 
 class DepthEstimator(Protocol):
@@ -106,6 +113,8 @@ class ModelCatalog(Protocol):
 
 JobHandler = Callable[[str, Callable[[], bool]], None]
 """What an executor runs for a job id: ``handler(job_id, cancel_requested)``."""
+BatchHandler = Callable[[list[str], Callable[[str], bool]], None]
+"""What an executor runs for jobs batched together: ``handler(job_ids, cancel_requested_of)``."""
 
 
 class JobExecutor(Protocol):
@@ -113,9 +122,10 @@ class JobExecutor(Protocol):
     one can take the same job ids from a shared queue, since the job itself is in the
     database and the handler claims it there."""
 
-    def start(self, handler: JobHandler) -> None: ...
+    def start(self, handler: JobHandler, batch_handler: BatchHandler | None = None) -> None: ...
 
-    def enqueue(self, job_id: str) -> None: ...
+    def enqueue(self, job_id: str, batch_key: str | None = None) -> None:
+        """Queue a job; jobs with equal non-empty ``batch_key`` may run as one batch."""
 
     def cancel(self, job_id: str) -> None:
         """Signal a running job to stop at its next step (best effort, in addition to the database flag)."""

@@ -10,7 +10,7 @@ from app.domain.errors import AtelierError, ConcurrentUpdate, JobCancelled
 from app.domain.generation import infotext
 from app.domain.jobs import GenerationJob, JobStatus
 from app.ports.clock import Clock
-from app.ports.generation import ImageGenerator, ImageStore, ModelCatalog, ProgressSink
+from app.ports.generation import GeneratedImage, ImageGenerator, ImageStore, ModelCatalog, ProgressSink
 from app.ports.persistence import UnitOfWorkFactory
 from app.usecases.generation_inputs import build_request
 
@@ -46,14 +46,43 @@ class RunGeneration:
         job = self._claim(job_id)
         if job is None:
             return
+        outcome: list[GeneratedImage] | Exception
         try:
             request = build_request(job.params, self._catalog, self._images)
-            sink = _JobProgress(self, job_id, cancel_signal)
-            generated = self._generator.generate(request, sink)
+            outcome = self._generator.generate(request, _JobProgress(self, job_id, cancel_signal))
+        except Exception as error:
+            outcome = error
+        self._record(job, outcome)
+
+    def run_batch(self, job_ids: list[str], cancel_signal: Callable[[str], bool]) -> None:
+        """Jobs with one batching key, run as one generator call; each keeps its own outcome."""
+        jobs = [job for job in (self._claim(job_id) for job_id in job_ids) if job is not None]
+        requests, ready = [], []
+        for job in jobs:
+            try:
+                requests.append(build_request(job.params, self._catalog, self._images))
+                ready.append(job)
+            except Exception as error:
+                self._record(job, error)
+        if not ready:
+            return
+        sinks: list[ProgressSink] = [_JobProgress(self, job.id, _bound(cancel_signal, job.id)) for job in ready]
+        try:
+            outcomes = self._generator.generate_batch(requests, sinks)
+        except Exception as error:
+            outcomes = [error] * len(ready)
+        for job, outcome in zip(ready, outcomes, strict=True):
+            self._record(job, outcome)
+
+    def _record(self, job: GenerationJob, outcome: list[GeneratedImage] | Exception) -> None:
+        """Store the images and the final status (one short transaction)."""
+        job_id = job.id
+        try:
+            if isinstance(outcome, Exception):
+                raise outcome
             self._images.delete_job(job_id)
             refs = [
-                self._images.save(job_id, i, image, infotext(job.params, image.seed))
-                for i, image in enumerate(generated)
+                self._images.save(job_id, i, image, infotext(job.params, image.seed)) for i, image in enumerate(outcome)
             ]
         except JobCancelled:
             self._update(job_id, lambda j: j.mark_cancelled(self._clock.now()))
@@ -61,7 +90,7 @@ class RunGeneration:
             code, text = error.code, error.message
             self._update(job_id, lambda j: j.fail(code, text, self._clock.now()))
         except Exception as e:  # a bug or an unexpected library error: keep the worker alive
-            log.exception("job %s failed", job_id)
+            log.error("job %s failed", job_id, exc_info=e)
             message = f"{type(e).__name__}: {e}"
             self._update(job_id, lambda j: j.fail("generation_failed", message, self._clock.now()))
         else:
@@ -102,6 +131,10 @@ class RunGeneration:
             job.report_progress(fraction, self._clock.now())
 
         self._update(job_id, change)
+
+
+def _bound(signal: Callable[[str], bool], job_id: str) -> Callable[[], bool]:
+    return lambda: signal(job_id)
 
 
 class _JobProgress(ProgressSink):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.domain.generation import GenerationParams
+from app.domain.generation import GenerationParams, batch_key
 from app.domain.jobs import GenerationJob
 from app.ports.clock import Clock
 from app.ports.generation import ImageStore, JobExecutor, ModelCatalog
@@ -27,5 +27,5 @@ class SubmitGeneration:
         with self._uow() as uow:
             uow.jobs.add(job)
             uow.commit()
-        self._executor.enqueue(job.id)
+        self._executor.enqueue(job.id, batch_key(job.params))
         return job

@@ -245,3 +245,19 @@ async def test_every_mode_is_accepted_with_ids_or_inline_base64(client: httpx.As
     assert reply.status_code == 404 and reply.json()["error"]["code"] == "unknown_model"
     reply = await client.post("/v1/jobs", json={"prompt": "猫 <lora:nope:0.5>"})
     assert reply.status_code == 404 and "nope" in reply.json()["error"]["message"]
+
+
+async def test_concurrent_requests_with_one_batching_key_share_a_pipeline_call(tmp_path: Any) -> None:
+    atelier = open_test_atelier(tmp_path, batch_window=0.5)
+    app = create_app(atelier)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
+        replies = await asyncio.gather(
+            *[client.post("/v1/jobs", json={"prompt": f"第{i}只猫", "steps": 2, "seed": i}) for i in range(4)]
+        )
+        done = [await wait_finished(client, reply.json()["id"]) for reply in replies]
+        other = (await client.post("/v1/jobs", json={"prompt": "猫", "steps": 3})).json()
+        await wait_finished(client, other["id"])
+    atelier.close()
+    assert {job["status"] for job in done} == {"succeeded"}
+    assert [job["seed"] for job in done] == [0, 1, 2, 3]
+    assert atelier.container.generator().batches == [4]  # the job with other steps ran alone

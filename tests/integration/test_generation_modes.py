@@ -109,3 +109,17 @@ def test_bad_inputs_are_rejected_before_a_job_exists(atelier: Atelier) -> None:
 def test_uploads_are_content_addressed(atelier: Atelier, tmp_path: Path) -> None:
     first, again = atelier.upload(png()), atelier.upload(png())
     assert first == again and first.id.startswith("upload-") and (first.width, first.height) == (64, 64)
+
+
+def test_loras_by_field_and_by_prompt_tag_change_the_image_and_never_leak(atelier: Atelier) -> None:
+    plain = pixels(atelier, atelier.generate("一只猫", steps=2, seed=5))
+    styled = atelier.generate("一只猫", loras=["demo-style-a:1.0"], steps=2, seed=5)
+    assert [(lora.name, lora.weight) for lora in styled.params.loras] == [("demo-style-a", 1.0)]
+    assert np.abs(pixels(atelier, styled) - plain).mean() > 1.0
+    tagged = atelier.generate("一只猫 <lora:demo-style-a:1.0>", steps=2, seed=5)
+    assert [lora.name for lora in tagged.params.loras] == ["demo-style-a"]
+    assert np.array_equal(pixels(atelier, tagged), pixels(atelier, styled))  # the tag is not text for the encoder
+    both = atelier.generate("一只猫", loras=["demo-style-a:0.5", "demo-style-b:0.5"], steps=2, seed=5)
+    assert np.abs(pixels(atelier, both) - pixels(atelier, styled)).mean() > 1.0
+    again = pixels(atelier, atelier.generate("一只猫", steps=2, seed=5))
+    assert np.array_equal(again, plain)  # no LoRA leaks into the next request

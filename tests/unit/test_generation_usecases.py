@@ -182,3 +182,25 @@ def test_two_workers_racing_for_one_job_run_it_once() -> None:
     job = w.submit("local", params())
     assert w.run._claim(job.id) is not None
     assert w.run._claim(job.id) is None
+
+
+def test_a_batch_records_each_jobs_own_outcome() -> None:
+    w = World()
+    jobs = [w.submit("local", params(prompt=f"第{i}只猫", seed=10 * i, num_images=i + 1)) for i in range(3)]
+    assert len({w.executor.keys[j.id] for j in jobs}) == 1  # text-to-image, same settings: one batching key
+    w.executor.queued.clear()
+    w.run.run_batch([j.id for j in jobs], lambda job_id: job_id == jobs[1].id)
+    done = [w.reader.get(j.id) for j in jobs]
+    assert [j.status for j in done] == [JobStatus.SUCCEEDED, JobStatus.CANCELLED, JobStatus.SUCCEEDED]
+    assert [i.seed for i in done[2].images] == [20, 21, 22] and done[1].images == []
+    assert w.generator.batches == [3]
+
+
+def test_jobs_with_different_settings_or_inputs_get_different_or_no_keys() -> None:
+    w = World()
+    upload = w.images.put_input(b"64x64").id
+    plain = w.submit("local", params())
+    other_steps = w.submit("local", params(steps=5))
+    img2img = w.submit("local", params(init_image=upload))
+    keys = w.executor.keys
+    assert keys[plain.id] != keys[other_steps.id] and keys[img2img.id] is None

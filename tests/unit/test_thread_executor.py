@@ -4,6 +4,7 @@ sleeps, and every wait has a timeout so a broken executor fails the test instead
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -254,3 +255,60 @@ def test_two_workers_run_two_jobs_at_once(recorder: Recorder) -> None:
 def test_an_executor_needs_a_worker() -> None:
     with pytest.raises(ValueError):
         ThreadJobExecutor(workers=0)
+
+
+def test_jobs_with_one_batching_key_run_as_one_batch() -> None:
+    singles: list[str] = []
+    batches: list[list[str]] = []
+    done = threading.Event()
+
+    def single(job_id: str, cancel: Callable[[], bool]) -> None:
+        singles.append(job_id)
+
+    def batch(job_ids: list[str], cancel_of: Callable[[str], bool]) -> None:
+        batches.append(list(job_ids))
+        done.set()
+
+    executor = ThreadJobExecutor(workers=1, batch_window=0.2, max_batch=3)
+    for job_id, key in [("a", "k"), ("x", None), ("b", "k"), ("c", "other"), ("d", "k"), ("e", "k")]:
+        executor.enqueue(job_id, key)
+    executor.start(single, batch)
+    assert all(executor.wait(j, TIMEOUT) for j in "abcdex")
+    shutdown_within(executor)
+    assert batches == [["a", "b", "d"]]  # at most three; "e" waits for the next turn
+    assert singles == ["x", "c", "e"]  # alone: no key, a lone key, and the one left over
+    assert done.is_set()
+
+
+def test_a_batch_gathers_jobs_that_arrive_within_the_window() -> None:
+    batches: list[list[str]] = []
+    executor = ThreadJobExecutor(workers=1, batch_window=0.5, max_batch=8)
+    executor.start(lambda job_id, cancel: batches.append([job_id]), lambda ids, cancel_of: batches.append(list(ids)))
+    executor.enqueue("first", "k")
+    time.sleep(0.05)
+    executor.enqueue("second", "k")
+    assert executor.wait("first", TIMEOUT) and executor.wait("second", TIMEOUT)
+    shutdown_within(executor)
+    assert batches == [["first", "second"]]
+
+
+def test_cancel_signals_are_per_job_inside_a_batch() -> None:
+    seen: dict[str, bool] = {}
+    release = threading.Event()
+    started = threading.Event()
+
+    def batch(job_ids: list[str], cancel_of: Callable[[str], bool]) -> None:
+        started.set()
+        assert release.wait(TIMEOUT)
+        seen.update({job_id: cancel_of(job_id) for job_id in job_ids})
+
+    executor = ThreadJobExecutor(workers=1, batch_window=0.1, max_batch=4)
+    executor.enqueue("a", "k")
+    executor.enqueue("b", "k")
+    executor.start(lambda job_id, cancel: None, batch)
+    assert started.wait(TIMEOUT)
+    executor.cancel("b")
+    release.set()
+    assert executor.wait("a", TIMEOUT) and executor.wait("b", TIMEOUT)
+    shutdown_within(executor)
+    assert seen == {"a": False, "b": True}

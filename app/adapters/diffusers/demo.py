@@ -166,3 +166,25 @@ def build_demo_controlnet(base_dir: str, out_dir: str, seed: int = 0, replace: b
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return str(target)
+
+
+def build_demo_lora(base_dir: str, out_dir: str, seed: int = 0, rank: int = 4) -> str:
+    """A random rank-``rank`` LoRA over the demo UNet's attention projections, saved in the
+    diffusers/PEFT format (``pytorch_lora_weights.safetensors``), for demos, tests and benchmarks."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    quiet_libraries()
+    unet = diffusers.UNet2DConditionModel.from_pretrained(base_dir, subfolder="unet", local_files_only=True)
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_k", "to_q", "to_v", "to_out.0"])
+    unet.add_adapter(config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in unet.named_parameters():
+            if "lora_" in name:  # PEFT starts B at zero, which would make the LoRA do nothing
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+    target = Path(out_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    state = diffusers.utils.convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    diffusers.StableDiffusionPipeline.save_lora_weights(str(target), unet_lora_layers=state)
+    return str(target)

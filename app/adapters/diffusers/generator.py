@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from app.adapters.diffusers.layout import inspect_model
+from app.adapters.diffusers.lora import LoraManager
 from app.adapters.diffusers.modes import mode_arguments, pipeline_for
-from app.adapters.diffusers.prompt_encoding import encode_prompts
+from app.adapters.diffusers.prompt_encoding import chunk_count, encode_prompts
 from app.adapters.diffusers.schedulers import make_scheduler
 from app.adapters.imaging.control import LuminanceDepthEstimator
 from app.domain.errors import GenerationFailed, InvalidParameters, JobCancelled, ModelUnavailable
@@ -35,6 +36,7 @@ class _Loaded:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     pipe: Pipeline | None = None
+    loras: LoraManager = field(default_factory=LoraManager)
 
 
 def quiet_libraries() -> None:
@@ -55,29 +57,72 @@ class DiffusersImageGenerator(ImageGenerator):
     """
 
     def __init__(
-        self, device: str = "cpu", torch_threads: int | None = None, depth: DepthEstimator | None = None
+        self,
+        device: str = "cpu",
+        torch_threads: int | None = None,
+        depth: DepthEstimator | None = None,
+        safety_checker: bool = True,
     ) -> None:
         self._device = device
         self._dtype = torch.float16 if device.startswith("cuda") else torch.float32
         self._models: dict[str, _Loaded] = {}
         self._controlnets: dict[str, Any] = {}
         self._depth = depth or LuminanceDepthEstimator()
+        self._safety_checker = safety_checker  # off: a model's bundled checker is skipped, is_nsfw is None
         self._models_lock = threading.Lock()
         if torch_threads is not None:
             torch.set_num_threads(torch_threads)
         quiet_libraries()
 
     def generate(self, request: GenerationRequest, progress: ProgressSink) -> list[GeneratedImage]:
-        params = request.params
-        if params.width is None or params.height is None:
-            raise InvalidParameters("The image size is not resolved yet.", code="unresolved_size", field="width")
-        seeds = params.image_seeds()
-        slot = self._slot(request.model.path)
+        [outcome] = self._locked_run([request], [progress])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def generate_batch(
+        self, requests: list[GenerationRequest], progress: list[ProgressSink]
+    ) -> list[list[GeneratedImage] | Exception]:
+        """Requests of one batching key (text-to-image, same model, size, steps, scheduler, guidance, LoRAs).
+        They run in groups whose prompts encode to the same number of 75/30-token chunks, so that no
+        prompt is padded beyond what it gets alone."""
+        if len(requests) != len(progress):
+            raise ValueError("one progress sink per request")
+        slot = self._slot(requests[0].model.path)
         with slot.lock:
-            if slot.pipe is None:
-                slot.pipe = self._load(request.model.path)
-            controlnet = self._controlnet(request.controlnet.path) if request.controlnet is not None else None
-            return self._run(slot.pipe, request, controlnet, seeds, progress)
+            base = self._loaded(slot, requests[0].model.path)
+            groups: dict[int, list[int]] = {}
+            for k, request in enumerate(requests):
+                count = max(chunk_count(base, request.params.prompt), chunk_count(base, request.params.negative_prompt))
+                groups.setdefault(count, []).append(k)
+        results: list[list[GeneratedImage] | Exception] = [GenerationFailed()] * len(requests)
+        for members in groups.values():
+            outcomes = self._locked_run([requests[k] for k in members], [progress[k] for k in members])
+            for k, outcome in zip(members, outcomes, strict=True):
+                results[k] = outcome
+        return results
+
+    def _locked_run(
+        self, requests: list[GenerationRequest], progress: list[ProgressSink]
+    ) -> list[list[GeneratedImage] | Exception]:
+        for request in requests:
+            if request.params.width is None or request.params.height is None:
+                raise InvalidParameters("The image size is not resolved yet.", code="unresolved_size", field="width")
+        first = requests[0]
+        slot = self._slot(first.model.path)
+        with slot.lock:
+            base = self._loaded(slot, first.model.path)
+            controlnet = self._controlnet(first.controlnet.path) if first.controlnet is not None else None
+            # Requests of one call share their LoRA set (it is part of the batching key). Adapters stay
+            # loaded unfused and are switched per call: exact base output afterwards, ~1 ms per switch.
+            base_loras = [(info.name, info.path, weight) for info, weight in first.loras]
+            slot.loras.activate(base, base_loras)
+            return self._run(base, requests, controlnet, progress)
+
+    def _loaded(self, slot: _Loaded, path: str) -> Pipeline:
+        if slot.pipe is None:
+            slot.pipe = self._load(path)
+        return slot.pipe
 
     def unload_all(self) -> None:
         """Drop every loaded pipeline (waiting for runs in progress) and free their memory."""
@@ -129,26 +174,48 @@ class DiffusersImageGenerator(ImageGenerator):
         return pipe
 
     def _run(
-        self, base: Pipeline, request: GenerationRequest, controlnet: Any, seeds: list[int], progress: ProgressSink
-    ) -> list[GeneratedImage]:
+        self, base: Pipeline, requests: list[GenerationRequest], controlnet: Any, progress: list[ProgressSink]
+    ) -> list[list[GeneratedImage] | Exception]:
+        """One pipeline call for requests that share everything but prompts, seeds and image counts.
+
+        Each image has its own seeded generator and its prompt's own embeddings, so a request's images
+        are those it gets alone. A request whose sink raises ``JobCancelled`` is dropped from the results
+        (its images are computed to the end of the call but never returned); when every request is
+        cancelled, the call stops at once.
+        """
         # A per-request pipeline sharing the weights, with a fresh scheduler. Measured on the tiny demo model
         # (CPU, 1 thread, median of 300): a constructor call over base.components 0.62 ms vs from_pipe 4.67 ms
         # (the scheduler alone is 0.43 ms of both). from_pipe also walks every module with .to(dtype), and
         # its dtype defaults to float32, which would cast a shared fp16 pipeline in place.
-        params = request.params
+        params = requests[0].params
         assert params.mode is not None
+        seeds = [r.params.image_seeds() for r in requests]
+        outcomes: list[list[GeneratedImage] | Exception | None] = [None] * len(requests)
 
         def on_step_end(pipe: Pipeline, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            progress.step(i + 1, pipe.num_timesteps)  # JobCancelled propagates and stops the run here
+            for k, sink in enumerate(progress):
+                if outcomes[k] is None:
+                    try:
+                        sink.step(i + 1, pipe.num_timesteps)
+                    except JobCancelled as cancelled:
+                        outcomes[k] = cancelled
+            if all(outcome is not None for outcome in outcomes):
+                raise JobCancelled()  # nobody is waiting for this call any more
             return kwargs
 
-        generators = [torch.Generator(self._device).manual_seed(s) for s in seeds]
+        prompts = [r.params.prompt for r, s in zip(requests, seeds, strict=True) for _ in s]
+        negatives = [r.params.negative_prompt for r, s in zip(requests, seeds, strict=True) for _ in s]
+        flat_seeds = [seed for s in seeds for seed in s]
+        generators = [torch.Generator(self._device).manual_seed(seed) for seed in flat_seeds]
         try:
             scheduler = make_scheduler(params.scheduler, base.scheduler.config)
-            view = pipeline_for(params.mode, base.components, scheduler, controlnet)
+            components = base.components
+            if not self._safety_checker:
+                components = {**components, "safety_checker": None}
+            view = pipeline_for(params.mode, components, scheduler, controlnet)
             view.set_progress_bar_config(disable=True)
             with torch.inference_mode():
-                positive, negative = encode_prompts(base, [params.prompt], [params.negative_prompt], self._device)
+                positive, negative = encode_prompts(base, prompts, negatives, self._device)
                 output = view(
                     prompt_embeds=positive,
                     negative_prompt_embeds=negative,
@@ -156,19 +223,26 @@ class DiffusersImageGenerator(ImageGenerator):
                     height=params.height,
                     num_inference_steps=effective_steps(params),
                     guidance_scale=params.guidance_scale,
-                    num_images_per_prompt=len(seeds),
+                    num_images_per_prompt=1,
                     generator=generators,
                     output_type="np",
                     callback_on_step_end=on_step_end,
-                    **mode_arguments(request, self._depth),
+                    **mode_arguments(requests[0], self._depth),
                 )
-        except JobCancelled:
-            raise
+        except JobCancelled as cancelled:
+            return [outcome or cancelled for outcome in outcomes]
         except (torch.OutOfMemoryError, RuntimeError, ValueError) as e:
             if self._device.startswith("cuda"):
                 torch.cuda.empty_cache()
-            raise GenerationFailed(f"Image generation failed: {str(e)[:300]}") from e
-        return _to_images(output.images, output.nsfw_content_detected, seeds)
+            failed = GenerationFailed(f"Image generation failed: {str(e)[:300]}")
+            failed.__cause__ = e
+            return [failed] * len(requests)
+        images = _to_images(output.images, output.nsfw_content_detected, flat_seeds)
+        results: list[list[GeneratedImage] | Exception] = []
+        for k, s in enumerate(seeds):
+            mine, images = images[: len(s)], images[len(s) :]
+            results.append(outcomes[k] or mine)
+        return results
 
 
 def effective_steps(params: GenerationParams) -> int:

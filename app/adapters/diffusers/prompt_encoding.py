@@ -54,6 +54,11 @@ def frame_tokens(tokenizer: Any) -> tuple[int, int, int]:
     raise ValueError(f"{type(tokenizer).__name__} has neither [CLS]/[SEP] nor BOS/EOS tokens to frame a chunk.")
 
 
+def chunk_count(pipe: Any, text: str) -> int:
+    """How many text-encoder contexts ``text`` fills (at least one)."""
+    return max(1, len(_chunks(pipe, text, _context_length(pipe) - 2)))
+
+
 def _context_length(pipe: Any) -> int:
     # A BERT tokenizer saved without model_max_length reports ~1e30; the position table is the real limit.
     positions = getattr(pipe.text_encoder.config, "max_position_embeddings", None)

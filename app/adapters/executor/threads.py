@@ -1,55 +1,72 @@
-"""An in-process executor: a FIFO queue served by worker threads."""
+"""An in-process executor: a FIFO queue served by worker threads, with dynamic batching."""
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
 
-from app.ports.generation import JobExecutor, JobHandler
+from app.ports.generation import BatchHandler, JobExecutor, JobHandler
 
 log = logging.getLogger(__name__)
-_STOP = object()
 _KEEP_FINISHED = 1000
+
+
+def _signals(events: dict[str, threading.Event]) -> Callable[[str], bool]:
+    return lambda job_id: events[job_id].is_set()
 
 
 class ThreadJobExecutor(JobExecutor):
     """Runs job handlers on ``workers`` daemon threads.
 
+    **Dynamic batching**: a worker that takes a job with a batching key waits up to
+    ``batch_window`` seconds for more queued jobs with the same key (up to ``max_batch``
+    jobs), then hands them to the batch handler as one call. Jobs without a key, and every
+    job when no batch handler is attached, run alone. Jobs of other keys keep their order.
+
     Cancellation is signalled per job id with an event the handler polls at every step;
-    ``wait`` blocks on a per-job completion event. Jobs enqueued before ``start`` wait in
-    the queue until a handler is attached.
+    ``wait`` blocks on a per-job completion event. Jobs enqueued before ``start`` wait until
+    a handler is attached.
     """
 
-    def __init__(self, workers: int = 1) -> None:
-        if workers < 1:
-            raise ValueError("an executor needs at least one worker")
+    def __init__(self, workers: int = 1, batch_window: float = 0.0, max_batch: int = 8) -> None:
+        if workers < 1 or max_batch < 1 or batch_window < 0:
+            raise ValueError("an executor needs at least one worker, a batch of one, a window of zero or more")
         self._workers = workers
-        self._queue: queue.Queue[object] = queue.Queue()
+        self._window = batch_window
+        self._max_batch = max_batch
+        self._pending: deque[tuple[str, str | None]] = deque()
+        self._ready = threading.Condition()
+        self._stopping = False
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._cancel: dict[str, threading.Event] = {}
         self._done: OrderedDict[str, threading.Event] = OrderedDict()
-        self._pending: dict[str, int] = {}  # runs of a job id still queued or running
+        self._runs: dict[str, int] = {}  # runs of a job id still queued or running
         self._handler: JobHandler | None = None
+        self._batch_handler: BatchHandler | None = None
 
-    def start(self, handler: JobHandler) -> None:
+    def start(self, handler: JobHandler, batch_handler: BatchHandler | None = None) -> None:
         with self._lock:
             if self._threads:
                 return
-            self._handler = handler
+            self._handler, self._batch_handler = handler, batch_handler
+            self._stopping = False
             for i in range(self._workers):
                 thread = threading.Thread(target=self._serve, name=f"atelier-worker-{i}", daemon=True)
                 thread.start()
                 self._threads.append(thread)
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str, batch_key: str | None = None) -> None:
         with self._lock:
             self._done.setdefault(job_id, threading.Event()).clear()
             self._cancel.setdefault(job_id, threading.Event())
-            self._pending[job_id] = self._pending.get(job_id, 0) + 1
-        self._queue.put(job_id)
+            self._runs[job_id] = self._runs.get(job_id, 0) + 1
+        with self._ready:
+            self._pending.append((job_id, batch_key))
+            self._ready.notify_all()
 
     def cancel(self, job_id: str) -> None:
         with self._lock:
@@ -65,35 +82,59 @@ class ThreadJobExecutor(JobExecutor):
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
             threads, self._threads = self._threads, []
-        for _ in threads:
-            self._queue.put(_STOP)
+        with self._ready:
+            self._stopping = True
+            self._ready.notify_all()
         if wait:
             for thread in threads:
                 thread.join()
 
+    def _next_batch(self) -> list[str] | None:
+        """The next job, and the jobs that share its batching key within the window."""
+        with self._ready:
+            while not self._pending and not self._stopping:
+                self._ready.wait()
+            if self._stopping:
+                return None
+            job_id, key = self._pending.popleft()
+            batch = [job_id]
+            if key is None or self._batch_handler is None or self._max_batch == 1:
+                return batch
+            deadline = time.monotonic() + self._window
+            while len(batch) < self._max_batch:
+                for item in [item for item in self._pending if item[1] == key][: self._max_batch - len(batch)]:
+                    self._pending.remove(item)
+                    batch.append(item[0])
+                remaining = deadline - time.monotonic()
+                if len(batch) >= self._max_batch or remaining <= 0 or self._stopping:
+                    break
+                self._ready.wait(remaining)
+            return batch
+
     def _serve(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            job_id = str(item)
+        while (batch := self._next_batch()) is not None:
             with self._lock:
-                cancel = self._cancel.setdefault(job_id, threading.Event())
+                events = {job_id: self._cancel.setdefault(job_id, threading.Event()) for job_id in batch}
             try:
-                assert self._handler is not None
-                self._handler(job_id, cancel.is_set)
+                if len(batch) == 1:
+                    assert self._handler is not None
+                    self._handler(batch[0], events[batch[0]].is_set)
+                else:
+                    assert self._batch_handler is not None
+                    self._batch_handler(batch, _signals(events))
             except Exception:
-                log.exception("the handler of job %s raised", job_id)
+                log.exception("the handler of jobs %s raised", batch)
             finally:
-                self._finish(job_id)
+                for job_id in batch:
+                    self._finish(job_id)
 
     def _finish(self, job_id: str) -> None:
         with self._lock:
-            left = self._pending.get(job_id, 1) - 1
+            left = self._runs.get(job_id, 1) - 1
             if left > 0:  # the same id was enqueued again meanwhile: wait for that run too
-                self._pending[job_id] = left
+                self._runs[job_id] = left
                 return
-            self._pending.pop(job_id, None)
+            self._runs.pop(job_id, None)
             self._cancel.pop(job_id, None)
             event = self._done.setdefault(job_id, threading.Event())
             event.set()

@@ -6,7 +6,7 @@ import hashlib
 import threading
 import time
 
-from app.domain.errors import ModelAlreadyRegistered, UnknownModel
+from app.domain.errors import JobCancelled, ModelAlreadyRegistered, UnknownModel
 from app.domain.generation import GenerationParams
 from app.domain.models import ModelInfo, ModelKind
 from app.ports.generation import GeneratedImage, GenerationRequest, ImageGenerator, ModelCatalog, ProgressSink
@@ -22,6 +22,7 @@ class PatternImageGenerator(ImageGenerator):
     def __init__(self, step_seconds: float = 0.0) -> None:
         self.step_seconds = step_seconds
         self.calls: list[GenerationRequest] = []
+        self.batches: list[int] = []  # sizes of the batched calls
         self._lock = threading.Lock()
 
     def generate(self, request: GenerationRequest, progress: ProgressSink) -> list[GeneratedImage]:
@@ -34,6 +35,20 @@ class PatternImageGenerator(ImageGenerator):
             progress.step(step + 1, params.steps)
         assert params.width is not None and params.height is not None
         return [self._paint(params, seed) for seed in params.image_seeds()]
+
+    def generate_batch(
+        self, requests: list[GenerationRequest], progress: list[ProgressSink]
+    ) -> list[list[GeneratedImage] | Exception]:
+        """One after the other: the pattern of an image never depends on its batch."""
+        with self._lock:
+            self.batches.append(len(requests))
+        outcomes: list[list[GeneratedImage] | Exception] = []
+        for request, sink in zip(requests, progress, strict=True):
+            try:
+                outcomes.append(self.generate(request, sink))
+            except JobCancelled as cancelled:
+                outcomes.append(cancelled)
+        return outcomes
 
     @staticmethod
     def _paint(params: GenerationParams, seed: int) -> GeneratedImage:
