@@ -89,7 +89,14 @@ def test_models_add_list_and_offline_hub_ids(data_dir: str, demo_model: str) -> 
     code, stdout, _ = run(data_dir, "models", "add", "second", demo_model)
     assert code == 0 and "64px" in stdout and "bert" in stdout
     code, stdout, _ = run(data_dir, "models", "list", "--json")
-    assert [m["name"] for m in json.loads(stdout)] == ["canny", "demo", "depth", "second"]
+    assert [m["name"] for m in json.loads(stdout)] == [
+        "canny",
+        "demo",
+        "demo-style-a",
+        "demo-style-b",
+        "depth",
+        "second",
+    ]
     code, _, stderr = run(data_dir, "models", "add", "second", demo_model)
     assert code == 2 and "already registered" in stderr
     code, _, stderr = run(data_dir, "models", "add", "hub", "alibaba-pai/pai-diffusion-artist-large-zh")
