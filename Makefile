@@ -39,6 +39,9 @@ unit: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.generation_overhead
+	$(BIN)/python -m benchmarks.batching
+	$(BIN)/python -m benchmarks.model_switch
+	$(BIN)/python -m benchmarks.lora_switch
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

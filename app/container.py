@@ -78,10 +78,12 @@ def _sql_reader(engine: Any) -> Any:
     return SqlJobReader(session_factory(engine))
 
 
-def _diffusers_generator(device: str, safety_checker: bool) -> Iterator[Any]:
+def _diffusers_generator(device: str, safety_checker: bool, cache_bytes: int) -> Iterator[Any]:
     from app.adapters.diffusers.generator import DiffusersImageGenerator
 
-    generator = DiffusersImageGenerator(device=_pick_device(device), safety_checker=safety_checker)
+    generator = DiffusersImageGenerator(
+        device=_pick_device(device), safety_checker=safety_checker, cache_bytes=cache_bytes
+    )
     yield generator
     generator.unload_all()
 
@@ -112,6 +114,24 @@ def _inspect_model(path: str, kind: str) -> dict[str, Any]:
     return details
 
 
+def _image_fetcher(settings: Any) -> Any:
+    from app.adapters.imaging.fetch import HttpImageFetcher
+
+    return HttpImageFetcher(
+        settings.fetch_allowed_hosts,
+        max_bytes=settings.fetch_max_bytes,
+        timeout=settings.fetch_timeout,
+        allow_private=settings.fetch_allow_private,
+    )
+
+
+def _convert_single_file(path: str, out_dir: str, config_dir: str | None) -> str:
+    """Convert an original-layout ``.safetensors``/``.ckpt`` checkpoint into a diffusers folder."""
+    from app.adapters.diffusers.single_file import convert_single_file
+
+    return convert_single_file(path, out_dir, config_dir)
+
+
 def _test_catalog() -> InMemoryModelCatalog:
     return InMemoryModelCatalog([ModelInfo(name="demo", path="memory://demo", source="memory://demo", default_size=64)])
 
@@ -139,16 +159,27 @@ class Container(containers.DeclarativeContainer):
     catalog = providers.Selector(
         profile,
         sql=providers.Singleton(
-            JsonModelCatalog, settings.provided.data_dir, inspector=_inspect_model, downloader=download_from_hub
+            JsonModelCatalog,
+            settings.provided.data_dir,
+            inspector=_inspect_model,
+            downloader=download_from_hub,
+            converter=_convert_single_file,
+            default_model=settings.provided.default_model,
         ),
         test=providers.Singleton(_test_catalog),
     )
     generator = providers.Selector(
         profile,
-        sql=providers.Resource(_diffusers_generator, settings.provided.device, settings.provided.safety_checker),
+        sql=providers.Resource(
+            _diffusers_generator,
+            settings.provided.device,
+            settings.provided.safety_checker,
+            settings.provided.model_cache_bytes,
+        ),
         test=providers.Singleton(PatternImageGenerator),
     )
     images = providers.Singleton(FileImageStore, settings.provided.images_dir)
+    fetcher = providers.Singleton(_image_fetcher, settings)
     executor = providers.Singleton(
         ThreadJobExecutor,
         workers=settings.provided.workers,

@@ -40,6 +40,11 @@ class Settings:
     safety_checker: bool = True
     batch_window: float = 0.05  # seconds a worker waits for more jobs with the same batching key
     max_batch: int = 8  # jobs per batched pipeline call; 1 turns batching off
+    model_cache_bytes: int = 8 * 2**30  # loaded pipelines kept in memory, least recently used evicted first
+    fetch_allowed_hosts: tuple[str, ...] = ()  # image URLs allowed in requests; none: URL fetching is off
+    fetch_max_bytes: int = 20_000_000
+    fetch_timeout: float = 10.0
+    fetch_allow_private: bool = False  # allow URLs that resolve to private or loopback addresses (intranets)
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -82,6 +87,11 @@ _ENV = {
     "safety_checker": "ATELIER_SAFETY_CHECKER",
     "batch_window": "ATELIER_BATCH_WINDOW",
     "max_batch": "ATELIER_MAX_BATCH",
+    "model_cache_bytes": "ATELIER_MODEL_CACHE_BYTES",
+    "fetch_allowed_hosts": "ATELIER_FETCH_ALLOWED_HOSTS",
+    "fetch_max_bytes": "ATELIER_FETCH_MAX_BYTES",
+    "fetch_timeout": "ATELIER_FETCH_TIMEOUT",
+    "fetch_allow_private": "ATELIER_FETCH_ALLOW_PRIVATE",
 }
 
 

@@ -191,20 +191,32 @@ class Atelier:
         return self._catalog.get(name)
 
     def add_model(
-        self, name: str, source: str, replace: bool = False, kind: ModelKind | str = ModelKind.BASE
+        self,
+        name: str,
+        source: str,
+        replace: bool = False,
+        kind: ModelKind | str = ModelKind.BASE,
+        config: str | None = None,
     ) -> ModelInfo:
-        """Register a local folder or file (or a hub id, when a network exists) as a base model, LoRA or ControlNet."""
-        return self._catalog.add(name, source, kind=ModelKind(kind), replace=replace)
+        """Register a local folder or file (or a hub id, when a network exists) as a base model, LoRA or ControlNet.
+        A single-file ``.safetensors``/``.ckpt`` base model is converted once, with the configs and tokenizer of
+        ``config`` (a registered base model or a diffusers folder of the same architecture; default: the default
+        model)."""
+        return self._catalog.add(name, source, kind=ModelKind(kind), replace=replace, config=config)
 
     def upload(self, data: bytes | str) -> InputImage:
-        """Keep an input image (init image, mask, control image) given as bytes, or base64 / a data URL
-        as text; its id goes into ``init_image``, ``mask_image`` or ``control["image"]``."""
+        """Keep an input image (init image, mask, control image) given as bytes, or base64 / a data URL / an
+        http(s) URL (fetched when the deployment allows it) as text; its id goes into ``init_image``,
+        ``mask_image`` or ``control["image"]``."""
+        if isinstance(data, str) and data[:8].lower().startswith(("http://", "https://")):
+            data = self.container.fetcher().fetch(data)
         if isinstance(data, str):
             data = decode_base64(data)
         return self.container.images().put_input(data)
 
     def _store_inline_images(self, values: dict[str, Any]) -> dict[str, Any]:
-        """Image fields may carry base64 instead of an upload id: store those first."""
+        """Image fields may carry base64 or an http(s) URL instead of an upload id: store those first
+        (``upload`` fetches a URL)."""
 
         def ref(value: Any) -> Any:
             return self.upload(value).id if isinstance(value, str) and not value.startswith("upload-") else value

@@ -107,8 +107,18 @@ class ModelCatalog(Protocol):
 
     def list(self, kind: ModelKind | None = None) -> list[ModelInfo]: ...
 
-    def add(self, name: str, source: str, *, kind: ModelKind = ModelKind.BASE, replace: bool = False) -> ModelInfo:
-        """Register a local folder or file, or a hub id (downloaded when a network exists)."""
+    def add(
+        self,
+        name: str,
+        source: str,
+        *,
+        kind: ModelKind = ModelKind.BASE,
+        replace: bool = False,
+        config: str | None = None,
+    ) -> ModelInfo:
+        """Register a local folder or file, or a hub id (downloaded when a network exists). A single-file
+        ``.safetensors``/``.ckpt`` base model is converted with the configs of ``config``: a registered
+        base model or a diffusers folder of the same architecture (default: the default model)."""
 
 
 JobHandler = Callable[[str, Callable[[], bool]], None]
@@ -134,3 +144,12 @@ class JobExecutor(Protocol):
         """Block until the job's handler has returned; False on timeout."""
 
     def shutdown(self, wait: bool = True) -> None: ...
+
+
+class ImageFetcher(Protocol):
+    """Downloads an input image given by URL, within the deployment's allow-list and limits."""
+
+    def fetch(self, url: str) -> bytes:
+        """The raw bytes at ``url`` (not decoded). Raises ``InvalidParameters`` for a URL that is not
+        allowed (fetching off, scheme, host, private address) and ``InvalidImage`` for a download that
+        fails or exceeds the size or time limits."""

@@ -45,6 +45,20 @@ def test_command_line_examples(tmp_path: Path) -> None:
     assert "succeeded" in result.stdout
 
 
+def test_every_mode_example(tmp_path: Path) -> None:
+    script = block_after("## Command line", "bash") + block_after("### Every mode", "bash")
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        env=environment(tmp_path / "data"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list((tmp_path / "modes").glob("*.png"))) == 5
+
+
 def test_library_example(tmp_path: Path) -> None:
     code = block_after("## Library", "python")
     result = subprocess.run(

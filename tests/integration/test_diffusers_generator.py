@@ -420,3 +420,20 @@ def test_cancelling_one_request_of_a_batch_keeps_the_others(demo_dir: str) -> No
     outcomes = gen.generate_batch(requests, everyone)
     assert all(isinstance(o, JobCancelled) for o in outcomes)
     assert [sink.calls for sink in everyone] == [[(1, 4)], [(1, 4)]]  # the call stopped after step 1
+
+
+def test_the_pipeline_cache_keeps_models_within_its_budget(demo_dir: str, tmp_path: Path) -> None:
+    second = build_demo_model(str(tmp_path / "second"), seed=1)
+    roomy = DiffusersImageGenerator()
+    for path in (demo_dir, second, demo_dir, second):  # switching back does not reload
+        _generate(roomy, _model(path), _params(), RecordingProgress())
+    assert roomy.loads == 2 and [p for p, _ in roomy.loaded_models()] == [demo_dir, second]
+    one_model = roomy.loaded_models()[0][1]
+    assert one_model > 1_000_000
+
+    tight = DiffusersImageGenerator(cache_bytes=one_model + one_model // 2)  # room for one pipeline
+    first = _generate(tight, _model(demo_dir), _params(), RecordingProgress())
+    _generate(tight, _model(second), _params(), RecordingProgress())
+    assert [p for p, _ in tight.loaded_models()] == [second]  # the least recently used went
+    again = _generate(tight, _model(demo_dir), _params(), RecordingProgress())
+    assert tight.loads == 3 and first[0].rgb == again[0].rgb  # reloaded, same result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import math
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ class _Loaded:
     lock: threading.Lock = field(default_factory=threading.Lock)
     pipe: Pipeline | None = None
     loras: LoraManager = field(default_factory=LoraManager)
+    bytes: int = 0  # parameters and buffers of the loaded pipeline
 
 
 def quiet_libraries() -> None:
@@ -62,10 +64,13 @@ class DiffusersImageGenerator(ImageGenerator):
         torch_threads: int | None = None,
         depth: DepthEstimator | None = None,
         safety_checker: bool = True,
+        cache_bytes: int = 8 * 2**30,
     ) -> None:
         self._device = device
         self._dtype = torch.float16 if device.startswith("cuda") else torch.float32
-        self._models: dict[str, _Loaded] = {}
+        self._models: OrderedDict[str, _Loaded] = OrderedDict()  # least recently used first
+        self._cache_bytes = cache_bytes
+        self.loads = 0  # pipelines loaded from disk so far (a reload after eviction counts again)
         self._controlnets: dict[str, Any] = {}
         self._depth = depth or LuminanceDepthEstimator()
         self._safety_checker = safety_checker  # off: a model's bundled checker is skipped, is_nsfw is None
@@ -120,8 +125,12 @@ class DiffusersImageGenerator(ImageGenerator):
             return self._run(base, requests, controlnet, progress)
 
     def _loaded(self, slot: _Loaded, path: str) -> Pipeline:
+        """The slot's pipeline, loaded on first use (called with the slot's lock held)."""
         if slot.pipe is None:
             slot.pipe = self._load(path)
+            slot.bytes = _pipeline_bytes(slot.pipe)
+            self.loads += 1
+            self._evict(keep=slot)
         return slot.pipe
 
     def unload_all(self) -> None:
@@ -136,12 +145,38 @@ class DiffusersImageGenerator(ImageGenerator):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
+    def loaded_models(self) -> list[tuple[str, int]]:
+        """Paths and sizes in bytes of the pipelines in memory, least recently used first."""
+        with self._models_lock:
+            return [(path, slot.bytes) for path, slot in self._models.items() if slot.pipe is not None]
+
     def _slot(self, path: str) -> _Loaded:
         with self._models_lock:
             slot = self._models.get(path)
             if slot is None:
                 slot = self._models[path] = _Loaded()
+            self._models.move_to_end(path)
             return slot
+
+    def _evict(self, keep: _Loaded) -> None:
+        """Unload least recently used pipelines until the loaded ones fit the cache budget. A pipeline
+        in use (its lock held) is skipped; the one just loaded always stays, even alone over budget."""
+        with self._models_lock:
+            total = sum(slot.bytes for slot in self._models.values() if slot.pipe is not None)
+            for path, slot in list(self._models.items()):
+                if total <= self._cache_bytes:
+                    break
+                if slot is keep or slot.pipe is None or not slot.lock.acquire(blocking=False):
+                    continue
+                try:
+                    total -= slot.bytes
+                    slot.pipe, slot.bytes = None, 0
+                    del self._models[path]
+                finally:
+                    slot.lock.release()
+        gc.collect()
+        if self._device.startswith("cuda"):
+            torch.cuda.empty_cache()
 
     def _controlnet(self, path: str) -> Any:
         """A registered ControlNet, loaded once and kept (shared by every base model)."""
@@ -243,6 +278,15 @@ class DiffusersImageGenerator(ImageGenerator):
             mine, images = images[: len(s)], images[len(s) :]
             results.append(outcomes[k] or mine)
         return results
+
+
+def _pipeline_bytes(pipe: Pipeline) -> int:
+    total = 0
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            tensors = [*component.parameters(), *component.buffers()]
+            total += sum(t.numel() * t.element_size() for t in tensors)
+    return total
 
 
 def effective_steps(params: GenerationParams) -> int:

@@ -80,7 +80,15 @@ class InMemoryModelCatalog(ModelCatalog):
     def list(self, kind: ModelKind | None = None) -> list[ModelInfo]:
         return [self._models[n] for n in sorted(self._models) if kind is None or self._models[n].kind is kind]
 
-    def add(self, name: str, source: str, *, kind: ModelKind = ModelKind.BASE, replace: bool = False) -> ModelInfo:
+    def add(
+        self,
+        name: str,
+        source: str,
+        *,
+        kind: ModelKind = ModelKind.BASE,
+        replace: bool = False,
+        config: str | None = None,  # nothing is converted here
+    ) -> ModelInfo:
         if name in self._models and not replace:
             raise ModelAlreadyRegistered(f"A model named {name!r} is already registered.")
         self._models[name] = ModelInfo(

@@ -19,6 +19,8 @@ from app.ports.generation import ModelCatalog
 
 Inspector = Callable[[str, str], dict[str, Any]]
 Downloader = Callable[[str, str], str]
+Converter = Callable[[str, str, str | None], str]
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -26,14 +28,27 @@ class JsonModelCatalog(ModelCatalog):
     """``<data dir>/models.json``: name -> kind, folder or file, source, native size, tokenizer kind.
 
     ``inspector(path, kind)`` reads a diffusers folder or LoRA file (and rejects anything else);
-    ``downloader(hub_id, cache_dir)`` fetches a hub id when a network exists.
+    ``downloader(hub_id, cache_dir)`` fetches a hub id when a network exists;
+    ``converter(file, out_dir, config_dir)`` turns a single-file checkpoint into a diffusers folder at
+    ``<data dir>/models/converted/<name>``, with the configs of ``config_dir`` (by default the folder of
+    the registered base model ``default_model``).
     """
 
-    def __init__(self, data_dir: str, inspector: Inspector, downloader: Downloader) -> None:
+    def __init__(
+        self,
+        data_dir: str,
+        inspector: Inspector,
+        downloader: Downloader,
+        converter: Converter | None = None,
+        default_model: str | None = "demo",
+    ) -> None:
         self._file = Path(data_dir) / "models.json"
         self._hub_cache = str(Path(data_dir) / "hub")
+        self._converted = Path(data_dir) / "models" / "converted"
         self._inspect = inspector
         self._download = downloader
+        self._convert = converter
+        self._default_model = default_model
         self._lock = threading.Lock()
 
     def get(self, name: str, kind: ModelKind = ModelKind.BASE) -> ModelInfo:
@@ -49,13 +64,27 @@ class JsonModelCatalog(ModelCatalog):
         infos = [_to_info(name, entry) for name, entry in sorted(self._read().items())]
         return [info for info in infos if kind is None or info.kind is kind]
 
-    def add(self, name: str, source: str, *, kind: ModelKind = ModelKind.BASE, replace: bool = False) -> ModelInfo:
+    def add(
+        self,
+        name: str,
+        source: str,
+        *,
+        kind: ModelKind = ModelKind.BASE,
+        replace: bool = False,
+        config: str | None = None,
+    ) -> ModelInfo:
+        """``config`` (a registered base model or a diffusers folder) only matters for a checkpoint file."""
         validate_model_name(name)
         if not source or not isinstance(source, str):
             raise InvalidParameters("Give a local diffusers folder or a hub id.", code="invalid_source", field="path")
         local = Path(source).expanduser()
+        checkpoint = kind is ModelKind.BASE and local.is_file() and local.suffix.lower() in CHECKPOINT_SUFFIXES
         if local.is_dir() or (kind is ModelKind.LORA and local.is_file()):
             path = str(local.resolve())
+        elif checkpoint and self._convert is not None:
+            if name in self._read() and not replace:  # before the (slow) conversion overwrites its folder
+                raise ModelAlreadyRegistered(f"A model named {name!r} is already registered; pass replace.")
+            path = self._convert(str(local.resolve()), str(self._converted / name), self._config_dir(config))
         elif HUB_ID.match(source) and not local.exists():
             path = self._download(source, self._hub_cache)
         else:
@@ -83,6 +112,26 @@ class JsonModelCatalog(ModelCatalog):
             entries[name] = _to_entry(info)
             self._write(entries)
         return info
+
+    def _config_dir(self, config: str | None) -> str:
+        """The diffusers folder whose configs convert a checkpoint: a registered base model's, else a folder."""
+        name = config or self._default_model
+        entry = self._read().get(name) if name else None
+        if entry is not None and entry.get("kind", "base") == ModelKind.BASE.value:
+            return str(entry["path"])
+        if config and Path(config).expanduser().is_dir():
+            return str(Path(config).expanduser().resolve())
+        if config:
+            what = f"--config {config!r} is neither a registered base model nor a folder"
+        else:
+            what = f"No --config was given and the default model {name!r} is not registered"
+        raise InvalidParameters(
+            f"{what}. A single-file checkpoint is converted with the configs and tokenizer of a diffusers folder "
+            "of the same architecture: pass --config with one (e.g. the SD-1.5 or PAI-Diffusion folder) or with "
+            "the name of a registered base model.",
+            code="invalid_config",
+            field="config",
+        )
 
     def _read(self) -> dict[str, dict[str, Any]]:
         try:

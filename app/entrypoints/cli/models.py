@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from app.entrypoints.cli.common import echo_json, open_atelier
@@ -37,12 +39,21 @@ def list_models(ctx: click.Context, kind: str | None, as_json: bool) -> None:
 @click.argument("path")
 @click.option("--kind", type=KINDS, default="base", show_default=True, help="What PATH holds.")
 @click.option("--replace", is_flag=True, help="Overwrite a model registered under the same name.")
+@click.option(
+    "--config",
+    default=None,
+    help="For a single-file checkpoint: a diffusers folder, or a registered model, of the same architecture, "
+    "whose configs and tokenizer are used to convert it.",
+)
 @click.pass_context
-def add(ctx: click.Context, name: str, path: str, kind: str, replace: bool) -> None:
-    """Register PATH as NAME: a diffusers folder (base model or ControlNet), a LoRA file or folder
-    (.safetensors, or the PAI .bin format), or a hub id such as org/model when a network exists."""
-    info = open_atelier(ctx).add_model(name, path, replace=replace, kind=kind)
+def add(ctx: click.Context, name: str, path: str, kind: str, replace: bool, config: str | None) -> None:
+    """Register PATH as NAME: a diffusers folder (base model or ControlNet), a single-file .safetensors/.ckpt
+    checkpoint (converted once, see --config), a LoRA file or folder (.safetensors, or the PAI .bin format),
+    or a hub id such as org/model when a network exists."""
+    info = open_atelier(ctx).add_model(name, path, replace=replace, kind=kind, config=config)
     detail = f"{info.default_size}px, {info.tokenizer} tokenizer" if kind == "base" else kind
+    if kind == "base" and os.path.isfile(info.source):
+        detail += f", converted from {info.source}"
     click.echo(f"registered {info.name}: {info.path} ({detail})")
 
 

@@ -89,21 +89,21 @@ def _inferred_func(body: PredictIn) -> str:
     """A ControlNet service is called without func_name; otherwise the inputs tell the mode."""
     if body.controlnet_path or body.process_func:
         return "controlnet"
-    return "inpaint" if body.mask_base64 else "i2i" if body.image_base64 else "t2i"
+    return "inpaint" if body.mask_base64 or body.mask_link else "i2i" if body.image_base64 or body.image_link else "t2i"
 
 
 def _params(atelier: Atelier, body: PredictIn) -> dict[str, Any]:
     """Diffusers-API fields → the facade's parameters."""
     if body.use_translate:
         raise _fail("translation is not available", "use_translate")
-    if body.image_link or body.mask_link:
-        raise _fail("fetching links is not enabled on this deployment; send image_base64 / mask_base64", "image_link")
+    # A link goes to the library as it is: it fetches it under the deployment's allow-list and limits.
+    image, mask = body.image_base64 or body.image_link, body.mask_base64 or body.mask_link
     func = body.func_name or _inferred_func(body)
     if func not in MODES:
         raise _fail(f"func_name must be one of {', '.join(MODES)}; got {func!r}.", "func_name")
     for field in NEEDS.get(func, ()):
-        if not getattr(body, field):
-            raise _fail(f"func_name {func} needs {field}.", field)
+        if not (image if field == "image_base64" else mask):
+            raise _fail(f"func_name {func} needs {field} (or {field.replace('base64', 'link')}).", field)
     if body.resize_mode not in RESIZE:
         raise _fail(f"resize_mode must be 0 (stretch), 1 (crop) or 2 (pad); got {body.resize_mode}.", "resize_mode")
     values: dict[str, Any] = {
@@ -127,12 +127,12 @@ def _params(atelier: Atelier, body: PredictIn) -> dict[str, Any]:
         if kind not in PROCESSORS:
             raise _fail(f"process_func {kind!r} is not supported here; supported: {', '.join(PROCESSORS)}.")
         scale, model = body.control_scale, body.controlnet_path
-        values["control"] = {"image": body.image_base64, "kind": kind, "model": model, "scale": scale}
+        values["control"] = {"image": image, "kind": kind, "model": model, "scale": scale}
         return values
     if func != "t2i":
-        values["init_image"] = body.image_base64
+        values["init_image"] = image
     if func == "inpaint":
-        values["mask_image"] = body.mask_base64
+        values["mask_image"] = mask
     if func == "outpaint":
         if len(body.expand) != 4:
             raise _fail(f"expand must be [left, right, up, down]; got {body.expand}.", "expand")
@@ -149,6 +149,8 @@ def _error(error: Exception) -> tuple[int, str]:
         return 460, f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
     if isinstance(error, InvalidImage):
         return 462, error.message
+    if isinstance(error, InvalidParameters) and error.code == "url_fetching_disabled":
+        return 460, "fetching links is not enabled on this deployment; send image_base64 / mask_base64"
     if isinstance(error, InvalidParameters | NotFound):
         return 460, error.message
     if isinstance(error, Unauthorized):
@@ -169,7 +171,8 @@ def predict(
 ) -> JSONResponse:
     """Body: `task_id`, `prompt`, `func_name` (t2i, i2i, inpaint, outpaint, controlnet), `steps` (50), `cfg_scale`
     (7), `seed`, `width`/`height` (native size; rounded up to ×8), `image_num`, `denoising_strength` (0.55),
-    `resize_mode` (0 stretch, 1 crop, 2 pad), `image_base64`, `mask_base64`, `expand` [l,r,u,d] + `expand_type`,
+    `resize_mode` (0 stretch, 1 crop, 2 pad), `image_base64`/`image_link`, `mask_base64`/`mask_link` (links only
+    where the deployment allows fetching: `fetch_allowed_hosts`), `expand` [l,r,u,d] + `expand_type`,
     `lora_path` + `lora_attn`, `controlnet_path` + `process_func` (canny, depth) + `control_scale`, `use_base64`.
     Answers `{success, task_id, seed, image_url, images_base64?, is_nsfw, prompt}`; on error the HTTP status is
     `error_code` (460 input, 462 image decoding, 469 server) with `{success: 0, task_id, error_code, error_msg}`."""
