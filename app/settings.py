@@ -38,7 +38,9 @@ class Settings:
     max_request_bytes: int = 30_000_000  # room for base64 images in JSON
     progress_interval: float = 0.25
     safety_checker: bool = True
-    batch_window: float = 0.05  # seconds a worker waits for more jobs with the same batching key
+    # Seconds a worker waits for more jobs with the same batching key. 0: it batches what is queued
+    # when it becomes free (under load batches form while it works; an idle server adds no delay).
+    batch_window: float = 0.0
     max_batch: int = 8  # jobs per batched pipeline call; 1 turns batching off
     model_cache_bytes: int = 8 * 2**30  # loaded pipelines kept in memory, least recently used evicted first
     fetch_allowed_hosts: tuple[str, ...] = ()  # image URLs allowed in requests; none: URL fetching is off

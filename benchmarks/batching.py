@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--window", type=float, default=0.1, help="batch window in seconds (the server's default is 0)")
     args = parser.parse_args()
     env = environment(args.threads)
 
@@ -31,7 +32,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data_dir:
         setups = {
             "off": Atelier.open(data_dir=data_dir, max_batch=1),
-            "on": Atelier.open(data_dir=data_dir, max_batch=args.jobs, batch_window=0.1),
+            "on": Atelier.open(data_dir=data_dir, max_batch=args.jobs, batch_window=args.window),
         }
         setups["off"].init_demo()
         timings: dict[str, list[float]] = {"off": [], "on": []}
@@ -58,7 +59,8 @@ def main() -> None:
         for atelier in setups.values():
             atelier.close()
 
-    detail = {"benchmark": "batching", "jobs": args.jobs, "size": args.size, "steps": args.steps, **env}
+    detail = {"benchmark": "batching", "jobs": args.jobs, "size": args.size, "steps": args.steps, "window": args.window}
+    detail.update(env)
     detail.update({name: summary(values) for name, values in timings.items()})
     off, on = detail["off"]["median_s"], detail["on"]["median_s"]
     emit(

@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--switches", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     env = environment(args.threads)
 

@@ -269,14 +269,15 @@ def test_a_body_streaming_past_the_limit_is_aborted(lookups: list[str]) -> None:
 
 
 def test_a_trickling_body_hits_the_overall_deadline(lookups: list[str]) -> None:
-    body = Body(size=1, chunks=40, pause=0.05)  # 2 s in all, were the deadline ignored
+    body = Body(size=1, chunks=80, pause=0.05)  # 4 s in all, were the deadline ignored
     transport = httpx.MockTransport(lambda request: httpx.Response(200, stream=body))
     slow = HttpImageFetcher(["images.example.com"], max_bytes=10_000, timeout=0.3, transport=transport)
     started = time.monotonic()
     with pytest.raises(InvalidImage) as caught:
         slow.fetch("http://images.example.com/slow.png")
-    assert caught.value.code == "image_fetch_timeout" and 0.3 <= time.monotonic() - started < 1.0
-    assert 3 <= body.read <= 8
+    # Generous bounds: a loaded machine slows the clock-watching, but never by seconds.
+    assert caught.value.code == "image_fetch_timeout" and 0.3 <= time.monotonic() - started < 2.5
+    assert 1 <= body.read < 60
 
 
 @pytest.mark.parametrize(
