@@ -31,21 +31,7 @@ def environment(data_dir: Path) -> dict[str, str]:
 
 
 def test_command_line_examples(tmp_path: Path) -> None:
-    script = block_after("## Command line", "bash")
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=tmp_path,
-        env=environment(tmp_path / "data"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert len(list((tmp_path / "out").glob("*.png"))) == 3
-    assert "succeeded" in result.stdout
-
-
-def test_every_mode_example(tmp_path: Path) -> None:
+    """The basic block, then the every-mode block, which uses an image the first one made."""
     script = block_after("## Command line", "bash") + block_after("### Every mode", "bash")
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
@@ -56,6 +42,8 @@ def test_every_mode_example(tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "succeeded" in result.stdout
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3
     assert len(list((tmp_path / "modes").glob("*.png"))) == 5
 
 

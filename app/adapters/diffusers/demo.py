@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 import transformers as _transformers
 
 from app.adapters.diffusers.generator import quiet_libraries
+from app.adapters.storage.folders import building
 
 # Both libraries are untyped for a strict mypy (lazy modules, decorated constructors).
 diffusers: Any = _diffusers
@@ -101,9 +101,7 @@ def build_demo_model(out_dir: str, seed: int = 0, replace: bool = False) -> str:
     target = Path(out_dir).resolve()
     if not replace and target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise FileExistsError(f"{target} already exists and is not an empty folder.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
-    try:
+    with building(target) as tmp:
         tokenizer = _tokenizer()
         pipe = diffusers.StableDiffusionPipeline(
             vae=_vae(seed),
@@ -122,15 +120,6 @@ def build_demo_model(out_dir: str, seed: int = 0, replace: bool = False) -> str:
             "note": "images are noise until real weights are registered",
         }
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-        tmp.chmod(0o755)  # mkdtemp makes the folder private (0700)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return str(target)
 
 
@@ -152,19 +141,8 @@ def build_demo_controlnet(base_dir: str, out_dir: str, seed: int = 0, replace: b
     with torch.no_grad():
         for block in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
             torch.nn.init.normal_(block.weight, std=0.05)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
-    try:
+    with building(target) as tmp:
         controlnet.save_pretrained(tmp)
-        tmp.chmod(0o755)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return str(target)
 
 

@@ -20,7 +20,6 @@ import json
 import os
 import pickle
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import transformers as _transformers
 from safetensors.torch import load_file
 
 from app.adapters.diffusers.generator import quiet_libraries
+from app.adapters.storage.folders import building
 from app.domain.errors import InvalidParameters
 
 diffusers: Any = _diffusers  # untyped for a strict mypy
@@ -178,22 +178,11 @@ def convert_single_file(path: str, out_dir: str, config_dir: str | None) -> str:
     vae = _diffusers_model(state, VAE_PREFIX, diffusers.AutoencoderKL, config_dir, "vae", path)
     text_encoder = _text_encoder(state, index, config_dir, path)
     target = Path(out_dir).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.converting-", dir=target.parent))
-    try:
+    with building(target) as tmp:
         for name, model in zip(_CONVERTED, (unet, vae, text_encoder), strict=True):
             model.save_pretrained(tmp / name)
         for name, entry in index.items():
             if name not in _CONVERTED and isinstance(entry, list) and entry[0] and (Path(config_dir) / name).is_dir():
                 shutil.copytree(Path(config_dir) / name, tmp / name, copy_function=_link_or_copy)
         shutil.copyfile(Path(config_dir) / "model_index.json", tmp / "model_index.json")
-        tmp.chmod(0o755)  # mkdtemp makes the folder private (0700)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return str(target)
