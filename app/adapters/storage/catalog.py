@@ -43,6 +43,7 @@ class JsonModelCatalog(ModelCatalog):
         default_model: str | None = "demo",
     ) -> None:
         self._file = Path(data_dir) / "models.json"
+        self._cached: tuple[tuple[int, int, int] | None, dict[str, dict[str, Any]]] = (None, {})
         self._hub_cache = str(Path(data_dir) / "hub")
         self._converted = Path(data_dir) / "models" / "converted"
         self._inspect = inspector
@@ -134,11 +135,17 @@ class JsonModelCatalog(ModelCatalog):
         )
 
     def _read(self) -> dict[str, dict[str, Any]]:
+        """The registry, parsed again only when the file changed (a submission and its run look
+        models up several times; another process may register models meanwhile)."""
         try:
-            data = json.loads(self._file.read_text(encoding="utf-8"))
+            stat = self._file.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            if stamp != self._cached[0]:
+                data = json.loads(self._file.read_text(encoding="utf-8"))
+                self._cached = (stamp, dict(data.get("models", {})))
         except FileNotFoundError:
             return {}
-        return dict(data.get("models", {}))
+        return dict(self._cached[1])
 
     def _write(self, entries: dict[str, dict[str, Any]]) -> None:
         self._file.parent.mkdir(parents=True, exist_ok=True)
