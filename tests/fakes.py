@@ -12,11 +12,22 @@ from app.adapters.memory.jobs import InMemoryJobReader, InMemoryJobStore, InMemo
 from app.domain.errors import ImageNotFound, InvalidImage
 from app.domain.jobs import ImageRef, image_id_for
 from app.domain.models import ModelInfo
+from app.domain.scenes import Scene
 from app.ports.clock import Clock
-from app.ports.generation import BatchHandler, GeneratedImage, ImageStore, InputImage, JobExecutor, JobHandler
+from app.ports.generation import (
+    BatchHandler,
+    GeneratedImage,
+    ImageStore,
+    InputImage,
+    JobExecutor,
+    JobHandler,
+    RgbImage,
+)
+from app.ports.scenes import SceneReader
 
 __all__ = [
     "FakeClock",
+    "FakeSceneReader",
     "InMemoryImageStore",
     "InMemoryJobReader",
     "InMemoryJobStore",
@@ -109,3 +120,16 @@ class InMemoryImageStore(ImageStore):
 
 def demo_catalog() -> InMemoryModelCatalog:
     return InMemoryModelCatalog([ModelInfo(name="demo", path="memory://demo", source="memory://demo", default_size=64)])
+
+
+class FakeSceneReader(SceneReader):
+    """Sees the scenes it was told, keyed by the image's exact pixels; an empty gray scene otherwise."""
+
+    def __init__(self) -> None:
+        self.scenes: dict[bytes, Scene] = {}
+
+    def teach(self, image: RgbImage, scene: Scene) -> None:
+        self.scenes[image.rgb] = scene
+
+    def read(self, image: RgbImage) -> Scene:
+        return self.scenes.get(image.rgb, Scene(objects=(), background="gray"))
