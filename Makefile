@@ -42,6 +42,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.batching
 	$(BIN)/python -m benchmarks.model_switch
 	$(BIN)/python -m benchmarks.lora_switch
+	$(BIN)/python -m benchmarks.demo_world
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -9,7 +9,7 @@ only when a provider is first called, so building a container is cheap.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from dependency_injector import containers, providers
@@ -48,6 +48,34 @@ def build_demo(out_dir: str, seed: int, replace: bool = False) -> str:
     from app.adapters.diffusers.demo import build_demo_model
 
     return build_demo_model(out_dir, seed=seed, replace=replace)
+
+
+def trained_demo_path() -> str:
+    """The folder of the demo-world model shipped with the package (see ``atelier models train-demo``)."""
+    from pathlib import Path
+
+    import app.adapters.demo_world as world
+
+    return str(Path(world.__file__).parent / "model")
+
+
+def train_demo(
+    work_dir: str,
+    out_dir: str,
+    overrides: dict[str, Any],
+    progress: Callable[[str, int, int, dict[str, float]], None],
+    restart: bool = False,
+) -> dict[str, Any]:
+    """Train the demo world's text-to-image model (resumable in ``work_dir``) and export it to ``out_dir``."""
+    import shutil
+
+    from app.adapters.demo_world.train import TrainConfig, Trainer, checker_gate
+
+    if restart:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    trainer = Trainer(work_dir, TrainConfig(**overrides), progress)
+    trainer.run(until="export", out_dir=out_dir, gate=checker_gate)
+    return {"path": out_dir, "train_minutes": round(trainer.train_minutes, 1), "stages": trainer.state["seconds"]}
 
 
 def build_demo_lora(base_dir: str, out_dir: str, seed: int) -> str:
@@ -93,6 +121,21 @@ def decode_base64(text: str) -> bytes:
     from app.adapters.imaging.ops import base64_bytes
 
     return base64_bytes(text)
+
+
+def decode_rgb(data: bytes) -> Any:
+    """An encoded image (PNG, JPEG, ...) as an ``RgbImage`` (``InvalidImage`` when it is none)."""
+    from app.adapters.imaging.ops import decode_image, to_rgb
+    from app.ports.generation import RgbImage
+
+    image = to_rgb(decode_image(data))
+    return RgbImage(width=image.width, height=image.height, rgb=image.tobytes())
+
+
+def _scene_reader() -> Any:
+    from app.adapters.demo_world.checker import OpenCvSceneReader
+
+    return OpenCvSceneReader()
 
 
 def _pick_device(device: str) -> str:
@@ -179,6 +222,7 @@ class Container(containers.DeclarativeContainer):
         test=providers.Singleton(PatternImageGenerator),
     )
     images = providers.Singleton(FileImageStore, settings.provided.images_dir)
+    scene_reader = providers.Singleton(_scene_reader)
     fetcher = providers.Singleton(_image_fetcher, settings)
     executor = providers.Singleton(
         ThreadJobExecutor,

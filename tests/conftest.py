@@ -18,8 +18,8 @@ for _var in [v for v in os.environ if v.startswith("ATELIER_") and not v.startsw
 
 @pytest.fixture(scope="session")
 def demo_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, str]]:
-    """The demo pipeline and its ControlNets (``canny``, ``depth``), built once per test session:
-    name -> (path, kind)."""
+    """The demo models (``demo``, the shipped trained model; ``demo-tiny``; ControlNets ``canny`` and
+    ``depth``; LoRAs ``demo-style-a``/``-b``), built once per test session: name -> (path, kind)."""
     from app.entrypoints.library import Atelier
 
     with Atelier.open(data_dir=str(tmp_path_factory.mktemp("demo-data")), start_worker=False) as atelier:
@@ -29,8 +29,8 @@ def demo_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str
 
 @pytest.fixture(scope="session")
 def demo_model(demo_models: dict[str, tuple[str, str]]) -> str:
-    """Path of the tiny random-init Chinese demo pipeline."""
-    return demo_models["demo"][0]
+    """Path of the tiny random-init Chinese demo pipeline (``demo-tiny``; ``demo`` is the trained one)."""
+    return demo_models["demo-tiny"][0]
 
 
 def register_demo(atelier: Any, demo_models: dict[str, tuple[str, str]]) -> None:

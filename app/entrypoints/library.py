@@ -23,12 +23,16 @@ from app.container import (
     build_demo_controlnet,
     build_demo_lora,
     decode_base64,
+    decode_rgb,
+    train_demo,
+    trained_demo_path,
     upgrade_schema,
 )
-from app.domain.errors import DatabaseUnavailable, InvalidParameters, JobNotFound
+from app.domain.errors import DatabaseUnavailable, ImageNotFound, InvalidParameters, JobNotFound, ModelUnavailable
 from app.domain.generation import GenerationParams
 from app.domain.jobs import GenerationJob, JobStatus, job_id_of
 from app.domain.models import ModelInfo, ModelKind
+from app.domain.scenes import SceneReading, integrity, parse_caption
 from app.ports.generation import InputImage, ModelCatalog
 from app.ports.persistence import JobPage, JobReader
 from app.settings import Settings, load_settings
@@ -177,6 +181,28 @@ class Atelier:
             raise JobNotFound(f"Job {job.id} has no image {image_id}.")
         return self.container.images().path(image_id)
 
+    def read_scene(self, image: str | bytes, caption: str | None = None, owner: str | None = None) -> SceneReading:
+        """What a demo-world image shows, read by the OpenCV checker (shapes, colours, positions, sizes);
+        with ``caption``, its content-integrity score against the caption. ``image``: a file path, a
+        result image id, or encoded image bytes. ``InvalidParameters`` when the caption names no coloured
+        shape, ``InvalidImage`` for bytes that are no image."""
+        if isinstance(image, str):
+            path = image if Path(image).is_file() else self.image_path(image, owner)
+            try:
+                image = Path(path).read_bytes()
+            except OSError as e:
+                raise ImageNotFound(f"Cannot read the image {path}.") from e
+        asked = None
+        if caption is not None:
+            try:
+                asked = parse_caption(caption)
+            except ValueError as e:
+                raise InvalidParameters(
+                    "The caption names no coloured shape (e.g. 一个红色的圆形在中间).", field="caption"
+                ) from e
+        seen = self.container.scene_reader().read(decode_rgb(image))
+        return SceneReading(seen=seen, asked=asked, integrity=integrity(asked, seen) if asked else None)
+
     def health(self) -> dict[str, str]:
         """Raises ``DatabaseUnavailable`` when the database cannot be reached."""
         self.migrate()
@@ -236,21 +262,55 @@ class Atelier:
         catalog: ModelCatalog = self.container.catalog()
         return catalog
 
+    def train_demo(
+        self,
+        out_dir: str | None = None,
+        work_dir: str | None = None,
+        progress: Callable[[str, int, int, dict[str, float]], None] | None = None,
+        restart: bool = False,
+        register: str | None = None,
+        **config: Any,
+    ) -> dict[str, Any]:
+        """Train the demo world's Chinese text-to-image model from scratch (resumable: an interrupted
+        run continues from its last checkpoint in ``work_dir``) and write it to ``out_dir``
+        (default ``<data dir>/models/demo-trained``); ``register`` adds it to the registry under
+        that name. ``config`` overrides training settings (``unet_steps``, ``seed``, ...)."""
+        data = Path(self.settings.data_dir)
+        out = out_dir or str(data / "models" / "demo-trained")
+        work = work_dir or str(data / "training" / "demo-world")
+        result = train_demo(work, out, config, progress or (lambda *_: None), restart=restart)
+        if register:
+            self.add_model(register, out, replace=True)
+        return result
+
     def init_demo(self, force: bool = False, seed: int = 0) -> ModelInfo:
-        """Build the tiny random-init Chinese demo pipeline (once) and register it as ``demo``, with
-        random-init ControlNets ``canny`` and ``depth`` and LoRAs ``demo-style-a``/``-b``, so every
-        mode runs offline."""
-        target = Path(self.settings.models_dir) / "demo"
-        if force or not (target / "model_index.json").is_file():
-            build_demo(str(target), seed, replace=True)
-        info = self.add_model("demo", str(target), replace=True)
+        """Register the demo models, so every mode runs offline:
+
+        - ``demo``: the demo world's Chinese text-to-image model, trained by the project and shipped
+          with it (``atelier models train-demo`` reproduces it);
+        - ``demo-tiny``: a tiny random-init pipeline of the same family (built once; its images are
+          noise), the floor the trained model is measured against;
+        - random-init ControlNets ``canny`` and ``depth`` and LoRAs ``demo-style-a``/``-b`` shaped
+          for ``demo``.
+        """
+        tiny = Path(self.settings.models_dir) / "demo-tiny"
+        if force or not (tiny / "model_index.json").is_file():
+            build_demo(str(tiny), seed, replace=True)
+        self.add_model("demo-tiny", str(tiny), replace=True)
+        shipped = trained_demo_path()
+        if not (Path(shipped) / "model_index.json").is_file():
+            raise ModelUnavailable(
+                f"The trained demo model is missing from {shipped}; run `atelier models train-demo`."
+            )
+        target = Path(shipped)
+        info = self.add_model("demo", shipped, replace=True)
         for offset, name in enumerate(("canny", "depth"), start=1):
-            folder = Path(self.settings.models_dir) / f"demo-controlnet-{name}"
+            folder = Path(self.settings.models_dir) / f"demo-world-controlnet-{name}"
             if force or not (folder / "config.json").is_file():
                 build_demo_controlnet(str(target), str(folder), seed + offset)
             self.add_model(name, str(folder), kind=ModelKind.CONTROLNET, replace=True)
         for offset, name in enumerate(("demo-style-a", "demo-style-b"), start=3):
-            folder = Path(self.settings.models_dir) / name
+            folder = Path(self.settings.models_dir) / f"demo-world-{name.removeprefix('demo-')}"
             if force or not (folder / "pytorch_lora_weights.safetensors").is_file():
                 build_demo_lora(str(target), str(folder), seed + offset)
             self.add_model(name, str(folder), kind=ModelKind.LORA, replace=True)

@@ -94,6 +94,7 @@ def test_models_add_list_and_offline_hub_ids(data_dir: str, demo_model: str) -> 
         "demo",
         "demo-style-a",
         "demo-style-b",
+        "demo-tiny",
         "depth",
         "second",
     ]

@@ -31,8 +31,12 @@ def environment(data_dir: Path) -> dict[str, str]:
 
 
 def test_command_line_examples(tmp_path: Path) -> None:
-    """The basic block, then the every-mode block, which uses an image the first one made."""
-    script = block_after("## Command line", "bash") + block_after("### Every mode", "bash")
+    """The basic block, then the every-mode block, which uses an image the first one made, then the demo world's."""
+    script = (
+        block_after("## Command line", "bash")
+        + block_after("### Every mode", "bash")
+        + block_after("### The demo world", "bash")
+    )
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         cwd=tmp_path,
@@ -45,6 +49,8 @@ def test_command_line_examples(tmp_path: Path) -> None:
     assert "succeeded" in result.stdout
     assert len(list((tmp_path / "out").glob("*.png"))) == 3
     assert len(list((tmp_path / "modes").glob("*.png"))) == 5
+    assert "- small yellow triangle at" in result.stdout and "background: black" in result.stdout
+    assert "content integrity:" in result.stdout
 
 
 def test_library_example(tmp_path: Path) -> None:

@@ -25,10 +25,12 @@ Foreground.
     least 2 px thick are kept as possible object pixels; they join a component only if its seeds read black. Such
     black components then measure edges by plain distance from the background instead of the residual.
 
-    Connected components (8-connectivity, holes filled, at least ``MIN_AREA`` = 12 px so noise is ignored) are the
-    objects. Two shapes that touch (a large heart's tip can reach a small shape in the next cell) are split by eroding
-    the component until it falls apart into cores of at least 6 px, each pixel going to the nearest core, when each
-    part keeps at least 30 px (the smallest shape covers about 60).
+    Connected components (8-connectivity, holes filled, at least ``MIN_AREA`` = 12 px so noise is ignored, and with
+    at least ``STRONG_MIN`` = 6 px of residual above ``STRONG_LEVEL`` = 55, so that the faint stains and halos a
+    generative model leaves in a flat background are not counted as shapes) are the objects. Two shapes that touch
+    (a large heart's tip can reach a small shape in the next cell) are split by eroding the component until it
+    falls apart into cores of at least 6 px, each pixel going to the nearest core, when each part keeps at least
+    30 px (the smallest shape covers about 60).
 
 Outline of each object, sub-pixel.
     The residual divided by the local contrast (the largest residual of the object within 2 px, capped by the 75th
@@ -94,6 +96,8 @@ BACKGROUND_SNAP = 45.0  # RGB distance within which the background is named
 SEED_LEVEL = 30.0  # residual from the background-shadow segment that marks an object pixel
 WEAK_T = 0.7  # fraction of the way from background to shadow colour beyond which a pixel looks like shadow
 MIN_AREA = 12  # px; smaller components are noise
+STRONG_LEVEL = 55.0  # residual of a solid fill (every fill is at least 65 away) ...
+STRONG_MIN = 6  # ... that at least this many px of a component must reach: faint stains are no objects
 UP = 4  # upsampling of the coverage map for sub-pixel contours
 SPLIT_MIN_CORE = 6  # px of an eroded core that counts as a separate shape
 SPLIT_MIN_PART = 30  # px each part of a split must keep
@@ -286,7 +290,7 @@ def _segment(img: np.ndarray) -> tuple[np.ndarray, str | None, list[_Blob]]:
     for k in range(1, n):
         component = labels == k
         core = component & seed
-        if int(component.sum()) < MIN_AREA or not core.any():
+        if int(component.sum()) < MIN_AREA or int((component & (resid > STRONG_LEVEL)).sum()) < STRONG_MIN:
             continue
         is_black = _majority_colour(f[core])[0] == black
         regions += [(part, is_black) for part in _split(_fill_holes(component if is_black else core))]

@@ -126,16 +126,20 @@ def build_demo_model(out_dir: str, seed: int = 0, replace: bool = False) -> str:
 def build_demo_controlnet(base_dir: str, out_dir: str, seed: int = 0, replace: bool = False) -> str:
     """A random-init ControlNet for the demo model (same UNet shape), in diffusers format.
 
-    The conditioning embedding downsamples twice less than SD's default, matching the demo
-    VAE's scale factor of 2 (a ControlNet must downsample by exactly the VAE's factor).
+    The conditioning embedding downsamples by the base model's VAE scale factor (a ControlNet must
+    downsample by exactly that factor): 2 for the random-init model, 4 for the trained demo model.
     """
     quiet_libraries()
     target = Path(out_dir).resolve()
     if not replace and (target / "config.json").is_file():
         raise FileExistsError(f"{target} already holds a ControlNet.")
     unet = diffusers.UNet2DConditionModel.from_pretrained(base_dir, subfolder="unet", local_files_only=True)
+    vae_config = json.loads((Path(base_dir) / "vae" / "config.json").read_text(encoding="utf-8"))
+    downsamples = len(vae_config["block_out_channels"]) - 1
     torch.manual_seed(seed)
-    controlnet = diffusers.ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+    controlnet = diffusers.ControlNetModel.from_unet(
+        unet, conditioning_embedding_out_channels=tuple(16 * 2**i for i in range(downsamples + 1))
+    )
     # A trained ControlNet starts from zero convolutions and learns them; left at zero, a demo
     # ControlNet would add nothing at all. Random values make the control image visibly matter.
     with torch.no_grad():

@@ -27,6 +27,7 @@ COMMANDS = {
     "generate": ("app.entrypoints.cli.generate", "generate", "Generate images from a prompt and wait for them."),
     "jobs": ("app.entrypoints.cli.jobs", "jobs", "List, show and cancel generation jobs."),
     "models": ("app.entrypoints.cli.models", "models", "List, register and build models."),
+    "scenes": ("app.entrypoints.cli.scenes", "scenes", "The demo world: sample captions, read images back."),
     "db": ("app.entrypoints.cli.db", "db", "Database schema commands."),
 }
 

@@ -9,7 +9,16 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from app import __version__
-from app.entrypoints.http import compat_a1111, compat_diffusers_api, compat_openai, errors, jobs, system, uploads
+from app.entrypoints.http import (
+    compat_a1111,
+    compat_diffusers_api,
+    compat_openai,
+    errors,
+    jobs,
+    scenes,
+    system,
+    uploads,
+)
 from app.entrypoints.http.errors import error_body
 from app.entrypoints.library import Atelier
 
@@ -49,6 +58,7 @@ def create_app(atelier: Atelier | None = None, *, close_on_shutdown: bool | None
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(uploads.router)
+    app.include_router(scenes.router)
     app.include_router(system.router)
     for compat in (compat_diffusers_api, compat_a1111, compat_openai):
         app.include_router(compat.router)

@@ -1,0 +1,41 @@
+"""The demo world's checker over HTTP: what an image shows, and how well it matches a caption."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.container import decode_base64
+from app.domain.errors import ImageNotFound
+from app.domain.jobs import job_id_of
+from app.entrypoints.http import deps
+from app.entrypoints.library import Atelier
+
+router = APIRouter(tags=["demo world"])
+AtelierDep = Annotated[Atelier, Depends(deps.atelier)]
+OwnerDep = Annotated[str, Depends(deps.owner)]
+
+
+class SceneReadIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(description="A result image id (`<job id>-<n>`), or the image as base64 / data URL.")
+    caption: str | None = Field(None, description="Score the image against this caption (content integrity).")
+
+
+@router.post("/v1/scenes/read", summary="Read the shapes a demo-world image shows")
+def read_scene(body: SceneReadIn, atelier: AtelierDep, owner: OwnerDep) -> dict[str, Any]:
+    """The objects the OpenCV checker sees (shape, colour, position, size, styles) and the background;
+    with `caption`, the content-integrity score (`score` in [0, 1], `exact`) and the seen object
+    paired with each object the caption asks for."""
+    try:
+        job_id_of(body.image)
+        source: str | bytes = atelier.image_path(body.image, owner)
+    except ImageNotFound:
+        if len(body.image) < 64:  # an id that is not one, rather than an image
+            raise
+        source = decode_base64(body.image)
+    return asdict(atelier.read_scene(source, body.caption, owner))

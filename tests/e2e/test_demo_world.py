@@ -1,0 +1,168 @@
+"""The shipped demo model draws what a Chinese prompt asks for, judged by the checker (never by pixels)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from app.domain.errors import InvalidImage, InvalidParameters
+from app.domain.scenes import SceneObject
+from app.entrypoints.cli.main import cli
+from app.entrypoints.library import Atelier
+from tests.conftest import register_demo
+
+PROMPT = "一个红色的圆形在中间"
+
+
+def run(data_dir: str, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["--data-dir", data_dir, *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_the_cli_draws_a_red_circle(data_dir: str, tmp_path: Path) -> None:
+    """The issue's example, through `atelier generate` with the defaults (model `demo`, 20 steps).
+
+    Colour and shape are learned; position is not yet (see the README), so it is not asserted."""
+    circles = 0
+    for seed in range(4):
+        code, stdout, stderr = run(data_dir, "generate", PROMPT, "--seed", str(seed), "--out", str(tmp_path), "--json")
+        assert code == 0, stderr
+        job = json.loads(stdout)
+        assert job["params"]["model"] == "demo"
+        code, stdout, stderr = run(data_dir, "scenes", "read", job["images"][0]["id"], "--caption", PROMPT, "--json")
+        assert code == 0, stderr
+        reading = json.loads(stdout)
+        big = reading["seen"]["objects"][0]
+        assert big["colour"] == "red", reading
+        circles += big["shape"] == "circle"
+        assert reading["integrity"]["score"] >= 0.5
+    assert circles >= 3  # a margin: one seed in four may draw another shape
+
+
+@pytest.mark.parametrize(
+    ("prompt", "want", "background", "shape_counts"),
+    [
+        ("一个黄色的小三角形在右下，黑色背景", SceneObject("triangle", "yellow", size="small"), "black", True),
+        ("a big green star at the top right", SceneObject("star", "green", size="large"), "gray", True),
+        ("左上有一个蓝色的大正方形，白色背景", SceneObject("square", "blue", size="large"), "white", False),
+    ],
+)
+def test_colour_size_and_background_follow_the_prompt(
+    tmp_path: Path,
+    demo_models: dict[str, tuple[str, str]],
+    prompt: str,
+    want: SceneObject,
+    background: str,
+    shape_counts: bool,
+) -> None:
+    with Atelier.open(data_dir=str(tmp_path)) as atelier:
+        register_demo(atelier, demo_models)
+        shapes = 0
+        for seed in range(3):
+            job = atelier.generate(prompt, seed=seed)
+            seen = atelier.read_scene(job.images[0].id, prompt).seen
+            assert seen.background == background, (prompt, seed, seen)
+            big = seen.objects[0]
+            assert (big.colour, big.size) == (want.colour, want.size), (prompt, seed, seen)
+            shapes += big.shape == want.shape
+        if shape_counts:
+            assert shapes >= 2, prompt
+
+
+def test_the_random_init_floor_draws_nothing_the_checker_accepts(
+    tmp_path: Path, demo_models: dict[str, tuple[str, str]]
+) -> None:
+    with Atelier.open(data_dir=str(tmp_path)) as atelier:
+        register_demo(atelier, demo_models)
+        job = atelier.generate(PROMPT, model="demo-tiny", seed=0)
+        reading = atelier.read_scene(job.images[0].id, PROMPT)
+        assert reading.integrity is not None and not reading.integrity.exact
+
+
+def test_read_scene_inputs(tmp_path: Path, demo_models: dict[str, tuple[str, str]]) -> None:
+    image = tmp_path / "blank.png"
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(image)
+    with Atelier.open(data_dir=str(tmp_path / "data"), start_worker=False) as atelier:
+        reading = atelier.read_scene(str(image), PROMPT)
+        assert reading.seen.objects == () and reading.seen.background == "gray"
+        assert reading.integrity is not None and reading.integrity.score == 0.0
+        with pytest.raises(InvalidParameters, match="names no coloured shape") as caught:
+            atelier.read_scene(str(image), "一只猫")
+        assert caught.value.field == "caption"
+        with pytest.raises(InvalidImage):
+            atelier.read_scene(b"not an image")
+
+
+def test_cli_scene_commands(data_dir: str, tmp_path: Path) -> None:
+    code, stdout, _ = run(data_dir, "scenes", "sample", "-n", "3", "--seed", "1")
+    assert code == 0 and len(stdout.strip().splitlines()) == 3
+    image = tmp_path / "blank.png"
+    Image.new("RGB", (64, 64), (20, 20, 20)).save(image)
+    code, stdout, _ = run(data_dir, "scenes", "read", str(image))
+    assert code == 0 and "background: black" in stdout and "no shape seen" in stdout
+    code, _, stderr = run(data_dir, "scenes", "read", str(image), "--caption", "一只猫")
+    assert code == 2 and "names no coloured shape" in stderr and "Traceback" not in stderr
+
+
+def test_train_demo_runs_every_stage_and_registers_the_result(data_dir: str, tmp_path: Path) -> None:
+    small = ["--scenes", "64", "--vae-steps", "2", "--decoder-steps", "1", "--unet-steps", "2", "--threads", "1"]
+    work, out = str(tmp_path / "work"), str(tmp_path / "trained")
+    code, _, stderr = run(data_dir, "models", "train-demo", *small, "--work", work, "--out", out)
+    assert code == 1 and "below the gate" in stderr and "Traceback" not in stderr
+    code, stdout, stderr = run(
+        data_dir,
+        "models",
+        "train-demo",
+        *small,
+        "--work",
+        work,
+        "--out",
+        out,
+        "--gate-min",
+        "0",
+        "--restart",
+        "--register",
+        "mine",
+        "--json",
+    )
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    assert result["path"] == out and set(result["stages"]) >= {"vae", "decoder", "gate", "encode", "unet", "export"}
+    code, stdout, _ = run(data_dir, "models", "list", "--json")
+    assert any(m["name"] == "mine" and m["path"] == out for m in json.loads(stdout))
+
+
+def _png_base64(scene_caption: str) -> str:
+    import base64
+    import io
+
+    from app.adapters.demo_world.render import render
+    from app.domain.scenes import parse_caption
+
+    buffer = io.BytesIO()
+    Image.fromarray(render(parse_caption(scene_caption))).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.mark.anyio
+async def test_http_reads_a_scene_and_scores_it(client: Any) -> None:
+    image = _png_base64("一个红色的大圆形在中间，蓝色背景")
+    response = await client.post("/v1/scenes/read", json={"image": image, "caption": PROMPT})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["seen"]["background"] == "blue"
+    assert [(o["colour"], o["shape"], o["position"]) for o in body["seen"]["objects"]] == [("red", "circle", "center")]
+    assert body["integrity"]["exact"] is True and body["integrity"]["score"] == 1.0
+    wrong = await client.post("/v1/scenes/read", json={"image": image, "caption": "一个绿色的三角形在左上"})
+    assert wrong.json()["integrity"]["score"] < 0.5
+    bad = await client.post("/v1/scenes/read", json={"image": image, "caption": "一只猫"})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_parameters"
+    missing = await client.post("/v1/scenes/read", json={"image": "0" * 32 + "-0"})
+    assert missing.status_code == 404 and "error" in missing.json()
+    not_image = await client.post("/v1/scenes/read", json={"image": "x" * 80})
+    assert not_image.status_code in (400, 422) and "error" in not_image.json()

@@ -1,0 +1,101 @@
+"""The demo-world trainer: every stage runs, an interrupted run resumes exactly, the export loads in the adapter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from app.adapters.demo_world.train import TrainConfig, Trainer, checker_gate
+from app.adapters.diffusers.generator import DiffusersImageGenerator
+from app.adapters.diffusers.layout import inspect_model
+from app.domain.generation import GenerationParams
+from app.domain.models import ModelInfo
+from app.ports.generation import GenerationRequest
+
+SMALL = {
+    "vae_steps": 3,
+    "decoder_steps": 2,
+    "vae_batch": 4,
+    "n_scenes": 64,
+    "unet_steps": 4,
+    "batch": 4,
+    "checkpoint_every": 2,
+    "warmup": 2,
+    "gate_scenes": 8,
+    "gate_min": 0.0,
+    "threads": 1,
+}
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _weights(work: Path) -> dict[str, torch.Tensor]:
+    ckpt = torch.load(work / "unet-ckpt.pt", weights_only=False)
+    return {**ckpt["unet"], **{f"te.{k}": v for k, v in ckpt["text_encoder"].items()}}
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    straight = Trainer(str(tmp_path / "straight"), TrainConfig(**SMALL))
+    straight.run(until="unet", gate=checker_gate)
+
+    def stop_at_unet_step_3(stage: str, done: int, total: int, info: dict[str, float]) -> None:
+        if stage == "unet" and done == 3:
+            raise Interrupt()
+
+    work = tmp_path / "resumed"
+    with pytest.raises(Interrupt):
+        Trainer(str(work), TrainConfig(**SMALL), stop_at_unet_step_3).run(until="unet", gate=checker_gate)
+    state = json.loads((work / "state.json").read_text())
+    assert "unet" not in state["done"] and "encode" in state["done"]
+    resumed = Trainer(str(work), TrainConfig(**SMALL))
+    resumed.run(until="unet", gate=checker_gate)
+
+    a, b = _weights(tmp_path / "straight"), _weights(work)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert straight.state["info"]["encode"]["scaling_factor"] > 0
+    assert straight.state["info"]["gate"]["exact"] >= 0.0
+
+
+def test_another_configuration_in_the_same_folder_is_refused(tmp_path: Path) -> None:
+    Trainer(str(tmp_path), TrainConfig(**SMALL)).run(until="vae")
+    with pytest.raises(ValueError, match="another configuration"):
+        Trainer(str(tmp_path), TrainConfig(**{**SMALL, "seed": 1}))
+
+
+def test_the_gate_stops_a_vae_that_cannot_be_read(tmp_path: Path) -> None:
+    trainer = Trainer(str(tmp_path), TrainConfig(**{**SMALL, "gate_min": 0.9}))
+    with pytest.raises(RuntimeError, match="below the gate"):
+        trainer.run(until="unet", gate=checker_gate)
+    assert "unet" not in trainer.state["done"]
+
+
+def test_the_export_is_a_pai_diffusion_layout_that_the_adapter_generates_with(tmp_path: Path) -> None:
+    trainer = Trainer(str(tmp_path / "work"), TrainConfig(**SMALL))
+    out = tmp_path / "model"
+    trainer.run(until="export", out_dir=str(out), gate=checker_gate)
+    layout = inspect_model(str(out))
+    assert layout["tokenizer"] == "bert" and layout["default_size"] == 64
+    marker = json.loads((out / "atelier-demo.json").read_text())
+    assert marker["kind"] == "demo-world" and marker["unet_steps"] == SMALL["unet_steps"]
+    size = sum(f.stat().st_size for f in out.rglob("*.safetensors"))
+    assert size < 25 * 2**20
+
+    generator: Any = DiffusersImageGenerator(device="cpu")
+    info = ModelInfo(name="trained", path=str(out), source=str(out), default_size=64)
+    params = GenerationParams(prompt="一个红色的圆形在中间", model="trained", steps=2, seed=1).resolved(default_size=64)
+    steps: list[int] = []
+
+    class Progress:
+        def step(self, done: int, total: int) -> None:
+            steps.append(done)
+
+    image = generator.generate(GenerationRequest(params=params, model=info), Progress())[0]
+    assert steps == [1, 2]
+    assert (image.width, image.height) == (64, 64)
