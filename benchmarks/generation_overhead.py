@@ -35,7 +35,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data_dir:
         atelier = Atelier.open(data_dir=data_dir)
         model_dir = atelier.init_demo().path
-        pipe = StableDiffusionPipeline.from_pretrained(model_dir, local_files_only=True)
+        # the shipped weights are fp16; Atelier loads them as float32 on CPU, and so must the baseline
+        pipe = StableDiffusionPipeline.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
         pipe.set_progress_bar_config(disable=True)
         prompt = "一只红色的大圆在左边，蓝色背景"
 
