@@ -166,3 +166,26 @@ async def test_http_reads_a_scene_and_scores_it(client: Any) -> None:
     assert missing.status_code == 404 and "error" in missing.json()
     not_image = await client.post("/v1/scenes/read", json={"image": "x" * 80})
     assert not_image.status_code in (400, 422) and "error" in not_image.json()
+
+
+def test_train_demo_defaults_reproduce_the_shipped_model(
+    data_dir: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With no options, the command trains with exactly the configuration recorded in the shipped model."""
+    from dataclasses import asdict
+
+    from app.adapters.demo_world.train import TrainConfig
+    from app.container import trained_demo_path
+
+    seen: dict[str, Any] = {}
+
+    def fake_train(self: Atelier, **kwargs: Any) -> dict[str, Any]:
+        seen.update(kwargs)
+        return {"path": str(tmp_path), "train_minutes": 0.0, "stages": {}}
+
+    monkeypatch.setattr(Atelier, "train_demo", fake_train)
+    code, _, stderr = run(data_dir, "models", "train-demo")
+    assert code == 0, stderr
+    config = {k: v for k, v in seen.items() if k not in ("out_dir", "work_dir", "progress", "restart", "register")}
+    shipped = json.loads((Path(trained_demo_path()) / "atelier-demo.json").read_text())["config"]
+    assert json.loads(json.dumps(asdict(TrainConfig(**config)))) == shipped
