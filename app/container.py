@@ -23,6 +23,7 @@ from app.adapters.storage.images import FileImageStore
 from app.adapters.system import SystemClock
 from app.domain.models import ModelInfo
 from app.usecases.cancel_job import CancelJob
+from app.usecases.read_scene import ReadScene
 from app.usecases.recover_jobs import RecoverJobs
 from app.usecases.run_generation import RunGeneration
 from app.usecases.submit_generation import SubmitGeneration
@@ -223,6 +224,7 @@ class Container(containers.DeclarativeContainer):
     )
     images = providers.Singleton(FileImageStore, settings.provided.images_dir)
     scene_reader = providers.Singleton(_scene_reader)
+    read_scene = providers.Factory(ReadScene, scene_reader)
     fetcher = providers.Singleton(_image_fetcher, settings)
     executor = providers.Singleton(
         ThreadJobExecutor,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 SHAPES = ("circle", "square", "triangle", "star", "heart")
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "black", "white")
@@ -112,6 +112,10 @@ class Scene:
     def __post_init__(self) -> None:
         if self.background is not None and self.background not in BACKGROUNDS:
             raise ValueError(f"unknown background {self.background!r}")
+
+    def without_styles(self) -> Scene:
+        """The same scene with no style on any object (for comparisons that leave styles out)."""
+        return Scene(tuple(replace(o, styles=()) for o in self.objects), self.background)
 
 
 def cell(position: str) -> tuple[int, int]:

@@ -32,7 +32,7 @@ from app.domain.errors import DatabaseUnavailable, ImageNotFound, InvalidParamet
 from app.domain.generation import GenerationParams
 from app.domain.jobs import GenerationJob, JobStatus, job_id_of
 from app.domain.models import ModelInfo, ModelKind
-from app.domain.scenes import SceneReading, integrity, parse_caption
+from app.domain.scenes import SceneReading
 from app.ports.generation import InputImage, ModelCatalog
 from app.ports.persistence import JobPage, JobReader
 from app.settings import Settings, load_settings
@@ -192,16 +192,8 @@ class Atelier:
                 image = Path(path).read_bytes()
             except OSError as e:
                 raise ImageNotFound(f"Cannot read the image {path}.") from e
-        asked = None
-        if caption is not None:
-            try:
-                asked = parse_caption(caption)
-            except ValueError as e:
-                raise InvalidParameters(
-                    "The caption names no coloured shape (e.g. 一个红色的圆形在中间).", field="caption"
-                ) from e
-        seen = self.container.scene_reader().read(decode_rgb(image))
-        return SceneReading(seen=seen, asked=asked, integrity=integrity(asked, seen) if asked else None)
+        reading: SceneReading = self.container.read_scene()(decode_rgb(image), caption)
+        return reading
 
     def health(self) -> dict[str, str]:
         """Raises ``DatabaseUnavailable`` when the database cannot be reached."""
@@ -302,16 +294,15 @@ class Atelier:
             raise ModelUnavailable(
                 f"The trained demo model is missing from {shipped}; run `atelier models train-demo`."
             )
-        target = Path(shipped)
         info = self.add_model("demo", shipped, replace=True)
         for offset, name in enumerate(("canny", "depth"), start=1):
             folder = Path(self.settings.models_dir) / f"demo-world-controlnet-{name}"
             if force or not (folder / "config.json").is_file():
-                build_demo_controlnet(str(target), str(folder), seed + offset)
+                build_demo_controlnet(shipped, str(folder), seed + offset)
             self.add_model(name, str(folder), kind=ModelKind.CONTROLNET, replace=True)
         for offset, name in enumerate(("demo-style-a", "demo-style-b"), start=3):
             folder = Path(self.settings.models_dir) / f"demo-world-{name.removeprefix('demo-')}"
             if force or not (folder / "pytorch_lora_weights.safetensors").is_file():
-                build_demo_lora(str(target), str(folder), seed + offset)
+                build_demo_lora(shipped, str(folder), seed + offset)
             self.add_model(name, str(folder), kind=ModelKind.LORA, replace=True)
         return info

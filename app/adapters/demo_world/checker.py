@@ -428,13 +428,6 @@ class OpenCvSceneReader(SceneReader):
         return integrity(parse_caption(caption), self.read(image))
 
 
-def _plain(scene: Scene) -> Scene:
-    return Scene(
-        objects=tuple(SceneObject(o.shape, o.colour, o.position, o.size) for o in scene.objects),
-        background=scene.background,
-    )
-
-
 def ground_truth_accuracy(n: int = 1000, seed: int = 0, blur: bool = False) -> dict[str, float]:
     """Accuracy of the reader on ``n`` rendered scenes of ``SceneSampler(random.Random(seed), style_rate=0.3)``.
 
@@ -454,7 +447,7 @@ def ground_truth_accuracy(n: int = 1000, seed: int = 0, blur: bool = False) -> d
         if blur:
             image = cv2.GaussianBlur(image, (3, 3), 0)
         seen = reader.read(image)
-        exact += integrity(_plain(scene), _plain(seen)).exact
+        exact += integrity(scene.without_styles(), seen.without_styles()).exact
         report = integrity(scene, seen)
         exact_with_styles += report.exact
         background += seen.background == scene.background

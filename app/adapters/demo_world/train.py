@@ -30,10 +30,9 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ import torch.nn.functional as F
 import transformers as _transformers
 
 from app.adapters.demo_world.render import BACKGROUND_RGB, render
-from app.adapters.diffusers.demo import VOCAB_FILE
+from app.adapters.diffusers.demo import bert_chinese_tokenizer
 from app.adapters.diffusers.generator import quiet_libraries
 from app.adapters.storage.folders import building
 from app.domain.scenes import Scene, SceneSampler, caption
@@ -84,15 +83,10 @@ class TrainConfig:
     unet_channels: tuple[int, ...] = (64, 128, 128)
     text_width: int = 128
     text_layers: int = 3
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def tokenizer() -> Any:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copyfile(VOCAB_FILE, Path(tmp) / "vocab.txt")
-        return transformers.BertTokenizer.from_pretrained(tmp, model_max_length=MAX_TOKENS)
+    return bert_chinese_tokenizer(MAX_TOKENS)
 
 
 def new_vae() -> Any:
@@ -290,7 +284,7 @@ class Trainer:
             sched.load_state_dict(ckpt["sched"])
             step = ckpt["step"]
         vae.train()
-        t0, last = time.monotonic(), time.monotonic()
+        last = time.monotonic()
         while step < steps:
             scenes, x = _render_batch(cfg.seed + (7 if decoder_only else 3), step, cfg.vae_batch)
             torch.manual_seed(cfg.seed * 7919 + step)
@@ -308,10 +302,7 @@ class Trainer:
                 self._add_seconds(name, now - last)
                 last = now
         self._save("vae", {"model": vae.state_dict()})
-        self._add_seconds(name, time.monotonic() - last)
-        self.state["done"].append(name)
-        self._save_state()
-        del t0
+        self._finish(name, time.monotonic() - last)
 
     def _train_vae(self) -> None:
         self._vae_loop("vae", self.config.vae_steps, decoder_only=False)
@@ -447,17 +438,15 @@ class Trainer:
                 last = now
                 with (self.work / "loss.jsonl").open("a") as f:
                     f.write(json.dumps({"step": step, "loss": sum(losses[-50:]) / len(losses[-50:])}) + "\n")
-        self._add_seconds("unet", time.monotonic() - last)
-        self.state["done"].append("unet")
-        self._save_state()
+        self._finish("unet", time.monotonic() - last)
 
-    def pipeline(self, step_checkpoint: bool = True) -> Any:
-        """The pipeline from the latest UNet checkpoint (for export, or evaluation during training)."""
+    def pipeline(self, ckpt: dict[str, Any] | None = None) -> Any:
+        """The pipeline from a UNet checkpoint, by default the latest (for export, or evaluation during training)."""
         tok = tokenizer()
         cfg = self.config
         text_encoder = new_text_encoder(tok, cfg)
         unet = new_unet(cfg)
-        ckpt = self._load("unet-ckpt")
+        ckpt = ckpt or self._load("unet-ckpt")
         if ckpt is None:
             raise FileNotFoundError("no UNet checkpoint yet")
         unet.load_state_dict(ckpt["unet"])
@@ -476,10 +465,11 @@ class Trainer:
 
     def export(self, out_dir: str) -> str:
         t0 = time.monotonic()
-        pipe = self.pipeline()
-        pipe.to(torch.float16)
         ckpt = self._load("unet-ckpt")
-        assert ckpt is not None
+        if ckpt is None:
+            raise FileNotFoundError("no UNet checkpoint yet")
+        pipe = self.pipeline(ckpt)
+        pipe.to(torch.float16)
         target = Path(out_dir).resolve()
         with building(target) as tmp:
             pipe.save_pretrained(tmp, safe_serialization=True)
@@ -509,13 +499,5 @@ def checker_gate(trainer: Trainer) -> float:
     reader = OpenCvSceneReader()
     exact = 0
     for scene, image in zip(scenes, trainer.reconstruct(images), strict=True):
-        plain = Scene(tuple(_plain(o) for o in scene.objects), scene.background)
-        seen = reader.read(image)
-        exact += integrity(plain, Scene(tuple(_plain(o) for o in seen.objects), seen.background)).exact
+        exact += integrity(scene.without_styles(), reader.read(image).without_styles()).exact
     return exact / len(scenes)
-
-
-def _plain(obj: Any) -> Any:
-    from dataclasses import replace
-
-    return replace(obj, styles=())

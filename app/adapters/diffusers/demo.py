@@ -24,11 +24,12 @@ MAX_TOKENS = 32
 MARKER_FILE = "atelier-demo.json"
 
 
-def _tokenizer() -> Any:
+def bert_chinese_tokenizer(max_tokens: int = MAX_TOKENS) -> Any:
+    """A BERT tokenizer over the shipped bert-base-chinese vocabulary."""
     # BertTokenizerFast(vocab_file=...) silently builds a 5-token vocab in transformers 5; from_pretrained does not.
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copyfile(VOCAB_FILE, Path(tmp) / "vocab.txt")
-        return transformers.BertTokenizer.from_pretrained(tmp, model_max_length=MAX_TOKENS)
+        return transformers.BertTokenizer.from_pretrained(tmp, model_max_length=max_tokens)
 
 
 def _text_encoder(tokenizer: Any, seed: int) -> Any:
@@ -102,7 +103,7 @@ def build_demo_model(out_dir: str, seed: int = 0, replace: bool = False) -> str:
     if not replace and target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise FileExistsError(f"{target} already exists and is not an empty folder.")
     with building(target) as tmp:
-        tokenizer = _tokenizer()
+        tokenizer = bert_chinese_tokenizer()
         pipe = diffusers.StableDiffusionPipeline(
             vae=_vae(seed),
             text_encoder=_text_encoder(tokenizer, seed),

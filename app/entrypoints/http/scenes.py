@@ -31,11 +31,11 @@ def read_scene(body: SceneReadIn, atelier: AtelierDep, owner: OwnerDep) -> dict[
     """The objects the OpenCV checker sees (shape, colour, position, size, styles) and the background;
     with `caption`, the content-integrity score (`score` in [0, 1], `exact`) and the seen object
     paired with each object the caption asks for."""
+    source: str | bytes
     try:
         job_id_of(body.image)
-        source: str | bytes = atelier.image_path(body.image, owner)
-    except ImageNotFound:
-        if len(body.image) < 64:  # an id that is not one, rather than an image
-            raise
+    except ImageNotFound:  # not an image id: the image itself
         source = decode_base64(body.image)
+    else:
+        source = atelier.image_path(body.image, owner)
     return asdict(atelier.read_scene(source, body.caption, owner))
