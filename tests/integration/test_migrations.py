@@ -18,6 +18,7 @@ from app.adapters.sql.rows import metadata
 from app.domain.errors import DatabaseUnavailable
 
 JOBS = "atelier_generation_jobs"
+KNOWLEDGE = {"atelier_knowledge_queries", "atelier_knowledge_calibrations"}
 
 
 def revisions(url: str) -> list[tuple[str, str]]:
@@ -52,7 +53,7 @@ def test_stairway_upgrade_downgrade_upgrade_every_revision(database_url: str) ->
 
 def test_own_version_table_leaves_a_host_alembic_alone(database_url: str) -> None:
     migrate.upgrade(database_url)
-    assert tables(database_url) == {migrate.VERSION_TABLE, JOBS}
+    assert tables(database_url) == {migrate.VERSION_TABLE, JOBS, *KNOWLEDGE}
     engine = make_engine(database_url)
     with engine.begin() as connection:
         connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))

@@ -1,4 +1,4 @@
-"""Typed SQLAlchemy rows for generation jobs, and explicit mappers to and from the domain entity."""
+"""Typed SQLAlchemy rows (generation jobs, knowledge queries, calibrations) and the job mappers."""
 
 from __future__ import annotations
 
@@ -136,3 +136,48 @@ def from_entity(job: GenerationJob, row: JobRow | None = None) -> JobRow:
     row.started_at = _opt_utc(job.started_at)
     row.finished_at = _opt_utc(job.finished_at)
     return row
+
+
+class KnowledgeQueryRow(Base):
+    """One answered knowledge query (written once)."""
+
+    __tablename__ = "atelier_knowledge_queries"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    parametric_answer: Mapped[str] = mapped_column(Text)
+    decision: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(128))
+    signals: Mapped[dict[str, Any]] = mapped_column(JSON)
+    passages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    timings: Mapped[dict[str, float]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        Index(None, "owner", "created_at"),
+        CheckConstraint("decision IN ('parametric', 'retrieved')", name="decision"),
+    )
+
+
+class CalibrationRow(Base):
+    """A long-tail detector calibration of one language model."""
+
+    __tablename__ = "atelier_knowledge_calibrations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), index=True)
+    embedder: Mapped[str] = mapped_column(String(128))
+    dataset: Mapped[str] = mapped_column(Text)
+    n: Mapped[int] = mapped_column(Integer)
+    threshold_gece: Mapped[float] = mapped_column(Float)
+    decision_threshold: Mapped[float] = mapped_column(Float)
+    features: Mapped[list[str]] = mapped_column(JSON)
+    detector: Mapped[dict[str, Any]] = mapped_column(JSON)
+    mean_gradient: Mapped[list[float]] = mapped_column(JSON)
+    neighbours: Mapped[list[Any]] = mapped_column(JSON)
+    stats: Mapped[dict[str, float]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index(None, "model", "created_at"),)

@@ -29,6 +29,12 @@ COMMANDS = {
     "models": ("app.entrypoints.cli.models", "models", "List, register and build models."),
     "scenes": ("app.entrypoints.cli.scenes", "scenes", "The demo world: sample captions, read images back."),
     "db": ("app.entrypoints.cli.db", "db", "Database schema commands."),
+    "ask": ("app.entrypoints.cli.knowledge", "ask", "Answer a question, retrieving only for long-tail knowledge."),
+    "knowledge": (
+        "app.entrypoints.cli.knowledge",
+        "knowledge",
+        "Knowledge queries: ingest, calibrate, eval, make-dataset, list, show.",
+    ),
 }
 
 

@@ -15,6 +15,7 @@ from app.entrypoints.http import (
     compat_openai,
     errors,
     jobs,
+    knowledge,
     scenes,
     system,
     uploads,
@@ -22,10 +23,11 @@ from app.entrypoints.http import (
 from app.entrypoints.http.errors import error_body
 from app.entrypoints.library import Atelier
 
-DESCRIPTION = """Atelier: Chinese-first image generation with a persistent job queue.
+DESCRIPTION = """Atelier: Chinese-first image generation with a persistent job queue, and knowledge queries.
 
 Submit a job with `POST /v1/jobs`, follow it with `GET /v1/jobs/{id}/events`,
-fetch images from `GET /v1/images/{id}`. Errors are `{"error": {"code", "message"}}`."""
+fetch images from `GET /v1/images/{id}`. Ask questions with `POST /v1/knowledge/queries`
+(retrieval only for long-tail knowledge). Errors are `{"error": {"code", "message"}}`."""
 
 
 def create_app(atelier: Atelier | None = None, *, close_on_shutdown: bool | None = None) -> FastAPI:
@@ -59,6 +61,7 @@ def create_app(atelier: Atelier | None = None, *, close_on_shutdown: bool | None
     app.include_router(jobs.router)
     app.include_router(uploads.router)
     app.include_router(scenes.router)
+    app.include_router(knowledge.router)
     app.include_router(system.router)
     for compat in (compat_diffusers_api, compat_a1111, compat_openai):
         app.include_router(compat.router)

@@ -1,0 +1,1 @@
+"""The long-tail detector: logistic regression over query-time signals."""

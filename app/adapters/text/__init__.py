@@ -1,0 +1,1 @@
+"""Word statistics for METEOR and GECE: jieba segmentation, wordfreq frequencies, nltk's Porter stemmer and WordNet."""

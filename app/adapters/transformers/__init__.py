@@ -1,0 +1,1 @@
+"""Causal language models through transformers: answers, token probabilities and gradient sketches."""

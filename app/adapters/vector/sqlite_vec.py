@@ -1,0 +1,223 @@
+"""The embedded knowledge index: one SQLite file holding chunk texts and a sqlite-vec ``vec0`` table.
+
+Why sqlite-vec and not FAISS. Measured on 20 000 random L2-normalised 384-d vectors and 200 random
+queries, k=5, one thread, on a 2-core machine shared with another CPU-bound job (faiss-cpu 1.15.1,
+sqlite-vec 0.1.9 on SQLite 3.50.4 from sqlean.py 3.50.4.5):
+
+=====================================  ======  =======  ========  ===================  ========
+store                                  build   search   recall@5  replace one source   on disk
+=====================================  ======  =======  ========  ===================  ========
+FAISS IndexFlatIP (IDMap2) + sidecar   0.09 s  0.74 ms  1.000     34 ms (rewrite all)  35.6 MiB
+FAISS HNSW M=32, efSearch=64           3.1 s   0.23 ms  0.431     3.1 s (rebuild)      40.7 MiB
+FAISS HNSW M=32, efSearch=1024         3.1 s   2.4 ms   0.998     3.1 s (rebuild)      40.7 MiB
+sqlite-vec vec0, cosine (brute force)  0.42 s  9.3 ms   1.000     10 ms (transaction)  37.7 MiB
+=====================================  ======  =======  ========  ===================  ========
+
+(Recall is against exact brute force; random high-dimensional data is HNSW's worst case.) Crash
+safety, a writer killed with SIGKILL mid-loop, six trials each: FAISS written in place left an
+unreadable index 6/6; FAISS written to a temporary file and renamed (index and sidecar each) left the
+index and the texts disagreeing 3/6; sqlite-vec reopened consistent 6/6 (``integrity_check`` ok,
+every source whole).
+
+So the index is sqlite-vec, although its exact search is ~12x slower than a flat FAISS scan: 9 ms
+at 20 000 chunks is nothing beside a language-model answer, and it grows linearly (~90 ms expected
+at 200 000; past that, use pgvector with HNSW). What it gives that FAISS does not:
+
+- persistence in one file, texts and vectors together, with no sidecar to keep in step;
+- ``replace_source`` as one transaction: a reader sees the old chunks or the new ones, never a mix,
+  and a crash rolls back (FAISS would rewrite the whole file on every change);
+- deletion by source (HNSW in FAISS cannot remove; a flat index can, at a full rewrite);
+- several processes on one file (SQLite locking, WAL), e.g. an ingesting CLI beside a server.
+
+The interpreter's own ``sqlite3`` often cannot load extensions (built without
+``--enable-loadable-sqlite-extensions``, as pyenv's default and Apple's are), so the connection comes
+from ``sqlean.py``, a drop-in ``sqlite3`` with extension loading, and falls back to ``sqlite3``.
+Open the index file only through this module: SQLite's locks are POSIX locks, which two copies of
+the SQLite library in one process do not see from each other (other processes are safe).
+"""
+
+from __future__ import annotations
+
+import threading
+from array import array
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from app.adapters.vector import check_chunks, check_dim, check_vector
+from app.domain.errors import IndexUnavailable, InvalidParameters
+from app.domain.knowledge import Chunk, Passage
+from app.ports.knowledge import KnowledgeIndex, Vector
+
+INSTALL_HINT = "pip install sqlite-vec==0.1.9 sqlean.py==3.50.4.5"
+MAX_K = 4096  # sqlite-vec's limit on k in one query
+
+
+def sqlite_driver() -> ModuleType:
+    """A DB-API ``sqlite3`` module whose connections can load extensions."""
+    try:
+        import sqlean
+
+        module: ModuleType = sqlean
+        return module
+    except ImportError:
+        import sqlite3
+
+        if hasattr(sqlite3.Connection, "enable_load_extension"):
+            return sqlite3
+    raise IndexUnavailable(f"This Python's sqlite3 cannot load extensions; install sqlean.py: {INSTALL_HINT}")
+
+
+class SqliteVecKnowledgeIndex(KnowledgeIndex):
+    """Chunks in ``knowledge_chunks``, their vectors in ``knowledge_vectors`` (vec0, same rowid).
+
+    Nothing touches the file until the first call; it is created then. One connection per instance,
+    used under a lock, so an instance can be shared between threads."""
+
+    def __init__(self, path: str, dim: int, timeout_s: float = 5.0) -> None:
+        self.path = str(Path(path).expanduser())
+        self.dim = check_dim(dim)
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._db: Any = None
+        self._errors: tuple[type[BaseException], ...] = (OSError,)
+
+    def replace_source(self, source: str, chunks: Sequence[Chunk], vectors: Sequence[Vector]) -> int:
+        rows = check_chunks(source, chunks, vectors, self.dim)
+        with self._transaction() as db:
+            db.execute(
+                "DELETE FROM knowledge_vectors WHERE rowid IN (SELECT pk FROM knowledge_chunks WHERE source = ?)",
+                (source,),
+            )
+            dropped = int(db.execute("DELETE FROM knowledge_chunks WHERE source = ?", (source,)).rowcount)
+            ids = [(chunk.id,) for chunk in chunks]  # an id stored under another source moves here
+            db.executemany(
+                "DELETE FROM knowledge_vectors WHERE rowid IN (SELECT pk FROM knowledge_chunks WHERE id = ?)", ids
+            )
+            db.executemany("DELETE FROM knowledge_chunks WHERE id = ?", ids)
+            for chunk, vector in zip(chunks, rows, strict=True):
+                pk = db.execute(
+                    "INSERT INTO knowledge_chunks (id, source, text) VALUES (?, ?, ?)",
+                    (chunk.id, chunk.source, chunk.text),
+                ).lastrowid
+                db.execute(
+                    "INSERT INTO knowledge_vectors (rowid, embedding) VALUES (?, ?)", (pk, array("f", vector).tobytes())
+                )
+        return dropped
+
+    def search(self, vector: Vector, k: int) -> list[Passage]:
+        query = check_vector(vector, self.dim)
+        if k < 1:
+            raise InvalidParameters("k must be at least 1.", field="k")
+        with self._connection() as db:
+            rows = db.execute(
+                "SELECT c.id, c.source, c.text, v.distance FROM knowledge_vectors AS v"
+                " JOIN knowledge_chunks AS c ON c.pk = v.rowid"
+                " WHERE v.embedding MATCH ? AND k = ? ORDER BY v.distance",
+                (array("f", query).tobytes(), min(k, MAX_K)),
+            ).fetchall()
+        passages = [Passage(cid, source, text, 1.0 - float(distance)) for cid, source, text, distance in rows]
+        passages.sort(key=lambda p: (-p.score, p.chunk_id))
+        return passages
+
+    def count(self) -> int:
+        with self._connection() as db:
+            return int(db.execute("SELECT count(*) FROM knowledge_chunks").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    # --- connection --------------------------------------------------------------------------------
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        with self._lock:
+            try:
+                yield self._open()
+            except self._errors as error:
+                self._drop()  # reconnect next time: the file may have been repaired or unlocked
+                raise IndexUnavailable(f"The knowledge index {self.path} is unavailable: {error}") from error
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        with self._connection() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _open(self) -> Any:
+        if self._db is not None:
+            return self._db
+        driver = sqlite_driver()
+        self._errors = (OSError, driver.Error)
+        try:
+            import sqlite_vec
+        except ImportError as error:
+            raise IndexUnavailable(f"The sqlite-vec package is not installed: {INSTALL_HINT}") from error
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        db = driver.connect(self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False)
+        try:
+            db.enable_load_extension(True)
+            sqlite_vec.load(db)
+            db.enable_load_extension(False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._create_schema(db)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+        return db
+
+    def _create_schema(self, db: Any) -> None:
+        """Create the tables unless they exist; only creating takes the write lock, so readers open a
+        store another process is writing to."""
+        stored = _stored_dim(db)
+        if stored is None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                stored = _stored_dim(db)  # another process may have created it meanwhile
+                if stored is None:
+                    db.execute("CREATE TABLE knowledge_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                    db.execute("INSERT INTO knowledge_meta (key, value) VALUES ('dim', ?)", (str(self.dim),))
+                    db.execute(
+                        "CREATE TABLE knowledge_chunks (pk INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
+                        " source TEXT NOT NULL, text TEXT NOT NULL)"
+                    )
+                    db.execute("CREATE INDEX knowledge_chunks_source ON knowledge_chunks (source)")
+                    db.execute(
+                        f"CREATE VIRTUAL TABLE knowledge_vectors USING vec0("
+                        f"embedding float[{self.dim}] distance_metric=cosine)"
+                    )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        if stored is not None and stored != self.dim:
+            raise InvalidParameters(
+                f"The knowledge index {self.path} holds {stored}-d vectors, not {self.dim}-d: "
+                "use the embedder it was built with, or another file.",
+                field="dim",
+            )
+
+    def _drop(self) -> None:
+        if self._db is not None:
+            try:
+                self._db.close()
+            finally:
+                self._db = None
+
+
+def _stored_dim(db: Any) -> int | None:
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'knowledge_meta'").fetchone() is None:
+        return None
+    row = db.execute("SELECT value FROM knowledge_meta WHERE key = 'dim'").fetchone()
+    return None if row is None else int(row[0])

@@ -1,0 +1,218 @@
+"""Knowledge queries: the entity, its parts and the validation at the domain edge.
+
+A ``KnowledgeQuery`` is one question answered by the long-tail-aware pipeline: the language model
+answers alone first; the detector judges from query-time signals whether that answer rests on
+long-tail knowledge; only then are passages retrieved and the model asked again with them.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from app.domain.errors import InvalidParameters, NotFound, RequestTooLarge
+
+MAX_QUESTION_CHARS = 2000
+MAX_DOCUMENT_CHARS = 2_000_000
+MAX_TOP_K = 50
+
+
+class KnowledgeQueryNotFound(NotFound):
+    code = "knowledge_query_not_found"
+    default_message = "No such knowledge query."
+
+
+class Decision(StrEnum):
+    PARAMETRIC = "parametric"  # the model's own answer was trusted
+    RETRIEVED = "retrieved"  # judged long-tail: answered again with retrieved passages
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrieved chunk of an ingested document, with its similarity to the question."""
+
+    chunk_id: str
+    source: str
+    text: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What the decision was based on (``None`` where a signal was not computed).
+
+    ``alpha``: mean Zipf word frequency of the question's words; ``mean_token_prob`` and
+    ``min_token_prob``: over the tokens of the model's own answer; ``grad_alignment``: cosine between
+    the gradient of the answer's NLL and the calibration set's mean gradient E(grad);
+    ``neighbour_gece``: mean GECE of the nearest calibration questions; ``gece_estimate``: the
+    detector's estimate that the question is long-tail (0..1), compared with ``threshold``.
+    """
+
+    alpha: float | None = None
+    mean_token_prob: float | None = None
+    min_token_prob: float | None = None
+    grad_alignment: float | None = None
+    neighbour_gece: float | None = None
+    gece_estimate: float | None = None
+    threshold: float | None = None
+
+
+@dataclass
+class KnowledgeQuery:
+    id: str
+    owner: str
+    question: str
+    created_at: datetime
+    answer: str = ""
+    decision: Decision = Decision.PARAMETRIC
+    parametric_answer: str = ""
+    signals: Signals = field(default_factory=Signals)
+    passages: list[Passage] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds, "total" included
+    model: str = ""
+
+
+def new_query_id() -> str:
+    return uuid.uuid4().hex
+
+
+def validate_question(question: object) -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise InvalidParameters("The question is empty.", field="question")
+    text = question.strip()
+    if len(text) > MAX_QUESTION_CHARS:
+        raise RequestTooLarge(
+            f"The question has {len(text)} characters; at most {MAX_QUESTION_CHARS} are accepted.", field="question"
+        )
+    return text
+
+
+def validate_top_k(top_k: object) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+        raise InvalidParameters(f"top_k must be an integer from 1 to {MAX_TOP_K}.", field="top_k")
+    return top_k
+
+
+# --- documents and chunks -------------------------------------------------------------------------
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_CJK_OR_MARK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]")
+_SENTENCE_END = re.compile(r"(?<=[。！？!?；;])|(?<=[.])\s+")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document, the unit the index stores and retrieves. ``id`` is ``<source>#<n>``."""
+
+    id: str
+    source: str
+    text: str
+
+
+def text_units(text: str) -> int:
+    """Length in the units chunks are measured in: CJK characters plus whitespace-separated words."""
+    cjk = len(_CJK.findall(text))
+    return cjk + len(_CJK.sub(" ", text).split())
+
+
+def validate_document(source: object, text: object) -> tuple[str, str]:
+    if not isinstance(source, str) or not source.strip():
+        raise InvalidParameters("A document needs a source name.", field="source")
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidParameters(f"The document {source!r} is empty.", field="text")
+    if len(text) > MAX_DOCUMENT_CHARS:
+        raise RequestTooLarge(
+            f"The document {source!r} has {len(text)} characters; at most {MAX_DOCUMENT_CHARS} are accepted.",
+            field="text",
+        )
+    return source.strip(), text
+
+
+def chunk_document(source: str, text: str, max_units: int = 100, overlap_sentences: int = 0) -> list[Chunk]:
+    """Split a document into chunks of about ``max_units`` (see ``text_units``) at sentence ends.
+
+    Lines and paragraphs are packed together while they fit (a markdown title stays with its text);
+    a sentence longer than the limit is cut by units. ``overlap_sentences`` repeats that many trailing
+    sentences at the next chunk's start.
+    """
+    if max_units < 1:
+        raise InvalidParameters("max_units must be at least 1.", field="max_units")
+    pieces: list[str] = []
+    sentences = [s.strip() for line in text.splitlines() for s in _SENTENCE_END.split(line) if s and s.strip()]
+    current: list[str] = []
+    for sentence in _split_long(sentences, max_units):
+        if current and text_units(" ".join([*current, sentence])) > max_units:
+            pieces.append(_join(current))
+            current = current[-overlap_sentences:] if overlap_sentences else []
+        current.append(sentence)
+    if current:
+        pieces.append(_join(current))
+    return [Chunk(f"{source}#{i}", source, piece) for i, piece in enumerate(p for p in pieces if p.strip())]
+
+
+def _split_long(sentences: list[str], max_units: int) -> list[str]:
+    out: list[str] = []
+    for sentence in sentences:
+        if text_units(sentence) <= max_units:
+            out.append(sentence)
+            continue
+        tokens = re.findall(r"[\u3400-\u9fff\uf900-\ufaff]|[^\s\u3400-\u9fff\uf900-\ufaff]+", sentence)
+        for i in range(0, len(tokens), max_units):
+            out.append(_join(tokens[i : i + max_units]))
+    return out
+
+
+def _join(parts: list[str]) -> str:
+    """Join with spaces, except between CJK characters or punctuation."""
+    text = ""
+    for part in parts:
+        if text and not (_CJK_OR_MARK.match(text[-1]) and _CJK_OR_MARK.match(part[0])):
+            text += " "
+        text += part
+    return text
+
+
+# --- calibration -----------------------------------------------------------------------------------
+
+# The query-time signals the detector may use, in a fixed order (see ``Signals``).
+DETECTOR_FEATURES = ("alpha", "mean_token_prob", "min_token_prob", "grad_alignment", "neighbour_gece")
+
+
+@dataclass
+class Calibration:
+    """What ``atelier knowledge calibrate`` learned for one language model.
+
+    ``mean_gradient``: E(grad_ins), the mean gradient sketch of the calibration instances' NLL;
+    ``threshold_gece``: GECE above which a calibration instance is labelled long-tail;
+    ``detector``: the fitted detector's parameters over ``features``; ``decision_threshold``: the
+    detector probability above which a query retrieves; ``neighbours``: calibration questions'
+    embeddings with their GECE (for ``neighbour_gece``); ``stats``: figures of the calibration run.
+    """
+
+    id: str
+    model: str
+    embedder: str
+    dataset: str
+    created_at: datetime
+    n: int
+    mean_gradient: list[float]
+    threshold_gece: float
+    features: list[str]
+    detector: dict[str, object]
+    decision_threshold: float
+    neighbours: list[tuple[list[float], float]]
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def validate_features(features: object) -> list[str]:
+    if not isinstance(features, list | tuple) or not features:
+        raise InvalidParameters("Name at least one detector feature.", field="features")
+    unknown = [f for f in features if f not in DETECTOR_FEATURES]
+    if unknown:
+        raise InvalidParameters(
+            f"Unknown detector feature(s) {unknown}; choose from {', '.join(DETECTOR_FEATURES)}.", field="features"
+        )
+    return list(dict.fromkeys(features))

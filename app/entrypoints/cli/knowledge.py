@@ -1,0 +1,212 @@
+"""``atelier ask`` and ``atelier knowledge``: long-tail-aware question answering (GECE-gated RAG)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+
+import click
+from tqdm import tqdm
+
+from app.domain.knowledge import DETECTOR_FEATURES, KnowledgeQuery
+from app.entrypoints.cli.common import echo_json, open_atelier
+
+RETRIEVAL = click.Choice(["auto", "always", "never"])
+
+
+@contextmanager
+def _bar(desc: str, quiet: bool) -> Iterator[Callable[[int, int], None]]:
+    bar: tqdm | None = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, disable=quiet, leave=False)
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _print_query(query: KnowledgeQuery) -> None:
+    click.echo(query.answer or "(no answer)")
+    how = "from retrieved passages" if query.decision.value == "retrieved" else "from the model alone"
+    estimate = query.signals.gece_estimate
+    judged = f"; long-tail estimate {estimate:.2f} vs {query.signals.threshold:.2f}" if estimate is not None else ""
+    click.echo(f"-- {how}{judged}; {query.timings.get('total', 0.0):.2f} s; id {query.id}")
+    for p in query.passages:
+        click.echo(f"   [{p.score:.3f}] {p.source}")
+
+
+@click.command()
+@click.argument("question")
+@click.option("--top-k", default=5, show_default=True, help="Passages to retrieve when retrieving.")
+@click.option(
+    "--retrieval", type=RETRIEVAL, default="auto", show_default=True, help="auto: only for long-tail questions."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the whole query (signals, passages, timings) as JSON.")
+@click.pass_context
+def ask(ctx: click.Context, question: str, top_k: int, retrieval: str, as_json: bool) -> None:
+    """Answer QUESTION with the language model, retrieving passages only for long-tail knowledge.
+
+    \b
+    atelier knowledge make-dataset geo && atelier knowledge ingest geo/corpus
+    atelier knowledge calibrate geo/questions.jsonl --split calibration --limit 200
+    atelier ask "What is the capital of Tuvalu?"
+    """
+    query = open_atelier(ctx, start_worker=False).knowledge.ask(question, top_k=top_k, retrieval=retrieval)  # type: ignore[arg-type]
+    if as_json:
+        echo_json(query)
+    else:
+        _print_query(query)
+
+
+@click.group()
+def knowledge() -> None:
+    """Knowledge queries: ingest documents, calibrate the long-tail detector, evaluate, list queries."""
+
+
+@knowledge.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def ingest(ctx: click.Context, paths: tuple[str, ...], as_json: bool) -> None:
+    """Chunk, embed and index PATHS (txt, md, jsonl files or folders); re-ingesting replaces a file's chunks."""
+    with _bar("ingesting", as_json) as progress:
+        report = open_atelier(ctx, start_worker=False).knowledge.ingest(list(paths), progress)
+    if as_json:
+        echo_json(report)
+    else:
+        click.echo(f"{report.documents} documents, {report.chunks} chunks ({report.replaced} old chunks replaced)")
+
+
+@knowledge.command()
+@click.argument("dataset")
+@click.option("--split", default=None, help="Only lines whose 'split' field has this value.")
+@click.option("--limit", default=None, type=int, help="At most this many questions.")
+@click.option(
+    "--features",
+    default=",".join(DETECTOR_FEATURES),
+    show_default=True,
+    help="Comma-separated query-time signals the detector uses.",
+)
+@click.option("--threshold", default=0.5, show_default=True, help="Detector probability above which to retrieve.")
+@click.option("--json", "as_json", is_flag=True, help="Print the calibration statistics as JSON.")
+@click.pass_context
+def calibrate(
+    ctx: click.Context,
+    dataset: str,
+    split: str | None,
+    limit: int | None,
+    features: str,
+    threshold: float,
+    as_json: bool,
+) -> None:
+    """Compute GECE on the labelled questions of DATASET (jsonl: question, answers) and fit the detector.
+
+    Each question costs one answer and two backward passes of the language model.
+    """
+    names = [f.strip() for f in features.split(",") if f.strip()]
+    with _bar("calibrating", as_json) as progress:
+        calibration, _ = open_atelier(ctx, start_worker=False).knowledge.calibrate(
+            dataset, split=split, limit=limit, features=names, decision_threshold=threshold, progress=progress
+        )
+    summary = {
+        "id": calibration.id,
+        "model": calibration.model,
+        "n": calibration.n,
+        "threshold_gece": calibration.threshold_gece,
+        "features": calibration.features,
+        "stats": calibration.stats,
+    }
+    if as_json:
+        echo_json(summary)
+        return
+    click.echo(f"calibrated {calibration.model} on {calibration.n} questions")
+    for key, value in calibration.stats.items():
+        click.echo(f"  {key}: {value:.4g}")
+
+
+@knowledge.command("eval")
+@click.argument("dataset")
+@click.option("--split", default=None, help="Only lines whose 'split' field has this value.")
+@click.option("--limit", default=None, type=int, help="At most this many questions.")
+@click.option("--mode", "modes", type=RETRIEVAL, multiple=True, help="Retrieval modes to compare (default: all).")
+@click.option("--top-k", default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def evaluate(
+    ctx: click.Context,
+    dataset: str,
+    split: str | None,
+    limit: int | None,
+    modes: tuple[str, ...],
+    top_k: int,
+    as_json: bool,
+) -> None:
+    """Accuracy, retrieval rate and latency of each retrieval mode on DATASET (nothing is stored)."""
+    chosen = modes or ("auto", "always", "never")
+    with _bar("evaluating", as_json) as progress:
+        results = open_atelier(ctx, start_worker=False).knowledge.evaluate(
+            dataset,
+            split=split,
+            limit=limit,
+            modes=chosen,  # type: ignore[arg-type]
+            top_k=top_k,
+            progress=progress,
+        )
+    if as_json:
+        echo_json({r.mode: asdict(r) for r in results})
+        return
+    for r in results:
+        click.echo(
+            f"{r.mode:<7} accuracy {r.accuracy:.3f}  retrieval {r.retrieval_rate:.2f}  {r.mean_latency_s:.3f} s/query"
+        )
+
+
+@knowledge.command("make-dataset")
+@click.argument("out_dir")
+@click.option("--seed", default=0, show_default=True, help="Chooses phrasings and the calibration/test split.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def make_dataset(out_dir: str, seed: int, as_json: bool) -> None:
+    """Write a long-tail QA set from geonames (OUT_DIR/questions.jsonl) and its corpus (OUT_DIR/corpus/)."""
+    from app.entrypoints.knowledge import Knowledge
+
+    counts = Knowledge.make_dataset(out_dir, seed)
+    if as_json:
+        echo_json(counts)
+    else:
+        click.echo(f"{counts['items']} questions and {counts['passages']} passages in {out_dir}")
+
+
+@knowledge.command("list")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--offset", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def list_queries(ctx: click.Context, limit: int, offset: int, as_json: bool) -> None:
+    """Answered queries, newest first."""
+    page = open_atelier(ctx, start_worker=False).knowledge.queries(limit=limit, offset=offset)
+    if as_json:
+        echo_json(page)
+        return
+    for q in page.items:
+        click.echo(f"{q.id}  {q.decision.value:<10} {q.timings.get('total', 0.0):6.2f} s  {q.question[:50]}")
+
+
+@knowledge.command("show")
+@click.argument("query_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def show(ctx: click.Context, query_id: str, as_json: bool) -> None:
+    """One answered query with its signals and passages."""
+    query = open_atelier(ctx, start_worker=False).knowledge.query(query_id)
+    if as_json:
+        echo_json(query)
+    else:
+        click.echo(query.question)
+        _print_query(query)

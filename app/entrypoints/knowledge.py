@@ -1,0 +1,113 @@
+"""Knowledge queries in the embedded facade: ``atelier.knowledge.ask(...)`` and friends.
+
+with Atelier.open() as atelier:
+    atelier.knowledge.make_dataset("geo")              # a long-tail QA set and its corpus
+    atelier.knowledge.ingest(["geo/corpus"])
+    atelier.knowledge.calibrate("geo/questions.jsonl", split="calibration")
+    query = atelier.knowledge.ask("What is the capital of Tuvalu?")
+    print(query.answer, query.decision, [p.source for p in query.passages])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from app.domain.knowledge import DETECTOR_FEATURES, Calibration, KnowledgeQuery
+from app.ports.knowledge import QueryPage
+from app.usecases.ask_question import Retrieval
+from app.usecases.calibrate_detector import InstanceSignals, LabelledQuestion
+from app.usecases.evaluate_answers import ModeResult, evaluate_answers
+from app.usecases.ingest_documents import IngestReport
+
+if TYPE_CHECKING:
+    from app.entrypoints.library import Atelier
+
+Progress = Callable[[int, int], None]
+
+
+class Knowledge:
+    def __init__(self, atelier: Atelier) -> None:
+        self._atelier = atelier
+        self._container = atelier.container
+
+    def ask(
+        self, question: str, *, owner: str = "local", top_k: int = 5, retrieval: Retrieval = "auto"
+    ) -> KnowledgeQuery:
+        """Answer ``question``; retrieves only when the calibrated detector judges it long-tail
+        (``retrieval="always"``/``"never"`` force either way). The query is stored before it returns."""
+        self._atelier.migrate()
+        result: KnowledgeQuery = self._container.ask_question()(question, owner, top_k=top_k, retrieval=retrieval)
+        return result
+
+    def query(self, query_id: str, owner: str | None = None) -> KnowledgeQuery:
+        self._atelier.migrate()
+        result: KnowledgeQuery = self._container.knowledge_queries().get(query_id, owner)
+        return result
+
+    def queries(self, owner: str | None = None, limit: int = 20, offset: int = 0) -> QueryPage:
+        self._atelier.migrate()
+        page: QueryPage = self._container.knowledge_queries().list(owner, limit, offset)
+        return page
+
+    def ingest(self, paths: Sequence[str], progress: Progress | None = None) -> IngestReport:
+        """Ingest txt/md/jsonl files or folders of them; a source ingested again replaces its chunks."""
+        from app.adapters.storage.documents import read_documents
+
+        return self.ingest_texts(read_documents(list(paths)), progress)
+
+    def ingest_texts(self, documents: Sequence[tuple[str, str]], progress: Progress | None = None) -> IngestReport:
+        report: IngestReport = self._container.ingest_documents()(documents, progress)
+        return report
+
+    def calibrate(
+        self,
+        dataset: str,
+        *,
+        split: str | None = None,
+        limit: int | None = None,
+        features: Sequence[str] = DETECTOR_FEATURES,
+        decision_threshold: float = 0.5,
+        progress: Progress | None = None,
+    ) -> tuple[Calibration, list[InstanceSignals]]:
+        """Calibrate the detector on a jsonl file of ``{"question", "answers"}`` lines (``split`` filters
+        on a ``"split"`` field) and store the calibration for the configured LLM."""
+        from app.adapters.storage.documents import read_labelled
+
+        self._atelier.migrate()
+        items = [LabelledQuestion(r["question"], r["answers"]) for r in read_labelled(dataset, split, limit)]
+        name = dataset if split is None else f"{dataset}:{split}"
+        result: tuple[Calibration, list[InstanceSignals]] = self._container.calibrate_detector()(
+            items, name, features, decision_threshold, progress
+        )
+        return result
+
+    def evaluate(
+        self,
+        dataset: str,
+        *,
+        split: str | None = None,
+        limit: int | None = None,
+        modes: Sequence[Retrieval] = ("auto", "always", "never"),
+        top_k: int = 5,
+        progress: Progress | None = None,
+    ) -> list[ModeResult]:
+        """Accuracy, retrieval rate and mean latency of each retrieval mode on labelled questions."""
+        from app.adapters.storage.documents import read_labelled
+
+        self._atelier.migrate()
+        items = [LabelledQuestion(r["question"], r["answers"]) for r in read_labelled(dataset, split, limit)]
+        return evaluate_answers(self._container.ask_question(), items, modes, top_k, progress)
+
+    def calibration(self) -> Calibration | None:
+        """The current calibration of the configured LLM, if any."""
+        self._atelier.migrate()
+        found: Calibration | None = self._container.calibrations().latest(self._container.llm().name)
+        return found
+
+    @staticmethod
+    def make_dataset(out_dir: str, seed: int = 0) -> dict[str, Any]:
+        """Write the geonames long-tail QA set (``questions.jsonl``) and its corpus (``corpus/*.md``)."""
+        from app.adapters.knowledge_data.geonames import write_dataset
+
+        return write_dataset(out_dir, seed)

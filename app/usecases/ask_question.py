@@ -1,0 +1,165 @@
+"""Answer a question, retrieving only for long-tail knowledge (the GECE-gated flow).
+
+1. The language model answers alone (the parametric answer).
+2. Query-time signals: alpha of the question, the answer's mean and minimum token probability, the
+   cosine between the gradient of the answer's NLL (the model's own answer as target, since no
+   reference exists at query time) and the calibration set's mean gradient, and the GECE of the
+   nearest calibration questions.
+3. The calibrated detector turns them into the probability that the question is long-tail.
+4. Above the calibrated threshold: retrieve the top-k passages and answer again with them.
+
+``retrieval="always"`` skips steps 1-3 (plain RAG) and ``"never"`` skips 2-4: the baselines, and what
+a caller that knows better may ask for. The query, with its signals and per-stage timings, is stored
+before it is returned.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Literal, TypeVar
+
+from app.domain.errors import InvalidParameters, NotCalibrated
+from app.domain.gece import cosine
+from app.domain.knowledge import (
+    Calibration,
+    Decision,
+    KnowledgeQuery,
+    Passage,
+    Signals,
+    new_query_id,
+    validate_question,
+    validate_top_k,
+)
+from app.ports.clock import Clock
+from app.ports.knowledge import (
+    CalibrationStore,
+    DetectorFit,
+    Embedder,
+    KnowledgeIndex,
+    KnowledgeQueryStore,
+    LanguageModel,
+    LongTailDetector,
+    WordFrequency,
+)
+from app.usecases.knowledge_signals import neighbour_gece, question_alpha
+
+T = TypeVar("T")
+Retrieval = Literal["auto", "always", "never"]
+RETRIEVAL_MODES: tuple[Retrieval, ...] = ("auto", "always", "never")
+
+
+class AskQuestion:
+    def __init__(
+        self,
+        llm: LanguageModel,
+        embedder: Embedder,
+        index: KnowledgeIndex,
+        words: WordFrequency,
+        detector: LongTailDetector,
+        calibrations: CalibrationStore,
+        queries: KnowledgeQueryStore,
+        clock: Clock,
+        max_new_tokens: int = 32,
+        neighbours_k: int = 5,
+    ) -> None:
+        self._llm, self._embedder, self._index, self._words = llm, embedder, index, words
+        self._detector, self._calibrations, self._queries, self._clock = detector, calibrations, queries, clock
+        self._max_new_tokens, self._neighbours_k = max_new_tokens, neighbours_k
+
+    def __call__(
+        self, question: str, owner: str, top_k: int = 5, retrieval: Retrieval = "auto", save: bool = True
+    ) -> KnowledgeQuery:
+        """Raises ``InvalidParameters`` for an empty or oversized question or a bad ``top_k``,
+        ``NotCalibrated`` when ``retrieval="auto"`` and the model has no calibration yet and
+        ``IndexUnavailable`` when the index cannot be reached."""
+        text = validate_question(question)
+        k = validate_top_k(top_k)
+        if retrieval not in RETRIEVAL_MODES:
+            raise InvalidParameters(f"retrieval must be one of {', '.join(RETRIEVAL_MODES)}.", field="retrieval")
+        calibration = self._calibrations.latest(self._llm.name) if retrieval == "auto" else None
+        if retrieval == "auto" and calibration is None:
+            raise NotCalibrated(
+                f"The long-tail detector of {self._llm.name!r} is not calibrated: "
+                "run `atelier knowledge calibrate DATASET` first."
+            )
+        query = KnowledgeQuery(new_query_id(), owner, text, self._clock.now(), model=self._llm.name)
+        timer = _Timer()
+        question_vector: list[float] | None = None
+        if retrieval != "always":
+            first = timer.run("parametric_answer", lambda: self._llm.generate(text, (), self._max_new_tokens))
+            query.parametric_answer = query.answer = first.text
+            query.decision = Decision.PARAMETRIC
+            if calibration is not None:
+                query.signals, question_vector = timer.run(
+                    "signals", lambda: self._signals(text, first.text, first.token_probs, calibration)
+                )
+                if (query.signals.gece_estimate or 0.0) > calibration.decision_threshold:
+                    query.decision = Decision.RETRIEVED
+        if retrieval == "always":
+            query.decision = Decision.RETRIEVED
+        if query.decision is Decision.RETRIEVED:
+            vector = question_vector
+            query.passages = timer.run("retrieve", lambda: self._retrieve(text, vector, k))
+            passages = [p.text for p in query.passages]
+            second = timer.run("retrieved_answer", lambda: self._llm.generate(text, passages, self._max_new_tokens))
+            query.answer = second.text
+        query.timings = timer.finish()
+        if save:
+            self._queries.add(query)
+        return query
+
+    def _signals(
+        self, question: str, answer: str, probs: list[float], calibration: Calibration
+    ) -> tuple[Signals, list[float] | None]:
+        features = set(calibration.features)
+        row: dict[str, float] = {
+            "alpha": question_alpha(self._words, question),
+            "mean_token_prob": sum(probs) / len(probs) if probs else 0.0,
+            "min_token_prob": min(probs) if probs else 0.0,
+        }
+        if "grad_alignment" in features:
+            gradient = self._llm.answer_gradient(question, answer) if answer else None
+            row["grad_alignment"] = cosine(gradient.vector, calibration.mean_gradient) if gradient else 0.0
+        vector = None
+        if "neighbour_gece" in features:
+            vector = self._embedder.embed([question], "query")[0]
+            row["neighbour_gece"] = neighbour_gece(vector, calibration.neighbours, self._neighbours_k)
+        fit = DetectorFit(dict(calibration.detector), list(calibration.features))
+        estimate = self._detector.probability(fit, row)
+        return (
+            Signals(
+                alpha=row["alpha"],
+                mean_token_prob=row["mean_token_prob"],
+                min_token_prob=row["min_token_prob"],
+                grad_alignment=row.get("grad_alignment"),
+                neighbour_gece=row.get("neighbour_gece"),
+                gece_estimate=estimate,
+                threshold=calibration.decision_threshold,
+            ),
+            vector,
+        )
+
+    def _retrieve(self, question: str, vector: list[float] | None, k: int) -> list[Passage]:
+        if vector is None:
+            vector = self._embedder.embed([question], "query")[0]
+        return self._index.search(vector, k)
+
+
+class _Timer:
+    """Seconds per named stage, and the total since construction."""
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+        self.stages: dict[str, float] = {}
+
+    def run(self, stage: str, work: Callable[[], T]) -> T:
+        t0 = time.perf_counter()
+        try:
+            return work()
+        finally:
+            self.stages[stage] = self.stages.get(stage, 0.0) + time.perf_counter() - t0
+
+    def finish(self) -> dict[str, float]:
+        total = time.perf_counter() - self._start
+        return {**{k: round(v, 6) for k, v in self.stages.items()}, "total": round(total, 6)}

@@ -1,0 +1,215 @@
+"""Calibrate the long-tail detector of a language model on labelled questions (GECE as published).
+
+For every instance (question, reference answers):
+- the model answers alone; M = METEOR of the answer against the references (best reference), words
+  from the ``WordFrequency`` port (jieba words for Chinese), stems and synonyms from the ``Lexicon``;
+- mean token probability of the answer; alpha = mean Zipf frequency of the question's words;
+- grad_ins = the gradient (sketch) of the NLL of the first reference answer, one forward and backward
+  pass as in fine-tuning on the instance; E(grad_ins) = their mean over the calibration set;
+- GECE = |M - mean p| / (alpha * cos(E(grad_ins), grad_ins)) (``app.domain.gece``).
+
+Labels: an instance is long-tail when its GECE exceeds ``threshold_gece``, chosen on the calibration
+set as the cut that best separates wrong from right parametric answers (Youden's J; the summaries of
+the paper say nothing of how the cut is set).
+
+The detector then learns to predict that label from what exists at query time: alpha, the mean and
+minimum token probability of the model's own answer, the gradient alignment with the model's own
+answer as target, and the mean GECE of the nearest other calibration questions (leave-one-out).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from app.domain.errors import InvalidParameters
+from app.domain.gece import auroc, cosine, gece, mean_vector
+from app.domain.knowledge import DETECTOR_FEATURES, Calibration, new_query_id, validate_features, validate_question
+from app.domain.meteor import meteor_multi
+from app.ports.clock import Clock
+from app.ports.knowledge import CalibrationStore, Embedder, LanguageModel, Lexicon, LongTailDetector, WordFrequency
+from app.usecases.knowledge_signals import answer_matches, neighbour_gece, question_alpha
+
+MIN_INSTANCES = 8
+
+
+@dataclass(frozen=True)
+class LabelledQuestion:
+    question: str
+    answers: list[str]  # the first is the reference used for the gradient; all count for METEOR and correctness
+
+
+@dataclass(frozen=True)
+class InstanceSignals:
+    """Everything calibration measured on one instance (kept for reports and benchmarks)."""
+
+    question: str
+    answer: str
+    correct: bool
+    meteor: float
+    mean_token_prob: float
+    min_token_prob: float
+    alpha: float
+    reference_alignment: float  # cos(E(grad), grad of the reference answer): GECE's term
+    reference_dot: float  # the published raw dot product, for comparison
+    grad_alignment: float  # cos(E(grad), grad of the model's own answer): the query-time feature
+    gece: float
+    neighbour_gece: float
+    embedding: list[float]
+
+
+Progress = Callable[[int, int], None]
+
+
+class CalibrateDetector:
+    def __init__(
+        self,
+        llm: LanguageModel,
+        embedder: Embedder,
+        words: WordFrequency,
+        lexicon: Lexicon,
+        detector: LongTailDetector,
+        calibrations: CalibrationStore,
+        clock: Clock,
+        max_new_tokens: int = 32,
+        neighbours_k: int = 5,
+    ) -> None:
+        self._llm, self._embedder, self._words, self._lexicon = llm, embedder, words, lexicon
+        self._detector, self._calibrations, self._clock = detector, calibrations, clock
+        self._max_new_tokens, self._neighbours_k = max_new_tokens, neighbours_k
+
+    def measure(
+        self, items: Sequence[LabelledQuestion], progress: Progress | None = None
+    ) -> tuple[list[InstanceSignals], list[float]]:
+        """The GECE terms of every instance and E(grad_ins) (no fitting, nothing stored)."""
+        raw = []
+        for i, item in enumerate(items):
+            question = validate_question(item.question)
+            if not item.answers or not all(isinstance(a, str) and a.strip() for a in item.answers):
+                raise InvalidParameters(f"Instance {i + 1} has no reference answer.", field="answers")
+            answer = self._llm.generate(question, (), self._max_new_tokens)
+            probs = answer.token_probs
+            hypothesis = self._words.words(answer.text)
+            references = [self._words.words(a) for a in item.answers]
+            raw.append(
+                (
+                    question,
+                    answer.text,
+                    answer_matches(answer.text, item.answers),
+                    meteor_multi(references, hypothesis, self._lexicon),
+                    sum(probs) / len(probs) if probs else 0.0,
+                    min(probs) if probs else 0.0,
+                    question_alpha(self._words, question),
+                    self._llm.answer_gradient(question, item.answers[0]).vector,
+                    self._llm.answer_gradient(question, answer.text).vector if answer.text else None,
+                )
+            )
+            if progress:
+                progress(i + 1, len(items))
+        mean = mean_vector([r[7] for r in raw])
+        embeddings = self._embedder.embed([r[0] for r in raw], "query")
+        geces = [gece(r[3], r[4], r[6], cosine(mean, r[7])) for r in raw]
+        out = []
+        for i, r in enumerate(raw):
+            others = [(embeddings[j], geces[j]) for j in range(len(raw)) if j != i]
+            out.append(
+                InstanceSignals(
+                    question=r[0],
+                    answer=r[1],
+                    correct=r[2],
+                    meteor=r[3],
+                    mean_token_prob=r[4],
+                    min_token_prob=r[5],
+                    alpha=r[6],
+                    reference_alignment=cosine(mean, r[7]),
+                    reference_dot=sum(a * b for a, b in zip(mean, r[7], strict=True)),
+                    grad_alignment=cosine(mean, r[8]) if r[8] is not None else 0.0,
+                    gece=geces[i],
+                    neighbour_gece=neighbour_gece(embeddings[i], others, self._neighbours_k),
+                    embedding=embeddings[i],
+                )
+            )
+        return out, mean
+
+    def __call__(
+        self,
+        items: Sequence[LabelledQuestion],
+        dataset: str,
+        features: Sequence[str] = DETECTOR_FEATURES,
+        decision_threshold: float = 0.5,
+        progress: Progress | None = None,
+    ) -> tuple[Calibration, list[InstanceSignals]]:
+        """Measure, label, fit and store the calibration. ``InvalidParameters`` for fewer than
+        ``MIN_INSTANCES`` instances, an instance without a reference or an unknown feature."""
+        chosen = validate_features(list(features))
+        if len(items) < MIN_INSTANCES:
+            raise InvalidParameters(
+                f"Calibration needs at least {MIN_INSTANCES} labelled questions; got {len(items)}.", field="dataset"
+            )
+        if not 0.0 < decision_threshold < 1.0:
+            raise InvalidParameters("decision_threshold must lie strictly between 0 and 1.", field="decision_threshold")
+        t0 = time.perf_counter()
+        signals, mean_gradient = self.measure(items, progress)
+        cut = youden_threshold([s.gece for s in signals], [not s.correct for s in signals])
+        labels = [s.gece > cut for s in signals]
+        rows = [feature_row(s) for s in signals]
+        fit = self._detector.fit(rows, labels, chosen)
+        fitted = [self._detector.probability(fit, row) for row in rows]
+        wrong = [not s.correct for s in signals]
+        stats = {
+            "n": float(len(signals)),
+            "parametric_accuracy": sum(s.correct for s in signals) / len(signals),
+            "long_tail_share": sum(labels) / len(labels),
+            "gece_auroc_wrong": auroc([s.gece for s in signals], wrong),
+            "detector_auroc_label": auroc(fitted, labels),
+            "detector_auroc_wrong": auroc(fitted, wrong),
+            "seconds": time.perf_counter() - t0,
+            **{k: float(v) for k, v in fit.stats.items()},
+        }
+        stats = {k: v for k, v in stats.items() if not math.isnan(v)}  # an AUROC needs both classes
+        calibration = Calibration(
+            id=new_query_id(),
+            model=self._llm.name,
+            embedder=self._embedder.name,
+            dataset=dataset,
+            created_at=self._clock.now(),
+            n=len(signals),
+            mean_gradient=mean_gradient,
+            threshold_gece=cut,
+            features=list(fit.features),
+            detector=dict(fit.params),
+            decision_threshold=decision_threshold,
+            neighbours=[(s.embedding, s.gece) for s in signals],
+            stats=stats,
+        )
+        self._calibrations.save(calibration)
+        return calibration, signals
+
+
+def feature_row(s: InstanceSignals) -> dict[str, float]:
+    return {
+        "alpha": s.alpha,
+        "mean_token_prob": s.mean_token_prob,
+        "min_token_prob": s.min_token_prob,
+        "grad_alignment": s.grad_alignment,
+        "neighbour_gece": s.neighbour_gece,
+    }
+
+
+def youden_threshold(scores: Sequence[float], positives: Sequence[bool]) -> float:
+    """The cut c maximising TPR - FPR of ``score > c`` for the positives; the median when one class is empty."""
+    ordered = sorted(set(scores))
+    if not any(positives) or all(positives):
+        return ordered[len(ordered) // 2]
+    n_pos = sum(positives)
+    n_neg = len(positives) - n_pos
+    best, best_cut = -2.0, ordered[0]
+    for i, c in enumerate(ordered):
+        tp = sum(1 for s, y in zip(scores, positives, strict=True) if y and s > c)
+        fp = sum(1 for s, y in zip(scores, positives, strict=True) if not y and s > c)
+        j = tp / n_pos - fp / n_neg
+        if j > best:
+            best, best_cut = j, (c + ordered[i + 1]) / 2 if i + 1 < len(ordered) else c
+    return best_cut

@@ -1,0 +1,215 @@
+"""One contract for every ``KnowledgeIndex``: the in-memory fake, sqlite-vec and pgvector."""
+
+from __future__ import annotations
+
+import math
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from app.adapters.vector.pgvector import PgvectorKnowledgeIndex
+from app.adapters.vector.sqlite_vec import SqliteVecKnowledgeIndex, sqlite_driver
+from app.domain.errors import IndexUnavailable, InvalidParameters
+from app.domain.gece import cosine
+from app.domain.knowledge import Chunk
+from app.ports.knowledge import KnowledgeIndex
+from tests.fakes import InMemoryKnowledgeIndex
+
+DIM = 8
+
+
+@dataclass
+class Store:
+    """Opens indexes over one storage (each ``open()`` a new instance on the same data)."""
+
+    open: Callable[..., KnowledgeIndex]  # optional argument: the dimension (DIM by default)
+    down: Callable[[], KnowledgeIndex]  # an index whose storage cannot be reached
+    persistent: bool
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(params=["fake", "sqlite_vec", pytest.param("pgvector", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    opened: list[KnowledgeIndex] = []
+
+    def track(index: KnowledgeIndex) -> KnowledgeIndex:
+        opened.append(index)
+        return index
+
+    if request.param == "fake":
+        fake = InMemoryKnowledgeIndex()
+
+        def down_fake() -> KnowledgeIndex:
+            broken = InMemoryKnowledgeIndex()
+            broken.unavailable = True
+            return broken
+
+        yield Store(lambda: fake, down_fake, persistent=False)
+    elif request.param == "sqlite_vec":
+        blocker = tmp_path / "not-a-folder"
+        blocker.write_text("a file where the index's folder should be")
+        yield Store(
+            lambda dim=DIM: track(SqliteVecKnowledgeIndex(str(tmp_path / "index" / "knowledge.db"), dim)),
+            lambda: track(SqliteVecKnowledgeIndex(str(blocker / "knowledge.db"), DIM)),
+            persistent=True,
+        )
+    else:
+        url = request.getfixturevalue("create_postgres_database")("knowledge")
+        yield Store(
+            lambda dim=DIM: track(PgvectorKnowledgeIndex(url, dim)),
+            lambda: track(PgvectorKnowledgeIndex(f"postgresql+psycopg://atelier@127.0.0.1:{_closed_port()}/x", DIM)),
+            persistent=True,
+        )
+    for index in opened:
+        close = getattr(index, "close", None)
+        if close is not None:
+            close()
+
+
+def unit(*pairs: tuple[int, float]) -> list[float]:
+    """A DIM-d vector with the given components, L2-normalised."""
+    v = [0.0] * DIM
+    for i, x in pairs:
+        v[i] = x
+    norm = math.sqrt(sum(x * x for x in v))
+    return [x / norm for x in v]
+
+
+def chunks(source: str, *texts: str) -> list[Chunk]:
+    return [Chunk(f"{source}#{i}", source, text) for i, text in enumerate(texts)]
+
+
+CATS = chunks("cats.md", "Cats sleep a lot.", "Cats purr.", "Lions are big cats.")
+CAT_VECTORS = [unit((0, 1.0)), unit((0, 1.0), (1, 0.5)), unit((0, 0.3), (2, 1.0))]
+TEA = chunks("tea.md", "Green tea is steamed.", "Black tea is oxidised.")
+TEA_VECTORS = [unit((5, 1.0)), unit((5, 1.0), (6, 1.0))]
+
+
+def test_an_empty_index_counts_zero_and_finds_nothing(store: Store) -> None:
+    index = store.open()
+    assert index.count() == 0
+    assert index.search(unit((0, 1.0)), 5) == []
+
+
+def test_search_returns_the_nearest_first_with_cosine_scores(store: Store) -> None:
+    index = store.open()
+    assert index.replace_source("cats.md", CATS, CAT_VECTORS) == 0
+    assert index.replace_source("tea.md", TEA, TEA_VECTORS) == 0
+    assert index.count() == 5
+
+    query = unit((0, 1.0), (1, 0.4))
+    found = index.search(query, 3)
+
+    assert [p.chunk_id for p in found] == ["cats.md#1", "cats.md#0", "cats.md#2"]
+    everything = {c.id: (c, v) for c, v in zip(CATS + TEA, CAT_VECTORS + TEA_VECTORS, strict=True)}
+    for passage in found:
+        chunk, vector = everything[passage.chunk_id]
+        assert (passage.source, passage.text) == (chunk.source, chunk.text)
+        assert passage.score == pytest.approx(cosine(query, vector), abs=1e-5)
+    assert [p.score for p in found] == sorted((p.score for p in found), reverse=True)
+
+
+def test_replace_source_drops_that_sources_old_chunks_only(store: Store) -> None:
+    index = store.open()
+    index.replace_source("cats.md", CATS, CAT_VECTORS)
+    index.replace_source("tea.md", TEA, TEA_VECTORS)
+
+    new = [Chunk("cats.md#0", "cats.md", "Cats hunt at night.")]
+    assert index.replace_source("cats.md", new, [unit((3, 1.0))]) == 3
+
+    assert index.count() == 3
+    texts = {p.text for p in index.search(unit((0, 1.0)), 10)}
+    assert texts == {"Cats hunt at night.", "Green tea is steamed.", "Black tea is oxidised."}
+    assert index.search(unit((3, 1.0)), 1)[0].text == "Cats hunt at night."
+    assert index.replace_source("nothing.md", [], []) == 0
+    assert index.replace_source("tea.md", [], []) == 2  # replacing with nothing deletes
+    assert index.count() == 1
+
+
+def test_k_larger_than_the_index_returns_every_chunk(store: Store) -> None:
+    index = store.open()
+    index.replace_source("tea.md", TEA, TEA_VECTORS)
+    found = index.search(unit((5, 1.0)), 50)
+    assert [p.chunk_id for p in found] == ["tea.md#0", "tea.md#1"]
+    assert found[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_chunks_survive_reopening(store: Store) -> None:
+    if not store.persistent:
+        pytest.skip("the fake keeps nothing")
+    first = store.open()
+    first.replace_source("cats.md", CATS, CAT_VECTORS)
+    first.replace_source("cats.md", CATS[:2], CAT_VECTORS[:2])
+    getattr(first, "close")()  # noqa: B009 (the port has no close; the real adapters do)
+
+    again = store.open()
+    assert again.count() == 2
+    assert [p.chunk_id for p in again.search(unit((0, 1.0)), 5)] == ["cats.md#0", "cats.md#1"]
+
+
+def test_an_unreachable_store_raises_index_unavailable(store: Store) -> None:
+    index = store.down()
+    with pytest.raises(IndexUnavailable):
+        index.count()
+    with pytest.raises(IndexUnavailable):
+        index.search(unit((0, 1.0)), 3)
+    with pytest.raises(IndexUnavailable):
+        index.replace_source("tea.md", TEA, TEA_VECTORS)
+
+
+# --- the real adapters only (the fake checks nothing) ----------------------------------------------
+
+
+def test_a_vector_of_the_wrong_dimension_is_refused_and_nothing_changes(store: Store) -> None:
+    if not store.persistent:
+        pytest.skip("the fake does not check dimensions")
+    index = store.open()
+    index.replace_source("tea.md", TEA, TEA_VECTORS)
+    with pytest.raises(InvalidParameters):
+        index.replace_source("tea.md", TEA, [TEA_VECTORS[0], [1.0, 0.0]])
+    with pytest.raises(InvalidParameters):
+        index.search([1.0, 0.0, 0.0], 3)
+    assert index.count() == 2
+
+
+def test_reopening_with_another_dimension_is_refused(store: Store) -> None:
+    if not store.persistent:
+        pytest.skip("the fake does not check dimensions")
+    store.open().replace_source("tea.md", TEA, TEA_VECTORS)
+    with pytest.raises(InvalidParameters):
+        store.open(DIM * 2).count()
+
+
+# --- sqlite-vec: what can go wrong with a file ------------------------------------------------------
+
+
+def test_a_corrupt_file_raises_index_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "knowledge.db"
+    path.write_bytes(b"this is not a database, " * 400)
+    with pytest.raises(IndexUnavailable):
+        SqliteVecKnowledgeIndex(str(path), DIM).count()
+
+
+def test_a_store_locked_by_another_writer_raises_index_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "knowledge.db"
+    index = SqliteVecKnowledgeIndex(str(path), DIM, timeout_s=0.1)
+    index.replace_source("tea.md", TEA, TEA_VECTORS)
+    other = sqlite_driver().connect(str(path), isolation_level=None)  # the same SQLite library, see the adapter
+    other.execute("BEGIN IMMEDIATE")  # another writer holding the write lock
+    try:
+        with pytest.raises(IndexUnavailable):
+            index.replace_source("tea.md", TEA[:1], TEA_VECTORS[:1])
+        assert index.count() == 2  # readers are not blocked (WAL)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert index.replace_source("tea.md", TEA[:1], TEA_VECTORS[:1]) == 2
+    index.close()

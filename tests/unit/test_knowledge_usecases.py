@@ -1,0 +1,190 @@
+"""Knowledge queries end to end over fakes: ingest, calibrate, ask (parametric, retrieved, baselines), errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.adapters.memory.knowledge import InMemoryCalibrationStore, InMemoryKnowledgeQueryStore
+from app.domain.errors import IndexUnavailable, InvalidParameters, NotCalibrated, RequestTooLarge
+from app.domain.knowledge import Decision, KnowledgeQueryNotFound
+from app.usecases.ask_question import AskQuestion
+from app.usecases.calibrate_detector import CalibrateDetector, LabelledQuestion, youden_threshold
+from app.usecases.ingest_documents import IngestDocuments
+from app.usecases.knowledge_signals import answer_matches
+from tests.fakes import (
+    FakeClock,
+    FakeDetector,
+    FakeEmbedder,
+    FakeLanguageModel,
+    FakeLexicon,
+    FakeWordFrequency,
+    InMemoryKnowledgeIndex,
+)
+
+KNOWN = {
+    "What is the capital of France?": "Paris",
+    "What is the capital of Germany?": "Berlin",
+    "What is the capital of Japan?": "Tokyo",
+    "What is the capital of Italy?": "Rome",
+    "What is the capital of Spain?": "Madrid",
+    "What is the capital of Egypt?": "Cairo",
+}
+TAIL = {
+    "What is the capital of Tuvalu?": "Funafuti",
+    "What is the capital of Niue?": "Alofi",
+    "What is the capital of Nauru?": "Yaren",
+    "What is the capital of Palau?": "Ngerulmud",
+    "What is the capital of Tokelau?": "Nukunonu",
+    "What is the capital of Montserrat?": "Brades",
+}
+COUNTRIES = {q: q.split()[-1].rstrip("?") for q in TAIL}
+CORPUS = [(f"{c.lower()}.md", f"{c} is a small island. Its capital is {TAIL[q]}.") for q, c in COUNTRIES.items()]
+
+
+class World:
+    def __init__(self) -> None:
+        self.llm = FakeLanguageModel(KNOWN)
+        self.embedder = FakeEmbedder()
+        self.index = InMemoryKnowledgeIndex()
+        self.words = FakeWordFrequency({"tuvalu": 1.0, "niue": 1.0, "nauru": 1.0, "palau": 1.5})
+        self.calibrations = InMemoryCalibrationStore()
+        self.queries = InMemoryKnowledgeQueryStore()
+        self.clock = FakeClock()
+        self.ask = AskQuestion(
+            self.llm, self.embedder, self.index, self.words, FakeDetector(), self.calibrations, self.queries, self.clock
+        )
+        self.calibrate = CalibrateDetector(
+            self.llm, self.embedder, self.words, FakeLexicon(), FakeDetector(), self.calibrations, self.clock
+        )
+        self.ingest = IngestDocuments(self.embedder, self.index)
+
+    def labelled(self) -> list[LabelledQuestion]:
+        return [LabelledQuestion(q, [a]) for q, a in {**KNOWN, **TAIL}.items()]
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_never_retrieve_answers_from_the_model_and_stores_the_query(world: World) -> None:
+    query = world.ask("What is the capital of France?", owner="alice", retrieval="never")
+    assert (query.answer, query.decision, query.passages) == ("Paris", Decision.PARAMETRIC, [])
+    assert {"parametric_answer", "total"} <= set(query.timings)
+    assert world.queries.get(query.id, owner="alice").answer == "Paris"
+    with pytest.raises(KnowledgeQueryNotFound):
+        world.queries.get(query.id, owner="bob")
+
+
+def test_auto_needs_a_calibration_and_names_the_command(world: World) -> None:
+    with pytest.raises(NotCalibrated, match="atelier knowledge calibrate"):
+        world.ask("What is the capital of France?", owner="alice")
+    assert world.queries.list().total == 0
+
+
+def test_calibration_labels_the_tail_by_gece_and_stores_the_mean_gradient(world: World) -> None:
+    calibration, signals = world.calibrate(world.labelled(), dataset="capitals")
+    assert calibration.n == 12 and len(calibration.mean_gradient) == 8
+    by_question = {s.question: s for s in signals}
+    assert all(by_question[q].correct for q in KNOWN) and not any(by_question[q].correct for q in TAIL)
+    # GECE is larger on every tail instance than on every popular one, and the cut lies between.
+    head = [by_question[q].gece for q in KNOWN]
+    tail = [by_question[q].gece for q in TAIL]
+    assert max(head) < calibration.threshold_gece < min(tail)
+    assert calibration.stats["gece_auroc_wrong"] == 1.0
+    assert calibration.stats["long_tail_share"] == 0.5
+    assert world.calibrations.latest(world.llm.name) == calibration
+
+
+def test_gated_flow_keeps_known_answers_and_retrieves_for_the_tail(world: World) -> None:
+    world.ingest(CORPUS)
+    world.calibrate(world.labelled(), dataset="capitals")
+    known = world.ask("What is the capital of Japan?", owner="alice")
+    assert (known.decision, known.answer, known.passages) == (Decision.PARAMETRIC, "Tokyo", [])
+    assert known.signals.gece_estimate is not None and known.signals.gece_estimate < known.signals.threshold  # type: ignore[operator]
+    assert "retrieve" not in known.timings
+
+    tail = world.ask("What is the capital of Tuvalu?", owner="alice", top_k=2)
+    assert tail.decision is Decision.RETRIEVED
+    assert tail.parametric_answer == "I don't know" and tail.answer == "Funafuti"
+    assert tail.passages[0].source == "tuvalu.md" and len(tail.passages) == 2
+    assert {"parametric_answer", "signals", "retrieve", "retrieved_answer", "total"} <= set(tail.timings)
+    assert tail.signals.alpha == pytest.approx((3 * 5 + 1.0) / 6)  # "what is the capital of tuvalu"
+    assert world.queries.list(owner="alice").total == 2
+
+
+def test_always_retrieve_skips_the_parametric_answer(world: World) -> None:
+    world.ingest(CORPUS)
+    query = world.ask("What is the capital of Niue?", owner="alice", retrieval="always")
+    assert query.decision is Decision.RETRIEVED and query.answer == "Alofi" and query.parametric_answer == ""
+    assert "parametric_answer" not in query.timings
+    assert len(world.llm.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"question": "   "}, InvalidParameters),
+        ({"question": "x" * 2001}, RequestTooLarge),
+        ({"question": "ok?", "top_k": 0}, InvalidParameters),
+        ({"question": "ok?", "top_k": True}, InvalidParameters),
+        ({"question": "ok?", "retrieval": "sometimes"}, InvalidParameters),
+    ],
+)
+def test_bad_questions_are_refused_before_any_model_call(world: World, kwargs: dict, error: type) -> None:
+    with pytest.raises(error):
+        world.ask(owner="alice", **{"retrieval": "never", **kwargs})
+    assert world.llm.calls == [] and world.queries.list().total == 0
+
+
+def test_an_unreachable_index_fails_the_query_and_stores_nothing(world: World) -> None:
+    world.index.unavailable = True
+    with pytest.raises(IndexUnavailable):
+        world.ask("What is the capital of Nauru?", owner="alice", retrieval="always")
+    assert world.queries.list().total == 0
+
+
+def test_reingesting_a_source_replaces_its_chunks(world: World) -> None:
+    first = world.ingest(CORPUS)
+    assert (first.documents, first.replaced) == (6, 0) and world.index.count() == first.chunks
+    again = world.ingest([("tuvalu.md", "Tuvalu moved. Its capital is Vaiaku.")])
+    assert again.replaced == 1
+    hits = world.index.search(world.embedder.embed(["Tuvalu capital"], "query")[0], 1)
+    assert "Vaiaku" in hits[0].text
+
+
+def test_a_bad_document_stops_the_ingest_before_anything_is_stored(world: World) -> None:
+    with pytest.raises(InvalidParameters, match="empty"):
+        world.ingest([("a.md", "Fine text."), ("b.md", "  ")])
+    assert world.index.count() == 0
+
+
+def test_calibration_refuses_too_few_or_unlabelled_instances(world: World) -> None:
+    with pytest.raises(InvalidParameters, match="at least"):
+        world.calibrate(world.labelled()[:3], dataset="tiny")
+    broken = [*world.labelled()[:9], LabelledQuestion("What is the capital of Chad?", [])]
+    with pytest.raises(InvalidParameters, match="no reference"):
+        world.calibrate(broken, dataset="broken")
+    with pytest.raises(InvalidParameters, match="Unknown detector feature"):
+        world.calibrate(world.labelled(), dataset="x", features=["popularity"])
+    assert world.calibrations.latest(world.llm.name) is None
+
+
+def test_youden_threshold_separates_and_falls_back_to_the_median() -> None:
+    cut = youden_threshold([0.1, 0.2, 0.3, 0.8, 0.9], [False, False, False, True, True])
+    assert 0.3 < cut < 0.8
+    assert youden_threshold([1.0, 2.0, 3.0], [False, False, False]) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("answer", "aliases", "expected"),
+    [
+        ("The capital is Kyiv.", ["Kyiv", "Kiev"], True),
+        ("It is kiev", ["Kyiv", "Kiev"], True),
+        ("Brasilia, of course", ["Brasília"], True),
+        ("Parish", ["Paris"], False),
+        ("", ["Paris"], False),
+    ],
+)
+def test_answer_matching_folds_case_accents_and_whole_words(answer: str, aliases: list[str], expected: bool) -> None:
+    assert answer_matches(answer, aliases) is expected
