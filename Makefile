@@ -46,6 +46,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.model_switch
 	$(BIN)/python -m benchmarks.lora_switch
 	$(BIN)/python -m benchmarks.demo_world
+	$(BIN)/python -m benchmarks.knowledge
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

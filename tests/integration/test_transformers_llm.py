@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 from app.adapters.transformers.llm import TransformersLanguageModel
 from app.adapters.transformers.smollm2 import INSTALL, smollm2_path
 from app.adapters.transformers.tiny import build_tiny_llama
-from app.domain.errors import InvalidParameters, ModelUnavailable
+from app.domain.errors import InvalidParameters, ModelUnavailable, RequestTooLarge
 
 torch.set_num_threads(1)
 
@@ -207,3 +207,14 @@ def test_smollm2_answers_from_the_converted_package(tmp_path: Path) -> None:
     own = lm.answer_gradient(QUESTION, generation.text)  # greedy answer: likely under the model
     wrong = lm.answer_gradient(QUESTION, "The capital of France is Berlin.")
     assert 0 < own.nll < 1 < wrong.nll and len(own.vector) == 4096
+
+
+def test_passages_that_do_not_fit_are_left_out_from_the_last(lm: TransformersLanguageModel) -> None:
+    limit = lm._max_positions
+    assert limit is not None
+    long = "Tuvalu is an island. " * (limit // 6)
+    short = lm.generate("What is the capital of Tuvalu?", ["Its capital is Funafuti."], max_new_tokens=4)
+    fitted = lm.generate("What is the capital of Tuvalu?", ["Its capital is Funafuti.", long, long], max_new_tokens=4)
+    assert fitted.prompt_tokens == short.prompt_tokens  # both long passages were dropped, the first kept
+    with pytest.raises(RequestTooLarge):
+        lm.generate("why? " * limit, [], max_new_tokens=4)

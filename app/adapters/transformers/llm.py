@@ -95,11 +95,19 @@ class TransformersLanguageModel(LanguageModel):
     def generate(
         self, question: str, passages: Sequence[str] = (), max_new_tokens: int = 32, stop: StopRule | None = None
     ) -> Generation:
-        """Greedy decoding with the KV cache; ``stop`` sees the token probabilities after every token."""
+        """Greedy decoding with the KV cache; ``stop`` sees the token probabilities after every token.
+
+        Passages come best first: when they do not all fit the model's context with the question and
+        ``max_new_tokens``, the last ones are left out (``RequestTooLarge`` only if the question alone
+        does not fit)."""
         started = time.perf_counter()
         if max_new_tokens < 1:
             raise InvalidParameters("max_new_tokens must be at least 1.", field="max_new_tokens")
-        prompt_ids = self._encode(self.prompt(question, passages))
+        kept = list(passages)
+        prompt_ids = self._encode(self.prompt(question, kept))
+        while kept and self._max_positions is not None and len(prompt_ids) + max_new_tokens > self._max_positions:
+            kept.pop()
+            prompt_ids = self._encode(self.prompt(question, kept))
         self._check_length(len(prompt_ids) + max_new_tokens)
         tokens: list[int] = []
         probs: list[float] = []
