@@ -117,6 +117,10 @@ class Outcome:
     iterative_s: float
     iterative_rounds: int
     iterative_hit: bool
+    early: bool  # the early decision retrieved before any answer
+    no_early_answer: str  # the flow with the early decision off
+    no_early_s: float
+    no_early_retrieved: bool
     correct: dict[str, bool] = field(default_factory=dict)
 
 
@@ -401,6 +405,13 @@ def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, 
         show = progress_printer("test")
         for n, item in enumerate(test_items, start=1):
             auto = ask(item.question, "benchmark", top_k=args.top_k, retrieval="auto", save=False)
+            # The plain answer and every signal, for the baselines and AUROCs: the same flow without the
+            # early decision (the same query when the early decision did not fire).
+            full = (
+                auto
+                if "parametric_answer" in auto.timings
+                else ask(item.question, "benchmark", top_k=args.top_k, retrieval="auto", save=False, early=False)
+            )
             always = ask(item.question, "benchmark", top_k=args.top_k, retrieval="always", save=False)
             it_answer, it_rounds, it_sources, it_s = iterative_answer(
                 llm,
@@ -413,12 +424,12 @@ def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, 
                 2 * args.top_k,
                 args.max_new_tokens,
             )
-            s = auto.signals
+            s = full.signals
             outcomes.append(
                 Outcome(
                     item=item,
-                    plain_answer=auto.parametric_answer,
-                    plain_s=auto.timings["parametric_answer"],
+                    plain_answer=full.parametric_answer,
+                    plain_s=full.timings["parametric_answer"],
                     mean_token_prob=_number(s.mean_token_prob),
                     min_token_prob=_number(s.min_token_prob),
                     signals={f: _number(getattr(s, f)) for f in DETECTOR_FEATURES},
@@ -435,6 +446,10 @@ def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, 
                     iterative_s=it_s,
                     iterative_rounds=it_rounds,
                     iterative_hit=any(Path(src).stem == item.passage for src in it_sources),
+                    early="parametric_answer" not in auto.timings,
+                    no_early_answer=full.answer,
+                    no_early_s=full.timings["total"],
+                    no_early_retrieved=full.decision is Decision.RETRIEVED,
                 )
             )
             show(n, len(test_items))
@@ -554,6 +569,12 @@ def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, 
             },
             "always_gold_passage_recall_at_k": _mean([o.always_hit for o in outcomes]),
             "gece_mean_signals_s": _mean([o.signals_s for o in outcomes]),
+            "gece_early_retrieval_rate": _mean([o.early for o in outcomes]),
+            "gece_without_early_decision": {
+                "accuracy": _mean([is_correct(o.no_early_answer, o.item) for o in outcomes]),
+                "retrieval_rate": _mean([o.no_early_retrieved for o in outcomes]),
+                "mean_latency_s": _mean([o.no_early_s for o in outcomes]),
+            },
             # The gates reuse the always query's answer where they retrieve: the gece flow's own
             # retrieved answers show whether that answer is the same (greedy, same passages).
             "gece_retrieved_answer_equals_always": _mean(

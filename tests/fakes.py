@@ -276,18 +276,21 @@ class FakeLexicon(Lexicon):
 
 
 class FakeDetector(LongTailDetector):
-    """A one-feature threshold: long-tail probability 1 when ``feature`` is below the labels' midpoint."""
+    """A one-feature threshold halfway between the classes: ``feature`` if it is offered, else the
+    first feature offered; long-tail probability 1 on the long-tail side of the cut, else 0."""
 
     def __init__(self, feature: str = "mean_token_prob") -> None:
         self.feature = feature
 
     def fit(self, rows: Sequence[dict[str, float]], labels: Sequence[bool], features: Sequence[str]) -> DetectorFit:
-        tail = [r[self.feature] for r, y in zip(rows, labels, strict=True) if y]
-        head = [r[self.feature] for r, y in zip(rows, labels, strict=True) if not y]
-        cut = (max(tail, default=0.0) + min(head, default=1.0)) / 2
-        return DetectorFit({"cut": cut, "feature": self.feature}, [self.feature])
+        feature = self.feature if self.feature in features else features[0]
+        tail = [r[feature] for r, y in zip(rows, labels, strict=True) if y] or [0.0]
+        head = [r[feature] for r, y in zip(rows, labels, strict=True) if not y] or [1.0]
+        below = sum(tail) / len(tail) < sum(head) / len(head)  # the long tail lies below the cut
+        cut = (max(tail) + min(head)) / 2 if below else (min(tail) + max(head)) / 2
+        return DetectorFit({"cut": cut, "feature": feature, "below": below}, [feature])
 
     def probability(self, fit: DetectorFit, row: dict[str, float]) -> float:
-        cut = fit.params["cut"]
-        assert isinstance(cut, float)
-        return 1.0 if row[self.feature] < cut else 0.0
+        cut, feature, below = fit.params["cut"], fit.params["feature"], fit.params["below"]
+        assert isinstance(cut, float) and isinstance(feature, str)
+        return 1.0 if (row[feature] < cut) == below else 0.0

@@ -48,7 +48,9 @@ class Signals:
     ``min_token_prob``: over the tokens of the model's own answer; ``grad_alignment``: cosine between
     the gradient of the answer's NLL and the calibration set's mean gradient E(grad);
     ``neighbour_gece``: mean GECE of the nearest calibration questions; ``gece_estimate``: the
-    detector's estimate that the question is long-tail (0..1), compared with ``threshold``.
+    detector's estimate that the question is long-tail (0..1), compared with ``threshold``;
+    ``early_estimate``: the early detector's estimate from the signals that exist before any answer
+    (alpha, neighbour_gece), which retrieves at once above the calibration's ``early_threshold``.
     """
 
     alpha: float | None = None
@@ -58,6 +60,7 @@ class Signals:
     neighbour_gece: float | None = None
     gece_estimate: float | None = None
     threshold: float | None = None
+    early_estimate: float | None = None
 
 
 @dataclass
@@ -179,6 +182,8 @@ def _join(parts: list[str]) -> str:
 
 # The query-time signals the detector may use, in a fixed order (see ``Signals``).
 DETECTOR_FEATURES = ("alpha", "mean_token_prob", "min_token_prob", "grad_alignment", "neighbour_gece")
+# Those that exist before the model answers: the early decision uses them.
+EARLY_FEATURES = ("alpha", "neighbour_gece")
 
 
 @dataclass
@@ -189,7 +194,9 @@ class Calibration:
     ``threshold_gece``: GECE above which a calibration instance is labelled long-tail;
     ``detector``: the fitted detector's parameters over ``features``; ``decision_threshold``: the
     detector probability above which a query retrieves; ``neighbours``: calibration questions'
-    embeddings with their GECE (for ``neighbour_gece``); ``stats``: figures of the calibration run.
+    embeddings with their GECE (for ``neighbour_gece``); ``stats``: figures of the calibration run;
+    ``early_*``: the early detector over ``EARLY_FEATURES`` and the probability above which a question
+    retrieves without a parametric answer first.
     """
 
     id: str
@@ -205,6 +212,9 @@ class Calibration:
     decision_threshold: float
     neighbours: list[tuple[list[float], float]]
     stats: dict[str, float] = field(default_factory=dict)
+    early_features: list[str] = field(default_factory=list)
+    early_detector: dict[str, object] = field(default_factory=dict)
+    early_threshold: float | None = None  # None: every question is answered by the model first
 
 
 def validate_features(features: object) -> list[str]:

@@ -1,5 +1,8 @@
 """Answer a question, retrieving only for long-tail knowledge (the GECE-gated flow).
 
+0. Early decision: the signals that exist before any answer (alpha, the GECE of the nearest
+   calibration questions) go through the early detector; where calibration found them precise
+   enough (``early_threshold``), a question they judge long-tail retrieves at once.
 1. The language model answers alone (the parametric answer).
 2. Query-time signals: alpha of the question, the answer's mean and minimum token probability, the
    cosine between the gradient of the answer's NLL (the model's own answer as target, since no
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Literal, TypeVar
 
 from app.domain.errors import InvalidParameters, NotCalibrated
@@ -68,11 +72,18 @@ class AskQuestion:
         self._max_new_tokens, self._neighbours_k = max_new_tokens, neighbours_k
 
     def __call__(
-        self, question: str, owner: str, top_k: int = 5, retrieval: Retrieval = "auto", save: bool = True
+        self,
+        question: str,
+        owner: str,
+        top_k: int = 5,
+        retrieval: Retrieval = "auto",
+        save: bool = True,
+        early: bool = True,
     ) -> KnowledgeQuery:
         """Raises ``InvalidParameters`` for an empty or oversized question or a bad ``top_k``,
         ``NotCalibrated`` when ``retrieval="auto"`` and the model has no calibration yet and
-        ``IndexUnavailable`` when the index cannot be reached."""
+        ``IndexUnavailable`` when the index cannot be reached. ``early=False`` turns the early
+        decision off (every question is answered by the model first)."""
         text = validate_question(question)
         k = validate_top_k(top_k)
         if retrieval not in RETRIEVAL_MODES:
@@ -85,18 +96,28 @@ class AskQuestion:
             )
         query = KnowledgeQuery(new_query_id(), owner, text, self._clock.now(), model=self._llm.name)
         timer = _Timer()
+        known: dict[str, float] = {}
         question_vector: list[float] | None = None
+        if early and calibration is not None and calibration.early_threshold is not None:
+            known, question_vector, early_estimate = timer.run("early_signals", lambda: self._early(text, calibration))
+            query.signals = Signals(
+                alpha=known.get("alpha"), neighbour_gece=known.get("neighbour_gece"), early_estimate=early_estimate
+            )
+            if early_estimate > calibration.early_threshold:
+                retrieval = "always"  # long-tail already before any answer: skip the parametric one
         if retrieval != "always":
             first = timer.run("parametric_answer", lambda: self._llm.generate(text, (), self._max_new_tokens))
             query.parametric_answer = query.answer = first.text
             query.decision = Decision.PARAMETRIC
             if calibration is not None:
-                query.signals, question_vector = timer.run(
-                    "signals", lambda: self._signals(text, first.text, first.token_probs, calibration)
+                vector = question_vector
+                signals, question_vector = timer.run(
+                    "signals", lambda: self._signals(text, first.text, first.token_probs, calibration, known, vector)
                 )
+                query.signals = replace(signals, early_estimate=query.signals.early_estimate)
                 if (query.signals.gece_estimate or 0.0) > calibration.decision_threshold:
                     query.decision = Decision.RETRIEVED
-        if retrieval == "always":
+        else:
             query.decision = Decision.RETRIEVED
         if query.decision is Decision.RETRIEVED:
             vector = question_vector
@@ -109,21 +130,38 @@ class AskQuestion:
             self._queries.add(query)
         return query
 
+    def _early(self, question: str, calibration: Calibration) -> tuple[dict[str, float], list[float] | None, float]:
+        """The signals that exist before any answer, and the early detector's long-tail estimate."""
+        row = {"alpha": question_alpha(self._words, question)}
+        vector = None
+        if "neighbour_gece" in calibration.early_features:
+            vector = self._embedder.embed([question], "query")[0]
+            row["neighbour_gece"] = neighbour_gece(vector, calibration.neighbours, self._neighbours_k)
+        fit = DetectorFit(dict(calibration.early_detector), list(calibration.early_features))
+        return row, vector, self._detector.probability(fit, row)
+
     def _signals(
-        self, question: str, answer: str, probs: list[float], calibration: Calibration
+        self,
+        question: str,
+        answer: str,
+        probs: list[float],
+        calibration: Calibration,
+        known: dict[str, float],
+        vector: list[float] | None,
     ) -> tuple[Signals, list[float] | None]:
         features = set(calibration.features)
         row: dict[str, float] = {
-            "alpha": question_alpha(self._words, question),
+            **known,
             "mean_token_prob": sum(probs) / len(probs) if probs else 0.0,
             "min_token_prob": min(probs) if probs else 0.0,
         }
+        if "alpha" not in row:
+            row["alpha"] = question_alpha(self._words, question)
         if "grad_alignment" in features:
             gradient = self._llm.answer_gradient(question, answer) if answer else None
             row["grad_alignment"] = cosine(gradient.vector, calibration.mean_gradient) if gradient else 0.0
-        vector = None
-        if "neighbour_gece" in features:
-            vector = self._embedder.embed([question], "query")[0]
+        if "neighbour_gece" in features and "neighbour_gece" not in row:
+            vector = vector or self._embedder.embed([question], "query")[0]
             row["neighbour_gece"] = neighbour_gece(vector, calibration.neighbours, self._neighbours_k)
         fit = DetectorFit(dict(calibration.detector), list(calibration.features))
         estimate = self._detector.probability(fit, row)

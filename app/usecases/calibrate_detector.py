@@ -26,13 +26,23 @@ from dataclasses import dataclass
 
 from app.domain.errors import InvalidParameters
 from app.domain.gece import auroc, cosine, gece, mean_vector
-from app.domain.knowledge import DETECTOR_FEATURES, Calibration, new_query_id, validate_features, validate_question
+from app.domain.knowledge import (
+    DETECTOR_FEATURES,
+    EARLY_FEATURES,
+    Calibration,
+    new_query_id,
+    validate_features,
+    validate_question,
+)
 from app.domain.meteor import meteor_multi
 from app.ports.clock import Clock
 from app.ports.knowledge import CalibrationStore, Embedder, LanguageModel, Lexicon, LongTailDetector, WordFrequency
 from app.usecases.knowledge_signals import answer_matches, neighbour_gece, question_alpha
 
 MIN_INSTANCES = 8
+# The early decision retrieves without a parametric answer only where the signals that exist before
+# any answer are this precise about the long-tail label on the calibration set.
+EARLY_PRECISION = 0.9
 
 
 @dataclass(frozen=True)
@@ -157,6 +167,13 @@ class CalibrateDetector:
         rows = [feature_row(s) for s in signals]
         fit = self._detector.fit(rows, labels, chosen)
         fitted = [self._detector.probability(fit, row) for row in rows]
+        early_names = [f for f in EARLY_FEATURES if f in chosen]
+        early_fit = self._detector.fit(rows, labels, early_names) if early_names else None
+        early_cut = (
+            precise_threshold([self._detector.probability(early_fit, row) for row in rows], labels, EARLY_PRECISION)
+            if early_fit is not None
+            else None
+        )
         wrong = [not s.correct for s in signals]
         stats = {
             "n": float(len(signals)),
@@ -168,6 +185,9 @@ class CalibrateDetector:
             "seconds": time.perf_counter() - t0,
             **{k: float(v) for k, v in fit.stats.items()},
         }
+        if early_fit is not None and early_cut is not None:
+            early = [self._detector.probability(early_fit, row) > early_cut for row in rows]
+            stats["early_retrieval_share"] = sum(early) / len(early)
         stats = {k: v for k, v in stats.items() if not math.isnan(v)}  # an AUROC needs both classes
         calibration = Calibration(
             id=new_query_id(),
@@ -183,6 +203,9 @@ class CalibrateDetector:
             decision_threshold=decision_threshold,
             neighbours=[(s.embedding, s.gece) for s in signals],
             stats=stats,
+            early_features=list(early_fit.features) if early_fit else [],
+            early_detector=dict(early_fit.params) if early_fit else {},
+            early_threshold=early_cut,
         )
         self._calibrations.save(calibration)
         return calibration, signals
@@ -196,6 +219,17 @@ def feature_row(s: InstanceSignals) -> dict[str, float]:
         "grad_alignment": s.grad_alignment,
         "neighbour_gece": s.neighbour_gece,
     }
+
+
+def precise_threshold(scores: Sequence[float], positives: Sequence[bool], precision: float) -> float | None:
+    """The lowest cut c with at least ``precision`` of the items scoring above c positive (and at least
+    one of them); None when no cut is that precise."""
+    ordered = sorted(set(scores))
+    for i, cut in enumerate([ordered[0] - 1.0, *ordered[:-1]]):
+        above = [y for s, y in zip(scores, positives, strict=True) if s > cut]
+        if above and sum(above) / len(above) >= precision:
+            return cut if i == 0 else (cut + ordered[i]) / 2
+    return None
 
 
 def youden_threshold(scores: Sequence[float], positives: Sequence[bool]) -> float:

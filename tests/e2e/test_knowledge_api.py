@@ -111,7 +111,7 @@ def test_cli_ingest_calibrate_ask_list_show(cli_env: dict[str, str], tmp_path: P
     code, out, _ = run(cli_env, data, "ask", "What is the capital of Tuvalu?", "--json")
     assert code == 0
     query = json.loads(out)
-    assert query["decision"] in ("parametric", "retrieved") and query["signals"]["gece_estimate"] is not None
+    assert query["decision"] in ("parametric", "retrieved") and query["signals"]["early_estimate"] is not None
 
     code, out, _ = run(cli_env, data, "ask", "What is the capital of Tuvalu?", "--retrieval", "always")
     assert code == 0 and "from retrieved passages" in out and "tuvalu.md" in out

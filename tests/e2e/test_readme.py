@@ -105,5 +105,5 @@ def test_knowledge_examples(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Paris" in result.stdout  # the model knows this one
     query = json.loads(result.stdout[result.stdout.index("{") :])
-    assert query["decision"] in ("parametric", "retrieved") and query["signals"]["gece_estimate"] is not None
+    assert query["decision"] in ("parametric", "retrieved") and query["signals"]["early_estimate"] is not None
     assert "calibrated smollm2-135m-instruct on 24 questions" in result.stdout

@@ -104,13 +104,27 @@ def test_gated_flow_keeps_known_answers_and_retrieves_for_the_tail(world: World)
     assert known.signals.gece_estimate is not None and known.signals.gece_estimate < known.signals.threshold  # type: ignore[operator]
     assert "retrieve" not in known.timings
 
-    tail = world.ask("What is the capital of Tuvalu?", owner="alice", top_k=2)
-    assert tail.decision is Decision.RETRIEVED
-    assert tail.parametric_answer == "I don't know" and tail.answer == "Funafuti"
-    assert tail.passages[0].source == "tuvalu.md" and len(tail.passages) == 2
-    assert {"parametric_answer", "signals", "retrieve", "retrieved_answer", "total"} <= set(tail.timings)
-    assert tail.signals.alpha == pytest.approx((3 * 5 + 1.0) / 6)  # "what is the capital of tuvalu"
+    # Tokelau's words are as common as France's: the early signals cannot tell, the answer's can.
+    tail = world.ask("What is the capital of Tokelau?", owner="alice", top_k=2)
+    assert tail.decision is Decision.RETRIEVED and tail.signals.early_estimate == 0.0
+    assert tail.parametric_answer == "I don't know" and tail.answer == "Nukunonu"
+    assert tail.passages[0].source == "tokelau.md" and len(tail.passages) == 2
+    assert {"early_signals", "parametric_answer", "signals", "retrieve", "retrieved_answer"} <= set(tail.timings)
     assert world.queries.list(owner="alice").total == 2
+
+
+def test_rare_words_retrieve_before_any_answer(world: World) -> None:
+    world.ingest(CORPUS)
+    calibration, _ = world.calibrate(world.labelled(), dataset="capitals")
+    assert calibration.early_features == ["alpha"] and calibration.early_threshold == 0.5
+    assert calibration.stats["early_retrieval_share"] == pytest.approx(4 / 12)  # tuvalu, niue, nauru, palau
+    world.llm.calls.clear()
+    query = world.ask("What is the capital of Tuvalu?", owner="alice", top_k=2)
+    assert query.decision is Decision.RETRIEVED and query.answer == "Funafuti" and query.parametric_answer == ""
+    assert query.signals.alpha == pytest.approx((3 * 5 + 1.0) / 6)  # "what is the capital of tuvalu"
+    assert query.signals.early_estimate == 1.0 and query.signals.gece_estimate is None
+    assert "parametric_answer" not in query.timings and {"early_signals", "retrieve"} <= set(query.timings)
+    assert len(world.llm.calls) == 1 and world.llm.calls[0][1]  # one answer, from passages
 
 
 def test_always_retrieve_skips_the_parametric_answer(world: World) -> None:
@@ -188,3 +202,12 @@ def test_youden_threshold_separates_and_falls_back_to_the_median() -> None:
 )
 def test_answer_matching_folds_case_accents_and_whole_words(answer: str, aliases: list[str], expected: bool) -> None:
     assert answer_matches(answer, aliases) is expected
+
+
+def test_the_early_decision_can_be_turned_off(world: World) -> None:
+    world.ingest(CORPUS)
+    world.calibrate(world.labelled(), dataset="capitals")
+    query = world.ask("What is the capital of Tuvalu?", owner="alice", early=False)
+    assert query.parametric_answer == "I don't know" and query.decision is Decision.RETRIEVED
+    assert query.signals.gece_estimate == 1.0 and query.signals.early_estimate is None
+    assert "early_signals" not in query.timings

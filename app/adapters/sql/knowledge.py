@@ -101,6 +101,9 @@ class SqlCalibrationStore(CalibrationStore):
             neighbours=[[list(v), g] for v, g in calibration.neighbours],
             stats=dict(calibration.stats),
             created_at=_utc(calibration.created_at),
+            early_features=list(calibration.early_features),
+            early_detector=dict(calibration.early_detector),
+            early_threshold=calibration.early_threshold,
         )
         with translate_errors(), self._sessions() as session, session.begin():
             session.add(row)
@@ -130,4 +133,7 @@ class SqlCalibrationStore(CalibrationStore):
                 decision_threshold=row.decision_threshold,
                 neighbours=[([float(x) for x in v], float(g)) for v, g in row.neighbours],
                 stats={k: float(v) for k, v in row.stats.items()},
+                early_features=list(row.early_features or []),
+                early_detector=dict(row.early_detector or {}),
+                early_threshold=row.early_threshold,
             )

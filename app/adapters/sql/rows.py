@@ -179,5 +179,8 @@ class CalibrationRow(Base):
     neighbours: Mapped[list[Any]] = mapped_column(JSON)
     stats: Mapped[dict[str, float]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    early_features: Mapped[list[str]] = mapped_column(JSON, default=list)
+    early_detector: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    early_threshold: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index(None, "model", "created_at"),)

@@ -36,7 +36,12 @@ def _print_query(query: KnowledgeQuery) -> None:
     click.echo(query.answer or "(no answer)")
     how = "from retrieved passages" if query.decision.value == "retrieved" else "from the model alone"
     estimate = query.signals.gece_estimate
-    judged = f"; long-tail estimate {estimate:.2f} vs {query.signals.threshold:.2f}" if estimate is not None else ""
+    if estimate is not None:
+        judged = f"; long-tail estimate {estimate:.2f} vs {query.signals.threshold:.2f}"
+    elif query.signals.early_estimate is not None:
+        judged = f"; judged long-tail before answering ({query.signals.early_estimate:.2f})"
+    else:
+        judged = ""
     click.echo(f"-- {how}{judged}; {query.timings.get('total', 0.0):.2f} s; id {query.id}")
     for p in query.passages:
         click.echo(f"   [{p.score:.3f}] {p.source}")
