@@ -9,7 +9,16 @@ from typing import Any
 import pytest
 import torch
 
-from app.adapters.demo_world.train import TrainConfig, Trainer, checker_gate
+from app.adapters.demo_world.train import (
+    _BACKGROUND,
+    _SIZED,
+    _TRIPLES,
+    TARGET_SIZE,
+    TrainConfig,
+    Trainer,
+    caption_targets,
+    checker_gate,
+)
 from app.adapters.diffusers.generator import DiffusersImageGenerator
 from app.adapters.diffusers.layout import inspect_model
 from app.domain.generation import GenerationParams
@@ -22,6 +31,8 @@ SMALL = {
     "vae_batch": 4,
     "n_scenes": 64,
     "unet_steps": 4,
+    "text_steps": 3,
+    "text_batch": 4,
     "batch": 4,
     "checkpoint_every": 2,
     "warmup": 2,
@@ -63,6 +74,16 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
     assert 0.0 <= straight.state["info"]["gate"]["exact"] <= 1.0
 
 
+def test_the_text_tower_is_pretrained_then_frozen(tmp_path: Path) -> None:
+    trainer = Trainer(str(tmp_path), TrainConfig(**SMALL))
+    trainer.run(until="unet", gate=checker_gate)
+    assert trainer.state["done"][-2:] == ["text", "unet"]
+    assert 0.0 <= trainer.state["info"]["text"]["exact"] <= 1.0
+    pretrained = torch.load(tmp_path / "text.pt", weights_only=False)["text_encoder"]
+    after_unet = torch.load(tmp_path / "unet-ckpt.pt", weights_only=False)["text_encoder"]
+    assert all(torch.equal(pretrained[k], after_unet[k]) for k in pretrained)  # frozen during UNet training
+
+
 def test_another_configuration_in_the_same_folder_is_refused(tmp_path: Path) -> None:
     Trainer(str(tmp_path), TrainConfig(**SMALL)).run(until="vae")
     with pytest.raises(ValueError, match="another configuration"):
@@ -99,3 +120,12 @@ def test_the_export_is_a_pai_diffusion_layout_that_the_adapter_generates_with(tm
     image = generator.generate(GenerationRequest(params=params, model=info), Progress())[0]
     assert steps == [1, 2]
     assert (image.width, image.height) == (64, 64)
+
+
+def test_caption_targets_state_what_the_caption_says() -> None:
+    target = caption_targets("一个红色的大圆形在左上，蓝色背景")
+    assert target.shape == (TARGET_SIZE,)
+    on = set(torch.nonzero(target).flatten().tolist())
+    assert on == {_TRIPLES[("red", "circle", "top-left")], _SIZED[("red", "circle", "large")], _BACKGROUND["blue"]}
+    english = set(torch.nonzero(caption_targets("a small blue star in the bottom right")).flatten().tolist())
+    assert english == {_TRIPLES[("blue", "star", "bottom-right")], _SIZED[("blue", "star", "small")]}

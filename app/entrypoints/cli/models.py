@@ -77,7 +77,8 @@ def init_demo(ctx: click.Context, force: bool, seed: int) -> None:
 @click.option("--out", default=None, help="Folder for the trained pipeline  [default: <data dir>/models/demo-trained]")
 @click.option("--work", default=None, help="Folder for checkpoints  [default: <data dir>/training/demo-world]")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
-@click.option("--unet-steps", default=None, type=int, help="UNet + text encoder steps (batch 32)  [default: 5000]")
+@click.option("--unet-steps", default=None, type=int, help="UNet steps (batch 32)  [default: 5500]")
+@click.option("--text-steps", default=None, type=int, help="Text-tower pretraining steps (batch 128)  [default: 1500]")
 @click.option("--vae-steps", default=None, type=int, help="VAE steps  [default: 2000]")
 @click.option("--decoder-steps", default=None, type=int, help="VAE decoder fine-tuning steps  [default: 600]")
 @click.option("--scenes", default=None, type=int, help="Rendered training scenes  [default: 20000]")
@@ -98,6 +99,7 @@ def train_demo(
     work: str | None,
     seed: int,
     unet_steps: int | None,
+    text_steps: int | None,
     vae_steps: int | None,
     decoder_steps: int | None,
     scenes: int | None,
@@ -110,8 +112,9 @@ def train_demo(
     """Train the demo world's Chinese text-to-image model from scratch on this machine.
 
     Stages: VAE, decoder fine-tuning, a checker gate on VAE reconstructions, encoding the
-    rendered scenes, UNet + text encoder, export (diffusers folder, fp16 safetensors). About
-    75 minutes on 2 cores with the defaults, which reproduce the model shipped as 'demo'.
+    rendered scenes, text-tower pretraining (to state what a caption says; then frozen), UNet,
+    export (diffusers folder, fp16 safetensors). About 90 minutes on 2 cores with the defaults,
+    which reproduce the model shipped as 'demo'.
     Interrupted runs resume from the last checkpoint when started again with the same options.
     """
     from tqdm import tqdm
@@ -120,6 +123,7 @@ def train_demo(
     for key, value in (
         ("gate_min", gate_min),
         ("unet_steps", unet_steps),
+        ("text_steps", text_steps),
         ("vae_steps", vae_steps),
         ("decoder_steps", decoder_steps),
         ("n_scenes", scenes),
