@@ -9,16 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from app.adapters.demo_world.train import (
-    _BACKGROUND,
-    _SIZED,
-    _TRIPLES,
-    TARGET_SIZE,
-    TrainConfig,
-    Trainer,
-    caption_targets,
-    checker_gate,
-)
+from app.adapters.demo_world.train import TARGET_CLASSES, TrainConfig, Trainer, caption_targets, checker_gate
 from app.adapters.diffusers.generator import DiffusersImageGenerator
 from app.adapters.diffusers.layout import inspect_model
 from app.domain.generation import GenerationParams
@@ -123,9 +114,14 @@ def test_the_export_is_a_pai_diffusion_layout_that_the_adapter_generates_with(tm
 
 
 def test_caption_targets_state_what_the_caption_says() -> None:
-    target = caption_targets("一个红色的大圆形在左上，蓝色背景")
-    assert target.shape == (TARGET_SIZE,)
-    on = set(torch.nonzero(target).flatten().tolist())
-    assert on == {_TRIPLES[("red", "circle", "top-left")], _SIZED[("red", "circle", "large")], _BACKGROUND["blue"]}
-    english = set(torch.nonzero(caption_targets("a small blue star in the bottom right")).flatten().tolist())
-    assert english == {_TRIPLES[("blue", "star", "bottom-right")], _SIZED[("blue", "star", "small")]}
+    """Class indices, 0 for "not stated": two slots of (shape, colour, position, size), then one binary per
+    style and slot, then the background."""
+    target = caption_targets("一个红色的大圆形在左上，蓝色背景").tolist()
+    assert len(target) == len(TARGET_CLASSES) == 15
+    circle, red, top_left, large = 1, 1, 1, 1  # the first of SHAPES, COLOURS, POSITIONS, SIZES, plus one
+    assert target[:4] == [circle, red, top_left, large] and target[4:14] == [0] * 10
+    assert target[14] == 4  # blue, the fourth background
+    two = caption_targets("a small blue star in the bottom right and a red heart with an outline").tolist()
+    assert two[:4] == [4, 5, 9, 2]  # star, blue, bottom-right, small
+    assert two[4:8] == [5, 1, 0, 0]  # heart, red, no position, no size
+    assert two[8:14] == [0, 0, 0, 1, 0, 0]  # the second object's outline
