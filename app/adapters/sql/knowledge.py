@@ -83,8 +83,13 @@ class SqlKnowledgeQueryStore(KnowledgeQueryStore):
 
 
 class SqlCalibrationStore(CalibrationStore):
+    """Calibrations are written once and never changed, so ``latest`` looks up only the newest id per
+    query and parses a calibration (its mean gradient and neighbour embeddings) once per id; the
+    object returned is shared, for reading."""
+
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
+        self._parsed: dict[str, Calibration] = {}
 
     def save(self, calibration: Calibration) -> None:
         row = CalibrationRow(
@@ -110,30 +115,38 @@ class SqlCalibrationStore(CalibrationStore):
 
     def latest(self, model: str) -> Calibration | None:
         newest = (
-            select(CalibrationRow)
+            select(CalibrationRow.id)
             .where(CalibrationRow.model == model)
             .order_by(CalibrationRow.created_at.desc(), CalibrationRow.id.desc())
             .limit(1)
         )
         with translate_errors(), self._sessions() as session:
-            row = session.scalar(newest)
-            if row is None:
+            found = session.scalar(newest)
+            if found is None:
                 return None
-            return Calibration(
-                id=row.id,
-                model=row.model,
-                embedder=row.embedder,
-                dataset=row.dataset,
-                created_at=_utc(row.created_at),
-                n=row.n,
-                mean_gradient=[float(x) for x in row.mean_gradient],
-                threshold_gece=row.threshold_gece,
-                features=list(row.features),
-                detector=dict(row.detector),
-                decision_threshold=row.decision_threshold,
-                neighbours=[([float(x) for x in v], float(g)) for v, g in row.neighbours],
-                stats={k: float(v) for k, v in row.stats.items()},
-                early_features=list(row.early_features or []),
-                early_detector=dict(row.early_detector or {}),
-                early_threshold=row.early_threshold,
-            )
+            if found not in self._parsed:
+                row = session.get(CalibrationRow, found)
+                assert row is not None
+                self._parsed = {found: _calibration(row)}  # only the newest is ever asked for again
+            return self._parsed[found]
+
+
+def _calibration(row: CalibrationRow) -> Calibration:
+    return Calibration(
+        id=row.id,
+        model=row.model,
+        embedder=row.embedder,
+        dataset=row.dataset,
+        created_at=_utc(row.created_at),
+        n=row.n,
+        mean_gradient=[float(x) for x in row.mean_gradient],
+        threshold_gece=row.threshold_gece,
+        features=list(row.features),
+        detector=dict(row.detector),
+        decision_threshold=row.decision_threshold,
+        neighbours=[([float(x) for x in v], float(g)) for v, g in row.neighbours],
+        stats={k: float(v) for k, v in row.stats.items()},
+        early_features=list(row.early_features or []),
+        early_detector=dict(row.early_detector or {}),
+        early_threshold=row.early_threshold,
+    )
