@@ -47,6 +47,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.lora_switch
 	$(BIN)/python -m benchmarks.demo_world
 	$(BIN)/python -m benchmarks.knowledge
+	$(BIN)/python -m benchmarks.editing
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,7 @@ from typing import Any
 from dependency_injector import containers, providers
 
 from app.adapters.executor.threads import ThreadJobExecutor
+from app.adapters.memory.edits import InMemoryEditLog
 from app.adapters.memory.generation import InMemoryModelCatalog, PatternImageGenerator
 from app.adapters.memory.jobs import InMemoryJobReader, InMemoryJobStore, InMemoryUnitOfWorkFactory
 from app.adapters.memory.knowledge import InMemoryCalibrationStore, InMemoryKnowledgeQueryStore
@@ -23,12 +24,16 @@ from app.adapters.storage.hub import download_from_hub
 from app.adapters.storage.images import FileImageStore
 from app.adapters.system import SystemClock
 from app.domain.models import ModelInfo
+from app.usecases.apply_edit import ApplyEdit
 from app.usecases.ask_question import AskQuestion
 from app.usecases.calibrate_detector import CalibrateDetector
 from app.usecases.cancel_job import CancelJob
+from app.usecases.evaluate_editor import EvaluateEditor
 from app.usecases.ingest_documents import IngestDocuments
 from app.usecases.read_scene import ReadScene
 from app.usecases.recover_jobs import RecoverJobs
+from app.usecases.restore_edits import RestoreEdits
+from app.usecases.rollback_edits import RollbackEdits
 from app.usecases.run_generation import RunGeneration
 from app.usecases.submit_generation import SubmitGeneration
 
@@ -259,6 +264,31 @@ def _sql_calibration_store(engine: Any) -> Any:
     return SqlCalibrationStore(session_factory(engine))
 
 
+def _sql_edit_log(engine: Any) -> Any:
+    from app.adapters.sql.edits import SqlEditLog
+    from app.adapters.sql.engine import session_factory
+
+    return SqlEditLog(session_factory(engine))
+
+
+def _editor_pool(llm: Any, data_dir: str) -> Any:
+    from app.adapters.editing.pool import TransformersEditorPool
+
+    return TransformersEditorPool(llm, data_dir)
+
+
+def _edit_evaluator(llm: Any) -> Any:
+    from app.adapters.editing.evaluate import TransformersEditEvaluator
+
+    return TransformersEditEvaluator(llm)
+
+
+def _served_llm(llm: Any, restore: Any) -> Any:
+    """The language model with the edits its log holds (synchronised before each use)."""
+    restore()
+    return llm
+
+
 def _test_catalog() -> InMemoryModelCatalog:
     return InMemoryModelCatalog([ModelInfo(name="demo", path="memory://demo", source="memory://demo", default_size=64)])
 
@@ -340,9 +370,23 @@ class Container(containers.DeclarativeContainer):
         sql=providers.Singleton(_sql_calibration_store, engine),
         test=providers.Singleton(InMemoryCalibrationStore),
     )
+    # -- model edits -------------------------------------------------------------------------
+    edit_log = providers.Selector(
+        profile,
+        sql=providers.Singleton(_sql_edit_log, engine),
+        test=providers.Singleton(InMemoryEditLog),
+    )
+    editor_pool = providers.Singleton(_editor_pool, llm, settings.provided.data_dir)
+    edit_evaluator = providers.Singleton(_edit_evaluator, llm)
+    restore_edits = providers.Factory(RestoreEdits, editor_pool, edit_log)
+    apply_edit = providers.Factory(ApplyEdit, editor_pool, edit_log, edit_evaluator, clock)
+    rollback_edits = providers.Factory(RollbackEdits, editor_pool, edit_log, clock)
+    evaluate_editor = providers.Factory(EvaluateEditor, editor_pool, edit_log, edit_evaluator)
+    served_llm = providers.Callable(_served_llm, llm, restore_edits)
+
     ask_question = providers.Factory(
         AskQuestion,
-        llm,
+        served_llm,
         embedder,
         knowledge_index,
         word_frequency,
@@ -354,7 +398,7 @@ class Container(containers.DeclarativeContainer):
     )
     calibrate_detector = providers.Factory(
         CalibrateDetector,
-        llm,
+        served_llm,
         embedder,
         word_frequency,
         lexicon,

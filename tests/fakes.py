@@ -3,22 +3,26 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import zlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Literal
 
 from app.adapters.memory.generation import InMemoryModelCatalog, PatternImageGenerator
 from app.adapters.memory.jobs import InMemoryJobReader, InMemoryJobStore, InMemoryUnitOfWorkFactory
-from app.domain.errors import ImageNotFound, IndexUnavailable, InvalidImage
+from app.domain.edits import EditorMismatch, EditorNotTrained, EditScores, EditSpec, RollbackOutOfRange
+from app.domain.errors import ImageNotFound, IndexUnavailable, InvalidImage, InvalidParameters, ModelUnavailable
 from app.domain.gece import cosine
 from app.domain.jobs import ImageRef, image_id_for
 from app.domain.knowledge import Chunk, Passage
 from app.domain.models import ModelInfo
 from app.domain.scenes import Scene
 from app.ports.clock import Clock
+from app.ports.edits import EditBaseline, EditEvaluator, EditorPool, ModelEditor
 from app.ports.generation import (
     BatchHandler,
     GeneratedImage,
@@ -46,9 +50,12 @@ from app.ports.scenes import SceneReader
 __all__ = [
     "FakeClock",
     "FakeDetector",
+    "FakeEditEvaluator",
+    "FakeEditorPool",
     "FakeEmbedder",
     "FakeLanguageModel",
     "FakeLexicon",
+    "FakeModelEditor",
     "FakeSceneReader",
     "FakeWordFrequency",
     "InMemoryImageStore",
@@ -166,7 +173,8 @@ class FakeLanguageModel(LanguageModel):
     """Knows the answers in ``known`` (confidently); for anything else it answers ``"I don't know"``
     unsure, unless a passage that shares a word with the question ends a sentence with
     ``"... is <answer>."``, when it answers from the passage (its last such sentence).
-    Token probabilities are one per word."""
+    Token probabilities are one per word. ``edits`` (question → answer, kept by a
+    :class:`FakeModelEditor`) override ``known``, which stands for the base weights and never changes."""
 
     name = "fake-llm"
 
@@ -174,12 +182,13 @@ class FakeLanguageModel(LanguageModel):
         self.known = {q.lower(): a for q, a in known.items()}
         self.confident, self.unsure = confident, unsure
         self.calls: list[tuple[str, tuple[str, ...]]] = []
+        self.edits: dict[str, str] = {}
 
     def generate(
         self, question: str, passages: Sequence[str] = (), max_new_tokens: int = 32, stop: StopRule | None = None
     ) -> Generation:
         self.calls.append((question, tuple(passages)))
-        answer, p = self.known.get(question.lower()), self.confident
+        answer, p = self.edits.get(question.lower(), self.known.get(question.lower())), self.confident
         if answer is None:
             answer, p = "I don't know", self.unsure
             for passage in passages:
@@ -294,3 +303,125 @@ class FakeDetector(LongTailDetector):
         cut, feature, below = fit.params["cut"], fit.params["feature"], fit.params["below"]
         assert isinstance(cut, float) and isinstance(feature, str)
         return 1.0 if (row[feature] < cut) == below else 0.0
+
+
+# --- model edits -------------------------------------------------------------------------------------
+
+
+class FakeModelEditor(ModelEditor):
+    """Edits a :class:`FakeLanguageModel` by remembering question → target in order: after ``apply``,
+    ``generate(question)`` answers the target (a later edit of the same question wins); a rollback forgets
+    the newer ones. ``export_state`` writes the edits as a ``manifest.json`` with the fields of
+    :class:`~app.adapters.editing.base.RecordFolder` (editor, model, count, settings) and the edits inline,
+    so the real editors and the fake refuse each other's folders. A target with a non-printable character
+    stands for one the tokenizer cannot encode."""
+
+    MANIFEST = "manifest.json"
+
+    def __init__(self, lm: FakeLanguageModel | None = None, name: str = "fake", **settings: object) -> None:
+        self.name = name
+        self.lm = lm if lm is not None else FakeLanguageModel({})
+        self.settings = dict(settings)
+        self.edits: list[tuple[str, str]] = []
+        self.applied = 0
+
+    def apply(self, edit: EditSpec) -> None:
+        if not edit.target.isprintable():
+            raise InvalidParameters(f"The target {edit.target!r} cannot be encoded by the tokenizer.", field="target")
+        self.edits.append((edit.prompt, edit.target))
+        self._sync()
+
+    def rollback(self, keep: int) -> None:
+        if isinstance(keep, bool) or not isinstance(keep, int) or not 0 <= keep <= self.applied:
+            raise RollbackOutOfRange(f"Rollback point must be between 0 and {self.applied}, got {keep}.")
+        del self.edits[keep:]
+        self._sync()
+
+    def export_state(self, folder: str) -> None:
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "editor": self.name,
+            "model": self.lm.name,
+            "count": len(self.edits),
+            "settings": self.settings,
+            "edits": [list(e) for e in self.edits],
+        }
+        (path / self.MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+
+    def load_state(self, folder: str, keep: int) -> None:
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise RollbackOutOfRange(f"The number of edits to load must be at least 0, got {keep}.")
+        file = Path(folder) / self.MANIFEST
+        data = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {"count": 0, "edits": []}
+        if keep and (data.get("editor"), data.get("model")) != (self.name, self.lm.name):
+            raise ModelUnavailable(f"The edit state in {folder} was written by another editor or for another model.")
+        if keep > int(data.get("count", 0)):
+            raise ModelUnavailable(f"The edit state in {folder} holds {data.get('count', 0)} edits, not {keep}.")
+        self.edits = [(str(p), str(t)) for p, t in data["edits"][:keep]]
+        self._sync()
+
+    def _sync(self) -> None:
+        self.lm.edits = {prompt.lower(): target for prompt, target in self.edits}
+        self.applied = len(self.edits)
+
+
+class FakeEditorPool(EditorPool):
+    """The editors of one :class:`FakeLanguageModel`, each a :class:`FakeModelEditor` named like the real
+    ones; states go to ``folder``. ``untrained`` names editors that raise ``EditorNotTrained``."""
+
+    def __init__(self, lm: FakeLanguageModel, folder: str, untrained: Sequence[str] = ()) -> None:
+        self.lm, self.folder, self.untrained = lm, folder, set(untrained)
+        self.model = lm.name
+        self.chain: tuple[str, ...] = ()
+        self.current: FakeModelEditor | None = None
+        self.saves = 0
+
+    def editor(self, name: str) -> ModelEditor:
+        if name in self.untrained:
+            raise EditorNotTrained(
+                f"{name} has no trained checkpoint: run `atelier edits train --editor {name}` first."
+            )
+        if self.current is not None and self.current.name == name:
+            return self.current
+        if self.current is not None and self.current.applied:
+            raise EditorMismatch("another editor's edits are applied")
+        self.current = FakeModelEditor(self.lm, name)
+        return self.current
+
+    def save(self, editor: ModelEditor) -> None:
+        editor.export_state(self.folder)
+        self.saves += 1
+
+    def load(self, name: str, keep: int) -> ModelEditor:
+        if self.current is not None and self.current.name != name:
+            self.current.rollback(0)
+        editor = self.editor(name)
+        editor.load_state(self.folder, keep)
+        return editor
+
+    def reset(self) -> None:
+        if self.current is not None:
+            self.current.rollback(0)
+
+
+class FakeEditEvaluator(EditEvaluator):
+    """Reliability: share of edits the fake model answers with their target; generality: the same over
+    rephrasings; locality: share of probes answered as in the baseline (answers hashed to token ids)."""
+
+    def __init__(self, lm: FakeLanguageModel) -> None:
+        self.lm = lm
+
+    def _answer(self, prompt: str) -> int:
+        return zlib.crc32(self.lm.generate(prompt).text.encode())
+
+    def baseline(self, edits: Sequence[EditSpec]) -> EditBaseline:
+        return EditBaseline([[self._answer(p.prompt)] for e in edits for p in e.locality])
+
+    def score(self, edits: Sequence[EditSpec], baseline: EditBaseline, fluency_samples: int = 0) -> EditScores:
+        rel = sum(self.lm.generate(e.prompt).text == e.target for e in edits) / len(edits)
+        pairs = [(r, e.target) for e in edits for r in e.rephrases]
+        gen = sum(self.lm.generate(r).text == t for r, t in pairs) / len(pairs) if pairs else None
+        now = [[self._answer(p.prompt)] for e in edits for p in e.locality]
+        loc = sum(a == b for a, b in zip(now, baseline.locality_tokens, strict=True)) / len(now) if now else None
+        return EditScores(rel, gen, loc, None, len(edits))

@@ -33,6 +33,7 @@ from app.domain.generation import GenerationParams
 from app.domain.jobs import GenerationJob, JobStatus, job_id_of
 from app.domain.models import ModelInfo, ModelKind
 from app.domain.scenes import SceneReading
+from app.entrypoints.edits import Edits
 from app.entrypoints.knowledge import Knowledge
 from app.ports.generation import InputImage, ModelCatalog
 from app.ports.persistence import JobPage, JobReader
@@ -49,6 +50,7 @@ class Atelier:
         self._schema_lock = threading.Lock()
         self._worker_started = False
         self.knowledge = Knowledge(self)
+        self.edits = Edits(self)
 
     @classmethod
     def open(

@@ -105,3 +105,13 @@ def test_knowledge_examples(tmp_path: Path) -> None:
     query = json.loads(result.stdout[result.stdout.index("{") :])
     assert query["decision"] in ("parametric", "retrieved") and query["signals"]["early_estimate"] is not None
     assert "calibrated smollm2-135m-instruct on 24 questions" in result.stdout
+
+
+def test_model_edit_examples(tmp_path: Path) -> None:
+    """GRACE on the real offline SmolLM2: the edit is served to `atelier ask` and rolled back."""
+    script = block_after("### Model edits", "bash")
+    result = run_script(script, tmp_path, timeout=600)
+    lines = result.stdout.splitlines()
+    answers = [line for line in lines if "Peru" in line or "Cusco" in line or "Lima" in line]
+    assert "rel 1.00" in lines[0] and "loc 1.00" in lines[0]
+    assert "Cusco" in answers[1] and "Lima" in answers[-1]

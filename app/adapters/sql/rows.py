@@ -1,4 +1,4 @@
-"""Typed SQLAlchemy rows (generation jobs, knowledge queries, calibrations) and the job mappers."""
+"""Typed SQLAlchemy rows (generation jobs, knowledge queries, calibrations, model edits) and the job mappers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from sqlalchemy import JSON, Boolean, CheckConstraint, DateTime, Dialect, Float,
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from app.domain.edits import EditStatus
 from app.domain.generation import GenerationParams
 from app.domain.jobs import GenerationJob, ImageRef, JobStatus
 
@@ -184,3 +185,37 @@ class CalibrationRow(Base):
     early_threshold: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index(None, "model", "created_at"),)
+
+
+_EDIT_STATUSES = ", ".join(f"'{status.value}'" for status in EditStatus)
+
+
+class EditRow(Base):
+    """One edit in a model's edit log; only ``status`` and ``rolled_back_at`` ever change."""
+
+    __tablename__ = "atelier_model_edits"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), index=True)
+    editor: Mapped[str] = mapped_column(String(32))
+    owner: Mapped[str] = mapped_column(String(128))
+    position: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    prompt: Mapped[str] = mapped_column(Text)
+    target: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    rephrases: Mapped[list[str]] = mapped_column(JSON)
+    locality: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    reliability: Mapped[float | None] = mapped_column(Float)
+    generality: Mapped[float | None] = mapped_column(Float)
+    locality_score: Mapped[float | None] = mapped_column(Float)
+    fluency: Mapped[float | None] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    rolled_back_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        Index(None, "model", "status", "position"),  # the active chain of a model, in order
+        CheckConstraint(f"status IN ({_EDIT_STATUSES})", name="status"),
+    )

@@ -64,6 +64,11 @@ class TransformersLanguageModel(LanguageModel):
         self._buckets: torch.Tensor | None = None  # the count sketch's hash, built on first use
         self._signs: torch.Tensor | None = None
 
+    @property
+    def lock(self) -> threading.Lock:
+        """Held by every use of the model, editors included (they switch gradients and weight deltas)."""
+        return self._lock
+
     # -- prompts -------------------------------------------------------------------------------
 
     def prompt(self, question: str, passages: Sequence[str] = ()) -> str:

@@ -30,6 +30,11 @@ COMMANDS = {
     "scenes": ("app.entrypoints.cli.scenes", "scenes", "The demo world: sample captions, read images back."),
     "db": ("app.entrypoints.cli.db", "db", "Database schema commands."),
     "ask": ("app.entrypoints.cli.knowledge", "ask", "Answer a question, retrieving only for long-tail knowledge."),
+    "edits": (
+        "app.entrypoints.cli.edits",
+        "edits",
+        "Model edits: apply, list, show, rollback, eval, train, make-dataset.",
+    ),
     "knowledge": (
         "app.entrypoints.cli.knowledge",
         "knowledge",

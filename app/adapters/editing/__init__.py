@@ -1,0 +1,1 @@
+"""Model editors of transformers causal LMs: DAFNet, MEND, FT-L, GRACE, and their evaluator."""

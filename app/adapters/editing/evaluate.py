@@ -1,0 +1,87 @@
+"""Edit scores on a transformers causal LM, as DAFNet's and EasyEdit's evaluation defines them.
+
+Reliability and generality are teacher-forced top-1 accuracies of the target tokens after the edit prompt
+and after each rephrasing (mean over sequences of the share of target tokens predicted exactly). Locality
+is the share of the locality probes' answer positions whose argmax token is the one the model predicted
+before the edits, pooled over all positions of all probes. Fluency is ROME's generation entropy (the
+weighted 2- and 3-gram entropy of :func:`ngram_entropy`) of greedy generations about the edits' subjects
+(``FLUENCY_PROMPT``; an edit without a subject uses its prompt). ROME generates from open prompts about
+the subject; the edit prompt itself is a question whose edited answer is a few tokens and the end of
+the turn, too short for n-gram statistics.
+
+Every sequence is encoded as the model is asked (:func:`encode`: the chat template, the end-of-turn token
+after the answer). The probes are scored as one batch in :meth:`baseline` and in :meth:`score` alike:
+the same padded shapes give the same arithmetic, so an unchanged model scores locality 1.0 exactly, not
+up to an argmax flipped by the rounding of another batch width.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from app.adapters.editing.base import Encoded, accuracy, encode, pad_id, teacher_forced
+from app.adapters.editing.records import locked
+from app.domain.edits import EditScores, EditSpec, ngram_entropy
+from app.domain.errors import InvalidParameters
+from app.ports.edits import EditBaseline, EditEvaluator
+
+# Scripts written without spaces between words: each character counts as a word.
+_UNSPACED = "\u3001-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff01-\uff9f"
+_WORD = re.compile(f"[{_UNSPACED}]|[^\\s{_UNSPACED}]+")
+
+
+def words(text: str) -> list[str]:
+    """Whitespace-separated words; in Chinese or Japanese text every character is a word of its own."""
+    return _WORD.findall(text)
+
+
+FLUENCY_PROMPT = "Write a few sentences about {subject}."
+
+
+class TransformersEditEvaluator(EditEvaluator):
+    """Scores the model as it is now. ``fluency_tokens``: the length of each fluency generation (48)."""
+
+    def __init__(self, lm: Any, fluency_tokens: int = 48) -> None:
+        if fluency_tokens < 2:
+            raise InvalidParameters("fluency_tokens must be at least 2.", field="fluency_tokens")
+        self.lm = lm
+        self.fluency_tokens = fluency_tokens
+        self._pad = pad_id(lm.tokenizer)
+
+    def baseline(self, edits: Sequence[EditSpec]) -> EditBaseline:
+        probes = self._probes(edits)
+        with locked(self.lm):
+            return EditBaseline(locality_tokens=teacher_forced(self.lm.model, probes, self._pad))
+
+    def score(self, edits: Sequence[EditSpec], baseline: EditBaseline, fluency_samples: int = 0) -> EditScores:
+        rewrites = [encode(self.lm, e.prompt, e.target) for e in edits]
+        rephrases = [encode(self.lm, r, e.target) for e in edits for r in e.rephrases]
+        probes = self._probes(edits)
+        before = baseline.locality_tokens
+        if len(before) != len(probes) or any(len(b) != len(p.targets) for b, p in zip(before, probes, strict=True)):
+            raise InvalidParameters("The baseline was taken for other edits.", field="baseline")
+        with locked(self.lm):
+            predicted = teacher_forced(self.lm.model, [*rewrites, *rephrases], self._pad)
+            after = teacher_forced(self.lm.model, probes, self._pad) if probes else []
+        reliability = _accuracy(predicted[: len(rewrites)], rewrites)
+        generality = _accuracy(predicted[len(rewrites) :], rephrases)
+        kept = sum(int(a == b) for old, new in zip(before, after, strict=True) for a, b in zip(old, new, strict=True))
+        positions = sum(len(b) for b in before)
+        locality = kept / positions if positions else None
+        fluency = None
+        samples = list(edits)[: max(0, fluency_samples)]
+        if samples:
+            # generate() takes the model's lock itself, one generation at a time.
+            prompts = [FLUENCY_PROMPT.format(subject=e.subject) if e.subject else e.prompt for e in samples]
+            texts = [self.lm.generate(p, max_new_tokens=self.fluency_tokens).text for p in prompts]
+            fluency = sum(ngram_entropy(words(t)) for t in texts) / len(texts)
+        return EditScores(reliability, generality, locality, fluency, n=len(edits))
+
+    def _probes(self, edits: Sequence[EditSpec]) -> list[Encoded]:
+        return [encode(self.lm, p.prompt, p.answer) for e in edits for p in e.locality]
+
+
+def _accuracy(predicted: list[list[int]], batch: list[Encoded]) -> float | None:
+    return accuracy(predicted, batch) if batch else None

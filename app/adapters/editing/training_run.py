@@ -1,0 +1,85 @@
+"""``atelier edits train``: meta-train DAFNet or MEND for the served model and install the checkpoint.
+
+Data: the DAFSet-style training split built from geonames (popular, long-tail and robust subsets,
+counterfactual targets) and its plain-text passages for the locality KL. Checkpoints every
+``checkpoint_every`` steps in the work folder; a run started again with the same settings resumes
+where it stopped. The result goes to ``<data dir>/edits/networks/<model>/<editor>/``, where the
+editor pool looks for it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from app.adapters.editing.dafnet import checkpoint_dir
+from app.adapters.editing.network import NetworkConfig
+from app.adapters.editing.pool import model_slug, networks_dir
+from app.adapters.editing.train import EditTrainConfig, EditTrainer
+from app.domain.errors import InvalidParameters
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def build_config(editor: str, overrides: dict[str, Any]) -> EditTrainConfig:
+    network = {k.removeprefix("network_"): v for k, v in overrides.items() if k.startswith("network_")}
+    rest = {k: v for k, v in overrides.items() if not k.startswith("network_") and v is not None}
+    try:
+        return EditTrainConfig(editor=editor, network=NetworkConfig(**network), **rest)
+    except TypeError as e:
+        raise InvalidParameters(f"Unknown training setting: {e}", field="config") from e
+
+
+def train_editor(
+    lm: Any,
+    data_dir: str,
+    editor: str,
+    *,
+    work_dir: str | None = None,
+    restart: bool = False,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Train, export and return a summary (steps, minutes, final losses, where the checkpoint went)."""
+    from app.adapters.knowledge_data.dafset import build_edits, plain_text
+
+    config = build_config(editor, {"seed": seed, **overrides})
+    records = build_edits(seed)
+    train = [r.to_spec() for rs in records.values() for r in rs if r.split == "train"]
+    if limit is not None:
+        train = train[:limit]
+    work = Path(work_dir or Path(data_dir) / "training" / f"edits-{editor}-{model_slug(lm.name)}")
+    if restart and work.exists():
+        shutil.rmtree(work)
+    trainer = EditTrainer(lm, train, plain_text(seed), config)
+    try:
+        resumed = trainer.load_checkpoint(work / CHECKPOINT)
+        every = max(1, config.checkpoint_every)
+
+        def step(done: int, total: int, info: dict[str, float]) -> None:
+            if done % every == 0 or done == total:
+                trainer.save_checkpoint(work / CHECKPOINT)
+            if progress is not None:
+                progress(done, total, info)
+
+        trainer.run(step)
+        out = checkpoint_dir(str(networks_dir(data_dir)), model_slug(lm.name), editor)
+        trainer.export(out)
+        last = trainer.history[-1] if trainer.history else {}
+        return {
+            "editor": editor,
+            "model": lm.name,
+            "steps": trainer.step,
+            "resumed": resumed,
+            "train_minutes": round(trainer.seconds / 60, 2),
+            "curriculum_reached": trainer.curriculum,
+            "training_edits": len(train),
+            "last": last,
+            "checkpoint": str(out),
+        }
+    finally:
+        trainer.close()
