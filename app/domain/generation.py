@@ -33,6 +33,7 @@ MAX_PIXELS = 2048 * 2048
 MAX_STEPS = 150
 MAX_IMAGES = 8
 MAX_GUIDANCE = 30.0
+DEFAULT_GUIDANCE = 7.5  # A1111's, for a model that recommends none
 MAX_SEED = 2**63 - 1
 
 # Canonical scheduler names (A1111 spelling). Aliases are matched after
@@ -105,7 +106,7 @@ class GenerationParams:
     width: int | None = None
     height: int | None = None
     steps: int = 20
-    guidance_scale: float = 7.5
+    guidance_scale: float | None = None  # None: the model's recommended scale, else DEFAULT_GUIDANCE
     seed: int | None = None
     num_images: int = 1
     scheduler: str | None = None
@@ -133,9 +134,10 @@ class GenerationParams:
             )
         _check_int(self.steps, "steps", 1, MAX_STEPS)
         _check_int(self.num_images, "num_images", 1, MAX_IMAGES)
-        object.__setattr__(
-            self, "guidance_scale", _check_float(self.guidance_scale, "guidance_scale", 0.0, MAX_GUIDANCE)
-        )
+        if self.guidance_scale is not None:
+            object.__setattr__(
+                self, "guidance_scale", _check_float(self.guidance_scale, "guidance_scale", 0.0, MAX_GUIDANCE)
+            )
         if self.seed is not None:
             _check_int(self.seed, "seed", 0, MAX_SEED)
         if self.scheduler is not None:
@@ -197,9 +199,16 @@ class GenerationParams:
         ids = [self.init_image, self.mask_image, self.control.image if self.control else None]
         return [i for i in ids if i is not None]
 
-    def resolved(self, *, default_size: int, input_size: tuple[int, int] | None = None) -> GenerationParams:
+    def resolved(
+        self,
+        *,
+        default_size: int,
+        input_size: tuple[int, int] | None = None,
+        default_guidance: float | None = None,
+    ) -> GenerationParams:
         """Fill the open values and record a random seed. The size defaults to the input image's
-        (grown by the outpaint borders, rounded down to a multiple of 8) or the model's native size."""
+        (grown by the outpaint borders, rounded down to a multiple of 8) or the model's native size;
+        the guidance scale to the model's recommended one, else A1111's 7.5."""
         width, height = default_size, default_size
         if input_size is not None:
             width, height = input_size
@@ -212,6 +221,9 @@ class GenerationParams:
             width=self.width or width,
             height=self.height or height,
             seed=random_seed() if self.seed is None else self.seed,
+            guidance_scale=self.guidance_scale
+            if self.guidance_scale is not None
+            else (default_guidance if default_guidance is not None else DEFAULT_GUIDANCE),
         )
 
     def image_seeds(self) -> list[int]:

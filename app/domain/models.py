@@ -27,6 +27,7 @@ class ModelInfo:
     default_size: int = 512
     tokenizer: str = "unknown"
     registered_at: datetime | None = None
+    default_guidance: float | None = None  # the model's recommended guidance scale, when it states one
 
     def __post_init__(self) -> None:
         validate_model_name(self.name)

@@ -45,7 +45,11 @@ def prepare(params: GenerationParams, catalog: ModelCatalog, images: ImageStore)
             )
         control = replace(control, model=catalog.get(control.model or control.kind.value, ModelKind.CONTROLNET).name)
     prepared = replace(params, loras=tuple(loras.values()), control=control)
-    return prepared.resolved(default_size=model.default_size, input_size=(first.width, first.height) if first else None)
+    return prepared.resolved(
+        default_size=model.default_size,
+        input_size=(first.width, first.height) if first else None,
+        default_guidance=model.default_guidance,
+    )
 
 
 def build_request(params: GenerationParams, catalog: ModelCatalog, images: ImageStore) -> GenerationRequest:

@@ -33,6 +33,7 @@ def test_the_cli_draws_a_red_circle(data_dir: str, tmp_path: Path) -> None:
         assert code == 0, stderr
         job = json.loads(stdout)
         assert job["params"]["model"] == "demo"
+        assert job["params"]["guidance_scale"] == 3.0  # no --guidance: the model's recommended scale
         code, stdout, stderr = run(data_dir, "scenes", "read", job["images"][0]["id"], "--caption", PROMPT, "--json")
         assert code == 0, stderr
         reading = json.loads(stdout)
@@ -63,7 +64,7 @@ def test_colour_size_and_background_follow_the_prompt(
         register_demo(atelier, demo_models)
         shapes = 0
         for seed in range(3):
-            job = atelier.generate(prompt, seed=seed, guidance_scale=3.0)  # the model's recommended guidance
+            job = atelier.generate(prompt, seed=seed)  # the model's recommended guidance (3.0)
             seen = atelier.read_scene(job.images[0].id, prompt).seen
             assert seen.background == background, (prompt, seed, seen)
             big = seen.objects[0]
@@ -188,3 +189,13 @@ def test_train_demo_defaults_reproduce_the_shipped_model(
     config = {k: v for k, v in seen.items() if k not in ("out_dir", "work_dir", "progress", "restart", "register")}
     shipped = json.loads((Path(trained_demo_path()) / "atelier-demo.json").read_text())["config"]
     assert json.loads(json.dumps(asdict(TrainConfig(**config)))) == shipped
+
+
+def test_train_demo_help_states_the_real_defaults() -> None:
+    from app.adapters.demo_world.train import TrainConfig
+
+    defaults = TrainConfig()
+    help_text = " ".join(CliRunner().invoke(cli, ["models", "train-demo", "--help"]).stdout.split())
+    assert f"UNet steps (batch {defaults.batch}) [default: {defaults.unet_steps}]" in help_text
+    assert f"(batch {defaults.text_batch}) [default: {defaults.text_steps}]" in help_text
+    assert f"VAE steps [default: {defaults.vae_steps}]" in help_text

@@ -97,6 +97,13 @@ def test_parse_size_rejects_garbage() -> None:
     assert caught.value.code == "invalid_size"
 
 
+def test_an_open_guidance_takes_the_model_recommendation_else_a1111s() -> None:
+    assert params().guidance_scale is None
+    assert params().resolved(default_size=64, default_guidance=3.0).guidance_scale == 3.0
+    assert params().resolved(default_size=64).guidance_scale == 7.5
+    assert params(guidance_scale=5).resolved(default_size=64, default_guidance=3.0).guidance_scale == 5.0
+
+
 def test_infotext_is_a1111_shaped() -> None:
     p = params(seed=5, width=64, height=64, negative_prompt="模糊", scheduler="Euler a").resolved(default_size=64)
     text = infotext(p, 6)

@@ -54,11 +54,24 @@ def inspect_model(path: str) -> dict[str, Any]:
     if index is None:
         raise ModelUnavailable(f"{index_file} is not a readable JSON object.")
     pipeline = index.get("_class_name")
-    return {
+    described: dict[str, Any] = {
         "default_size": _default_size(root),
         "tokenizer": _tokenizer_kind(index.get("tokenizer")),
         "pipeline": pipeline if isinstance(pipeline, str) else "unknown",
     }
+    guidance = _recommended_guidance(root)
+    if guidance is not None:
+        described["default_guidance"] = guidance
+    return described
+
+
+def _recommended_guidance(root: Path) -> float | None:
+    """``recommended.guidance_scale`` of an ``atelier-demo.json`` marker (the demo world's models state it:
+    the trained ``demo`` is best at 3.0, where A1111's 7.5 over-amplifies the prompt)."""
+    marker = _read_json(root / "atelier-demo.json") or {}
+    recommended = marker.get("recommended")
+    value = recommended.get("guidance_scale") if isinstance(recommended, dict) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 LORA_FILES = ("pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin")

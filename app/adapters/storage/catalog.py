@@ -103,6 +103,7 @@ class JsonModelCatalog(ModelCatalog):
             default_size=int(details.get("default_size", 512)),
             tokenizer=str(details.get("tokenizer", "unknown")),
             registered_at=datetime.now(UTC),
+            default_guidance=_guidance(details.get("default_guidance")),
         )
         with self._lock:
             entries = self._read()
@@ -163,6 +164,7 @@ def _to_entry(info: ModelInfo) -> dict[str, Any]:
         "default_size": info.default_size,
         "tokenizer": info.tokenizer,
         "registered_at": info.registered_at.isoformat() if info.registered_at else None,
+        "default_guidance": info.default_guidance,
     }
 
 
@@ -176,4 +178,9 @@ def _to_info(name: str, entry: dict[str, Any]) -> ModelInfo:
         default_size=int(entry.get("default_size", 512)),
         tokenizer=entry.get("tokenizer", "unknown"),
         registered_at=datetime.fromisoformat(registered) if registered else None,
+        default_guidance=_guidance(entry.get("default_guidance")),
     )
+
+
+def _guidance(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

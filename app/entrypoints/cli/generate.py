@@ -22,7 +22,12 @@ from app.entrypoints.library import Atelier
 @click.option("--model", default=None, help="Registered model name (default: the deployment's default, 'demo').")
 @click.option("--size", default=None, help="WIDTHxHEIGHT, multiples of 8 (default: the model's native size).")
 @click.option("--steps", default=20, show_default=True, type=int, help="Denoising steps (1-150).")
-@click.option("--guidance", default=7.5, show_default=True, type=float, help="Classifier-free guidance scale.")
+@click.option(
+    "--guidance",
+    default=None,
+    type=float,
+    help="Classifier-free guidance scale  [default: the model's recommended scale (demo: 3), else 7.5]",
+)
 @click.option("--seed", default=None, type=int, help="Seed of the first image (random and recorded when omitted).")
 @click.option("--n", "num_images", default=1, show_default=True, type=int, help="Number of images (1-8).")
 @click.option("--scheduler", default=None, help=f"One of: {', '.join(SCHEDULERS)} (default: the model's own).")
@@ -48,7 +53,7 @@ def generate(
     model: str | None,
     size: str | None,
     steps: int,
-    guidance: float,
+    guidance: float | None,
     seed: int | None,
     num_images: int,
     scheduler: str | None,

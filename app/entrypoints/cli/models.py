@@ -78,7 +78,7 @@ def init_demo(ctx: click.Context, force: bool, seed: int) -> None:
 @click.option("--work", default=None, help="Folder for checkpoints  [default: <data dir>/training/demo-world]")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
 @click.option("--unet-steps", default=None, type=int, help="UNet steps (batch 32)  [default: 5500]")
-@click.option("--text-steps", default=None, type=int, help="Text-tower pretraining steps (batch 128)  [default: 1500]")
+@click.option("--text-steps", default=None, type=int, help="Text-tower pretraining steps (batch 64)  [default: 800]")
 @click.option("--vae-steps", default=None, type=int, help="VAE steps  [default: 2000]")
 @click.option("--decoder-steps", default=None, type=int, help="VAE decoder fine-tuning steps  [default: 600]")
 @click.option("--scenes", default=None, type=int, help="Rendered training scenes  [default: 20000]")

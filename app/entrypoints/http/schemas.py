@@ -50,7 +50,9 @@ class JobRequest(BaseModel):
     width: int | None = Field(None, description="Multiple of 8; the model's native size when omitted.")
     height: int | None = None
     steps: int = 20
-    guidance_scale: float = 7.5
+    guidance_scale: float | None = Field(
+        None, description="Classifier-free guidance; the model's recommended scale when omitted (demo: 3), else 7.5."
+    )
     seed: int | None = Field(None, description="Absent or -1: a random seed, recorded on the job.")
     num_images: int = Field(1, description="1 to 8.")
     scheduler: str | None = Field(None, description="Euler a, Euler, Heun, DPM++ 2M, DPM++ 2M Karras, DDIM, ...")
@@ -142,6 +144,7 @@ class ModelOut(BaseModel):
     kind: str
     default_size: int
     tokenizer: str
+    default_guidance: float | None = None
 
     @classmethod
     def of(cls, info: ModelInfo) -> ModelOut:
@@ -151,6 +154,7 @@ class ModelOut(BaseModel):
             kind=info.kind.value,
             default_size=info.default_size,
             tokenizer=info.tokenizer,
+            default_guidance=info.default_guidance,
         )
 
 
