@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from app.adapters.editing.base import DeltaHooks, encode, last_mlp_modules, pad, pad_id, target_positions
+from app.adapters.editing.base import DeltaHooks, last_mlp_modules, pad_id
 from app.adapters.editing.records import RecordedEditor, locked
 from app.domain.edits import EditSpec
 from app.domain.errors import InvalidParameters, ModelUnavailable
@@ -67,10 +67,7 @@ class FtEditor(RecordedEditor, ModelEditor):
         return {"layer": self.layer, "steps": self.steps, "lr": self.lr, "norm_constraint": self.norm_constraint}
 
     def apply(self, edit: EditSpec) -> None:
-        encoded = encode(self.lm, edit.prompt, edit.target)
-        ids, mask = pad([encoded], self._pad, self._device)
-        rows, positions, tokens = target_positions([encoded])
-        tokens = tokens.to(self._device)
+        _, ids, mask, (rows, positions, tokens) = self._teacher_forced(edit)
         module = self.hooks.modules[0]
         with locked(self.lm):
             base = self.hooks.deltas[0]

@@ -48,7 +48,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from app.adapters.editing.base import encode, last_mlp_modules, linear, pad, pad_id, target_positions
+from app.adapters.editing.base import last_mlp_modules, linear, pad_id
 from app.adapters.editing.records import RecordedEditor, locked
 from app.domain.edits import EditSpec
 from app.domain.errors import InvalidParameters, ModelUnavailable
@@ -95,10 +95,7 @@ class GraceEditor(RecordedEditor, ModelEditor):
     # -- the port ----------------------------------------------------------------------------------
 
     def apply(self, edit: EditSpec) -> None:
-        encoded = encode(self.lm, edit.prompt, edit.target)
-        ids, mask = pad([encoded], self._pad, self._device)
-        rows, positions, tokens = target_positions([encoded])
-        tokens = tokens.to(self._device)
+        encoded, ids, mask, (rows, positions, tokens) = self._teacher_forced(edit)
         first, length = encoded.start - 1, len(encoded.targets)
         with locked(self.lm):
             self._capture = {}

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from app.adapters.editing.base import RecordFolder
-from app.domain.edits import RollbackOutOfRange
+from app.adapters.editing.base import Encoded, RecordFolder, encode, pad, pad_id, target_positions
+from app.domain.edits import EditSpec, RollbackOutOfRange
 from app.domain.errors import ModelUnavailable
 
 
@@ -81,6 +81,13 @@ class RecordedEditor:
             self._clean, self._clean_folder = keep, Path(folder).resolve()
 
     # -- for subclasses -------------------------------------------------------------------------------
+
+    def _teacher_forced(self, edit: EditSpec) -> tuple[Encoded, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The edit encoded, its padded ids and mask, and (row, position) → target token index tensors."""
+        encoded = encode(self.lm, edit.prompt, edit.target)
+        ids, mask = pad([encoded], pad_id(self.lm.tokenizer), self._device)
+        rows, positions, tokens = target_positions([encoded])
+        return encoded, ids, mask, torch.stack([rows, positions, tokens]).to(self._device)
 
     def settings(self) -> dict[str, Any]:
         """Stored in the manifest; ``layer`` must match on load, the rest only shapes future edits."""
