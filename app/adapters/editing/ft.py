@@ -67,9 +67,10 @@ class FtEditor(RecordedEditor, ModelEditor):
         return {"layer": self.layer, "steps": self.steps, "lr": self.lr, "norm_constraint": self.norm_constraint}
 
     def apply(self, edit: EditSpec) -> None:
-        _, ids, mask, (rows, positions, tokens) = self._teacher_forced(edit)
+        encoded, _, _, (_, _, tokens) = self._teacher_forced(edit)
         module = self.hooks.modules[0]
         with locked(self.lm):
+            target_logits = self._target_logits(encoded)
             base = self.hooks.deltas[0]
             increment = torch.zeros(module.in_features, module.out_features, device=self._device, requires_grad=True)
             optimizer = torch.optim.Adam([increment], lr=self.lr)
@@ -77,8 +78,7 @@ class FtEditor(RecordedEditor, ModelEditor):
                 for step in range(self.steps):
                     self.hooks.deltas[0] = _add(base, increment)
                     with torch.enable_grad():
-                        logits = self.lm.model(input_ids=ids, attention_mask=mask).logits
-                        loss = F.cross_entropy(logits[rows, positions].float(), tokens)
+                        loss = F.cross_entropy(target_logits(), tokens)
                     self.last_loss, self.last_steps = float(loss.detach()), step + 1
                     if self.last_loss < EARLY_STOP_LOSS:
                         break

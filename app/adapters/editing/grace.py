@@ -95,7 +95,7 @@ class GraceEditor(RecordedEditor, ModelEditor):
     # -- the port ----------------------------------------------------------------------------------
 
     def apply(self, edit: EditSpec) -> None:
-        encoded, ids, mask, (rows, positions, tokens) = self._teacher_forced(edit)
+        encoded, ids, mask, (_, _, tokens) = self._teacher_forced(edit)
         first, length = encoded.start - 1, len(encoded.targets)
         with locked(self.lm):
             self._capture = {}
@@ -113,10 +113,10 @@ class GraceEditor(RecordedEditor, ModelEditor):
             optimizer = torch.optim.Adam([value], lr=self.lr)
             self._train = (entry, value)
             try:
+                target_logits = self._target_logits(encoded)
                 for step in range(self.steps):
                     with torch.enable_grad():
-                        logits = self.lm.model(input_ids=ids, attention_mask=mask).logits
-                        loss = F.cross_entropy(logits[rows, positions].float(), tokens)
+                        loss = F.cross_entropy(target_logits(), tokens)
                     self.last_loss, self.last_steps = float(loss.detach()), step + 1
                     if self.last_loss < EARLY_STOP_LOSS:
                         break

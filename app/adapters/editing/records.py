@@ -9,12 +9,23 @@ to ``k``, or after loading ``k`` records, is bit for bit the state the model had
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from app.adapters.editing.base import Encoded, RecordFolder, encode, pad, pad_id, target_positions
+from app.adapters.editing.base import (
+    Encoded,
+    RecordFolder,
+    TailRunner,
+    block_of,
+    encode,
+    full_target_logits,
+    pad,
+    pad_id,
+    target_positions,
+)
 from app.domain.edits import EditSpec, RollbackOutOfRange
 from app.domain.errors import ModelUnavailable
 
@@ -88,6 +99,17 @@ class RecordedEditor:
         ids, mask = pad([encoded], pad_id(self.lm.tokenizer), self._device)
         rows, positions, tokens = target_positions([encoded])
         return encoded, ids, mask, torch.stack([rows, positions, tokens]).to(self._device)
+
+    def _target_logits(self, encoded: Encoded) -> Callable[[], torch.Tensor]:
+        """A function giving the logits at the edit's target positions, for an optimisation loop: only the
+        blocks from the edited layer's on run (``TailRunner``), from hidden states computed once here."""
+        pad_token = pad_id(self.lm.tokenizer)
+        block = block_of(self.layer)
+        if block is None:
+            return lambda: full_target_logits(self.lm.model, [encoded], pad_token)
+        tail = TailRunner(self.lm.model, block, pad_token)
+        hidden = tail.prefix([encoded])
+        return lambda: tail.target_logits(hidden, [encoded])
 
     def settings(self) -> dict[str, Any]:
         """Stored in the manifest; ``layer`` must match on load, the rest only shapes future edits."""
