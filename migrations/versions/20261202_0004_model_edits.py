@@ -50,10 +50,19 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_atelier_model_edits_model_status_position"), ["model", "status", "position"], unique=False
         )
+        # One applied edit per place in a model's chain (two processes applying at once: one fails).
+        batch_op.create_index(
+            "uq_atelier_model_edits_active_position",
+            ["model", "position"],
+            unique=True,
+            sqlite_where=sa.text("status = 'applied'"),
+            postgresql_where=sa.text("status = 'applied'"),
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table(TABLE, schema=None) as batch_op:
+        batch_op.drop_index("uq_atelier_model_edits_active_position")
         batch_op.drop_index(batch_op.f("ix_atelier_model_edits_model_status_position"))
         batch_op.drop_index(batch_op.f("ix_atelier_model_edits_model"))
 

@@ -151,6 +151,20 @@ def test_active_chain_after_rollback_and_reapply_at_the_same_position(backend: B
     assert backend.log.active("unknown-llm") == []
 
 
+def test_two_applied_edits_never_share_a_place_in_the_chain(backend: Backend) -> None:
+    """Two processes that apply an edit at once both compute the same next position: one must fail."""
+    backend.log.add(make_edit("first", 1))
+    with pytest.raises(ConcurrentUpdate):
+        backend.log.add(make_edit("second", 1))
+    assert ids(backend.log.active("tiny-llm")) == ["first"]
+    backend.log.add(make_edit("elsewhere", 1, model="other-llm"))  # another model's chain is its own
+    first = backend.log.get("first")
+    first.roll_back(T0)
+    backend.log.roll_back([first])
+    backend.log.add(make_edit("again", 1))  # a rolled-back edit frees its place
+    assert ids(backend.log.active("tiny-llm")) == ["again"]
+
+
 def test_list_newest_first_with_model_filter_paging_and_total(backend: Backend) -> None:
     tiny = [make_edit(f"t{i}", i + 1, at=T0 + timedelta(minutes=i)) for i in range(5)]
     tie = make_edit("t9", 6, at=T0 + timedelta(minutes=4))  # same time as t4: the larger id comes first

@@ -22,6 +22,12 @@ class InMemoryEditLog(EditLog):
         with self._lock:
             if edit.id in self._items:
                 raise ConcurrentUpdate(f"The record conflicts with a stored one: edit {edit.id} exists.")
+            taken = any(
+                e.model == edit.model and e.position == edit.position and e.status is EditStatus.APPLIED
+                for e in self._items.values()
+            )
+            if taken and edit.status is EditStatus.APPLIED:
+                raise ConcurrentUpdate(f"Another applied edit of {edit.model} already holds position {edit.position}.")
             self._items[edit.id] = copy.deepcopy(edit)
 
     def get(self, edit_id: str) -> EditRequest:

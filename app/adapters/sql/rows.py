@@ -5,7 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, CheckConstraint, DateTime, Dialect, Float, Index, Integer, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -217,5 +230,14 @@ class EditRow(Base):
 
     __table_args__ = (
         Index(None, "model", "status", "position"),  # the active chain of a model, in order
+        # Two processes applying an edit at once must not both take the same place in the chain.
+        Index(
+            "uq_atelier_model_edits_active_position",
+            "model",
+            "position",
+            unique=True,
+            sqlite_where=text("status = 'applied'"),
+            postgresql_where=text("status = 'applied'"),
+        ),
         CheckConstraint(f"status IN ({_EDIT_STATUSES})", name="status"),
     )
