@@ -9,7 +9,7 @@ measured first: a judge is only as good as that figure.
 
 Guidance 3.0 is the model's recommended setting (``recommended`` in its ``atelier-demo.json``): measured on
 the same prompts, 7.5 (the A1111 default) over-amplifies the prompt into large, star-like shapes
-(colour+shape 0.745, two objects 0.28, against 0.88 and 0.53 at 3.0).
+(on the 5500-step model: colour+shape 0.745, two objects 0.28, against 0.88 and 0.53 at 3.0).
 
 Last line: {"single_colour_shape_acc", "position_acc", "two_object_acc", "floor_single_colour_shape_acc",
 "checker_ground_truth_acc", "train_minutes"}.

@@ -83,7 +83,7 @@ class TrainConfig:
     gate_min: float = 0.8
     # UNet + text encoder
     n_scenes: int = 20000
-    unet_steps: int = 5500
+    unet_steps: int = 6500
     batch: int = 32
     lr: float = 8e-4
     warmup: int = 200

@@ -77,7 +77,7 @@ def init_demo(ctx: click.Context, force: bool, seed: int) -> None:
 @click.option("--out", default=None, help="Folder for the trained pipeline  [default: <data dir>/models/demo-trained]")
 @click.option("--work", default=None, help="Folder for checkpoints  [default: <data dir>/training/demo-world]")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
-@click.option("--unet-steps", default=None, type=int, help="UNet steps (batch 32)  [default: 5500]")
+@click.option("--unet-steps", default=None, type=int, help="UNet steps (batch 32)  [default: 6500]")
 @click.option("--text-steps", default=None, type=int, help="Text-tower pretraining steps (batch 64)  [default: 800]")
 @click.option("--vae-steps", default=None, type=int, help="VAE steps  [default: 2000]")
 @click.option("--decoder-steps", default=None, type=int, help="VAE decoder fine-tuning steps  [default: 600]")
@@ -113,7 +113,7 @@ def train_demo(
 
     Stages: VAE, decoder fine-tuning, a checker gate on VAE reconstructions, encoding the
     rendered scenes, text-tower pretraining (to state what a caption says; then frozen), UNet,
-    export (diffusers folder, fp16 safetensors). About 90 minutes on 2 cores with the defaults,
+    export (diffusers folder, fp16 safetensors). About 100 minutes on 2 idle cores with the defaults,
     which reproduce the model shipped as 'demo'.
     Interrupted runs resume from the last checkpoint when started again with the same options.
     """
