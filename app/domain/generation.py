@@ -302,7 +302,7 @@ def infotext(params: GenerationParams, seed: int) -> str:
     fields = [
         f"Steps: {params.steps}",
         f"Sampler: {params.scheduler or 'default'}",
-        f"CFG scale: {params.guidance_scale:g}",
+        f"CFG scale: {DEFAULT_GUIDANCE if params.guidance_scale is None else params.guidance_scale:g}",
         f"Seed: {seed}",
         f"Size: {params.width}x{params.height}",
         f"Model: {params.model}",

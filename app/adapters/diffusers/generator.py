@@ -20,7 +20,7 @@ from app.adapters.diffusers.prompt_encoding import chunk_count, encode_prompts
 from app.adapters.diffusers.schedulers import make_scheduler
 from app.adapters.imaging.control import LuminanceDepthEstimator
 from app.domain.errors import GenerationFailed, InvalidParameters, JobCancelled, ModelUnavailable
-from app.domain.generation import GenerationParams
+from app.domain.generation import DEFAULT_GUIDANCE, GenerationParams
 from app.domain.specs import Mode
 from app.ports.generation import DepthEstimator, GeneratedImage, GenerationRequest, ImageGenerator, ProgressSink
 
@@ -257,7 +257,7 @@ class DiffusersImageGenerator(ImageGenerator):
                     width=params.width,
                     height=params.height,
                     num_inference_steps=effective_steps(params),
-                    guidance_scale=params.guidance_scale,
+                    guidance_scale=DEFAULT_GUIDANCE if params.guidance_scale is None else params.guidance_scale,
                     num_images_per_prompt=1,
                     generator=generators,
                     output_type="np",
