@@ -19,6 +19,7 @@ from app.adapters.memory.edits import InMemoryEditLog
 from app.adapters.memory.generation import InMemoryModelCatalog, PatternImageGenerator
 from app.adapters.memory.jobs import InMemoryJobReader, InMemoryJobStore, InMemoryUnitOfWorkFactory
 from app.adapters.memory.knowledge import InMemoryCalibrationStore, InMemoryKnowledgeQueryStore
+from app.adapters.memory.prompt_sessions import InMemoryPromptSessionStore
 from app.adapters.storage.catalog import JsonModelCatalog
 from app.adapters.storage.hub import download_from_hub
 from app.adapters.storage.images import FileImageStore
@@ -36,6 +37,7 @@ from app.usecases.restore_edits import RestoreEdits
 from app.usecases.rollback_edits import RollbackEdits
 from app.usecases.run_generation import RunGeneration
 from app.usecases.submit_generation import SubmitGeneration
+from app.usecases.take_turn import ChooseCandidate, MoveHead, StartSession, TakeTurn
 
 
 def _engine(url: str) -> Iterator[Any]:
@@ -271,6 +273,25 @@ def _sql_edit_log(engine: Any) -> Any:
     return SqlEditLog(session_factory(engine))
 
 
+def _sql_prompt_sessions(engine: Any) -> Any:
+    from app.adapters.sql.engine import session_factory
+    from app.adapters.sql.prompt_sessions import SqlPromptSessionStore
+
+    return SqlPromptSessionStore(session_factory(engine))
+
+
+def _prompt_rewriter(name: str) -> Any:
+    from app.adapters.rewriting.rules import ConcatPromptRewriter, RulePromptRewriter
+
+    return ConcatPromptRewriter() if name == "concat" else RulePromptRewriter()
+
+
+def _prompt_rewards(reader: Any) -> list[Any]:
+    from app.adapters.rewards.integrity import CheckerIntegrityReward
+
+    return [CheckerIntegrityReward(reader)]
+
+
 def _editor_pool(llm: Any, data_dir: str) -> Any:
     from app.adapters.editing.pool import TransformersEditorPool
 
@@ -383,6 +404,20 @@ class Container(containers.DeclarativeContainer):
     rollback_edits = providers.Factory(RollbackEdits, editor_pool, edit_log, clock)
     evaluate_editor = providers.Factory(EvaluateEditor, editor_pool, edit_log, edit_evaluator)
     served_llm = providers.Callable(_served_llm, llm, restore_edits)
+
+    prompt_sessions = providers.Selector(
+        profile,
+        sql=providers.Singleton(_sql_prompt_sessions, engine),
+        test=providers.Singleton(InMemoryPromptSessionStore),
+    )
+    prompt_rewriter = providers.Singleton(_prompt_rewriter, settings.provided.prompt_rewriter)
+    prompt_rewards = providers.Singleton(_prompt_rewards, scene_reader)
+    start_session = providers.Factory(StartSession, prompt_sessions, catalog, clock)
+    take_turn = providers.Factory(
+        TakeTurn, prompt_sessions, prompt_rewriter, prompt_rewards, generator, catalog, images, uow_factory, clock
+    )
+    choose_candidate = providers.Factory(ChooseCandidate, prompt_sessions, clock)
+    move_head = providers.Factory(MoveHead, prompt_sessions, clock)
 
     ask_question = providers.Factory(
         AskQuestion,

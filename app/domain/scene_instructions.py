@@ -237,7 +237,7 @@ def parse_instruction(text: str, scene: Scene) -> Instruction:
         style = next((s for s in STYLES if any(w in text for w in STYLE_ZH[s]) or s in lowered), "outline")
         return Instruction("beautify", value=style)
     if kind == "add":
-        new = parse_caption(text).objects[0]
+        new = _added(text, scene)
         if new.position is None or new.size is None:
             new = replace(new, position=new.position or _free(scene), size=new.size or "small")
         return Instruction("add", new=new)
@@ -313,6 +313,22 @@ def _words(text: str, zh: Mapping[str, tuple[str, ...]], en: Mapping[str, tuple[
     if not hits:
         raise ValueError(f"no position in {text!r}")
     return max(hits)[1]
+
+
+def _added(text: str, scene: Scene) -> SceneObject:
+    """The object an add instruction names; without a colour (加一个小三角形) it takes the first colour
+    that is neither the background nor already in the scene."""
+    try:
+        return parse_caption(text).objects[0]
+    except ValueError:
+        lowered = text.lower()
+        shape = next((s for s in SHAPES if any(w in text for w in SHAPE_ZH[s]) or s in lowered), None)
+        if shape is None:
+            raise
+        used = {o.colour for o in scene.objects} | {scene.background}
+        colour = next((c for c in COLOURS if c not in used), COLOURS[0])
+        size = next((z for z in SIZE_ZH if any(w in text for w in SIZE_ZH[z]) or z in lowered), None)
+        return SceneObject(shape=shape, colour=colour, size=size, position=_free(scene))
 
 
 def _free(scene: Scene) -> str:

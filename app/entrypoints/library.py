@@ -35,6 +35,7 @@ from app.domain.models import ModelInfo, ModelKind
 from app.domain.scenes import SceneReading
 from app.entrypoints.edits import Edits
 from app.entrypoints.knowledge import Knowledge
+from app.entrypoints.prompts import Prompts
 from app.ports.generation import InputImage, ModelCatalog
 from app.ports.persistence import JobPage, JobReader
 from app.settings import Settings, load_settings
@@ -51,6 +52,7 @@ class Atelier:
         self._worker_started = False
         self.knowledge = Knowledge(self)
         self.edits = Edits(self)
+        self.prompts = Prompts(self)
 
     @classmethod
     def open(

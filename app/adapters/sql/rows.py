@@ -1,4 +1,5 @@
-"""Typed SQLAlchemy rows (generation jobs, knowledge queries, calibrations, model edits) and the job mappers."""
+"""Typed SQLAlchemy rows (generation jobs, knowledge queries, calibrations, model edits, prompt sessions) and the
+job mappers."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -241,3 +243,41 @@ class EditRow(Base):
         ),
         CheckConstraint(f"status IN ({_EDIT_STATUSES})", name="status"),
     )
+
+
+class PromptSessionRow(Base):
+    """A prompt session; ``head`` and ``version`` change with each turn, choice, undo or branch."""
+
+    __tablename__ = "atelier_prompt_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str] = mapped_column(String(128))
+    anchor: Mapped[str] = mapped_column(Text)
+    head: Mapped[int | None] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index(None, "owner", "updated_at"),)
+
+
+class PromptTurnRow(Base):
+    """One turn of a session; only ``chosen`` and ``chosen_index`` ever change."""
+
+    __tablename__ = "atelier_prompt_turns"
+
+    session_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("atelier_prompt_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    parent: Mapped[int | None] = mapped_column(Integer)
+    instruction: Mapped[str] = mapped_column(Text)
+    prompt_before: Mapped[str] = mapped_column(Text)
+    candidates: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    chosen: Mapped[str] = mapped_column(Text)
+    chosen_index: Mapped[int | None] = mapped_column(Integer)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    rewrite: Mapped[bool] = mapped_column(Boolean)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -17,6 +17,7 @@ from app.entrypoints.http import (
     errors,
     jobs,
     knowledge,
+    prompt_sessions,
     scenes,
     system,
     uploads,
@@ -29,7 +30,8 @@ DESCRIPTION = """Atelier: Chinese-first image generation with a persistent job q
 Submit a job with `POST /v1/jobs`, follow it with `GET /v1/jobs/{id}/events`,
 fetch images from `GET /v1/images/{id}`. Ask questions with `POST /v1/knowledge/queries`
 (retrieval only for long-tail knowledge); edit the model's facts with `POST /v1/edits` (roll back with
-`POST /v1/edits/rollback`). Errors are `{"error": {"code", "message"}}`."""
+`POST /v1/edits/rollback`); rewrite a prompt over several turns with `POST /v1/prompt-sessions`.
+Errors are `{"error": {"code", "message"}}`."""
 
 
 def create_app(atelier: Atelier | None = None, *, close_on_shutdown: bool | None = None) -> FastAPI:
@@ -65,6 +67,7 @@ def create_app(atelier: Atelier | None = None, *, close_on_shutdown: bool | None
     app.include_router(scenes.router)
     app.include_router(knowledge.router)
     app.include_router(edits.router)
+    app.include_router(prompt_sessions.router)
     app.include_router(system.router)
     for compat in (compat_diffusers_api, compat_a1111, compat_openai):
         app.include_router(compat.router)

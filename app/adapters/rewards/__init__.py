@@ -1,0 +1,1 @@
+"""Rewards of prompt sessions (RewardModel adapters)."""

@@ -1,0 +1,46 @@
+"""Content integrity (DiffChat's integrity reward) read by the demo world's checker.
+
+The scene the turn should produce is the source prompt's scene with the instruction applied (both read
+with the demo world's grammar: ``parse_caption``, ``parse_instruction``); the reward is how well the
+checker's reading of the image matches it (``app.domain.scenes.integrity``: each asked attribute that
+is seen counts, extra objects cost). So a candidate scores high only when the image shows the
+instruction applied **and** the rest of the scene kept. When the instruction cannot be read, the
+candidate's own prompt is the reference (the image should at least show what its prompt says).
+"""
+
+from __future__ import annotations
+
+from app.domain.scene_instructions import apply, parse_instruction
+from app.domain.scenes import Scene, integrity, parse_caption
+from app.ports.prompt_sessions import RewardInput, RewardModel
+from app.ports.scenes import SceneReader
+
+
+def expected_scene(source_prompt: str, instruction: str, prompt: str) -> Scene | None:
+    """The scene a turn asks for, or None when neither the instruction nor the prompt can be read."""
+    try:
+        source = parse_caption(source_prompt)
+        return apply(source, parse_instruction(instruction, source))
+    except (ValueError, IndexError):
+        pass
+    try:
+        return parse_caption(prompt)
+    except (ValueError, IndexError):
+        return None
+
+
+class CheckerIntegrityReward(RewardModel):
+    name = "integrity"
+
+    def __init__(self, reader: SceneReader) -> None:
+        self._reader = reader
+
+    def score(self, inputs: list[RewardInput]) -> list[float]:
+        out = []
+        for item in inputs:
+            asked = expected_scene(item.source_prompt, item.instruction, item.prompt)
+            if asked is None or not asked.objects:
+                out.append(0.0)
+                continue
+            out.append(float(integrity(asked, self._reader.read(item.image)).score))
+        return out

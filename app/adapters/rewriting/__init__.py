@@ -1,0 +1,1 @@
+"""Prompt rewriters (PromptRewriter adapters)."""

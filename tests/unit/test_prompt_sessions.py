@@ -1,0 +1,299 @@
+"""Prompt sessions: the session tree, ranking, drift, and a turn against fakes (end state, not calls)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pytest
+
+from app.adapters.rewards.integrity import CheckerIntegrityReward, expected_scene
+from app.adapters.rewriting.rules import ConcatPromptRewriter, RulePromptRewriter
+from app.domain.errors import ConcurrentUpdate, InvalidParameters, ModelUnavailable, UnknownModel
+from app.domain.jobs import JobStatus, job_id_of
+from app.domain.prompt_sessions import (
+    Candidate,
+    PromptSession,
+    PromptSessionNotFound,
+    RewardWeights,
+    TurnNotFound,
+    TurnSettings,
+    deduplicate,
+    drift,
+    rank,
+)
+from app.domain.scenes import Scene, SceneObject, parse_caption
+from app.ports.generation import RgbImage
+from app.ports.prompt_sessions import RewardInput
+from app.usecases.take_turn import (
+    NOTHING_USABLE,
+    REWRITE_OFF,
+    ChooseCandidate,
+    MoveHead,
+    StartSession,
+    TakeTurn,
+    TurnRequest,
+)
+from tests.fakes import (
+    FakeClock,
+    FakePromptRewriter,
+    FakeReward,
+    FakeSceneReader,
+    InMemoryImageStore,
+    InMemoryJobReader,
+    InMemoryJobStore,
+    InMemoryPromptSessionStore,
+    InMemoryUnitOfWorkFactory,
+    PatternImageGenerator,
+    demo_catalog,
+)
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+ANCHOR = "一个红色的圆形在左上角，白色背景"
+
+
+def test_deduplicate_ignores_spacing_and_punctuation_and_drops_empty() -> None:
+    assert deduplicate(["一个 蓝色圆形。", "一个蓝色圆形", "", "  ", "a  red circle", "A red circle!"]) == [
+        "一个 蓝色圆形。",
+        "a red circle",
+    ]
+
+
+def test_drift_is_zero_for_the_same_prompt_and_grows_with_change() -> None:
+    assert drift(ANCHOR, ANCHOR) == 0.0
+    small = drift(ANCHOR, "一个蓝色的圆形在左上角，白色背景")
+    large = drift(ANCHOR, "一只在海边奔跑的小狗")
+    assert 0 < small < large <= 1.0
+    assert drift("", "") == 0.0
+
+
+def test_rank_puts_drifted_candidates_last_and_orders_by_weighted_score() -> None:
+    weights = RewardWeights(aesthetic=1, preference=0, integrity=3, max_drift=0.5)
+    ranked = rank(
+        [
+            Candidate("a", scores={"aesthetic": 1.0, "integrity": 0.0}, drift=0.1),
+            Candidate("b", scores={"aesthetic": 0.0, "integrity": 1.0}, drift=0.1),
+            Candidate("c", scores={"aesthetic": 1.0, "integrity": 1.0}, drift=0.9),
+        ],
+        weights,
+    )
+    assert [c.prompt for c in ranked] == ["b", "a", "c"]
+    assert ranked[0].score == pytest.approx(0.75) and ranked[1].score == pytest.approx(0.25)
+    assert ranked[2].drifted and not ranked[0].drifted
+    # Only the measured rewards count: a missing one is not a zero.
+    assert weights.combine({"integrity": 0.5}) == pytest.approx(0.5)
+    with pytest.raises(InvalidParameters):
+        RewardWeights(integrity=-1)
+
+
+def _session() -> PromptSession:
+    return PromptSession.start("alice", "demo", ANCHOR, NOW)
+
+
+def test_session_tree_undo_branch_and_choose() -> None:
+    s = _session()
+    settings = TurnSettings(seed=1)
+    first = s.add_turn("把圆形换成蓝色", [Candidate("蓝圆"), Candidate("蓝色圆")], settings, NOW)
+    assert (first.number, first.parent, first.prompt_before, first.chosen) == (1, None, ANCHOR, "蓝圆")
+    second = s.add_turn("加一个小三角形", [Candidate("蓝圆和三角")], settings, NOW)
+    assert (second.parent, second.prompt_before, s.current_prompt) == (1, "蓝圆", "蓝圆和三角")
+    assert s.undo(NOW) == 1 and s.current_prompt == "蓝圆"
+    s.choose(1, NOW, index=1)
+    assert s.current_prompt == "蓝色圆" and s.turn(1).chosen_index == 1
+    third = s.add_turn("背景改成黑色", [Candidate("蓝色圆黑底")], settings, NOW)
+    assert third.parent == 1 and [t.number for t in s.path()] == [1, 3]  # turn 2 stays, off the path
+    s.choose(3, NOW, prompt="  我自己写的  提示词 ")
+    assert s.current_prompt == "我自己写的 提示词" and s.turn(3).chosen_index is None
+    s.branch(None, NOW)
+    assert s.current_prompt == ANCHOR and s.path() == []
+    with pytest.raises(InvalidParameters):
+        s.undo(NOW)  # already at the anchor
+    with pytest.raises(TurnNotFound):
+        s.branch(9, NOW)
+    with pytest.raises(InvalidParameters):
+        s.choose(1, NOW, index=5)
+    with pytest.raises(InvalidParameters):
+        s.choose(1, NOW)
+    with pytest.raises(InvalidParameters):
+        s.add_turn("   ", [Candidate("x")], settings, NOW)
+    with pytest.raises(InvalidParameters):
+        PromptSession.start("alice", "demo", "  ", NOW)
+
+
+def test_candidate_and_settings_round_trip_through_dicts() -> None:
+    c = Candidate("p", "rewriter", {"integrity": 0.5}, 0.5, 0.2, True, "img-1")
+    assert Candidate.from_dict(c.to_dict()) == c
+    t = TurnSettings(seed=7, steps=4, width=64, height=None, guidance_scale=3.0, negative_prompt="模糊")
+    assert TurnSettings.from_dict(t.to_dict()) == t
+
+
+@dataclass
+class World:
+    store: InMemoryPromptSessionStore = field(default_factory=InMemoryPromptSessionStore)
+    rewriter: FakePromptRewriter = field(default_factory=FakePromptRewriter)
+    generator: PatternImageGenerator = field(default_factory=PatternImageGenerator)
+    images: InMemoryImageStore = field(default_factory=InMemoryImageStore)
+    clock: FakeClock = field(default_factory=FakeClock)
+    integrity: FakeReward = field(default_factory=lambda: FakeReward("integrity"))
+    jobs: InMemoryJobStore = field(default_factory=InMemoryJobStore)
+
+    def __post_init__(self) -> None:
+        catalog = demo_catalog()
+        self.reader = InMemoryJobReader(self.jobs)
+        self.start = StartSession(self.store, catalog, self.clock)
+        self.turn = TakeTurn(
+            self.store,
+            self.rewriter,
+            [self.integrity],
+            self.generator,
+            catalog,
+            self.images,
+            InMemoryUnitOfWorkFactory(self.jobs),
+            self.clock,
+        )
+        self.choose = ChooseCandidate(self.store, self.clock)
+        self.move = MoveHead(self.store, self.clock)
+
+
+def test_a_turn_renders_the_first_k_unique_rewrites_with_one_seed_and_ranks_them() -> None:
+    w = World()
+    session = w.start(ANCHOR, "demo", owner="alice")
+    w.rewriter.answers[(ANCHOR, "把圆形换成蓝色")] = ["蓝 圆", "蓝圆", "蓝色圆", "绿圆", "黄圆"]
+    w.integrity.table = {"蓝 圆": 0.4, "蓝色圆": 0.9, "绿圆": 0.1}
+    turn = w.turn(session.id, TurnRequest("把圆形换成蓝色", n=5, k=3, seed=42, steps=2), owner="alice")
+    assert [c.prompt for c in turn.candidates] == ["蓝色圆", "蓝 圆", "绿圆"]  # 黄圆 was not rendered (k=3)
+    assert turn.chosen == "蓝色圆" and turn.chosen_index == 0 and turn.settings.seed == 42
+    assert {r.params.seed for r in w.generator.calls} == {42} and len(w.generator.calls) == 3
+    assert all(c.image_id in w.images.images for c in turn.candidates)
+    for c in turn.candidates:  # each candidate is an ordinary succeeded job of the session's owner
+        assert c.image_id is not None
+        job = w.reader.get(job_id_of(c.image_id), "alice")
+        assert job.status is JobStatus.SUCCEEDED and job.params.prompt == c.prompt and job.params.seed == 42
+        assert [i.id for i in job.images] == [c.image_id]
+    assert all(i.source_prompt == ANCHOR and i.instruction == "把圆形换成蓝色" for i in w.integrity.seen)
+    stored = w.store.get(session.id, "alice")
+    assert stored.current_prompt == "蓝色圆" and stored.turns[0].candidates == turn.candidates
+    # The next turn starts from the chosen prompt.
+    w.turn(session.id, TurnRequest("加一个小三角形", seed=1, steps=2))
+    assert w.rewriter.calls[-1][0] == "蓝色圆"
+
+
+def test_a_turn_without_usable_rewrites_keeps_the_prompt_and_says_so() -> None:
+    w = World()
+    session = w.start(ANCHOR, "demo")
+    w.rewriter.answers[(ANCHOR, "随便改改")] = ["", "   "]
+    turn = w.turn(session.id, TurnRequest("随便改改", seed=3, steps=2))
+    assert [c.prompt for c in turn.candidates] == [ANCHOR] and turn.candidates[0].source == "current"
+    assert turn.note == NOTHING_USABLE
+    off = w.turn(session.id, TurnRequest("把圆形换成蓝色", rewrite=False, seed=3, steps=2))
+    assert off.note == REWRITE_OFF and not off.rewrite and off.chosen == ANCHOR
+
+
+def test_turn_errors_lose_nothing() -> None:
+    w = World()
+    session = w.start(ANCHOR, "demo", owner="alice")
+    with pytest.raises(InvalidParameters):
+        TurnRequest(" ")
+    with pytest.raises(InvalidParameters):
+        TurnRequest("x", k=0)
+    with pytest.raises(PromptSessionNotFound):
+        w.turn("ps-missing", TurnRequest("把圆形换成蓝色"))
+    with pytest.raises(PromptSessionNotFound):
+        w.turn(session.id, TurnRequest("把圆形换成蓝色"), owner="bob")  # another owner's session
+    with pytest.raises(UnknownModel):
+        w.start(ANCHOR, "no-such-model")
+    with pytest.raises(InvalidParameters):
+        w.start("", "demo")
+    assert w.store.get(session.id).turns == []
+
+
+def test_a_failed_render_records_failed_jobs_and_no_turn() -> None:
+    w = World()
+    session = w.start(ANCHOR, "demo")
+
+    class Broken(PatternImageGenerator):
+        def generate_batch(self, requests, progress):  # type: ignore[no-untyped-def]
+            return [ModelUnavailable("the model is gone")] * len(requests)
+
+    w.turn._generator = Broken()
+    with pytest.raises(ModelUnavailable):
+        w.turn(session.id, TurnRequest("把圆形换成蓝色", k=2, steps=2))
+    assert w.store.get(session.id).turns == []
+    failed = [w.reader.get(j) for j in w.jobs.rows]
+    assert failed and all(j.status is JobStatus.FAILED and j.error_code == "model_unavailable" for j in failed)
+
+
+def test_choose_undo_and_branch_are_stored() -> None:
+    w = World()
+    session = w.start(ANCHOR, "demo")
+    w.rewriter.answers[(ANCHOR, "把圆形换成蓝色")] = ["蓝圆", "蓝色圆"]
+    w.turn(session.id, TurnRequest("把圆形换成蓝色", seed=1, steps=2))
+    w.choose(session.id, 1, index=1)
+    assert w.store.get(session.id).current_prompt == "蓝色圆"
+    w.choose(session.id, 1, prompt="一个深蓝色的圆形")
+    assert w.store.get(session.id).current_prompt == "一个深蓝色的圆形"
+    assert w.move.undo(session.id).current_prompt == ANCHOR
+    assert w.move.branch(session.id, 1).current_prompt == "一个深蓝色的圆形"
+    with pytest.raises(TurnNotFound):
+        w.choose(session.id, 2, index=0)
+
+
+def test_a_turn_keeps_what_was_stored_while_it_rendered() -> None:
+    w = World()
+    session = w.start(ANCHOR, "demo")
+    w.turn(session.id, TurnRequest("把圆形换成蓝色", seed=1, steps=2))
+
+    class Meddling(PatternImageGenerator):
+        def generate_batch(self, requests, progress):  # type: ignore[no-untyped-def]
+            w.move.undo(session.id)  # another client moves the head meanwhile
+            return super().generate_batch(requests, progress)
+
+    w.turn._generator = Meddling()
+    turn = w.turn(session.id, TurnRequest("加一个小三角形", seed=1, steps=2))
+    stored = w.store.get(session.id)
+    assert turn.parent == 1 and stored.head == 2 and len(stored.turns) == 2
+
+
+def test_the_store_refuses_a_stale_save() -> None:
+    store = InMemoryPromptSessionStore()
+    s = _session()
+    store.add(s)
+    a, b = store.get(s.id), store.get(s.id)
+    a.add_turn("x", [Candidate("y")], TurnSettings(seed=1), NOW)
+    store.save(a)
+    b.branch(None, NOW)
+    with pytest.raises(ConcurrentUpdate):
+        store.save(b)
+
+
+# ------------------------------------------------------------------ rewriters and the integrity reward
+
+
+def test_rule_rewriter_applies_demo_world_instructions() -> None:
+    rule = RulePromptRewriter()
+    out = rule.rewrite(ANCHOR, "把圆形换成蓝色", 3, seed=0)
+    assert len(out) == 3 and len(set(out)) == 3
+    assert all(parse_caption(p).objects[0].colour == "blue" for p in out)
+    added = parse_caption(rule.rewrite(ANCHOR, "加一个小三角形", 1, seed=0)[0])
+    assert [o.shape for o in added.objects] == ["circle", "triangle"] and added.objects[1].size == "small"
+    assert added.objects[1].colour not in ("red", "white")
+    assert rule.rewrite("一只猫在沙发上", "把圆形换成蓝色", 3, seed=0) == []  # not a demo-world prompt
+    assert rule.rewrite(ANCHOR, "去掉圆形", 3, seed=0) == []  # nothing would be left
+    assert ConcatPromptRewriter().rewrite(ANCHOR + "。", "把圆形换成蓝色", 4, 0) == [f"{ANCHOR}，把圆形换成蓝色"]
+
+
+def test_integrity_reward_asks_for_the_instruction_applied_and_the_rest_kept() -> None:
+    reader = FakeSceneReader()
+    reward = CheckerIntegrityReward(reader)
+    blue = Scene((SceneObject("circle", "blue", "top-left"),), "white")
+    red = Scene((SceneObject("circle", "red", "top-left"),), "white")
+    moved = Scene((SceneObject("circle", "blue", "bottom-right"),), "white")
+    images = {name: RgbImage(1, 1, bytes([i, 0, 0])) for i, name in enumerate(("blue", "red", "moved"))}
+    for name, scene in (("blue", blue), ("red", red), ("moved", moved)):
+        reader.teach(images[name], scene)
+    inputs = [RewardInput(images[n], "whatever", "把圆形换成蓝色", ANCHOR) for n in ("blue", "red", "moved")]
+    done, ignored, drifted = reward.score(inputs)
+    assert done == 1.0 and ignored < 1.0 and drifted < 1.0
+    # An instruction it cannot read: the candidate's own prompt is the reference.
+    assert expected_scene(ANCHOR, "随便改改", "一个蓝色的圆形在左上角，白色背景") == blue
+    assert expected_scene("一只猫", "随便改改", "一只狗") is None
