@@ -302,8 +302,8 @@ def _prompt_rewriter(settings: Any) -> Any:
 
 
 def _prompt_rewards(settings: Any, reader: Any) -> list[Any]:
-    """Content integrity (the demo world's checker) and aesthetics (LAION's predictor when its weights are
-    configured, else the demo world's image-quality score)."""
+    """Content integrity (the demo world's checker), aesthetics (LAION's predictor when its weights are
+    configured, else the demo world's image-quality score) and, once fitted, the preference model."""
     from app.adapters.rewards.aesthetic import DemoAestheticReward, LaionAestheticReward
     from app.adapters.rewards.integrity import CheckerIntegrityReward
 
@@ -312,7 +312,14 @@ def _prompt_rewards(settings: Any, reader: Any) -> list[Any]:
         aesthetic = LaionAestheticReward(
             settings.aesthetic_clip, settings.aesthetic_predictor, device=_pick_device(settings.device)
         )
-    return [CheckerIntegrityReward(reader), aesthetic]
+    rewards = [CheckerIntegrityReward(reader), aesthetic]
+    from app.adapters.rewards.preference import BradleyTerryPreferenceReward
+    from app.adapters.rewards.preference_training import preference_path
+
+    preference = preference_path(settings.data_dir)
+    if preference.is_file():  # fitted by `atelier prompts train-preference`
+        rewards.append(BradleyTerryPreferenceReward(reader, str(preference)))
+    return rewards
 
 
 def _editor_pool(llm: Any, data_dir: str) -> Any:

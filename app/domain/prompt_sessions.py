@@ -222,6 +222,7 @@ class Turn:
     rewrite: bool = True
     note: str | None = None  # e.g. why the current prompt was kept
     created_at: datetime | None = None
+    picked: bool = False  # the user chose (a candidate or their own prompt), not the ranking
 
     @property
     def chosen_candidate(self) -> Candidate | None:
@@ -320,6 +321,7 @@ class PromptSession:
             turn.chosen, turn.chosen_index = turn.candidates[index].prompt, index
         else:
             turn.chosen, turn.chosen_index = clean_text(prompt or "", "prompt", MAX_PROMPT_CHARS), None
+        turn.picked = True
         self.head = number
         self.updated_at = now
         return turn
@@ -338,3 +340,16 @@ class PromptSession:
             self.turn(number)
         self.head = number
         self.updated_at = now
+
+
+def preference_pairs(sessions: Sequence[PromptSession]) -> list[tuple[Candidate, Candidate]]:
+    """(winner, loser) for every turn where the user picked one of several rendered candidates: the
+    pick is preferred to each other candidate that has an image."""
+    pairs: list[tuple[Candidate, Candidate]] = []
+    for session in sessions:
+        for turn in session.turns:
+            winner = turn.chosen_candidate if turn.picked else None
+            if winner is None or winner.image_id is None:
+                continue
+            pairs += [(winner, c) for c in turn.candidates if c is not winner and c.image_id is not None]
+    return pairs

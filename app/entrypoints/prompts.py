@@ -74,3 +74,28 @@ class Prompts:
         self._atelier.migrate()
         page: tuple[list[PromptSession], int] = self._container.prompt_sessions().list(owner, limit, offset)
         return page
+
+    def train_preference(
+        self, *, simulate: str | None = None, turns: int = 200, k: int = 4, seed: int = 0
+    ) -> dict[str, Any]:
+        """Fit the Bradley–Terry preference reward on the picks stored in sessions, or on ``turns`` turns of
+        a simulated demo-world user with the taste ``simulate`` (styled, bold, dark). Turns score it from then on."""
+        from app.adapters.rewards.preference_training import (
+            preference_path,
+            simulated_turn_pairs,
+            stored_turn_pairs,
+            train_preference,
+        )
+
+        self._atelier.migrate()
+        reader = self._container.scene_reader()
+        if simulate is not None:
+            groups = simulated_turn_pairs(simulate, turns, k, reader, seed)
+            source = f"simulated:{simulate}"
+        else:
+            groups = stored_turn_pairs(self._container.prompt_sessions(), self._container.images(), reader)
+            source = "picks"
+        path = preference_path(self._atelier.settings.data_dir)
+        report: dict[str, Any] = train_preference(groups, path, source, seed)
+        self._container.prompt_rewards.reset()  # the next turn loads the new model
+        return {**report, "path": str(path)}

@@ -49,6 +49,7 @@ def upgrade() -> None:
         sa.Column("rewrite", sa.Boolean(), nullable=False),
         sa.Column("note", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("picked", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(
             ["session_id"],
             ["atelier_prompt_sessions.id"],

@@ -127,3 +127,21 @@ async def test_http_undo_at_the_start_and_foreign_sessions(client: httpx.AsyncCl
     response = await client.post(f"/v1/prompt-sessions/{sid}/undo")
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_parameters"
     assert (await client.get("/v1/prompt-sessions/ps-0000")).status_code == 404
+
+
+def test_preference_training_from_simulated_users_and_from_picks(data_dir: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["--data-dir", data_dir, "prompts", "train-preference", "--simulate", "bold", "--turns", "40", "--json"]
+    )
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["source"] == "simulated:bold" and report["pairs"] == 120 and Path(report["path"]).is_file()
+    with Atelier.open(data_dir=data_dir, start_worker=False) as atelier:
+        session = atelier.prompts.start(ANCHOR)
+        turn = atelier.prompts.turn(session.id, "更精致一些", k=3, seed=2, steps=4)
+        assert all(set(c.scores) == {"integrity", "aesthetic", "preference"} for c in turn.candidates)
+        atelier.prompts.choose(session.id, 1, index=2)
+        picks = atelier.prompts.train_preference()
+        assert picks["source"] == "picks" and picks["pairs"] == 2 and picks["turns"] == 1
+    empty = CliRunner().invoke(cli, ["--data-dir", data_dir + "-none", "prompts", "train-preference"])
+    assert empty.exit_code == 2 and empty.stderr.startswith("error: No preference pairs")

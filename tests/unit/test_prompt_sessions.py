@@ -20,6 +20,7 @@ from app.domain.prompt_sessions import (
     TurnSettings,
     deduplicate,
     drift,
+    preference_pairs,
     rank,
 )
 from app.domain.scenes import Scene, SceneObject, parse_caption
@@ -297,3 +298,16 @@ def test_integrity_reward_asks_for_the_instruction_applied_and_the_rest_kept() -
     # An instruction it cannot read: the candidate's own prompt is the reference.
     assert expected_scene(ANCHOR, "随便改改", "一个蓝色的圆形在左上角，白色背景") == blue
     assert expected_scene("一只猫", "随便改改", "一只狗") is None
+
+
+def test_only_picked_turns_with_images_give_preference_pairs() -> None:
+    s = _session()
+    settings = TurnSettings(seed=1)
+    a, b, c = (Candidate(p, image_id=f"{'a' * 32}-{i}") for i, p in enumerate("xyz"))
+    s.add_turn("把圆形换成蓝色", [a, b, c], settings, NOW)  # ranked, not picked: no pair
+    s.add_turn("加一个小三角形", [a, b, Candidate("no image")], settings, NOW)
+    s.choose(2, NOW, index=1)
+    s.add_turn("背景改成黑色", [a, b], settings, NOW)
+    s.choose(3, NOW, prompt="我自己写的")  # a hand-written prompt has no image: no pair
+    assert not s.turn(1).picked and s.turn(2).picked and s.turn(3).picked
+    assert [(w.prompt, loser.prompt) for w, loser in preference_pairs([s])] == [("y", "x")]

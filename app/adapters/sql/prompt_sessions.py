@@ -29,6 +29,7 @@ def turn_to_row(session_id: str, turn: Turn) -> PromptTurnRow:
         rewrite=turn.rewrite,
         note=turn.note,
         created_at=turn.created_at,
+        picked=turn.picked,
     )
 
 
@@ -45,6 +46,7 @@ def turn_from_row(row: PromptTurnRow) -> Turn:
         rewrite=row.rewrite,
         note=row.note,
         created_at=row.created_at,
+        picked=row.picked,
     )
 
 
@@ -112,8 +114,8 @@ class SqlPromptSessionStore(PromptSessionStore):
                 row = stored.get(turn.number)
                 if row is None:
                     db.add(turn_to_row(session.id, turn))
-                elif (row.chosen, row.chosen_index) != (turn.chosen, turn.chosen_index):
-                    row.chosen, row.chosen_index = turn.chosen, turn.chosen_index
+                elif (row.chosen, row.chosen_index, row.picked) != (turn.chosen, turn.chosen_index, turn.picked):
+                    row.chosen, row.chosen_index, row.picked = turn.chosen, turn.chosen_index, turn.picked
         session.version += 1
 
     def list(self, owner: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[PromptSession], int]:

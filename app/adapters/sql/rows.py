@@ -263,7 +263,7 @@ class PromptSessionRow(Base):
 
 
 class PromptTurnRow(Base):
-    """One turn of a session; only ``chosen`` and ``chosen_index`` ever change."""
+    """One turn of a session; only ``chosen``, ``chosen_index`` and ``picked`` ever change."""
 
     __tablename__ = "atelier_prompt_turns"
 
@@ -281,3 +281,4 @@ class PromptTurnRow(Base):
     rewrite: Mapped[bool] = mapped_column(Boolean)
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    picked: Mapped[bool] = mapped_column(Boolean)

@@ -30,6 +30,7 @@ COMMANDS = {
     "scenes": ("app.entrypoints.cli.scenes", "scenes", "The demo world: sample captions, read images back."),
     "db": ("app.entrypoints.cli.db", "db", "Database schema commands."),
     "chat": ("app.entrypoints.cli.chat", "chat", "Rewrite a prompt over several turns (prompt sessions)."),
+    "prompts": ("app.entrypoints.cli.prompts", "prompts", "Prompt sessions: list, train-preference."),
     "ask": ("app.entrypoints.cli.knowledge", "ask", "Answer a question, retrieving only for long-tail knowledge."),
     "edits": (
         "app.entrypoints.cli.edits",
