@@ -281,8 +281,8 @@ def _sql_prompt_sessions(engine: Any) -> Any:
 
 
 def _prompt_rewriter(settings: Any) -> Any:
-    """``rule`` (the demo world's rules), ``concat``, ``smollm2`` (its own copy, never the edited knowledge
-    LLM) or a causal-LM folder / hub id."""
+    """``rule`` (the demo world's rules), ``concat``, ``sft`` (the demo world's trained rewriter), ``smollm2``
+    (its own copy, never the edited knowledge LLM) or a causal-LM folder / hub id."""
     from app.adapters.rewriting.rules import ConcatPromptRewriter, RulePromptRewriter
 
     name = settings.prompt_rewriter
@@ -294,6 +294,15 @@ def _prompt_rewriter(settings: Any) -> Any:
 
     from app.adapters.rewriting.causal_lm import TransformersPromptRewriter
 
+    if name == "sft":
+        from app.adapters.rewriting.sft import sft_dir
+
+        folder = sft_dir(settings.data_dir)
+        if not (folder / "config.json").is_file():
+            from app.domain.errors import ModelUnavailable
+
+            raise ModelUnavailable("The SFT rewriter is not trained: run `atelier prompts train-sft` first.")
+        return TransformersPromptRewriter(str(folder), name="sft", max_new_tokens=64)
     if name == "smollm2":
         from app.adapters.transformers.smollm2 import smollm2_path
 

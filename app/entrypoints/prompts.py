@@ -11,6 +11,7 @@ with Atelier.open() as atelier:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from app.domain.prompt_sessions import PromptSession, Turn
@@ -99,3 +100,20 @@ class Prompts:
         report: dict[str, Any] = train_preference(groups, path, source, seed)
         self._container.prompt_rewards.reset()  # the next turn loads the new model
         return {**report, "path": str(path)}
+
+    def train_sft(
+        self,
+        *,
+        data: str | None = None,
+        progress: Callable[[int, int, dict[str, float]], None] | None = None,
+        **config: Any,
+    ) -> dict[str, Any]:
+        """Train the demo world's Chinese rewriter (``SftConfig`` fields in ``config``) on generated
+        InstructPE-format records, or on the InstructPE JSON at ``data``; serve it with ``prompt_rewriter="sft"``."""
+        from app.adapters.rewriting.sft import SftConfig, load_instructpe, sft_dir, train_sft
+
+        records = load_instructpe(data) if data else None
+        folder = sft_dir(self._atelier.settings.data_dir)
+        summary: dict[str, Any] = train_sft(folder, SftConfig(**config), records, progress)
+        self._container.prompt_rewriter.reset()
+        return {**summary, "path": str(folder)}

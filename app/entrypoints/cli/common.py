@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from enum import Enum
@@ -63,3 +65,25 @@ def job_line(job: GenerationJob) -> str:
     return (
         f"{job.id}  {job.status.value:<9} {job.progress:4.0%}  {when}  {p.model}  {p.width}x{p.height}  {p.prompt[:40]}"
     )
+
+
+@contextmanager
+def progress_bar(desc: str, quiet: bool) -> Iterator[Callable[..., None]]:
+    """A tqdm bar fed ``update(done, total, info=None)`` (``info`` shown after the bar); none when ``quiet``."""
+    from tqdm import tqdm
+
+    bar: Any = None
+
+    def update(done: int, total: int, info: dict[str, float] | None = None) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, disable=quiet, leave=False)
+        bar.update(done - bar.n)
+        if info:
+            bar.set_postfix({k: round(v, 3) for k, v in info.items()}, refresh=False)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()

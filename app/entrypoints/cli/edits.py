@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import click
-from tqdm import tqdm
 
 from app.domain.edits import EDITORS, EditRequest
 from app.domain.errors import InvalidParameters
-from app.entrypoints.cli.common import echo_json, open_atelier
+from app.entrypoints.cli.common import echo_json, open_atelier, progress_bar
 
 EDITOR = click.Choice(EDITORS)
-
-
-@contextmanager
-def _bar(desc: str, quiet: bool) -> Iterator[Callable[..., None]]:
-    bar: tqdm | None = None
-
-    def update(done: int, total: int, info: dict[str, float] | None = None) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc=desc, disable=quiet, leave=False)
-        bar.update(done - bar.n)
-        if info:
-            bar.set_postfix({k: round(v, 3) for k, v in info.items()}, refresh=False)
-
-    try:
-        yield update
-    finally:
-        if bar is not None:
-            bar.close()
 
 
 def _score(value: float | None) -> str:
@@ -171,7 +149,7 @@ def evaluate(
     """Sequential-editing evaluation: chunks of T edits applied one by one, all scored after the last."""
     atelier = open_atelier(ctx)
     specs = atelier.edits.load_dataset(dataset, limit) if dataset else _builtin_test(limit)
-    with _bar(f"{editor} T={sequence_length}", as_json) as progress:
+    with progress_bar(f"{editor} T={sequence_length}", as_json) as progress:
         report = atelier.edits.evaluate(
             editor, specs, sequence_length, seed=seed, max_chunks=chunks, fluency_samples=fluency, progress=progress
         )
@@ -218,7 +196,7 @@ def train(
 
     Resumable: started again with the same options, it continues from its last checkpoint."""
     overrides = {"steps": steps, "max_sequence": max_sequence, "blocks": blocks}
-    with _bar(f"training {editor}", as_json) as progress:
+    with progress_bar(f"training {editor}", as_json) as progress:
         summary = open_atelier(ctx).edits.train(
             editor,
             work_dir=work,

@@ -2,34 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 
 import click
-from tqdm import tqdm
 
 from app.domain.knowledge import DETECTOR_FEATURES, KnowledgeQuery
-from app.entrypoints.cli.common import echo_json, open_atelier
+from app.entrypoints.cli.common import echo_json, open_atelier, progress_bar
 
 RETRIEVAL = click.Choice(["auto", "always", "never"])
-
-
-@contextmanager
-def _bar(desc: str, quiet: bool) -> Iterator[Callable[[int, int], None]]:
-    bar: tqdm | None = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc=desc, disable=quiet, leave=False)
-        bar.update(done - bar.n)
-
-    try:
-        yield update
-    finally:
-        if bar is not None:
-            bar.close()
 
 
 def _print_query(query: KnowledgeQuery) -> None:
@@ -81,7 +61,7 @@ def knowledge() -> None:
 @click.pass_context
 def ingest(ctx: click.Context, paths: tuple[str, ...], as_json: bool) -> None:
     """Chunk, embed and index PATHS (txt, md, jsonl files or folders); re-ingesting replaces a file's chunks."""
-    with _bar("ingesting", as_json) as progress:
+    with progress_bar("ingesting", as_json) as progress:
         report = open_atelier(ctx, start_worker=False).knowledge.ingest(list(paths), progress)
     if as_json:
         echo_json(report)
@@ -116,7 +96,7 @@ def calibrate(
     Each question costs one answer and two backward passes of the language model.
     """
     names = [f.strip() for f in features.split(",") if f.strip()]
-    with _bar("calibrating", as_json) as progress:
+    with progress_bar("calibrating", as_json) as progress:
         calibration, _ = open_atelier(ctx, start_worker=False).knowledge.calibrate(
             dataset, split=split, limit=limit, features=names, decision_threshold=threshold, progress=progress
         )
@@ -155,7 +135,7 @@ def evaluate(
 ) -> None:
     """Accuracy, retrieval rate and latency of each retrieval mode on DATASET (nothing is stored)."""
     chosen = modes or ("auto", "always", "never")
-    with _bar("evaluating", as_json) as progress:
+    with progress_bar("evaluating", as_json) as progress:
         results = open_atelier(ctx, start_worker=False).knowledge.evaluate(
             dataset,
             split=split,
