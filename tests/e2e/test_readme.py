@@ -115,3 +115,12 @@ def test_model_edit_examples(tmp_path: Path) -> None:
     answers = [line for line in lines if "Peru" in line or "Cusco" in line or "Lima" in line]
     assert "rel 1.00" in lines[0] and "loc 1.00" in lines[0]
     assert "Cusco" in answers[1] and "Lima" in answers[-1]
+
+
+def test_prompt_session_examples(tmp_path: Path) -> None:
+    """`atelier chat` on the shipped demo model, the simulated-user preference model and the session list."""
+    script = block_after("### Prompt sessions", "bash")
+    result = run_script(script, tmp_path, timeout=600)
+    out = result.stdout
+    assert "turn 1 (seed 7): 把圆形换成蓝色" in out and "turn 2 (seed 7): 加一个小三角形" in out
+    assert out.count("current prompt:") >= 4 and "held-out pair accuracy" in out and "1 of 1" in out
