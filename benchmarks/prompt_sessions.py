@@ -2,7 +2,8 @@
 instruction applied and the rest kept, per rewriter.
 
     python -m benchmarks.prompt_sessions [--instructions 100] [--k 4] [--sft-steps 3000]
-        [--sft-records 20000] [--sft-held-out 200] [--steps 20] [--methods concat,rule,sft,sft_best_of_n] [--threads 2] [--seed 0] [--out-dir DIR]
+        [--sft-records 20000] [--sft-held-out 200] [--steps 20]
+        [--methods concat,rule,sft,sft_best_of_n] [--threads 2] [--seed 0] [--out-dir DIR]
 
 Held-out records: InstructPE-format records over scenes of the demo world's held-out split (colour,
 shape and position combinations the demo model and the SFT rewriter never saw), each a beautified
