@@ -88,20 +88,12 @@ def _pairs(records: Sequence[InstructPERecord], rng: random.Random) -> list[tupl
 
 
 def _tokenizer(texts: Iterable[str], vocab: int) -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab,
-        special_tokens=[PAD, BOS, EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    core.train_from_iterator(texts, trainer=trainer)
+    from app.adapters.transformers.tiny import byte_level_bpe
+
     cls: Any = PreTrainedTokenizerFast
+    core = byte_level_bpe(texts, vocab, [PAD, BOS, EOS])
     return cls(tokenizer_object=core, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=None)
 
 

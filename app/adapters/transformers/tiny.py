@@ -6,6 +6,7 @@ language model is not needed (its answers are noise, but every code path of the 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +42,24 @@ The population of the city grew quickly after the railway was built in the ninet
 """
 
 
-def build_tokenizer() -> Any:
-    """A byte-level BPE trained on the built-in English and Chinese sample (deterministic)."""
+def byte_level_bpe(texts: Iterable[str], vocab_size: int, special_tokens: list[str]) -> Tokenizer:
+    """A byte-level BPE trained on ``texts`` (deterministic; decoding gives back the exact text)."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=[BOS, IM_START, IM_END],
+        vocab_size=vocab_size,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_SAMPLE.splitlines(), trainer=trainer)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return tokenizer
+
+
+def build_tokenizer() -> Any:
+    """A byte-level BPE trained on the built-in English and Chinese sample (deterministic)."""
+    tokenizer = byte_level_bpe(_SAMPLE.splitlines(), VOCAB_SIZE, [BOS, IM_START, IM_END])
     fast = _TOKENIZER_CLASS(tokenizer_object=tokenizer, bos_token=BOS, eos_token=IM_END, pad_token=BOS, unk_token=None)
     fast.chat_template = CHAT_TEMPLATE
     return fast
