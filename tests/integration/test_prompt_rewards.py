@@ -115,8 +115,8 @@ def test_bradley_terry_learns_a_simulated_users_taste(tmp_path: Path) -> None:
     groups = simulated_turn_pairs("styled", 100, 4, reader, seed=0)
     assert len(groups) == 100 and all(len(g) == 3 for g in groups)
     report = train_preference(groups, tmp_path / "preference.json", "simulated:styled")
-    # Many picks are between candidates the taste scores equal (decided by the noise): on these turns
-    # the user's own taste scores 0.71 (ties counted as a half) and chance 0.5; the fitted model 0.72.
+    # Many picks are between candidates the taste scores equal (decided by the noise), so even the
+    # user's own taste cannot predict them all; chance is 0.5.
     assert report["held_out_accuracy"] >= 0.65, report
     assert report["weights"]["style_outline"] > 0
     reward = BradleyTerryPreferenceReward(reader, str(tmp_path / "preference.json"))

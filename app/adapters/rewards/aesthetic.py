@@ -36,7 +36,8 @@ def _array(image: RgbImage) -> np.ndarray:
 
 
 def image_quality(image: RgbImage) -> dict[str, float]:
-    """The three pixel terms of the demo-world score (each in [0, 1])."""
+    """The three pixel terms of the demo-world score (each in [0, 1]), and two more the preference model
+    uses: ``coverage`` (the share of non-background pixels) and ``brightness`` (their mean level)."""
     img = _array(image)
     grey = img.mean(-1) / 255.0
     gy, gx = np.gradient(grey)
@@ -50,7 +51,14 @@ def image_quality(image: RgbImage) -> dict[str, float]:
     top, low = img.max(-1), img.min(-1)
     saturation_map = np.where(top > 0, (top - low) / np.maximum(top, 1e-6), 0.0)
     saturation = float(saturation_map[foreground].mean()) if foreground.any() else 0.0
-    return {"sharpness": sharpness, "cleanliness": cleanliness, "saturation": saturation}
+    brightness = float(img[foreground].mean() / 255.0) if foreground.any() else 0.0
+    return {
+        "sharpness": sharpness,
+        "cleanliness": cleanliness,
+        "saturation": saturation,
+        "coverage": float(foreground.mean()),
+        "brightness": brightness,
+    }
 
 
 class DemoAestheticReward(RewardModel):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.adapters.rewards.aesthetic import _array, image_quality
+from app.adapters.rewards.aesthetic import image_quality
 from app.domain.errors import InvalidParameters, ModelUnavailable
 from app.domain.scenes import STYLES
 from app.ports.generation import RgbImage
@@ -46,19 +46,14 @@ FEATURES = (
 
 def features(image: RgbImage, reader: SceneReader) -> list[float]:
     q = image_quality(image)
-    img = _array(image)
-    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
-    foreground = np.abs(img - np.median(border, axis=0)).max(-1) > 24
-    coverage = float(foreground.mean())
-    brightness = float(img[foreground].mean() / 255.0) if foreground.any() else 0.0
     scene = reader.read(image)
     styles = {s for o in scene.objects for s in o.styles}
     return [
         q["sharpness"],
         q["cleanliness"],
         q["saturation"],
-        coverage,
-        brightness,
+        q["coverage"],
+        q["brightness"],
         float(len(scene.objects)),
         *(float(s in styles) for s in STYLES),
         float(scene.background in ("black", "gray")),
