@@ -135,6 +135,12 @@ class Prompts:
 
         settings = RlConfig(**config)
         records = load_instructpe(data) if data else None
+        folder = rl_dir(self._atelier.settings.data_dir)
+        sft = sft_dir(self._atelier.settings.data_dir)
+        if not (sft / "config.json").is_file():
+            from app.domain.errors import ModelUnavailable
+
+            raise ModelUnavailable("The SFT rewriter is not trained: run `atelier prompts train-sft` first.")
         self._atelier.migrate()
         self._container.catalog().get(model)  # an unknown model fails before any training
         scorer = self._container.score_prompts()
@@ -142,8 +148,6 @@ class Prompts:
         def score(items: Sequence[ScoreItem]) -> list[dict[str, float]]:
             return scorer(items, model=model, steps=settings.render_steps)
 
-        folder = rl_dir(self._atelier.settings.data_dir)
-        sft = sft_dir(self._atelier.settings.data_dir)
         summary: dict[str, Any] = train_rl(sft, folder, score, settings, records, progress)
         self._container.prompt_rewriter.reset()
         return {**summary, "path": str(folder)}

@@ -49,7 +49,7 @@ class ScorePrompts:
     def render(self, items: Sequence[ScoreItem], model: str, steps: int = 20) -> list[RgbImage]:
         requests = []
         for item in items:
-            params = GenerationParams(prompt=item.prompt or " ", model=model, steps=steps, seed=item.seed)
+            params = GenerationParams(prompt=item.prompt, model=model, steps=steps, seed=item.seed)
             requests.append(build_request(prepare(params, self._catalog, self._images), self._catalog, self._images))
         outcomes = self._generator.generate_batch(requests, [_Quiet() for _ in requests])
         pictures = []
@@ -61,16 +61,18 @@ class ScorePrompts:
         return pictures
 
     def __call__(self, items: Sequence[ScoreItem], model: str, steps: int = 20) -> list[dict[str, float]]:
-        """One dict per item: each reward by name and ``reward``, their weighted combination."""
-        pictures = self.render(items, model, steps)
+        """One dict per item: each reward by name and ``reward``, their weighted combination. An empty prompt
+        is not drawn: it is unusable as a rewrite (a turn falls back to the current prompt), so every reward is 0."""
+        drawn = [i for i, item in enumerate(items) if item.prompt.strip()]
+        pictures = self.render([items[i] for i in drawn], model, steps) if drawn else []
         inputs = [
-            RewardInput(picture, item.prompt, item.instruction, item.source_prompt)
-            for picture, item in zip(pictures, items, strict=True)
+            RewardInput(picture, items[i].prompt, items[i].instruction, items[i].source_prompt)
+            for picture, i in zip(pictures, drawn, strict=True)
         ]
-        scores: list[dict[str, float]] = [{} for _ in items]
+        scores: list[dict[str, float]] = [{reward.name: 0.0 for reward in self._rewards} for _ in items]
         for reward in self._rewards:
-            for row, value in zip(scores, reward.score(inputs), strict=True):
-                row[reward.name] = float(value)
-        for row in scores:
-            row[COMBINED] = self._weights.combine(row)
+            for i, value in zip(drawn, reward.score(inputs) if inputs else [], strict=True):
+                scores[i][reward.name] = float(value)
+        for i, row in enumerate(scores):
+            row[COMBINED] = self._weights.combine(row) if i in set(drawn) else 0.0
         return scores

@@ -311,3 +311,21 @@ def test_only_picked_turns_with_images_give_preference_pairs() -> None:
     s.choose(3, NOW, prompt="我自己写的")  # a hand-written prompt has no image: no pair
     assert not s.turn(1).picked and s.turn(2).picked and s.turn(3).picked
     assert [(w.prompt, loser.prompt) for w, loser in preference_pairs([s])] == [("y", "x")]
+
+
+def test_score_prompts_renders_each_prompt_with_its_seed_and_combines_the_rewards() -> None:
+    from app.domain.prompt_sessions import RewardWeights
+    from app.usecases.score_prompts import COMBINED, ScoreItem, ScorePrompts
+
+    w = World()
+    aesthetic = FakeReward("aesthetic", {"蓝色圆": 1.0})
+    w.integrity.table = {"蓝色圆": 0.5}
+    score = ScorePrompts(w.generator, demo_catalog(), w.images, [w.integrity, aesthetic], RewardWeights())
+    items = [ScoreItem("蓝色圆", "把圆形换成蓝色", ANCHOR, 7), ScoreItem("  ", "把圆形换成蓝色", ANCHOR, 8)]
+    rows = score(items, model="demo", steps=2)
+    # integrity 0.6 and aesthetic 0.2 of the weights (no preference measured): (0.6·0.5 + 0.2·1.0) / 0.8
+    assert rows[0] == {"integrity": 0.5, "aesthetic": 1.0, COMBINED: pytest.approx(0.625)}
+    assert rows[1] == {"integrity": 0.0, "aesthetic": 0.0, COMBINED: 0.0}  # an empty rewrite is not drawn
+    assert [(r.params.prompt, r.params.seed) for r in w.generator.calls] == [("蓝色圆", 7)]
+    assert not w.images.images and not w.jobs.rows  # nothing stored
+    assert [i.instruction for i in w.integrity.seen] == ["把圆形换成蓝色"]

@@ -1,0 +1,150 @@
+"""RL of the demo world's rewriter: the ADM behaviour policies, GAE, the content-integrity state value, a short
+PPO run that raises a learnable reward, and the whole path through the library and the CLI (real renders
+of the demo model, ``prompt_rewriter = "sft_rl"``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from app.adapters.rewriting.causal_lm import plain_prompt
+from app.adapters.rewriting.rl import (
+    RlConfig,
+    _gae,
+    _load,
+    _prefix_integrity,
+    _Sampler,
+    rl_dir,
+    train_rl,
+)
+from app.adapters.rewriting.sft import SftConfig, generate_records, sft_dir, train_sft
+from app.domain.errors import InvalidParameters, ModelUnavailable
+from app.domain.scenes import parse_caption
+from app.entrypoints.cli.main import cli
+from app.entrypoints.library import Atelier
+from app.usecases.score_prompts import COMBINED, ScoreItem
+from tests.integration.test_sft_rewriter import TINY
+
+
+@pytest.fixture(scope="module")
+def sft_data(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A data dir holding a tiny SFT rewriter (trained once for the module)."""
+    data = str(tmp_path_factory.mktemp("rl-data"))
+    train_sft(sft_dir(data), SftConfig(**{**TINY, "steps": 60}))
+    return data
+
+
+def _sampler(data: str, **config: object) -> tuple[_Sampler, object]:
+    tokenizer, lm = _load(sft_dir(data))
+    return _Sampler(lm, tokenizer, RlConfig(**config), torch.Generator().manual_seed(0)), tokenizer  # type: ignore[arg-type]
+
+
+def test_behaviour_policies_of_the_modified_action_space(sft_data: str) -> None:
+    sampler, tokenizer = _sampler(sft_data, bonus=50.0)
+    record = generate_records(1, seed=5)[0]
+    ids = tokenizer(
+        plain_prompt(record.beautified_source_prompt, record.instruction), add_special_tokens=False
+    ).input_ids  # type: ignore[operator]
+    greedy, greedy_logp = sampler.run(ids, "greedy")
+    assert greedy_logp == [0.0] * len(greedy)  # deterministic steps: μ(a) = 1
+    # a hard negative leaves the greedy path exactly at the deviation step, never on the top-1 token there
+    deviate = min(2, len(greedy) - 1)
+    negative, negative_logp = sampler.run(ids, "negative", deviate=deviate)
+    assert negative[:deviate] == greedy[:deviate] and negative[deviate] != greedy[deviate]
+    assert negative_logp[deviate] < 0.0 and all(v == 0.0 for v in negative_logp[:deviate])
+    # a positive only uses tokens of the target prompt when the bonus dominates
+    target_ids = set(tokenizer(" " + record.beautified_target_prompt, add_special_tokens=False).input_ids)  # type: ignore[operator]
+    positive, _ = sampler.run(ids, "positive", record.beautified_target_prompt)
+    assert set(positive[:-1]) <= target_ids
+    plain_a, _ = _sampler(sft_data)[0].run(ids, "plain")
+    assert plain_a == _sampler(sft_data)[0].run(ids, "plain")[0]  # seeded
+
+
+def test_gae_with_lambda_one_is_return_minus_value() -> None:
+    rewards = torch.tensor([0.1, -0.2, 1.0])
+    values = torch.tensor([0.5, 0.3, 0.2])
+    advantages = _gae(rewards, values, gamma=1.0, lam=1.0)
+    assert torch.allclose(advantages, torch.tensor([0.9, 0.8, 1.0]) - values)  # returns: suffix sums
+    # λ = 0: one-step TD errors
+    assert torch.allclose(_gae(rewards, values, 1.0, 0.0), torch.tensor([0.1 + 0.3 - 0.5, -0.2 + 0.2 - 0.3, 1.0 - 0.2]))
+
+
+def test_the_integrity_state_value_credits_prefixes_that_name_the_asked_scene(sft_data: str) -> None:
+    tokenizer, _ = _load(sft_dir(sft_data))
+    caption = "一个红色的大圆形在左上，蓝色背景"
+    asked = parse_caption(caption)
+    tokens = [*tokenizer(" " + caption, add_special_tokens=False).input_ids, tokenizer.eos_token_id]
+    phi = _prefix_integrity(tokenizer, asked, tokens)
+    assert len(phi) == len(tokens) and phi[0] == 0.0
+    assert phi[-1] == pytest.approx(1.0) and max(phi[: len(phi) // 3]) < phi[-1]
+    assert _prefix_integrity(tokenizer, None, tokens) == [0.0] * len(tokens)
+
+
+def test_ppo_raises_a_learnable_reward(sft_data: str, tmp_path: Path) -> None:
+    """With a reward the policy can reach (short rewrites), the rollouts' reward climbs; the KL to the SFT
+    model is measured and positive; the model is saved and its summary written."""
+
+    def shorter(items: Sequence[ScoreItem]) -> list[dict[str, float]]:
+        return [{COMBINED: 1.0 - min(len(i.prompt), 40) / 40, "integrity": 0.0} for i in items]
+
+    config = RlConfig(steps=14, rollouts=12, lr=2e-3, kl=0.01, held_out=4, records=200, max_new_tokens=40)
+    summary = train_rl(sft_dir(sft_data), tmp_path / "rl", shorter, config)
+    assert summary["reward_last"] > summary["reward_first"] + 0.1, summary["history"]
+    assert summary["kl_last"] > 0.0
+    assert summary["held_out_after"]["reward"] > summary["held_out_before"]["reward"]
+    assert {"reward_plain", "reward_positive", "reward_negative"} <= set().union(*summary["history"])
+    assert json.loads((tmp_path / "rl" / "training.json").read_text())["steps"] == 14
+    assert (tmp_path / "rl" / "config.json").is_file()
+
+
+def test_rl_config_rejects_bad_settings() -> None:
+    with pytest.raises(InvalidParameters):
+        RlConfig(state_value="oracle")
+    with pytest.raises(InvalidParameters):
+        RlConfig(positive=0.8, negative=0.5)
+    with pytest.raises(InvalidParameters):
+        RlConfig(steps=0)
+
+
+def test_train_rl_through_the_library_renders_scores_and_serves(sft_data: str) -> None:
+    """Real renders of the shipped demo model, the turns' rewards, then a turn with ``sft_rl``."""
+    with Atelier.open(data_dir=sft_data, start_worker=False) as base:
+        base.init_demo()
+        seen: list[dict[str, float]] = []
+        summary = base.prompts.train_rl(
+            steps=2, rollouts=4, held_out=2, render_steps=2, records=50, progress=lambda s, n, i: seen.append(i)
+        )
+        assert len(seen) == 2 and all(0.0 <= i["reward"] <= 1.0 for i in seen)
+        assert set(summary["held_out_after"]) == {"reward", "integrity", "exact"}
+        assert summary["path"] == str(rl_dir(sft_data))
+    with Atelier.open(data_dir=sft_data, start_worker=False, prompt_rewriter="sft_rl") as atelier:
+        assert atelier.container.prompt_rewriter().name == "sft_rl"
+        session = atelier.prompts.start("一个红色的圆形在中间")
+        turn = atelier.prompts.turn(session.id, "把圆形换成蓝色", n=2, k=2, seed=0, steps=2)
+        assert turn.candidates and all("integrity" in c.scores for c in turn.candidates if c.image_id)
+
+
+def test_untrained_rewriters_name_the_command(tmp_path: Path) -> None:
+    with Atelier.open(data_dir=str(tmp_path), profile="test", prompt_rewriter="sft_rl", start_worker=False) as atelier:
+        session = atelier.prompts.start("一个红色的圆形在中间")
+        with pytest.raises(ModelUnavailable, match="atelier prompts train-rl"):
+            atelier.prompts.turn(session.id, "把圆形换成蓝色", steps=2)
+    result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "prompts", "train-rl", "--steps", "1"])
+    assert result.exit_code != 0
+    assert result.stderr.strip().splitlines() == [
+        "error: The SFT rewriter is not trained: run `atelier prompts train-sft` first."
+    ]
+
+
+def test_train_rl_cli_reports_json(sft_data: str) -> None:
+    args = ["--data-dir", sft_data, "prompts", "train-rl", "--steps", "1", "--held-out", "1", "--render-steps", "2"]
+    result = CliRunner().invoke(cli, [*args, "--no-adm", "--state-value", "plain", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["config"]["adm"] is False and report["config"]["state_value"] == "plain"
+    assert report["steps"] == 1 and len(report["history"]) == 1
