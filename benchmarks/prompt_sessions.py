@@ -3,7 +3,8 @@ instruction applied and the rest kept, per rewriter.
 
     python -m benchmarks.prompt_sessions [--instructions 100] [--k 4] [--sft-steps 3000]
         [--sft-records 20000] [--sft-held-out 200] [--steps 20]
-        [--methods concat,rule,sft,sft_best_of_n] [--threads 2] [--seed 0] [--out-dir DIR]
+        [--rl-steps 150] [--rl-ablations] [--methods concat,rule,sft,sft_best_of_n,sft_rl,sft_rl_best_of_n]
+        [--threads 2] [--seed 0] [--out-dir DIR]
 
 Held-out records: InstructPE-format records over scenes of the demo world's held-out split (colour,
 shape and position combinations the demo model and the SFT rewriter never saw), each a beautified
@@ -11,7 +12,13 @@ source prompt and an instruction. For each method a fresh session starts from th
 takes one turn with the instruction on the shipped ``demo`` model (one seed per record, the same for
 every method). Methods: ``concat`` (prompt + instruction), ``rule`` (the demo world's rule rewriter),
 ``sft`` (the trained rewriter's greedy rewrite, one candidate), ``sft_best_of_n`` (``--k`` candidates
-ranked by the rewards). SFT + RL is not built yet: its keys are null.
+ranked by the rewards), ``sft_rl`` and ``sft_rl_best_of_n`` (the same after ``--rl-steps`` PPO iterations
+of ``train-rl``, trained after the preference model so its reward is the full combined reward).
+Missing rewriters are trained into the data dir first; existing ones are reused.
+
+``--rl-ablations`` also trains RL without ADM, without the integrity state value, and without both (same
+seed and steps, separate folders) and reports each one's held-out figures from its training summary
+(greedy rewrites of held-out records: combined reward, integrity, exact share) beside the full method's.
 
 Metrics of the chosen candidate: ``success_rate`` the share whose image the checker reads as exactly
 the scene asked for (the source scene with the instruction applied: every attribute and nothing more);
@@ -37,7 +44,7 @@ from typing import Any
 
 from benchmarks._common import emit, environment
 
-METHODS = ("concat", "rule", "sft", "sft_best_of_n")
+METHODS = ("concat", "rule", "sft", "sft_best_of_n", "sft_rl", "sft_rl_best_of_n")
 HEADLINE = ("concat", "rule", "sft", "sft_rl", "sft_rl_best_of_n")
 
 
@@ -49,6 +56,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sft-records", type=int, default=20000, help="generated training records")
     parser.add_argument("--sft-held-out", type=int, default=200, help="records of the SFT exact-match check")
     parser.add_argument("--steps", type=int, default=20, help="denoising steps per image")
+    parser.add_argument("--rl-steps", type=int, default=150, help="PPO iterations of the RL rewriter")
+    parser.add_argument("--rl-held-out", type=int, default=128, help="records of the RL held-out check")
+    parser.add_argument("--rl-ablations", action="store_true", help="also train RL without ADM / integrity value")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -58,6 +68,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     methods = [m for m in args.methods.split(",") if m]
 
     from app.adapters.rewards.integrity import expected_scene
+    from app.adapters.rewriting.rl import rl_dir
     from app.adapters.rewriting.sft import generate_records, sft_dir
     from app.domain.scenes import integrity
     from app.entrypoints.library import Atelier
@@ -78,8 +89,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 training["sft"]["wall_minutes"] = round((time.perf_counter() - started) / 60, 2)
                 print({"trained": "sft", **{k: v for k, v in training["sft"].items() if k != "config"}}, flush=True)
             training["preference"] = base.prompts.train_preference(simulate="styled", turns=200, seed=args.seed)
+            rl = {"steps": args.rl_steps, "held_out": args.rl_held_out, "render_steps": args.steps, "seed": args.seed}
+            if any(m.startswith("sft_rl") for m in methods) and not (rl_dir(data) / "config.json").is_file():
+                training["sft_rl"] = _short(base.prompts.train_rl(**rl))
+                print({"trained": "sft_rl", **training["sft_rl"]}, flush=True)
+            if args.rl_ablations:
+                variants = {
+                    "no_adm": {"adm": False},
+                    "plain_value": {"state_value": "plain"},
+                    "no_adm_plain_value": {"adm": False, "state_value": "plain"},
+                }
+                for name, change in variants.items():
+                    folder = str(Path(data) / "models" / f"rewriter-rl-{name}")
+                    training[f"ablation_{name}"] = _short(base.prompts.train_rl(out_dir=folder, **rl, **change))
+                    print({"trained": name, **training[f"ablation_{name}"]}, flush=True)
         for method in methods:
-            rewriter = "sft" if method.startswith("sft") else method
+            rewriter = method.removesuffix("_best_of_n")
             k = args.k if method.endswith("best_of_n") else 1
             started = time.perf_counter()
             rows = []
@@ -106,8 +131,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     headline: dict[str, Any] = {}
     for metric in ("success_rate", "aesthetic", "preference", "drift"):
         headline[metric] = {m: results.get(m, {}).get(metric) for m in HEADLINE}
-    headline["sft_rl_gain_over_concat"] = None  # SFT + RL is not built yet
-    headline["sft_rl_gain_over_sft"] = None
+    rate = headline["success_rate"]
+    gain = {
+        base: None if rate["sft_rl"] is None or rate[base] is None else round(rate["sft_rl"] - rate[base], 4)
+        for base in ("concat", "sft")
+    }
+    headline["sft_rl_gain_over_concat"] = gain["concat"]
+    headline["sft_rl_gain_over_sft"] = gain["sft"]
     detail = {
         "environment": env,
         "instructions": len(records),
@@ -118,6 +148,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     emit(detail, headline)
     return headline
+
+
+def _short(summary: dict[str, Any]) -> dict[str, Any]:
+    """A training summary without its per-iteration history and config."""
+    return {k: v for k, v in summary.items() if k not in ("history", "config")}
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ with Atelier.open() as atelier:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.domain.prompt_sessions import PromptSession, Turn
@@ -123,19 +124,21 @@ class Prompts:
         *,
         model: str = "demo",
         data: str | None = None,
+        out_dir: str | None = None,
         progress: Callable[[int, int, dict[str, float]], None] | None = None,
         **config: Any,
     ) -> dict[str, Any]:
         """PPO on the SFT rewriter (``train_sft`` first) with the turns' combined reward of images drawn by
         ``model``, with action-space dynamic modification and the content-integrity state value (``RlConfig``
-        fields in ``config``); serve it with ``prompt_rewriter="sft_rl"``."""
+        fields in ``config``); serve it with ``prompt_rewriter="sft_rl"``. ``out_dir`` writes it elsewhere
+        than the served folder (for comparing settings)."""
         from app.adapters.rewriting.rl import RlConfig, rl_dir, train_rl
         from app.adapters.rewriting.sft import load_instructpe, sft_dir
         from app.usecases.score_prompts import ScoreItem
 
         settings = RlConfig(**config)
         records = load_instructpe(data) if data else None
-        folder = rl_dir(self._atelier.settings.data_dir)
+        folder = Path(out_dir) if out_dir else rl_dir(self._atelier.settings.data_dir)
         sft = sft_dir(self._atelier.settings.data_dir)
         if not (sft / "config.json").is_file():
             from app.domain.errors import ModelUnavailable

@@ -1,4 +1,4 @@
-"""The prompt-session benchmark end to end on the shipped demo model (a few SFT steps, tiny settings)."""
+"""The prompt-session benchmark end to end on the shipped demo model (a few SFT and RL steps, tiny settings)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from benchmarks.prompt_sessions import HEADLINE, main
 
 def test_the_benchmark_prints_the_headline(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--instructions", "3", "--k", "2", "--sft-steps", "5", "--sft-records", "200", "--sft-held-out", "2"]
-    headline = main([*args, "--steps", "4", "--threads", "1"])
+    headline = main(
+        [*args, "--steps", "4", "--threads", "1", "--rl-steps", "2", "--rl-held-out", "2", "--rl-ablations"]
+    )
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == headline
     assert set(last) == {
@@ -24,7 +26,9 @@ def test_the_benchmark_prints_the_headline(capsys: pytest.CaptureFixture[str]) -
     }
     for metric in ("success_rate", "aesthetic", "preference", "drift"):
         assert set(last[metric]) == set(HEADLINE)
-        for method in ("concat", "rule", "sft"):
+        for method in HEADLINE:
             assert 0.0 <= last[metric][method] <= 1.0
-        assert last[metric]["sft_rl"] is None  # not built yet: reported as such, never invented
+    rate = last["success_rate"]
+    assert last["sft_rl_gain_over_concat"] == pytest.approx(rate["sft_rl"] - rate["concat"])
+    assert last["sft_rl_gain_over_sft"] == pytest.approx(rate["sft_rl"] - rate["sft"])
     assert last["drift"]["concat"] > 0  # the instruction was appended
