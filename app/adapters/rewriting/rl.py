@@ -33,7 +33,7 @@ the turn asks for (``expected_scene``) against ``parse_caption`` of the decoded 
 read as a scene). GAE uses ``V``; ``V_θ`` is fitted to ``returns − c·Φ``. A prefix that already names what the
 instruction asks for starts with a higher value, so credit reaches the tokens that keep the content, not only
 the last one. ``state_value="plain"`` turns it off (``V = V_θ``), ``adm=False`` samples every episode on-policy:
-the ablations ``benchmarks.prompt_sessions --rl-ablations`` measures.
+the ablations that ``benchmarks.prompt_sessions --rl-ablations`` measures.
 
 **Held-out check.** Before and after training, the greedy rewrites of held-out records (scenes of the held-out
 split) are rendered and scored: mean combined reward, integrity and the share read back as exactly the
