@@ -120,6 +120,20 @@ class RewardWeights:
         return float(sum(getattr(self, n) * scores[n] for n in REWARDS if n in scores) / total)
 
 
+COMBINED = "reward"  # the key of the weighted combination in a row of scores
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    """A prompt to render and score outside any session: a rewrite of ``source_prompt`` following
+    ``instruction``, drawn with ``seed`` (what RL of a rewriter scores its rollouts by)."""
+
+    prompt: str
+    instruction: str
+    source_prompt: str
+    seed: int
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One rewritten prompt of a turn. ``source``: ``rewriter``, ``current`` (the prompt before the turn,

@@ -134,7 +134,7 @@ class Prompts:
         than the served folder (for comparing settings)."""
         from app.adapters.rewriting.rl import RlConfig, rl_dir, train_rl
         from app.adapters.rewriting.sft import load_instructpe, sft_dir
-        from app.usecases.score_prompts import ScoreItem
+        from app.domain.prompt_sessions import ScoreItem
 
         settings = RlConfig(**config)
         records = load_instructpe(data) if data else None

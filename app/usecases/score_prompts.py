@@ -10,23 +10,12 @@ Images are rendered in batches through ``ImageGenerator.generate_batch`` and kep
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from app.domain.generation import GenerationParams
-from app.domain.prompt_sessions import RewardWeights
+from app.domain.prompt_sessions import COMBINED, RewardWeights, ScoreItem
 from app.ports.generation import ImageGenerator, ImageStore, ModelCatalog, ProgressSink, RgbImage
 from app.ports.prompt_sessions import RewardInput, RewardModel
 from app.usecases.generation_inputs import build_request, prepare
-
-COMBINED = "reward"
-
-
-@dataclass(frozen=True)
-class ScoreItem:
-    prompt: str
-    instruction: str
-    source_prompt: str
-    seed: int
 
 
 class _Quiet(ProgressSink):
@@ -73,6 +62,6 @@ class ScorePrompts:
         for reward in self._rewards:
             for i, value in zip(drawn, reward.score(inputs) if inputs else [], strict=True):
                 scores[i][reward.name] = float(value)
-        for i, row in enumerate(scores):
-            row[COMBINED] = self._weights.combine(row) if i in set(drawn) else 0.0
+        for row in scores:  # an undrawn row's rewards are all 0, and so is their combination
+            row[COMBINED] = self._weights.combine(row)
         return scores

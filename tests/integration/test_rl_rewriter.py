@@ -24,10 +24,10 @@ from app.adapters.rewriting.rl import (
 )
 from app.adapters.rewriting.sft import SftConfig, generate_records, sft_dir, train_sft
 from app.domain.errors import InvalidParameters, ModelUnavailable
+from app.domain.prompt_sessions import COMBINED, ScoreItem
 from app.domain.scenes import parse_caption
 from app.entrypoints.cli.main import cli
 from app.entrypoints.library import Atelier
-from app.usecases.score_prompts import COMBINED, ScoreItem
 from tests.integration.test_sft_rewriter import TINY
 
 

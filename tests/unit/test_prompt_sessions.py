@@ -314,8 +314,8 @@ def test_only_picked_turns_with_images_give_preference_pairs() -> None:
 
 
 def test_score_prompts_renders_each_prompt_with_its_seed_and_combines_the_rewards() -> None:
-    from app.domain.prompt_sessions import RewardWeights
-    from app.usecases.score_prompts import COMBINED, ScoreItem, ScorePrompts
+    from app.domain.prompt_sessions import COMBINED, RewardWeights, ScoreItem
+    from app.usecases.score_prompts import ScorePrompts
 
     w = World()
     aesthetic = FakeReward("aesthetic", {"蓝色圆": 1.0})

@@ -59,9 +59,9 @@ from app.adapters.rewards.integrity import expected_scene
 from app.adapters.rewriting.causal_lm import plain_prompt
 from app.adapters.rewriting.sft import generate_records
 from app.domain.errors import InvalidParameters, ModelUnavailable
+from app.domain.prompt_sessions import COMBINED, ScoreItem
 from app.domain.scene_instructions import InstructPERecord
 from app.domain.scenes import Scene, integrity, parse_caption
-from app.usecases.score_prompts import COMBINED, ScoreItem
 
 Progress = Callable[[int, int, dict[str, float]], None]
 Scorer = Callable[[Sequence[ScoreItem]], list[dict[str, float]]]
