@@ -31,6 +31,7 @@ from app.usecases.calibrate_detector import CalibrateDetector
 from app.usecases.cancel_job import CancelJob
 from app.usecases.evaluate_editor import EvaluateEditor
 from app.usecases.ingest_documents import IngestDocuments
+from app.usecases.preview_control_map import PreviewControlMap
 from app.usecases.read_scene import ReadScene
 from app.usecases.recover_jobs import RecoverJobs
 from app.usecases.restore_edits import RestoreEdits
@@ -119,14 +120,27 @@ def _sql_reader(engine: Any) -> Any:
     return SqlJobReader(session_factory(engine))
 
 
-def _diffusers_generator(device: str, safety_checker: bool, cache_bytes: int) -> Iterator[Any]:
+def _diffusers_generator(device: str, safety_checker: bool, cache_bytes: int, depth: Any) -> Iterator[Any]:
     from app.adapters.diffusers.generator import DiffusersImageGenerator
 
     generator = DiffusersImageGenerator(
-        device=_pick_device(device), safety_checker=safety_checker, cache_bytes=cache_bytes
+        device=_pick_device(device), safety_checker=safety_checker, cache_bytes=cache_bytes, depth=depth
     )
     yield generator
     generator.unload_all()
+
+
+def _depth_estimator() -> Any:
+    """The depth preprocessor, one for the generator and the control-map preview (so both draw the same map)."""
+    from app.adapters.imaging.control import LuminanceDepthEstimator
+
+    return LuminanceDepthEstimator()
+
+
+def _control_preprocessor(depth: Any) -> Any:
+    from app.adapters.imaging.control import OpenCvControlPreprocessor
+
+    return OpenCvControlPreprocessor(depth)
 
 
 def decode_base64(text: str) -> bytes:
@@ -143,6 +157,13 @@ def decode_rgb(data: bytes) -> Any:
 
     image = to_rgb(decode_image(data))
     return RgbImage(width=image.width, height=image.height, rgb=image.tobytes())
+
+
+def encode_png(image: Any) -> bytes:
+    """An ``RgbImage`` as PNG bytes."""
+    from app.adapters.imaging.ops import rgb_png
+
+    return rgb_png(image.width, image.height, image.rgb)
 
 
 def _scene_reader() -> Any:
@@ -396,6 +417,7 @@ class Container(containers.DeclarativeContainer):
         ),
         test=providers.Singleton(_test_catalog),
     )
+    depth_estimator = providers.Singleton(_depth_estimator)
     generator = providers.Selector(
         profile,
         sql=providers.Resource(
@@ -403,9 +425,12 @@ class Container(containers.DeclarativeContainer):
             settings.provided.device,
             settings.provided.safety_checker,
             settings.provided.model_cache_bytes,
+            depth_estimator,
         ),
         test=providers.Singleton(PatternImageGenerator),
     )
+    control_preprocessor = providers.Singleton(_control_preprocessor, depth_estimator)
+    preview_control_map = providers.Factory(PreviewControlMap, control_preprocessor)
     images = providers.Singleton(FileImageStore, settings.provided.images_dir)
     scene_reader = providers.Singleton(_scene_reader)
     read_scene = providers.Factory(ReadScene, scene_reader)

@@ -22,10 +22,12 @@ from app.domain.jobs import ImageRef, image_id_for
 from app.domain.knowledge import Chunk, Passage
 from app.domain.models import ModelInfo
 from app.domain.scenes import Scene
+from app.domain.specs import ControlKind, ResizeMode
 from app.ports.clock import Clock
 from app.ports.edits import EditBaseline, EditEvaluator, EditorPool, ModelEditor
 from app.ports.generation import (
     BatchHandler,
+    ControlPreprocessor,
     GeneratedImage,
     ImageStore,
     InputImage,
@@ -51,6 +53,7 @@ from app.ports.scenes import SceneReader
 
 __all__ = [
     "FakeClock",
+    "FakeControlPreprocessor",
     "FakeDetector",
     "FakeEditEvaluator",
     "FakeEditorPool",
@@ -156,6 +159,23 @@ class InMemoryImageStore(ImageStore):
 
 def demo_catalog() -> InMemoryModelCatalog:
     return InMemoryModelCatalog([ModelInfo(name="demo", path="memory://demo", source="memory://demo", default_size=64)])
+
+
+class FakeControlPreprocessor(ControlPreprocessor):
+    """Records what it was asked; ``none`` at the image's own size gives the image back, anything else a flat
+    map of the size whose grey level tells the kind (canny 0, depth 128, none 255)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[ControlKind, int, int, ResizeMode]] = []
+        self.levels = {ControlKind.CANNY: 0, ControlKind.DEPTH: 128, ControlKind.NONE: 255}
+
+    def preprocess(
+        self, image: RgbImage, kind: ControlKind, width: int, height: int, resize_mode: ResizeMode
+    ) -> RgbImage:
+        self.calls.append((kind, width, height, resize_mode))
+        if kind is ControlKind.NONE and (image.width, image.height) == (width, height):
+            return image
+        return RgbImage(width, height, bytes([self.levels[kind]]) * (width * height * 3))
 
 
 class FakeSceneReader(SceneReader):

@@ -93,6 +93,25 @@ def _check_size(value: int, field: str) -> None:
         raise InvalidParameters(f"{field} must be a multiple of 8, got {value}.", code=f"invalid_{field}", field=field)
 
 
+def validate_size(width: int | None, height: int | None) -> None:
+    """Sizes the pipelines accept: each given side MIN_SIZE-MAX_SIZE and a multiple of 8, at most MAX_PIXELS
+    together. ``None`` leaves a side open (it follows the input image or the model)."""
+    if width is not None:
+        _check_size(width, "width")
+    if height is not None:
+        _check_size(height, "height")
+    if width is not None and height is not None and width * height > MAX_PIXELS:
+        raise InvalidParameters(
+            f"{width}x{height} is too large; at most {MAX_PIXELS} pixels.", code="invalid_size", field="width"
+        )
+
+
+def size_from_input(width: int, height: int) -> tuple[int, int]:
+    """The size an input image gives a request that leaves it open: each side rounded down to a multiple
+    of 8 and kept within MIN_SIZE-MAX_SIZE (what :meth:`GenerationParams.resolved` does)."""
+    return _fit(width), _fit(height)
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     """What to generate. ``width``/``height``/``seed``/``mode`` may be left open (``None``) and
@@ -122,16 +141,7 @@ class GenerationParams:
     def __post_init__(self) -> None:
         self._check_text()
         validate_model_name(self.model)
-        if self.width is not None:
-            _check_size(self.width, "width")
-        if self.height is not None:
-            _check_size(self.height, "height")
-        if self.width is not None and self.height is not None and self.width * self.height > MAX_PIXELS:
-            raise InvalidParameters(
-                f"{self.width}x{self.height} is too large; at most {MAX_PIXELS} pixels.",
-                code="invalid_size",
-                field="width",
-            )
+        validate_size(self.width, self.height)
         _check_int(self.steps, "steps", 1, MAX_STEPS)
         _check_int(self.num_images, "num_images", 1, MAX_IMAGES)
         if self.guidance_scale is not None:
@@ -215,7 +225,7 @@ class GenerationParams:
             if self.outpaint is not None and self.mode is Mode.OUTPAINT:
                 width += self.outpaint.left + self.outpaint.right
                 height += self.outpaint.up + self.outpaint.down
-            width, height = (_fit(width), _fit(height))
+            width, height = size_from_input(width, height)
         return replace(
             self,
             width=self.width or width,

@@ -24,10 +24,12 @@ from app.container import (
     build_demo_lora,
     decode_base64,
     decode_rgb,
+    encode_png,
     train_demo,
     trained_demo_path,
     upgrade_schema,
 )
+from app.domain.control_maps import ControlMapSpec
 from app.domain.errors import DatabaseUnavailable, ImageNotFound, InvalidParameters, JobNotFound, ModelUnavailable
 from app.domain.generation import GenerationParams
 from app.domain.jobs import GenerationJob, JobStatus, job_id_of
@@ -200,6 +202,46 @@ class Atelier:
                 raise ImageNotFound(f"Cannot read the image {path}.") from e
         reading: SceneReading = self.container.read_scene()(decode_rgb(image), caption)
         return reading
+
+    def control_map(
+        self,
+        image: str | bytes,
+        kind: str = "canny",
+        width: int | None = None,
+        height: int | None = None,
+        resize_mode: str = "stretch",
+        owner: str | None = None,
+    ) -> bytes:
+        """The control map (PNG) a ControlNet job with these values would condition on, to show before
+        generating: the image fitted to the size by ``resize_mode`` (stretch, crop, pad), then ``kind``'s
+        preprocessor (canny edges, depth map, or none: the fitted image). An open side follows the image,
+        rounded down to a multiple of 8, as in a job. ``image``: an upload id, a result image id, encoded
+        image bytes, base64 / a data URL, or an http(s) URL where fetching is allowed. ``InvalidParameters``
+        for a bad kind or size (checked before the image is read), ``ImageNotFound`` for an unknown upload or
+        image id, ``InvalidImage`` for data that is no image."""
+        spec = ControlMapSpec.parse(kind, width, height, resize_mode)
+        drawn = self.container.preview_control_map()(decode_rgb(self._image_bytes(image, owner)), spec)
+        return encode_png(drawn)
+
+    def _image_bytes(self, image: str | bytes, owner: str | None) -> bytes:
+        """The encoded bytes of an image given as bytes, an upload id, a result image id, base64 or a URL."""
+        if isinstance(image, bytes):
+            return image
+        if image.startswith("upload-"):
+            path = self.container.images().input_image(image).path
+        elif image[:8].lower().startswith(("http://", "https://")):
+            data: bytes = self.container.fetcher().fetch(image)
+            return data
+        else:
+            try:
+                job_id_of(image)
+            except ImageNotFound:
+                return decode_base64(image)
+            path = self.image_path(image, owner)
+        try:
+            return Path(path).read_bytes()
+        except OSError as e:
+            raise ImageNotFound(f"Cannot read the image {image}.") from e
 
     def health(self) -> dict[str, str]:
         """Raises ``DatabaseUnavailable`` when the database cannot be reached."""

@@ -9,6 +9,7 @@ from typing import Protocol
 from app.domain.generation import GenerationParams
 from app.domain.jobs import ImageRef
 from app.domain.models import ModelInfo, ModelKind
+from app.domain.specs import ControlKind, ResizeMode
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,16 @@ class DepthEstimator(Protocol):
     """Estimates a depth map (near = bright) for depth ControlNets."""
 
     def estimate(self, image: RgbImage) -> RgbImage: ...
+
+
+class ControlPreprocessor(Protocol):
+    """Draws the conditioning image a ControlNet would see for a control image, so it can be shown first."""
+
+    def preprocess(
+        self, image: RgbImage, kind: ControlKind, width: int, height: int, resize_mode: ResizeMode
+    ) -> RgbImage:
+        """``image`` fitted to ``width``×``height`` by ``resize_mode``, then run through the ``kind``
+        preprocessor (``none``: the fitted image) exactly as a ControlNet generation does."""
 
 
 class ImageStore(Protocol):

@@ -1,4 +1,5 @@
-"""ControlNet preprocessors: OpenCV canny, the luminance depth heuristic, and DPT on a tiny random-init model."""
+"""ControlNet preprocessors: OpenCV canny, the luminance depth heuristic, DPT on a tiny random-init model, and the
+one fit-then-preprocess path that generation and the control-map preview share."""
 
 from __future__ import annotations
 
@@ -8,8 +9,21 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from app.adapters.imaging.control import DptDepthEstimator, LuminanceDepthEstimator, canny
+from app.adapters.diffusers import modes
+from app.adapters.imaging.control import (
+    DptDepthEstimator,
+    LuminanceDepthEstimator,
+    OpenCvControlPreprocessor,
+    canny,
+    conditioning_map,
+    preprocess_control,
+)
+from app.adapters.imaging.ops import decode_image, to_rgb
 from app.domain.errors import InvalidParameters, ModelUnavailable
+from app.domain.generation import GenerationParams
+from app.domain.models import ModelInfo, ModelKind
+from app.domain.specs import ControlKind, ControlSpec, ResizeMode
+from app.ports.generation import GenerationRequest, RgbImage
 
 X0, Y0, X1, Y1 = 12, 20, 35, 49  # an off-centre rectangle, so a flipped or shifted edge map fails
 
@@ -123,3 +137,60 @@ def test_dpt_adapter_returns_a_depth_map_of_the_input_size(tiny_dpt: str) -> Non
 def test_dpt_adapter_reports_a_missing_model(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailable):
         DptDepthEstimator(str(tmp_path / "nowhere"))
+
+
+def test_preprocess_control_edges_lie_on_the_rectangle_border_and_not_inside() -> None:
+    array = np.asarray(preprocess_control(rectangle(), ControlKind.CANNY, LuminanceDepthEstimator()))[..., 0]
+    assert array.shape == (64, 64) and array.any()
+    ys, xs = np.nonzero(array)
+    near_x = (np.abs(xs - X0) <= 1) | (np.abs(xs - X1) <= 1)
+    near_y = (np.abs(ys - Y0) <= 1) | (np.abs(ys - Y1) <= 1)
+    assert (near_x | near_y).all()
+    assert not array[Y0 + 2 : Y1 - 1, X0 + 2 : X1 - 1].any()  # nothing inside
+    assert not array[: Y0 - 1].any() and not array[Y1 + 2 :].any()  # nothing above or below
+
+
+def test_preprocess_control_none_is_the_image_and_depth_the_estimators_map() -> None:
+    depth = LuminanceDepthEstimator()
+    assert preprocess_control(rectangle(), ControlKind.NONE, depth).tobytes() == rectangle().tobytes()
+    estimated = preprocess_control(rectangle(), ControlKind.DEPTH, depth)
+    assert estimated.tobytes() == depth.estimate_image(rectangle()).tobytes()
+
+
+@pytest.mark.parametrize("mode", list(ResizeMode))
+@pytest.mark.parametrize("kind", list(ControlKind))
+def test_conditioning_map_has_the_requested_size(kind: ControlKind, mode: ResizeMode) -> None:
+    drawn = conditioning_map(rectangle(50), kind, 96, 64, mode, LuminanceDepthEstimator())
+    assert (drawn.mode, drawn.size) == ("RGB", (96, 64))
+
+
+@pytest.mark.parametrize("mode", list(ResizeMode))
+@pytest.mark.parametrize("kind", list(ControlKind))
+def test_the_preview_draws_the_map_a_controlnet_job_sees(tmp_path: Path, kind: ControlKind, mode: ResizeMode) -> None:
+    """``modes.control_map`` (what the pipeline gets) and the preview adapter agree pixel for pixel."""
+    upload = Image.new("RGBA", (90, 50), (0, 0, 0, 0))  # transparency too: both composite it over white
+    ImageDraw.Draw(upload).rectangle((10, 8, 60, 40), fill=(200, 30, 30, 255))
+    path = tmp_path / "control.png"
+    upload.save(path)
+    params = GenerationParams(
+        prompt="房子",
+        model="demo",
+        width=64,
+        height=80,
+        resize_mode=mode,
+        control=ControlSpec(image="upload-" + "a" * 32, kind=kind),
+    )
+    request = GenerationRequest(
+        model=ModelInfo(name="demo", path="unused", source="unused"),
+        params=params,
+        inputs={"control": str(path)},
+        controlnet=ModelInfo(name=kind.value, path="unused", source="unused", kind=ModelKind.CONTROLNET),
+    )
+    depth = LuminanceDepthEstimator()
+    seen = modes.control_map(request, depth)
+    rgb = to_rgb(decode_image(path.read_bytes()))  # how the facade reads an upload for the preview
+    preview = OpenCvControlPreprocessor(depth).preprocess(
+        RgbImage(rgb.width, rgb.height, rgb.tobytes()), kind, 64, 80, mode
+    )
+    assert (seen.width, seen.height) == (preview.width, preview.height) == (64, 80)
+    assert seen.tobytes() == preview.rgb

@@ -15,6 +15,7 @@ from app.domain.errors import InvalidImage, InvalidParameters, UnknownModel
 from app.domain.jobs import GenerationJob, JobStatus
 from app.domain.specs import Mode
 from app.entrypoints.library import Atelier
+from app.ports.generation import DepthEstimator, GenerationRequest
 from tests.conftest import register_demo
 
 
@@ -86,6 +87,29 @@ def test_controlnet_canny_and_depth_change_the_image(atelier: Atelier) -> None:
         assert np.abs(pixels(atelier, job) - plain).mean() > 0.5
     off = atelier.generate("房子", control={"image": control.id, "scale": 0.0}, steps=3, seed=4)
     assert np.abs(pixels(atelier, off) - plain).max() <= 1  # scale 0: the ControlNet adds nothing
+
+
+def test_the_control_map_preview_is_what_the_controlnet_sees(atelier: Atelier, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.adapters.diffusers import modes
+
+    seen: list[Image.Image] = []
+    real = modes.control_map
+
+    def recording(request: GenerationRequest, depth: DepthEstimator) -> Image.Image:
+        seen.append(real(request, depth))  # the conditioning image the ControlNet pipeline is called with
+        return seen[-1]
+
+    monkeypatch.setattr(modes, "control_map", recording)
+    control = atelier.upload(png((100, 70), colour="white"))
+    for kind, resize_mode in (("canny", "crop"), ("depth", "pad")):
+        job = atelier.generate(
+            "房子", control={"image": control.id, "kind": kind}, width=64, resize_mode=resize_mode, steps=1, seed=4
+        )
+        assert job.status is JobStatus.SUCCEEDED, job.error_message
+        preview = Image.open(io.BytesIO(atelier.control_map(control.id, kind, resize_mode=resize_mode, width=64)))
+        assert preview.size == seen[-1].size == (64, 64)  # the open height follows the upload: 70 -> 64
+        assert preview.convert("RGB").tobytes() == seen[-1].tobytes()
+    assert atelier.container.generator()._depth is atelier.container.depth_estimator()  # one estimator for both
 
 
 def test_bad_inputs_are_rejected_before_a_job_exists(atelier: Atelier) -> None:

@@ -14,10 +14,10 @@ from typing import Any
 import diffusers
 from PIL import Image
 
-from app.adapters.imaging.control import canny
+from app.adapters.imaging.control import conditioning_map
 from app.adapters.imaging.ops import normalize_mask, outpaint_canvas, resize_for, to_rgb
-from app.domain.specs import ControlKind, Mode
-from app.ports.generation import DepthEstimator, GenerationRequest, RgbImage
+from app.domain.specs import Mode
+from app.ports.generation import DepthEstimator, GenerationRequest
 
 _lib: Any = diffusers
 PIPELINES: dict[Mode, str] = {
@@ -39,13 +39,8 @@ def control_map(request: GenerationRequest, depth: DepthEstimator) -> Image.Imag
     """The conditioning image a ControlNet sees: the upload fitted to the size, then preprocessed."""
     params, control = request.params, request.params.control
     assert control is not None and params.width and params.height
-    fitted = resize_for(to_rgb(_open(request.inputs["control"])), params.width, params.height, params.resize_mode.value)
-    if control.kind is ControlKind.CANNY:
-        return canny(fitted)
-    if control.kind is ControlKind.DEPTH:
-        estimated = depth.estimate(RgbImage(fitted.width, fitted.height, fitted.tobytes()))
-        return Image.frombytes("RGB", (estimated.width, estimated.height), estimated.rgb)
-    return fitted
+    image = _open(request.inputs["control"])
+    return conditioning_map(image, control.kind, params.width, params.height, params.resize_mode, depth)
 
 
 def mode_arguments(request: GenerationRequest, depth: DepthEstimator) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """ControlNet preprocessors: canny edges (OpenCV) and depth maps (a weight-free heuristic, or a local DPT model).
 
 Both return 3-channel RGB maps of the input's size, as the ControlNet canny and depth checkpoints expect.
+:func:`conditioning_map` (fit, then preprocess) is the one path from a control image to what a ControlNet sees:
+generation (``app.adapters.diffusers.modes``) and the preview (:class:`OpenCvControlPreprocessor`) both use it.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from app.adapters.imaging.ops import to_rgb
+from app.adapters.imaging.ops import resize_for, to_rgb
 from app.domain.errors import InvalidParameters, ModelUnavailable
-from app.ports.generation import DepthEstimator, RgbImage
+from app.domain.specs import ControlKind, ResizeMode
+from app.ports.generation import ControlPreprocessor, DepthEstimator, RgbImage
 
 
 def canny(image: Image.Image, low: int = 100, high: int = 200) -> Image.Image:
@@ -22,6 +25,39 @@ def canny(image: Image.Image, low: int = 100, high: int = 200) -> Image.Image:
         raise InvalidParameters(f"Canny thresholds need 0 <= low <= high, got {low} and {high}.", field="low")
     grey = np.asarray(to_rgb(image).convert("L"))
     return Image.fromarray(cv2.Canny(grey, low, high)).convert("RGB")
+
+
+def preprocess_control(image: Image.Image, kind: ControlKind, depth: DepthEstimator) -> Image.Image:
+    """An RGB map of ``image``'s size: canny edges, ``depth``'s estimate, or (``none``) the image itself."""
+    rgb = to_rgb(image)
+    if kind is ControlKind.CANNY:
+        return canny(rgb)
+    if kind is ControlKind.DEPTH:
+        estimated = depth.estimate(RgbImage(rgb.width, rgb.height, rgb.tobytes()))
+        return Image.frombytes("RGB", (estimated.width, estimated.height), estimated.rgb)
+    return rgb
+
+
+def conditioning_map(
+    image: Image.Image, kind: ControlKind, width: int, height: int, resize_mode: ResizeMode, depth: DepthEstimator
+) -> Image.Image:
+    """What a ControlNet sees for a control image: fitted to ``width``×``height`` by ``resize_mode``, then
+    preprocessed by :func:`preprocess_control`."""
+    return preprocess_control(resize_for(to_rgb(image), width, height, ResizeMode(resize_mode).value), kind, depth)
+
+
+class OpenCvControlPreprocessor(ControlPreprocessor):
+    """The preview of a control map, drawn by :func:`conditioning_map` with the generator's depth estimator."""
+
+    def __init__(self, depth: DepthEstimator) -> None:
+        self._depth = depth
+
+    def preprocess(
+        self, image: RgbImage, kind: ControlKind, width: int, height: int, resize_mode: ResizeMode
+    ) -> RgbImage:
+        picture = Image.frombytes("RGB", (image.width, image.height), image.rgb)
+        drawn = conditioning_map(picture, ControlKind(kind), width, height, resize_mode, self._depth)
+        return RgbImage(drawn.width, drawn.height, drawn.tobytes())
 
 
 def _to_depth_image(depth: np.ndarray[Any, Any]) -> Image.Image:

@@ -76,6 +76,13 @@ def decode_base64_image(text: str, **limits: int) -> Image.Image:
     return decode_image(base64_bytes(text, limits.get("max_bytes", 20_000_000)), **limits)
 
 
+def rgb_png(width: int, height: int, rgb: bytes) -> bytes:
+    """Raw 8-bit RGB pixels encoded as a PNG."""
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (width, height), rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def has_alpha(image: Image.Image) -> bool:
     """Whether ``image`` carries transparency (an alpha band or a transparent palette entry)."""
     return image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
