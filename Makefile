@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup run test lint typecheck unit integration e2e bench clean
+.PHONY: setup browser run test lint typecheck unit integration e2e bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,9 +25,21 @@ run: setup
 	$(BIN)/atelier models init-demo
 	$(BIN)/atelier serve --host $(HOST) --port $(PORT)
 
+## browser: Debian's Chromium and a CJK font for the studio's browser tests, where the machine allows it
+## (root with apt-get); elsewhere those tests are skipped and say why.
+CHROMIUM_PKGS := chromium fonts-wqy-microhei
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing $(CHROMIUM_PKGS) for the browser tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CHROMIUM_PKGS) >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CHROMIUM_PKGS) >/dev/null 2>&1; } || \
+	  echo "Chromium could not be installed: the browser tests will be skipped"; \
+	else echo "not root with apt-get: Chromium is not installed here, so the browser tests will be skipped"; fi
+
 ## test: set up, then lint, type-check, layer contracts and the whole test suite
-test: setup lint typecheck
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+test: setup browser lint typecheck
+	$(BIN)/python -m pytest -q -p no:cacheprovider -rs
 
 lint: setup
 	$(BIN)/ruff check app migrations tests benchmarks

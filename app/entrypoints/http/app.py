@@ -13,12 +13,14 @@ from app.entrypoints.http import (
     compat_a1111,
     compat_diffusers_api,
     compat_openai,
+    control_maps,
     edits,
     errors,
     jobs,
     knowledge,
     prompt_sessions,
     scenes,
+    studio,
     system,
     uploads,
 )
@@ -26,6 +28,7 @@ from app.entrypoints.http.errors import error_body
 from app.entrypoints.library import Atelier
 
 DESCRIPTION = """Atelier: Chinese-first image generation with a persistent job queue, and knowledge queries.
+The studio page at `/` drives all of it without code.
 
 Submit a job with `POST /v1/jobs`, follow it with `GET /v1/jobs/{id}/events`,
 fetch images from `GET /v1/images/{id}`. Ask questions with `POST /v1/knowledge/queries`
@@ -64,6 +67,7 @@ def create_app(atelier: Atelier | None = None, *, close_on_shutdown: bool | None
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(uploads.router)
+    app.include_router(control_maps.router)
     app.include_router(scenes.router)
     app.include_router(knowledge.router)
     app.include_router(edits.router)
@@ -71,4 +75,5 @@ def create_app(atelier: Atelier | None = None, *, close_on_shutdown: bool | None
     app.include_router(system.router)
     for compat in (compat_diffusers_api, compat_a1111, compat_openai):
         app.include_router(compat.router)
+    studio.install(app)
     return app

@@ -1,0 +1,868 @@
+/* Atelier studio: a page over the public HTTP API (the same endpoints any client uses).
+   No build step and no third-party code: it ships with the package and works offline. */
+"use strict";
+
+/* ---------- texts: Chinese first, English on the switch ---------- */
+const TEXTS = {
+  zh: {
+    title: "工作室", docs: "接口文档", apiKey: "API 密钥（可选）",
+    "tab.txt2img": "文生图", "tab.img2img": "图生图", "tab.gallery": "历史", "tab.chat": "对话改写",
+    "tab.knowledge": "知识问答", "tab.edits": "模型编辑",
+    generate: "生成", prompt: "提示词", promptHint: "例如：一个红色的圆形在中间", negative: "反向提示词",
+    model: "模型", width: "宽度", height: "高度", steps: "步数", guidance: "引导系数", scheduler: "采样器",
+    seed: "种子", reuseSeed: "重用上次种子", randomSeed: "随机", numImages: "数量", loras: "LoRA",
+    addLora: "添加 LoRA", remove: "移除", weight: "权重", default: "默认", native: "默认", serverDefault: "服务器默认",
+    "i2i.mode": "模式", "mode.img2img": "图生图", "mode.inpaint": "局部重绘", "mode.outpaint": "扩图",
+    "mode.controlnet": "ControlNet", "mode.txt2img": "文生图",
+    "i2i.init": "输入图像", "i2i.strength": "重绘幅度", "i2i.resize": "缩放方式",
+    "resize.stretch": "拉伸", "resize.crop": "裁剪", "resize.pad": "填充",
+    "i2i.maskHint": "在图像上涂抹需要重绘的区域", "i2i.brush": "画笔大小", "i2i.clearMask": "清除蒙版",
+    "out.left": "向左扩展", "out.right": "向右扩展", "out.up": "向上扩展", "out.down": "向下扩展", "out.fill": "边缘填充",
+    "fill.copy": "复制边缘", "fill.reflect": "镜像",
+    "cn.image": "控制图像", "cn.kind": "预处理", "cn.canny": "边缘 (canny)", "cn.depth": "深度 (depth)",
+    "cn.none": "无（已是控制图）", "cn.scale": "控制强度", "cn.preview": "预览控制图", "cn.needImage": "请先选择控制图像或输入图像。",
+    "cn.previewOf": "{kind} 预处理结果，{w}×{h}",
+    refresh: "刷新", prev: "上一页", next: "下一页", page: "第 {page} / {pages} 页，共 {total} 个任务",
+    cancel: "取消", download: "下载 PNG", rerunSame: "同种子重新生成", rerunNew: "新种子重新生成",
+    sendI2i: "发送到图生图", params: "参数", close: "关闭", seedOf: "种子 {seed}",
+    "status.queued": "排队中", "status.running": "生成中", "status.succeeded": "已完成", "status.failed": "失败",
+    "status.cancelled": "已取消", "status.submitting": "提交中…", cancelling: "正在取消…",
+    "chat.anchor": "初始提示词", "chat.anchorHint": "例如：一个红色的圆形在中间", "chat.start": "开始会话",
+    "chat.current": "当前提示词", "chat.undo": "撤销", "chat.branchFrom": "从此轮分支", "chat.branch": "分支",
+    "chat.origin": "原始提示词", "chat.instruction": "修改指令", "chat.instructionHint": "例如：把圆形换成蓝色",
+    "chat.rewrite": "改写提示词", "chat.n": "采样数", "chat.k": "渲染数", "chat.send": "发送",
+    "chat.turn": "第 {n} 轮", "chat.from": "（接在第 {p} 轮之后）", "chat.fromOrigin": "（接在原始提示词之后）",
+    "chat.choose": "选这个", "chat.chosen": "已选", "chat.editHint": "编辑提示词后使用", "chat.useEdited": "使用编辑后的提示词",
+    "chat.busy": "正在改写并渲染候选…", "chat.score": "总分", "chat.drift": "偏离", "chat.drifted": "偏离原意",
+    "chat.source.rewriter": "改写", "chat.source.current": "原提示词", "chat.source.user": "手写",
+    "kn.question": "问题", "kn.questionHint": "例如：法国的首都是哪里？", "kn.retrieval": "检索",
+    "kn.auto": "自动（仅长尾知识检索）", "kn.always": "总是检索", "kn.never": "从不检索", "kn.topk": "段落数",
+    "kn.ask": "提问", "kn.busy": "正在回答…", "kn.docs": "导入文档", "kn.files": "文件（.txt / .md）",
+    "kn.docName": "或粘贴文本：名称", "kn.docText": "文本", "kn.ingest": "导入",
+    "kn.ingested": "已导入 {docs} 篇文档，{chunks} 个段落", "kn.parametric": "由模型直接回答",
+    "kn.retrieved": "检索后回答", "kn.ownAnswer": "模型自己的回答", "kn.signals": "判定依据",
+    "kn.sources": "来源", "kn.timings": "耗时（秒）", "kn.noSources": "未检索",
+    "sig.alpha": "词频 α", "sig.mean_token_prob": "平均词元概率", "sig.min_token_prob": "最小词元概率",
+    "sig.grad_alignment": "梯度对齐", "sig.neighbour_gece": "近邻 GECE", "sig.gece_estimate": "长尾估计",
+    "sig.threshold": "阈值", "sig.early_estimate": "早期估计",
+    "ed.prompt": "问题（提示）", "ed.target": "新答案", "ed.subject": "主体（可选）", "ed.editor": "编辑器",
+    "ed.apply": "应用编辑", "ed.busy": "正在编辑模型…", "ed.ask": "向当前模型提问", "ed.log": "编辑记录",
+    "ed.rollbackAll": "回滚到原始模型", "ed.rollbackTo": "回滚到此处", "ed.status": "状态", "ed.scores": "得分",
+    "ed.before": "编辑前的回答", "ed.after": "编辑后的回答", "ed.targetWas": "目标答案", "ed.applied": "已生效",
+    "ed.rolled_back": "已回滚", "ed.rolledBack": "已回滚到第 {to} 个编辑之后（{n} 个编辑被撤销）",
+    "ed.noAnswer": "（无法提问：{msg}）",
+    "err.network": "无法连接服务器，请检查服务是否在运行。", "err.auth": "需要 API 密钥：请在右上角填写。",
+    "err.unexpected": "出现意外错误：{msg}",
+  },
+  en: {
+    title: "Studio", docs: "API docs", apiKey: "API key (optional)",
+    "tab.txt2img": "Text to image", "tab.img2img": "Image to image", "tab.gallery": "History",
+    "tab.chat": "Prompt chat", "tab.knowledge": "Knowledge", "tab.edits": "Model edits",
+    generate: "Generate", prompt: "Prompt", promptHint: "e.g. 一个红色的圆形在中间 (a red circle in the middle)",
+    negative: "Negative prompt", model: "Model", width: "Width", height: "Height", steps: "Steps",
+    guidance: "Guidance", scheduler: "Sampler", seed: "Seed", reuseSeed: "Reuse last seed", randomSeed: "Random",
+    numImages: "Images", loras: "LoRA", addLora: "Add LoRA", remove: "Remove", weight: "Weight", default: "Default",
+    native: "default", serverDefault: "Server default",
+    "i2i.mode": "Mode", "mode.img2img": "Image to image", "mode.inpaint": "Inpaint", "mode.outpaint": "Outpaint",
+    "mode.controlnet": "ControlNet", "mode.txt2img": "Text to image",
+    "i2i.init": "Input image", "i2i.strength": "Denoising strength", "i2i.resize": "Resize mode",
+    "resize.stretch": "Stretch", "resize.crop": "Crop", "resize.pad": "Pad",
+    "i2i.maskHint": "Paint over the area to repaint", "i2i.brush": "Brush size", "i2i.clearMask": "Clear mask",
+    "out.left": "Expand left", "out.right": "Expand right", "out.up": "Expand up", "out.down": "Expand down",
+    "out.fill": "Border fill", "fill.copy": "Copy edge", "fill.reflect": "Reflect",
+    "cn.image": "Control image", "cn.kind": "Preprocessor", "cn.canny": "Edges (canny)", "cn.depth": "Depth",
+    "cn.none": "None (already a map)", "cn.scale": "Control scale", "cn.preview": "Preview control map",
+    "cn.needImage": "Choose a control image or an input image first.", "cn.previewOf": "{kind} map, {w}×{h}",
+    refresh: "Refresh", prev: "Previous", next: "Next", page: "Page {page} of {pages}, {total} jobs",
+    cancel: "Cancel", download: "Download PNG", rerunSame: "Re-run, same seed", rerunNew: "Re-run, new seed",
+    sendI2i: "Send to image to image", params: "Parameters", close: "Close", seedOf: "seed {seed}",
+    "status.queued": "Queued", "status.running": "Running", "status.succeeded": "Done", "status.failed": "Failed",
+    "status.cancelled": "Cancelled", "status.submitting": "Submitting…", cancelling: "Cancelling…",
+    "chat.anchor": "Starting prompt", "chat.anchorHint": "e.g. 一个红色的圆形在中间", "chat.start": "Start session",
+    "chat.current": "Current prompt", "chat.undo": "Undo", "chat.branchFrom": "Branch from", "chat.branch": "Branch",
+    "chat.origin": "Original prompt", "chat.instruction": "Instruction", "chat.instructionHint": "e.g. 把圆形换成蓝色",
+    "chat.rewrite": "Rewrite the prompt", "chat.n": "Samples", "chat.k": "Rendered", "chat.send": "Send",
+    "chat.turn": "Turn {n}", "chat.from": " (after turn {p})", "chat.fromOrigin": " (after the original prompt)",
+    "chat.choose": "Pick", "chat.chosen": "Chosen", "chat.editHint": "Edit the prompt, then use it",
+    "chat.useEdited": "Use edited prompt", "chat.busy": "Rewriting and rendering candidates…", "chat.score": "score",
+    "chat.drift": "drift", "chat.drifted": "drifted from the intent",
+    "chat.source.rewriter": "rewrite", "chat.source.current": "unchanged", "chat.source.user": "by hand",
+    "kn.question": "Question", "kn.questionHint": "e.g. What is the capital of France?", "kn.retrieval": "Retrieval",
+    "kn.auto": "Auto (long-tail only)", "kn.always": "Always", "kn.never": "Never", "kn.topk": "Passages",
+    "kn.ask": "Ask", "kn.busy": "Answering…", "kn.docs": "Ingest documents", "kn.files": "Files (.txt / .md)",
+    "kn.docName": "Or paste text: name", "kn.docText": "Text", "kn.ingest": "Ingest",
+    "kn.ingested": "Ingested {docs} documents, {chunks} chunks", "kn.parametric": "Answered by the model",
+    "kn.retrieved": "Answered with retrieval", "kn.ownAnswer": "The model's own answer", "kn.signals": "Signals",
+    "kn.sources": "Sources", "kn.timings": "Timings (s)", "kn.noSources": "Nothing retrieved",
+    "sig.alpha": "word frequency α", "sig.mean_token_prob": "mean token prob", "sig.min_token_prob": "min token prob",
+    "sig.grad_alignment": "gradient alignment", "sig.neighbour_gece": "neighbour GECE",
+    "sig.gece_estimate": "long-tail estimate", "sig.threshold": "threshold", "sig.early_estimate": "early estimate",
+    "ed.prompt": "Prompt", "ed.target": "New answer", "ed.subject": "Subject (optional)", "ed.editor": "Editor",
+    "ed.apply": "Apply edit", "ed.busy": "Editing the model…", "ed.ask": "Ask the current model", "ed.log": "Edit log",
+    "ed.rollbackAll": "Roll back to the original", "ed.rollbackTo": "Roll back to here", "ed.status": "Status",
+    "ed.scores": "Scores", "ed.before": "Answer before", "ed.after": "Answer after", "ed.targetWas": "Target",
+    "ed.applied": "active", "ed.rolled_back": "rolled back",
+    "ed.rolledBack": "Rolled back to after edit {to} ({n} edits undone)", "ed.noAnswer": "(could not ask: {msg})",
+    "err.network": "Cannot reach the server; is it running?", "err.auth": "An API key is required: enter it at the top right.",
+    "err.unexpected": "Unexpected error: {msg}",
+  },
+};
+
+let lang = localStorage.getItem("atelier.lang") || "zh";
+function t(key, vars) {
+  let text = (TEXTS[lang] && TEXTS[lang][key]) || TEXTS.zh[key] || key;
+  for (const [k, v] of Object.entries(vars || {})) text = text.replaceAll(`{${k}}`, String(v));
+  return text;
+}
+function applyTexts(root) {
+  (root || document).querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+  (root || document).querySelectorAll("[data-i18n-placeholder]").forEach((el) => {
+    el.placeholder = t(el.dataset.i18nPlaceholder);
+  });
+}
+function setLang(next) {
+  lang = next;
+  localStorage.setItem("atelier.lang", lang);
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  document.getElementById("lang-switch").textContent = lang === "zh" ? "English" : "中文";
+  document.title = `Atelier ${t("title")}`;
+  applyTexts();
+  rerenderAll();
+}
+
+/* ---------- small DOM helpers ---------- */
+const $ = (sel, root) => (root || document).querySelector(sel);
+const $$ = (sel, root) => [...(root || document).querySelectorAll(sel)];
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+const num = (input) => (input.value.trim() === "" ? undefined : Number(input.value));
+const fmt = (x, digits = 3) => (x === null || x === undefined ? "—" : Number(x).toFixed(digits));
+
+/* ---------- the API ---------- */
+class ApiError extends Error {
+  constructor(status, code, message, field) {
+    super(message);
+    this.status = status; this.code = code; this.field = field || null;
+  }
+}
+function authHeaders() {
+  const key = localStorage.getItem("atelier.apiKey");
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+async function request(method, path, body) {
+  const headers = authHeaders();
+  let payload;
+  if (body instanceof FormData) payload = body;
+  else if (body !== undefined) { headers["Content-Type"] = "application/json"; payload = JSON.stringify(body); }
+  let res;
+  try {
+    res = await fetch(path, { method, headers, body: payload });
+  } catch (e) {
+    throw new ApiError(0, "network", t("err.network"));
+  }
+  if (!res.ok) {
+    let code = "http_error", message = `HTTP ${res.status}`, field = null;
+    try {
+      const data = await res.json();
+      if (data && data.error) ({ code = code, message = message, field = null } = data.error);
+    } catch (e) { /* not JSON: keep the status line */ }
+    if (res.status === 401) { showBanner(t("err.auth")); $("#api-key").focus(); }
+    throw new ApiError(res.status, code, message, field);
+  }
+  return res;
+}
+/* Seeds are 63-bit integers, beyond what a JavaScript number holds exactly: they are kept as strings. */
+async function json(res) {
+  return JSON.parse((await res.text()).replace(/"seed":\s*(\d{16,})/g, '"seed":"$1"'));
+}
+function seedOf(input) {
+  const value = input.value.trim();
+  if (value === "" || value === "-1") return undefined;
+  return /^\d+$/.test(value) && !Number.isSafeInteger(Number(value)) ? value : Number(value);
+}
+const api = {
+  get: async (path) => json(await request("GET", path)),
+  post: async (path, body) => json(await request("POST", path, body === undefined ? {} : body)),
+  blob: async (method, path, body) => (await request(method, path, body)).blob(),
+};
+async function upload(blob, name) {
+  const form = new FormData();
+  form.append("file", blob, name || "image.png");
+  return json(await request("POST", "/v1/uploads", form));
+}
+/* Images need the API key when the server has keys, so they are fetched, not linked, in that case. */
+function showImage(img, url) {
+  if (!localStorage.getItem("atelier.apiKey")) { img.src = url; return; }
+  api.blob("GET", url).then((blob) => { img.src = URL.createObjectURL(blob); }).catch(() => { img.alt = url; });
+}
+
+/* ---------- errors next to the field at fault ---------- */
+function showBanner(message) {
+  const banner = $("#banner");
+  banner.textContent = message;
+  banner.hidden = !message;
+}
+function clearErrors(form) {
+  $$(".field.invalid", form).forEach((f) => f.classList.remove("invalid"));
+  $$(".field-error", form).forEach((e) => { e.textContent = ""; });
+  const top = $(".form-error", form);
+  if (top) top.textContent = "";
+}
+function showError(form, error) {
+  const message = error instanceof ApiError ? error.message : t("err.unexpected", { msg: error.message || error });
+  const field = error.field ? String(error.field).split(".")[0] : null;
+  const target = field ? $(`[data-field="${field}"]`, form) : null;
+  const span = target ? $(".field-error", target) : null;
+  if (span) {
+    target.classList.add("invalid");
+    span.textContent = message;
+    const input = $("input, select, textarea", target);
+    if (input && target.offsetParent !== null) input.focus();
+    return;
+  }
+  $(".form-error", form).textContent = message;
+}
+/* Run an action for a form: errors land next to their field; the submit button is disabled meanwhile. */
+async function guarded(form, action, button) {
+  clearErrors(form);
+  showBanner("");
+  const label = button ? button.textContent : "";
+  if (button) {
+    button.disabled = true;
+    if (button.dataset.busy) button.textContent = t(button.dataset.busy);
+  }
+  try {
+    return await action();
+  } catch (error) {
+    showError(form, error);
+    if (!(error instanceof ApiError)) console.error(error);
+    return undefined;
+  } finally {
+    if (button) {
+      button.disabled = false;
+      if (button.dataset.busy) button.textContent = label;
+    }
+  }
+}
+
+/* ---------- shared catalogue: models, LoRAs, samplers ---------- */
+const catalog = { base: [], lora: [], samplers: [] };
+async function loadCatalog() {
+  try {
+    const [models, samplers] = await Promise.all([api.get("/v1/models"), api.get("/sdapi/v1/samplers")]);
+    catalog.base = models.filter((m) => m.kind === "base");
+    catalog.lora = models.filter((m) => m.kind === "lora");
+    catalog.samplers = samplers.map((s) => s.name);
+  } catch (error) {
+    showBanner(error.message);
+  }
+  fillCatalogSelects();
+}
+function fillCatalogSelects() {
+  $$(".model-select").forEach((select) => {
+    const value = select.value;
+    select.replaceChildren(el("option", { value: "", text: t("serverDefault") }),
+      ...catalog.base.map((m) => el("option", { value: m.name, text: m.name })));
+    select.value = value;
+  });
+  $$(".p-scheduler").forEach((select) => {
+    const value = select.value;
+    select.replaceChildren(el("option", { value: "", text: t("default") }),
+      ...catalog.samplers.map((name) => el("option", { value: name, text: name })));
+    select.value = value;
+  });
+}
+
+/* ---------- generation parameters (the same block in both generation tabs) ---------- */
+const lastSeed = {};
+function buildParams(prefix) {
+  const host = $(`.params[data-prefix="${prefix}"]`);
+  host.append($("#tpl-params").content.cloneNode(true));
+  $$("[class]", host).forEach((node) => {
+    const name = [...node.classList].find((c) => c.startsWith("p-"));
+    if (name) node.id = `${prefix}-${name.slice(2)}`;
+  });
+  const field = (name) => $(`#${prefix}-${name}`);
+  field("reuse-seed").addEventListener("click", () => {
+    if (lastSeed[prefix] !== undefined) field("seed").value = lastSeed[prefix];
+  });
+  field("random-seed").addEventListener("click", () => { field("seed").value = -1; });
+  field("add-lora").addEventListener("click", () => addLora(prefix));
+}
+function addLora(prefix, name, weight) {
+  const row = el("div", { class: "lora-row" },
+    el("select", { class: "lora-name" }, catalog.lora.map((m) => el("option", { value: m.name, text: m.name }))),
+    el("input", { class: "lora-weight", type: "number", step: "0.1", value: weight ?? 1, title: t("weight") }),
+    el("button", { type: "button", text: t("remove"), onclick: () => row.remove() }));
+  if (name) $(".lora-name", row).value = name;
+  $(`#${prefix}-loras`).append(row);
+}
+function readParams(prefix) {
+  const field = (name) => $(`#${prefix}-${name}`);
+  const body = { prompt: field("prompt").value, negative_prompt: field("negative").value };
+  const optional = {
+    model: field("model").value || undefined, width: num(field("width")), height: num(field("height")),
+    steps: num(field("steps")), guidance_scale: num(field("guidance")), scheduler: field("scheduler").value || undefined,
+    num_images: num(field("num")),
+  };
+  for (const [k, v] of Object.entries(optional)) if (v !== undefined) body[k] = v;
+  const seed = seedOf(field("seed"));
+  if (seed !== undefined) body.seed = seed;
+  body.loras = $$(".lora-row", field("loras")).map((row) => ({
+    name: $(".lora-name", row).value, weight: Number($(".lora-weight", row).value || 1),
+  }));
+  return body;
+}
+
+/* ---------- jobs: a card per job, live from the server-sent events ---------- */
+function jobCard(container, job, prefix) {
+  const card = el("div", { class: "job-card", dataset: { jobId: job.id } },
+    el("div", { class: "job-head" },
+      el("span", { class: "job-prompt", text: job.params.prompt }),
+      el("span", { class: "job-mode", text: t(`mode.${job.params.mode || "txt2img"}`) }),
+      el("progress", { max: "1", value: "0" }),
+      el("span", { class: "job-status" }),
+      el("button", { type: "button", class: "job-cancel", text: t("cancel"), onclick: () => cancelJob(card) })),
+    el("div", { class: "job-error" }),
+    el("div", { class: "job-images" }));
+  card._prefix = prefix;
+  container.prepend(card);
+  updateCard(card, job);
+  followJob(card, job.id);
+  return card;
+}
+function updateCard(card, job) {
+  card._job = job;
+  const status = $(".job-status", card);
+  status.dataset.status = job.status;
+  status.textContent = `${t(`status.${job.status}`)} ${Math.round(job.progress * 100)}%`;
+  $("progress", card).value = job.progress;
+  const finished = ["succeeded", "failed", "cancelled"].includes(job.status);
+  $(".job-cancel", card).hidden = finished;
+  $(".job-error", card).textContent = job.error ? job.error.message : "";
+  if (job.status === "succeeded" && $(".job-images", card).childElementCount === 0) {
+    $(".job-images", card).append(...job.images.map((image) => imageFigure(image, job)));
+    if (card._prefix) lastSeed[card._prefix] = job.seed;
+  }
+}
+function imageFigure(image, job) {
+  const img = el("img", { class: "result", alt: job.params.prompt, width: image.width, height: image.height });
+  showImage(img, image.url);
+  return el("figure", {},
+    img,
+    el("figcaption", {}, t("seedOf", { seed: image.seed }), " · ",
+      el("a", { href: image.url, download: `${image.id}.png`, text: t("download") })));
+}
+async function cancelJob(card) {
+  $(".job-cancel", card).disabled = true;
+  $(".job-status", card).textContent = t("cancelling");
+  try {
+    updateCard(card, await api.post(`/v1/jobs/${card.dataset.jobId}/cancel`));
+  } catch (error) {
+    $(".job-error", card).textContent = error.message;
+  } finally {
+    $(".job-cancel", card).disabled = false;
+  }
+}
+/* Server-sent events read with fetch (EventSource cannot send an API key); polling if the stream breaks. */
+async function followJob(card, id) {
+  try {
+    const res = await request("GET", `/v1/jobs/${id}/events`);
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+        if (!data) continue;
+        const job = JSON.parse(data.replace(/"seed":\s*(\d{16,})/g, '"seed":"$1"'));
+        updateCard(card, job);
+        if (block.includes("event: done")) return;
+      }
+    }
+  } catch (error) { /* fall through to polling */ }
+  for (;;) {
+    const job = await api.get(`/v1/jobs/${id}`).catch(() => null);
+    if (job) updateCard(card, job);
+    if (job && ["succeeded", "failed", "cancelled"].includes(job.status)) return;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+async function submitJob(form, container, body, prefix) {
+  const job = await api.post("/v1/jobs", body);
+  return jobCard(container, job, prefix);
+}
+
+/* ---------- 文生图 ---------- */
+function initTxt2img() {
+  buildParams("t2i");
+  const form = $("#t2i-form");
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    guarded(form, () => submitJob(form, $("#t2i-results"), readParams("t2i"), "t2i"), $("#t2i-generate"));
+  });
+}
+
+/* ---------- 图生图, inpainting (mask painted here), outpainting, ControlNet ---------- */
+const i2i = { init: null, initName: "init.png", maskDirty: false };
+function initImg2img() {
+  buildParams("i2i");
+  const form = $("#i2i-form");
+  const mode = $("#i2i-mode");
+  const showMode = () => {
+    $$("[data-modes]", form).forEach((node) => { node.hidden = !node.dataset.modes.split(" ").includes(mode.value); });
+    $("#i2i-canvas-wrap").hidden = !i2i.init || !["img2img", "inpaint", "outpaint"].includes(mode.value);
+    $("#i2i-mask").hidden = mode.value !== "inpaint";
+  };
+  mode.addEventListener("change", showMode);
+  i2i.showMode = showMode;
+  $("#i2i-init-file").addEventListener("change", (event) => {
+    const file = event.target.files[0];
+    if (file) setInitImage(file, file.name);
+  });
+  $("#i2i-clear-mask").addEventListener("click", clearMask);
+  $("#i2i-preview-control").addEventListener("click", () =>
+    guarded(form, previewControl, $("#i2i-preview-control")));
+  paintable($("#i2i-mask"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    guarded(form, submitImg2img, $("#i2i-generate"));
+  });
+  showMode();
+}
+async function setInitImage(blob, name) {
+  i2i.init = blob;
+  i2i.initName = name || "init.png";
+  const bitmap = await createImageBitmap(blob);
+  const canvas = $("#i2i-canvas"), mask = $("#i2i-mask");
+  canvas.width = mask.width = bitmap.width;
+  canvas.height = mask.height = bitmap.height;
+  canvas.getContext("2d").drawImage(bitmap, 0, 0);
+  clearMask();
+  i2i.showMode();
+}
+function clearMask() {
+  const mask = $("#i2i-mask");
+  mask.getContext("2d").clearRect(0, 0, mask.width, mask.height);
+  i2i.maskDirty = false;
+}
+function paintable(canvas) {
+  let drawing = false;
+  const point = (event) => {
+    const rect = canvas.getBoundingClientRect();
+    const scale = canvas.width / rect.width;
+    return [(event.clientX - rect.left) * scale, (event.clientY - rect.top) * scale, scale];
+  };
+  const dot = (event) => {
+    const [x, y, scale] = point(event);
+    const ctx = canvas.getContext("2d");
+    ctx.fillStyle = "#fff";
+    ctx.beginPath();
+    ctx.arc(x, y, (Number($("#i2i-brush").value) / 2) * scale, 0, Math.PI * 2);
+    ctx.fill();
+    i2i.maskDirty = true;
+  };
+  canvas.addEventListener("pointerdown", (e) => { drawing = true; canvas.setPointerCapture(e.pointerId); dot(e); });
+  canvas.addEventListener("pointermove", (e) => { if (drawing) dot(e); });
+  canvas.addEventListener("pointerup", () => { drawing = false; });
+  canvas.addEventListener("pointercancel", () => { drawing = false; });
+}
+/* White = repaint, black = keep, at the input's own size. */
+function maskBlob() {
+  const mask = $("#i2i-mask");
+  const out = el("canvas", { width: mask.width, height: mask.height });
+  const ctx = out.getContext("2d");
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, out.width, out.height);
+  ctx.drawImage(mask, 0, 0);
+  return new Promise((resolve) => out.toBlob(resolve, "image/png"));
+}
+async function controlUpload() {
+  const file = $("#i2i-control-file").files[0];
+  const source = file || i2i.init;
+  if (!source) throw new ApiError(422, "invalid_parameters", t("cn.needImage"), "control");
+  return upload(source, file ? file.name : i2i.initName);
+}
+async function previewControl() {
+  const up = await controlUpload();
+  const body = { image: up.id, kind: $("#i2i-control-kind").value, resize_mode: $("#i2i-resize").value };
+  const width = num($("#i2i-width")), height = num($("#i2i-height"));
+  if (width !== undefined) body.width = width;
+  if (height !== undefined) body.height = height;
+  const blob = await api.blob("POST", "/v1/control-maps", body);
+  const img = $("#i2i-control-map");
+  img.src = URL.createObjectURL(blob);
+  img.hidden = false;
+  await img.decode().catch(() => {});
+  $("#i2i-control-caption").textContent = t("cn.previewOf", { kind: body.kind, w: img.naturalWidth, h: img.naturalHeight });
+}
+async function submitImg2img() {
+  const mode = $("#i2i-mode").value;
+  const body = { ...readParams("i2i"), mode };
+  if (mode === "controlnet") {
+    const up = await controlUpload();
+    body.control = { image: up.id, kind: $("#i2i-control-kind").value, scale: num($("#i2i-control-scale")) ?? 1 };
+  } else {
+    if (i2i.init) body.init_image = (await upload(i2i.init, i2i.initName)).id;
+    body.strength = num($("#i2i-strength"));
+    body.resize_mode = $("#i2i-resize").value;
+    if (mode === "inpaint" && i2i.init) body.mask_image = (await upload(await maskBlob(), "mask.png")).id;
+    if (mode === "outpaint") {
+      body.outpaint = {
+        left: num($("#i2i-out-left")) || 0, right: num($("#i2i-out-right")) || 0,
+        up: num($("#i2i-out-up")) || 0, down: num($("#i2i-out-down")) || 0, fill: $("#i2i-out-fill").value,
+      };
+    }
+  }
+  if (body.strength === undefined) delete body.strength;
+  return submitJob($("#i2i-form"), $("#i2i-results"), body, "i2i");
+}
+
+/* ---------- 历史 ---------- */
+const gallery = { offset: 0, limit: 12, total: 0, page: null };
+async function loadGallery() {
+  const errors = $("#gallery-error");
+  errors.textContent = "";
+  try {
+    gallery.page = await api.get(`/v1/jobs?limit=${gallery.limit}&offset=${gallery.offset}`);
+    gallery.total = gallery.page.total;
+  } catch (error) {
+    errors.textContent = error.message;
+    return;
+  }
+  renderGallery();
+}
+function renderGallery() {
+  if (!gallery.page) return;
+  const pages = Math.max(1, Math.ceil(gallery.total / gallery.limit));
+  $("#gallery-page").textContent = t("page", {
+    page: Math.floor(gallery.offset / gallery.limit) + 1, pages, total: gallery.total,
+  });
+  $("#gallery-prev").disabled = gallery.offset === 0;
+  $("#gallery-next").disabled = gallery.offset + gallery.limit >= gallery.total;
+  $("#gallery-list").replaceChildren(...gallery.page.items.map((job) => {
+    const thumb = job.images.length
+      ? el("img", { alt: job.params.prompt })
+      : el("div", { class: "thumb-empty", text: t(`status.${job.status}`) });
+    if (job.images.length) showImage(thumb, job.images[0].url);
+    return el("div", { class: "gallery-item", dataset: { jobId: job.id }, onclick: () => openJob(job) },
+      thumb,
+      el("p", { title: job.params.prompt, text: job.params.prompt }),
+      el("p", { class: "status", text: `${t(`mode.${job.params.mode || "txt2img"}`)} · ${t(`status.${job.status}`)} · ${new Date(job.created_at).toLocaleString()}` }));
+  }));
+}
+function rerunBody(job, sameSeed) {
+  const body = {};
+  for (const [k, v] of Object.entries(job.params)) if (v !== null && v !== undefined) body[k] = v;
+  if (sameSeed) body.seed = job.seed;
+  else delete body.seed;
+  return body;
+}
+function openJob(job) {
+  const detail = $("#gallery-detail");
+  const results = el("div", { class: "results" });
+  const errors = el("div", { class: "form-error", role: "alert" });
+  const holder = el("div", {}, errors);
+  const rerun = (same) => guarded(holder, () => submitJob(holder, results, rerunBody(job, same)));
+  detail.replaceChildren(
+    el("div", { class: "toolbar" },
+      el("strong", { text: job.params.prompt }),
+      el("button", { type: "button", class: "rerun-same", text: t("rerunSame"), onclick: () => rerun(true) }),
+      el("button", { type: "button", class: "rerun-new", text: t("rerunNew"), onclick: () => rerun(false) }),
+      el("button", { type: "button", text: t("close"), onclick: () => { detail.hidden = true; } })),
+    el("div", { class: "job-images" }, job.images.map((image) => {
+      const figure = imageFigure(image, job);
+      $("figcaption", figure).append(" · ",
+        el("button", { type: "button", class: "send-i2i", text: t("sendI2i"), onclick: () => sendToImg2img(image) }));
+      return figure;
+    })),
+    job.error ? el("p", { class: "job-error", text: job.error.message }) : null,
+    el("h4", { text: t("params") }),
+    el("pre", { class: "job-params", text: JSON.stringify({ ...job.params, seed: job.seed }, null, 2) }),
+    holder, results);
+  detail.hidden = false;
+  detail.scrollIntoView({ block: "nearest" });
+}
+async function sendToImg2img(image) {
+  const blob = await api.blob("GET", image.url);
+  await setInitImage(blob, `${image.id}.png`);
+  $("#i2i-mode").value = "img2img";
+  i2i.showMode();
+  showTab("img2img");
+}
+
+/* ---------- 对话改写 ---------- */
+const chat = { session: null };
+function initChat() {
+  const start = $("#chat-start-form");
+  start.addEventListener("submit", (event) => {
+    event.preventDefault();
+    guarded(start, async () => {
+      const body = { prompt: $("#chat-prompt").value };
+      if ($("#chat-model").value) body.model = $("#chat-model").value;
+      setSession(await api.post("/v1/prompt-sessions", body));
+    }, $("#chat-start"));
+  });
+  const turn = $("#chat-turn-form");
+  turn.addEventListener("submit", (event) => {
+    event.preventDefault();
+    guarded(turn, async () => {
+      const body = {
+        instruction: $("#chat-instruction").value, rewrite: $("#chat-rewrite").checked,
+        n: num($("#chat-n")), k: num($("#chat-k")), steps: num($("#chat-steps")),
+      };
+      const seed = seedOf($("#chat-seed"));
+      if (seed !== undefined) body.seed = seed;
+      for (const k of Object.keys(body)) if (body[k] === undefined) delete body[k];
+      await api.post(`/v1/prompt-sessions/${chat.session.id}/turns`, body);
+      $("#chat-instruction").value = "";
+      await refreshSession();
+    }, $("#chat-send"));
+  });
+  $("#chat-undo").addEventListener("click", () => guarded(turn, async () =>
+    setSession(await api.post(`/v1/prompt-sessions/${chat.session.id}/undo`))));
+  $("#chat-branch").addEventListener("click", () => guarded(turn, async () => {
+    const value = $("#chat-branch-from").value;
+    setSession(await api.post(`/v1/prompt-sessions/${chat.session.id}/branch`, { turn: value === "" ? null : Number(value) }));
+  }));
+}
+async function refreshSession() {
+  setSession(await api.get(`/v1/prompt-sessions/${chat.session.id}`));
+}
+function setSession(session) {
+  chat.session = session;
+  renderSession();
+}
+function renderSession() {
+  const session = chat.session;
+  if (!session) return;
+  $("#chat-session").hidden = false;
+  $("#chat-current").textContent = session.current_prompt;
+  const select = $("#chat-branch-from");
+  select.replaceChildren(el("option", { value: "", text: t("chat.origin") }),
+    ...session.turns.map((turn) => el("option", { value: turn.number, text: `${t("chat.turn", { n: turn.number })}: ${turn.instruction}` })));
+  if (session.head !== null) select.value = session.head;
+  const onPath = new Set(session.path);
+  $("#chat-log").replaceChildren(...session.turns.map((turn) => renderTurn(turn, onPath.has(turn.number))));
+}
+function renderTurn(turn, onPath) {
+  const form = $("#chat-turn-form");
+  const choose = (body) => guarded(form, async () => {
+    await api.post(`/v1/prompt-sessions/${chat.session.id}/turns/${turn.number}/choose`, body);
+    await refreshSession();
+  });
+  const editor = el("input", { type: "text", class: "edit-prompt", value: turn.chosen, title: t("chat.editHint") });
+  return el("div", { class: `turn${onPath ? "" : " off-path"}`, dataset: { turn: turn.number } },
+    el("h4", {}, t("chat.turn", { n: turn.number }), "：", turn.instruction,
+      el("span", { class: "status", text: turn.parent === null ? t("chat.fromOrigin") : t("chat.from", { p: turn.parent }) })),
+    turn.note ? el("p", { class: "note", text: turn.note }) : null,
+    el("div", { class: "candidates" }, turn.candidates.map((c, index) => {
+      const img = el("img", { alt: c.prompt });
+      if (c.image_url) showImage(img, c.image_url);
+      const chosen = turn.chosen_index === index;
+      const scores = Object.entries(c.scores).map(([name, value]) => `${name} ${fmt(value, 2)}`).join(" · ");
+      return el("div", { class: `candidate${chosen ? " chosen" : ""}`, dataset: { index } },
+        img,
+        el("p", { class: "c-prompt", text: c.prompt }),
+        el("p", { class: "scores" }, `${t("chat.score")} ${fmt(c.score, 3)} · ${t(`chat.source.${c.source}`)}`,
+          el("br"), scores, el("br"), `${t("chat.drift")} ${fmt(c.drift, 2)}`,
+          c.drifted ? el("span", { class: "drifted", text: ` ${t("chat.drifted")}` }) : null),
+        el("button", { type: "button", class: "choose", disabled: chosen, text: chosen ? t("chat.chosen") : t("chat.choose"),
+          onclick: () => choose({ index }) }));
+    })),
+    el("div", { class: "edit-box" }, editor,
+      el("button", { type: "button", class: "use-edited", text: t("chat.useEdited"), onclick: () => choose({ prompt: editor.value }) })));
+}
+
+/* ---------- 知识问答 ---------- */
+const knowledge = { last: null };
+function initKnowledge() {
+  const form = $("#kn-form");
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    guarded(form, async () => {
+      knowledge.last = await api.post("/v1/knowledge/queries", {
+        question: $("#kn-question").value, retrieval: $("#kn-retrieval").value, top_k: num($("#kn-topk")) ?? 5,
+      });
+      renderKnowledge();
+    }, $("#kn-ask"));
+  });
+  const docs = $("#kn-docs-form");
+  docs.addEventListener("submit", (event) => {
+    event.preventDefault();
+    guarded(docs, async () => {
+      const documents = await Promise.all([...$("#kn-files").files].map(async (file) => ({ source: file.name, text: await file.text() })));
+      if ($("#kn-doc-name").value.trim() || $("#kn-doc-text").value.trim()) {
+        documents.push({ source: $("#kn-doc-name").value, text: $("#kn-doc-text").value });
+      }
+      const result = await api.post("/v1/knowledge/documents", { documents });
+      $("#kn-ingest-status").textContent = t("kn.ingested", {
+        docs: result.documents ?? documents.length, chunks: result.chunks ?? "?",
+      });
+    }, $("#kn-ingest"));
+  });
+}
+function renderKnowledge() {
+  const q = knowledge.last;
+  if (!q) return;
+  $("#kn-result").hidden = false;
+  const retrieved = q.decision === "retrieved";
+  const signals = Object.entries(q.signals).filter(([, v]) => v !== null && v !== undefined);
+  $("#kn-result").replaceChildren(
+    el("p", {}, el("span", { class: `badge decision${retrieved ? " retrieved" : ""}`, id: "kn-decision", dataset: { decision: q.decision },
+      text: retrieved ? t("kn.retrieved") : t("kn.parametric") })),
+    el("p", { class: "answer", id: "kn-answer", text: q.answer }),
+    retrieved && q.parametric_answer ? el("p", { class: "status" }, `${t("kn.ownAnswer")}：`, q.parametric_answer) : null,
+    el("h4", { text: t("kn.signals") }),
+    el("table", { class: "kv", id: "kn-signals" }, signals.map(([k, v]) => el("tr", {}, el("th", { text: t(`sig.${k}`) }), el("td", { text: fmt(v) })))),
+    el("h4", { text: t("kn.sources") }),
+    q.passages.length
+      ? el("div", { id: "kn-passages" }, q.passages.map((p) => el("div", { class: "passage" },
+        el("div", { class: "src", text: `${p.source} · ${fmt(p.score)}` }), el("div", { text: p.text }))))
+      : el("p", { class: "status", text: t("kn.noSources") }),
+    el("h4", { text: t("kn.timings") }),
+    el("table", { class: "kv", id: "kn-timings" }, Object.entries(q.timings).map(([k, v]) => el("tr", {}, el("th", { text: k }), el("td", { text: fmt(v) })))));
+}
+
+/* ---------- 模型编辑 ---------- */
+const edits = { items: [], compare: null };
+async function askModel(question) {
+  const query = await api.post("/v1/knowledge/queries", { question, retrieval: "never" });
+  return query.answer;
+}
+function initEdits() {
+  const form = $("#ed-form");
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    guarded(form, async () => {
+      const prompt = $("#ed-prompt").value;
+      const before = await askModel(prompt).catch((e) => t("ed.noAnswer", { msg: e.message }));
+      const edit = await api.post("/v1/edits", {
+        prompt, target: $("#ed-target").value, subject: $("#ed-subject").value, editor: $("#ed-editor").value,
+      });
+      const after = await askModel(prompt).catch((e) => t("ed.noAnswer", { msg: e.message }));
+      edits.compare = { edit, before, after };
+      renderCompare();
+      await loadEdits();
+    }, $("#ed-apply"));
+  });
+  const ask = $("#ed-ask-form");
+  ask.addEventListener("submit", (event) => {
+    event.preventDefault();
+    guarded(ask, async () => { $("#ed-ask-answer").textContent = await askModel($("#ed-ask-prompt").value); }, $("#ed-ask"));
+  });
+  $("#ed-refresh").addEventListener("click", loadEdits);
+  $("#ed-rollback-all").addEventListener("click", () => rollback(0));
+}
+function renderCompare() {
+  const c = edits.compare;
+  if (!c) return;
+  const s = c.edit.scores;
+  $("#ed-compare").hidden = false;
+  $("#ed-compare").replaceChildren(
+    el("p", {}, `#${c.edit.position} · ${c.edit.editor} · ${t("ed.targetWas")}：`, el("strong", { text: c.edit.spec.target })),
+    el("div", { class: "compare" },
+      el("div", {}, el("h4", { text: t("ed.before") }), el("p", { class: "answer", id: "ed-before", text: c.before })),
+      el("div", {}, el("h4", { text: t("ed.after") }), el("p", { class: "answer", id: "ed-after", text: c.after }))),
+    el("p", { class: "status", text: `reliability ${fmt(s.reliability, 2)} · generality ${fmt(s.generality, 2)} · locality ${fmt(s.locality, 2)}` }));
+}
+async function loadEdits() {
+  const errors = $("#ed-log-error");
+  errors.textContent = "";
+  errors.classList.remove("ok");
+  try {
+    edits.items = (await api.get("/v1/edits?limit=200")).items;
+  } catch (error) {
+    errors.textContent = error.message;
+    return;
+  }
+  renderEdits();
+}
+function renderEdits() {
+  $("#ed-log tbody").replaceChildren(...edits.items.map((edit) => {
+    const s = edit.scores;
+    const active = edit.status === "applied";
+    return el("tr", { class: edit.status, dataset: { position: edit.position, status: edit.status } },
+      el("td", { text: edit.position }), el("td", { text: edit.spec.prompt }), el("td", { text: edit.spec.target }),
+      el("td", { text: edit.editor }), el("td", { class: "edit-status", text: t(`ed.${edit.status}`) }),
+      el("td", { text: `rel ${fmt(s.reliability, 2)} · gen ${fmt(s.generality, 2)} · loc ${fmt(s.locality, 2)}` }),
+      el("td", {}, active ? el("button", { type: "button", class: "rollback-to", text: t("ed.rollbackTo"), onclick: () => rollback(edit.position) }) : null));
+  }));
+}
+async function rollback(to) {
+  const errors = $("#ed-log-error");
+  errors.textContent = "";
+  try {
+    const result = await api.post("/v1/edits/rollback", { to });
+    await loadEdits();
+    errors.textContent = t("ed.rolledBack", { to, n: result.rolled_back.length });
+    errors.classList.add("ok");
+  } catch (error) {
+    errors.classList.remove("ok");
+    errors.textContent = error.message;
+  }
+}
+
+/* ---------- tabs and start-up ---------- */
+function showTab(name) {
+  $$(".tabs button").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
+  $$(".panel").forEach((p) => p.classList.toggle("active", p.id === `panel-${name}`));
+  if (location.hash !== `#${name}`) history.replaceState(null, "", `#${name}`);
+  if (name === "gallery") loadGallery();
+  if (name === "edits") loadEdits();
+}
+function rerenderAll() {
+  fillCatalogSelects();
+  renderGallery();
+  renderSession();
+  renderKnowledge();
+  renderCompare();
+  renderEdits();
+  $$(".job-card").forEach((card) => card._job && updateCard(card, card._job));
+}
+function init() {
+  initTxt2img();
+  initImg2img();
+  initChat();
+  initKnowledge();
+  initEdits();
+  $$(".tabs button").forEach((b) => b.addEventListener("click", () => showTab(b.dataset.tab)));
+  $("#gallery-refresh").addEventListener("click", loadGallery);
+  $("#gallery-prev").addEventListener("click", () => { gallery.offset = Math.max(0, gallery.offset - gallery.limit); loadGallery(); });
+  $("#gallery-next").addEventListener("click", () => { gallery.offset += gallery.limit; loadGallery(); });
+  $("#lang-switch").addEventListener("click", () => setLang(lang === "zh" ? "en" : "zh"));
+  const key = $("#api-key");
+  key.value = localStorage.getItem("atelier.apiKey") || "";
+  key.addEventListener("change", () => {
+    if (key.value.trim()) localStorage.setItem("atelier.apiKey", key.value.trim());
+    else localStorage.removeItem("atelier.apiKey");
+    showBanner("");
+    loadCatalog();
+  });
+  setLang(lang);
+  loadCatalog();
+  const tab = location.hash.slice(1);
+  if ($(`#panel-${tab}`)) showTab(tab);
+  document.body.dataset.ready = "true";
+}
+document.addEventListener("DOMContentLoaded", init);
