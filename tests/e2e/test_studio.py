@@ -218,15 +218,22 @@ def test_img2img_with_an_uploaded_image(page: Any, server: str, tmp_path: Path) 
     page.click("[data-tab=img2img]")
     page.set_input_files("#i2i-init-file", _upload(tmp_path, "init.png", (220, 30, 30)))
     page.locator("#i2i-canvas-wrap").wait_for()
+    # Only the image-to-image fields show: no mask tools, outpaint borders or control image.
+    assert page.locator(".mask-tools").is_hidden() and page.locator("#i2i-out-left").is_hidden()
+    assert page.locator("#i2i-control-file").is_hidden() and page.locator("#i2i-mask").is_hidden()
     page.fill("#i2i-prompt", "一个绿色的圆形在中间")
     page.fill("#i2i-steps", "10")
     page.fill("#i2i-strength", "0.6")
+    page.click("#i2i-add-lora")
+    page.select_option("#i2i-loras .lora-name", "demo-style-a")
+    page.fill("#i2i-loras .lora-weight", "0.5")
     page.click("#i2i-generate")
     card = page.locator("#i2i-results .job-card").first
     card.locator("img.result").wait_for()
     job = next(j for j in _jobs(server) if j["id"] == card.get_attribute("data-job-id"))
     assert job["params"]["mode"] == "img2img" and job["params"]["init_image"].startswith("upload-")
     assert job["params"]["strength"] == 0.6
+    assert job["params"]["loras"] == [{"name": "demo-style-a", "weight": 0.5}]
 
 
 def test_inpaint_with_a_mask_painted_in_the_page(page: Any, server: str, tmp_path: Path) -> None:
@@ -235,6 +242,7 @@ def test_inpaint_with_a_mask_painted_in_the_page(page: Any, server: str, tmp_pat
     page.set_input_files("#i2i-init-file", _upload(tmp_path, "init.png", (30, 200, 30)))
     mask = page.locator("#i2i-mask")
     mask.wait_for()
+    assert page.locator(".mask-tools").is_visible() and page.locator("#i2i-out-left").is_hidden()
     box = mask.bounding_box()
     page.mouse.move(box["x"] + 40, box["y"] + 40)
     page.mouse.down()
@@ -330,14 +338,30 @@ def test_prompt_session_turn_pick_and_undo(page: Any) -> None:
     page.wait_for_function("() => document.querySelector('#chat-current').textContent === '一个蓝色的圆形在左边'")
     page.click("#chat-undo")
     page.wait_for_function("() => document.querySelector('#chat-current').textContent === '一个红色的圆形在中间'")
+    # Rewriting off: the current prompt is rendered as it is, the only candidate.
+    page.uncheck("#chat-rewrite")
+    page.fill("#chat-instruction", "就画这个")
+    page.click("#chat-send")
+    second = page.locator(".turn[data-turn='2']")
+    second.locator(".candidate img").wait_for()
+    assert second.locator(".candidate").count() == 1
+    assert second.locator(".c-prompt").inner_text() == "一个红色的圆形在中间"
+    # Branch from turn 1: the next turn grows from the prompt chosen there.
+    page.select_option("#chat-branch-from", "1")
+    page.click("#chat-branch")
+    page.wait_for_function("() => document.querySelector('#chat-current').textContent === '一个蓝色的圆形在左边'")
 
 
-def test_knowledge_question_with_an_ingested_document(page: Any) -> None:
+def test_knowledge_question_with_an_ingested_document(page: Any, tmp_path: Path) -> None:
     page.click("[data-tab=knowledge]")
+    notes = tmp_path / "glass.txt"
+    notes.write_text("Lumen glass is blown in the old quarter by the river.", encoding="utf-8")
+    page.set_input_files("#kn-files", str(notes))
     page.fill("#kn-doc-name", "atelier-notes.md")
     page.fill("#kn-doc-text", "The Atelier river flows through the town of Lumen. Lumen is famous for glass.")
     page.click("#kn-ingest")
     page.wait_for_function("() => document.querySelector('#kn-ingest-status').textContent.length > 0")
+    assert "2 篇文档" in page.inner_text("#kn-ingest-status")
     page.fill("#kn-question", "Which river flows through Lumen?")
     page.select_option("#kn-retrieval", "always")
     page.click("#kn-ask")
