@@ -3,7 +3,8 @@ instruction applied and the rest kept, per rewriter.
 
     python -m benchmarks.prompt_sessions [--instructions 100] [--k 4] [--sft-steps 3000]
         [--sft-records 20000] [--sft-held-out 200] [--steps 20]
-        [--rl-steps 150] [--rl-ablations] [--methods concat,rule,sft,sft_best_of_n,sft_rl,sft_rl_best_of_n]
+        [--rl-steps 150] [--rl-ablations] [--headroom 6]
+        [--methods concat,rule,sft,sft_best_of_n,sft_rl,sft_rl_best_of_n]
         [--threads 2] [--seed 0] [--out-dir DIR]
 
 Held-out records: InstructPE-format records over scenes of the demo world's held-out split (colour,
@@ -19,6 +20,10 @@ Missing rewriters are trained into the data dir first; existing ones are reused.
 ``--rl-ablations`` also trains RL without ADM, without the integrity state value, and without both (same
 seed and steps, separate folders) and reports each one's held-out figures from its training summary
 (greedy rewrites of held-out records: combined reward, integrity, exact share) beside the full method's.
+
+``--headroom N`` measures what any rewriter can reach on this image model: the same records rendered from
+prompts that are already right (the beautified target, and N other phrasings of the asked scene); see
+``_headroom``.
 
 Metrics of the chosen candidate: ``success_rate`` the share whose image the checker reads as exactly
 the scene asked for (the source scene with the instruction applied: every attribute and nothing more);
@@ -59,6 +64,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rl-steps", type=int, default=150, help="PPO iterations of the RL rewriter")
     parser.add_argument("--rl-held-out", type=int, default=128, help="records of the RL held-out check")
     parser.add_argument("--rl-ablations", action="store_true", help="also train RL without ADM / integrity value")
+    parser.add_argument(
+        "--headroom", type=int, default=0, help="also render N other phrasings of each right answer (0: off)"
+    )
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -128,6 +136,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "seconds": round(time.perf_counter() - started, 1),
             }
             print({"method": method, **results[method]}, flush=True)
+        headroom = _headroom(data, records, seeds, args.steps, args.headroom, args.seed) if args.headroom else None
+        if headroom:
+            print({"headroom": headroom}, flush=True)
     headline: dict[str, Any] = {}
     for metric in ("success_rate", "aesthetic", "preference", "drift"):
         headline[metric] = {m: results.get(m, {}).get(metric) for m in HEADLINE}
@@ -145,9 +156,50 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "steps": args.steps,
         "training": training,
         "results": results,
+        "headroom": headroom,
     }
     emit(detail, headline)
     return headline
+
+
+def _headroom(data: str, records: list[Any], seeds: list[int], steps: int, phrasings: int, seed: int) -> dict[str, Any]:
+    """What a rewriter can reach on this image model: the success rate of prompts that are already right.
+
+    Per record, with its seed and the methods' render settings (a turn with rewriting off): the record's
+    beautified target (the canonical right answer), the same without "一个", and ``phrasings`` random
+    phrasings of the asked scene by the demo world's caption grammar. ``any`` is the share of records where at
+    least one of them is drawn exactly: the ceiling of a rewriter that could pick the best phrasing per seed."""
+    from app.adapters.rewards.integrity import expected_scene
+    from app.domain.scenes import caption, integrity
+    from app.entrypoints.library import Atelier
+
+    rows: list[dict[str, bool]] = []
+    with Atelier.open(data_dir=data, start_worker=False, prompt_rewriter="rule") as atelier:
+        for i, (record, record_seed) in enumerate(zip(records, seeds, strict=True)):
+            target = record.beautified_target_prompt
+            asked = expected_scene(record.beautified_source_prompt, record.instruction, target)
+            if asked is None:
+                continue
+            rng = random.Random(seed * 7919 + i)
+            variants = {"target": target, "without_yige": target.replace("一个", "")}
+            variants.update({f"phrasing_{m}": caption(asked, rng, "zh") for m in range(phrasings)})
+            row = {}
+            for name, prompt in variants.items():
+                session = atelier.prompts.start(prompt)
+                turn = atelier.prompts.turn(
+                    session.id, record.instruction, n=1, k=1, seed=record_seed, steps=steps, rewrite=False
+                )
+                image = turn.candidates[0].image_id
+                assert image is not None
+                row[name] = integrity(asked, atelier.read_scene(image).seen).exact
+            rows.append(row)
+    if not rows:
+        return {}
+    out: dict[str, Any] = {name: round(sum(r[name] for r in rows) / len(rows), 4) for name in rows[0]}
+    out["phrasing_mean"] = round(statistics.mean(out[f"phrasing_{m}"] for m in range(phrasings)), 4)
+    out["any"] = round(sum(any(r.values()) for r in rows) / len(rows), 4)
+    out["records"] = len(rows)
+    return out
 
 
 def _short(summary: dict[str, Any]) -> dict[str, Any]:

@@ -11,10 +11,15 @@ from benchmarks.prompt_sessions import HEADLINE, main
 
 def test_the_benchmark_prints_the_headline(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--instructions", "3", "--k", "2", "--sft-steps", "5", "--sft-records", "200", "--sft-held-out", "2"]
+    args += ["--headroom", "2"]
     headline = main(
         [*args, "--steps", "4", "--threads", "1", "--rl-steps", "2", "--rl-held-out", "2", "--rl-ablations"]
     )
-    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    lines = capsys.readouterr().out.strip().splitlines()
+    last = json.loads(lines[-1])
+    headroom = json.loads(lines[-2])["headroom"]
+    assert headroom["records"] == 3 and set(headroom) >= {"target", "without_yige", "phrasing_0", "phrasing_1", "any"}
+    assert max(headroom["target"], headroom["phrasing_mean"]) <= headroom["any"] <= 1.0
     assert last == headline
     assert set(last) == {
         "success_rate",

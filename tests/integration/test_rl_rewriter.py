@@ -19,6 +19,7 @@ from app.adapters.rewriting.rl import (
     _load,
     _prefix_integrity,
     _Sampler,
+    _shaped_rewards,
     rl_dir,
     train_rl,
 )
@@ -74,6 +75,16 @@ def test_gae_with_lambda_one_is_return_minus_value() -> None:
     assert torch.allclose(_gae(rewards, values, 1.0, 0.0), torch.tensor([0.1 + 0.3 - 0.5, -0.2 + 0.2 - 0.3, 1.0 - 0.2]))
 
 
+def test_leave_one_out_baseline_centres_each_group_on_its_siblings() -> None:
+    rewards = [0.9, 0.5, 0.7, 0.3, 0.2, 0.2, 0.2, 0.6]
+    shaped = _shaped_rewards(rewards, RlConfig(rollouts=8, group=4))
+    assert shaped[0] == pytest.approx(0.9 - (0.5 + 0.7 + 0.3) / 3)
+    assert shaped[4] == pytest.approx(0.2 - (0.2 + 0.2 + 0.6) / 3)
+    # a record every episode draws equally well teaches nothing, however easy it is
+    assert _shaped_rewards([0.8] * 4, RlConfig(rollouts=4, group=4)) == pytest.approx([0.0] * 4)
+    assert _shaped_rewards(rewards, RlConfig(rollouts=8, group=1, baseline="none")) == rewards
+
+
 def test_the_integrity_state_value_credits_prefixes_that_name_the_asked_scene(sft_data: str) -> None:
     tokenizer, _ = _load(sft_dir(sft_data))
     caption = "一个红色的大圆形在左上，蓝色背景"
@@ -109,6 +120,10 @@ def test_rl_config_rejects_bad_settings() -> None:
         RlConfig(positive=0.8, negative=0.5)
     with pytest.raises(InvalidParameters):
         RlConfig(steps=0)
+    with pytest.raises(InvalidParameters, match="divide"):
+        RlConfig(rollouts=10, group=4)
+    with pytest.raises(InvalidParameters, match="baseline"):
+        RlConfig(group=1)  # leave-one-out needs siblings
 
 
 def test_train_rl_through_the_library_renders_scores_and_serves(sft_data: str) -> None:

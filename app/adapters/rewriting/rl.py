@@ -15,6 +15,13 @@ renders (as Promptist does), not on text proxies. Each token also pays the KL pe
 per iteration ``rollouts`` episodes, GAE (γ = 1, λ = 0.95), advantages whitened over the batch, ``epochs``
 passes of clipped surrogate (ε = 0.2) and value MSE in minibatches, AdamW, gradient norm 1.
 
+**Baseline** (ours). Rollouts come in groups of ``group`` (4) episodes on one record, source and seed, and the
+terminal reward PPO sees is the episode's reward minus the mean reward of the other episodes of its group
+(leave-one-out, as in RLOO). One render per record says mostly how easy the record and its seed are, which
+the value head cannot know from the text; the leave-one-out difference says how much better this rewrite drew
+than its siblings, and it does not depend on the episode's own actions, so the gradient stays unbiased.
+``baseline="none"`` (with ``group=1``: one episode per record) is the first version, kept as the ablation.
+
 **ADM** (off-policy sampling with a modified action space; our reading of "more relevant positive samples and
 harder negative samples"). Each episode draws a behaviour policy μ:
 
@@ -91,6 +98,8 @@ class RlConfig:
     bonus: float = 2.0
     state_value: str = "integrity"
     integrity_coef: float = 0.5
+    group: int = 4
+    baseline: str = "loo"
     records: int = 4000
     held_out: int = 64
     render_steps: int = 20
@@ -103,6 +112,10 @@ class RlConfig:
             raise InvalidParameters("state_value must be 'integrity' or 'plain'.", field="state_value")
         if not (self.positive >= 0 and self.negative >= 0 and self.positive + self.negative <= 1):
             raise InvalidParameters("positive and negative shares must be in [0, 1] and sum to at most 1.")
+        if self.group < 1 or self.rollouts % self.group:
+            raise InvalidParameters("group must be at least 1 and divide rollouts.", field="group")
+        if self.baseline not in ("loo", "none") or (self.baseline == "loo" and self.group < 2):
+            raise InvalidParameters("baseline must be 'loo' (with group >= 2) or 'none'.", field="baseline")
         if self.lr <= 0 or self.kl < 0 or not 0 < self.clip < 1:
             raise InvalidParameters("lr must be positive, kl non-negative and clip in (0, 1).", field="lr")
 
@@ -228,6 +241,20 @@ def _gather(
     return out
 
 
+def _shaped_rewards(rewards: Sequence[float], config: RlConfig) -> list[float]:
+    """The terminal rewards PPO sees: with ``baseline="loo"`` each reward minus the mean of the other episodes
+    of its group (same record, source and seed), so the advantage says how much better this rewrite drew than
+    its siblings, not how easy the record is; the baseline does not depend on the episode's own actions."""
+    if config.baseline == "none":
+        return list(rewards)
+    out = []
+    for start in range(0, len(rewards), config.group):
+        group = rewards[start : start + config.group]
+        total = sum(group)
+        out += [r - (total - r) / (len(group) - 1) for r in group]
+    return out
+
+
 def _gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
     advantages = torch.zeros_like(rewards)
     running = 0.0
@@ -291,9 +318,11 @@ def train_rl(
         # 1. rollouts under the behaviour policies, then their renders and rewards
         policy.eval()
         episodes = []
-        for _ in range(config.rollouts):
-            r = train_records[rng.randrange(len(train_records))]
-            source = r.beautified_source_prompt if rng.random() < 0.5 else r.source_prompt
+        for k in range(config.rollouts):
+            if k % config.group == 0:  # a new record, source and seed for the next `group` episodes
+                r = train_records[rng.randrange(len(train_records))]
+                source = r.beautified_source_prompt if rng.random() < 0.5 else r.source_prompt
+                seed = rng.randrange(2**31)
             u = rng.random()
             mode = "plain"
             if config.adm:
@@ -310,12 +339,13 @@ def train_rl(
                 greedy, _ = sampler.run(ids, "greedy")
                 deviate = rng.randrange(len(greedy))
             tokens, behaviour = sampler.run(ids, mode, r.beautified_target_prompt, deviate)
-            episodes.append(Episode(r, source, rng.randrange(2**31), mode, ids, tokens, behaviour))
+            episodes.append(Episode(r, source, seed, mode, ids, tokens, behaviour))
         for e in episodes:
             e.text = _text(tokenizer, e.tokens)
         scores = scorer([ScoreItem(e.text, e.record.instruction, e.source, e.seed) for e in episodes])
         for e, s in zip(episodes, scores, strict=True):
             e.reward = s[COMBINED]
+        shaped = _shaped_rewards([e.reward for e in episodes], config)
         # 2. old log-probs and values, reference log-probs, KL-penalised rewards, GAE
         ids, mask = _batch(episodes, pad)
         with torch.no_grad():
@@ -325,14 +355,14 @@ def train_rl(
             ref = [lp for lp, _ in _gather(ref_logp, torch.zeros(ref_logp.shape[:2]), episodes)]
         rows: list[dict[str, torch.Tensor]] = []
         kls = []
-        for e, (old_logp, old_value), ref_lp in zip(episodes, old, ref, strict=True):
+        for e, shaped_reward, (old_logp, old_value), ref_lp in zip(episodes, shaped, old, ref, strict=True):
             phi = torch.tensor(
                 _prefix_integrity(tokenizer, expected_scene(e.source, e.record.instruction, e.text), e.tokens)
             )
             kl = old_logp - ref_lp
             kls.append(float(kl.sum()))
             rewards = -config.kl * kl
-            rewards[-1] += e.reward
+            rewards[-1] += shaped_reward
             values = old_value + c * phi
             advantages = _gae(rewards, values, config.gamma, config.lam)
             returns = advantages + values

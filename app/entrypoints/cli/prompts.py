@@ -104,6 +104,14 @@ def train_sft(
 )
 @click.option("--steps", default=60, show_default=True, help="PPO iterations.")
 @click.option("--rollouts", default=16, show_default=True, help="Episodes (renders) per iteration.")
+@click.option("--group", default=4, show_default=True, help="Episodes per record (same seed); must divide --rollouts.")
+@click.option(
+    "--baseline",
+    type=click.Choice(["loo", "none"]),
+    default="loo",
+    show_default=True,
+    help="Reward baseline: the mean reward of the other episodes of the same record (leave-one-out), or none.",
+)
 @click.option("--epochs", default=4, show_default=True, help="PPO epochs per iteration.")
 @click.option("--lr", default=3e-5, show_default=True)
 @click.option("--kl", default=0.05, show_default=True, help="Per-token KL penalty against the SFT model.")
@@ -126,6 +134,8 @@ def train_rl(
     data: str | None,
     steps: int,
     rollouts: int,
+    group: int,
+    baseline: str,
     epochs: int,
     lr: float,
     kl: float,
@@ -147,6 +157,8 @@ def train_rl(
             progress=progress,
             steps=steps,
             rollouts=rollouts,
+            group=group,
+            baseline=baseline,
             epochs=epochs,
             lr=lr,
             kl=kl,
