@@ -216,6 +216,11 @@ def test_invalid_size_shows_a_readable_error_next_to_the_field(page: Any) -> Non
 
 def test_img2img_with_an_uploaded_image(page: Any, server: str, tmp_path: Path) -> None:
     page.click("[data-tab=img2img]")
+    # A file that is no image is refused next to its field, in words.
+    page.set_input_files("#i2i-init-file", {"name": "notes.png", "mimeType": "image/png", "buffer": b"not an image"})
+    field = page.locator("#i2i-form [data-field=init_image]")
+    field.locator(".field-error").wait_for()
+    assert "无法" in field.locator(".field-error").inner_text()
     page.set_input_files("#i2i-init-file", _upload(tmp_path, "init.png", (220, 30, 30)))
     page.locator("#i2i-canvas-wrap").wait_for()
     # Only the image-to-image fields show: no mask tools, outpaint borders or control image.

@@ -52,7 +52,7 @@ const TEXTS = {
     "ed.rolled_back": "已回滚", "ed.rolledBack": "已回滚到第 {to} 个编辑之后（{n} 个编辑被撤销）",
     "ed.noAnswer": "（无法提问：{msg}）",
     "err.network": "无法连接服务器，请检查服务是否在运行。", "err.auth": "需要 API 密钥：请在右上角填写。",
-    "err.unexpected": "出现意外错误：{msg}",
+    "err.unexpected": "出现意外错误：{msg}", "err.notImage": "无法把这个文件读成图像。",
   },
   en: {
     title: "Studio", docs: "API docs", apiKey: "API key (optional)",
@@ -104,7 +104,7 @@ const TEXTS = {
     "ed.applied": "active", "ed.rolled_back": "rolled back",
     "ed.rolledBack": "Rolled back to after edit {to} ({n} edits undone)", "ed.noAnswer": "(could not ask: {msg})",
     "err.network": "Cannot reach the server; is it running?", "err.auth": "An API key is required: enter it at the top right.",
-    "err.unexpected": "Unexpected error: {msg}",
+    "err.unexpected": "Unexpected error: {msg}", "err.notImage": "This file cannot be read as an image.",
   },
 };
 
@@ -351,6 +351,8 @@ function updateCard(card, job) {
   status.dataset.status = job.status;
   status.textContent = `${t(`status.${job.status}`)} ${Math.round(job.progress * 100)}%`;
   $("progress", card).value = job.progress;
+  $(".job-mode", card).textContent = t(`mode.${job.params.mode || "txt2img"}`);
+  if (!$(".job-cancel", card).disabled) $(".job-cancel", card).textContent = t("cancel");
   const finished = ["succeeded", "failed", "cancelled"].includes(job.status);
   $(".job-cancel", card).hidden = finished;
   $(".job-error", card).textContent = job.error ? job.error.message : "";
@@ -402,7 +404,15 @@ async function followJob(card, id) {
     }
   } catch (error) { /* fall through to polling */ }
   for (;;) {
-    const job = await api.get(`/v1/jobs/${id}`).catch(() => null);
+    let job = null;
+    try {
+      job = await api.get(`/v1/jobs/${id}`);
+    } catch (error) {
+      if (error.status >= 400 && error.status < 500) {  // gone or not ours: polling again will not help
+        $(".job-error", card).textContent = error.message;
+        return;
+      }
+    }
     if (job) updateCard(card, job);
     if (job && ["succeeded", "failed", "cancelled"].includes(job.status)) return;
     await new Promise((r) => setTimeout(r, 1000));
@@ -438,7 +448,7 @@ function initImg2img() {
   i2i.showMode = showMode;
   $("#i2i-init-file").addEventListener("change", (event) => {
     const file = event.target.files[0];
-    if (file) setInitImage(file, file.name);
+    if (file) guarded(form, () => setInitImage(file, file.name));
   });
   $("#i2i-clear-mask").addEventListener("click", clearMask);
   $("#i2i-preview-control").addEventListener("click", () =>
@@ -451,9 +461,14 @@ function initImg2img() {
   showMode();
 }
 async function setInitImage(blob, name) {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(blob);
+  } catch (error) {
+    throw new ApiError(422, "invalid_image", t("err.notImage"), "init_image");
+  }
   i2i.init = blob;
   i2i.initName = name || "init.png";
-  const bitmap = await createImageBitmap(blob);
   const canvas = $("#i2i-canvas"), mask = $("#i2i-mask");
   canvas.width = mask.width = bitmap.width;
   canvas.height = mask.height = bitmap.height;
