@@ -25,15 +25,16 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, data_dir: str, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.env = env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = Path(data_dir) / "server.log"
 
     def start(self) -> None:
-        env = {**os.environ, "ATELIER_DATA_DIR": self.data_dir, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "ATELIER_DATA_DIR": self.data_dir, "OMP_NUM_THREADS": "1", **self.env}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "app.entrypoints.cli.main", "serve", "--port", str(self.port)],

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +20,7 @@ from PIL import Image
 
 from app.entrypoints.library import Atelier
 from tests.conftest import register_demo
+from tests.e2e.test_server_process import Server
 
 CHROMIUM = os.environ.get("ATELIER_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
@@ -50,12 +48,6 @@ pytestmark = pytest.mark.slow
 FRANCE = "What is the capital of France?"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, demo_models: dict[str, tuple[str, str]]) -> Iterator[str]:
     from app.adapters.transformers.tiny import build_tiny_llama
@@ -64,39 +56,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, demo_models: dict[str, tupl
     data_dir = root / "data"
     with Atelier.open(data_dir=str(data_dir), start_worker=False) as atelier:
         register_demo(atelier, demo_models)
-    port = _free_port()
-    env = {
-        **os.environ,
-        "ATELIER_DATA_DIR": str(data_dir),
-        "ATELIER_LLM": build_tiny_llama(str(root / "tiny-llm")),
-        "ATELIER_EMBEDDER": "hashing",
-        "OMP_NUM_THREADS": "1",
-    }
-    log = root / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.entrypoints.cli.main", "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        raise AssertionError(f"server did not start: {log.read_text()}")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    llm = build_tiny_llama(str(root / "tiny-llm"))
+    srv = Server(str(data_dir), env={"ATELIER_LLM": llm, "ATELIER_EMBEDDER": "hashing"})
+    srv.start()
+    yield srv.url
+    srv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -137,9 +101,10 @@ def _upload(tmp_path: Path, name: str, color: tuple[int, int, int]) -> str:
     return str(path)
 
 
-def _jobs(server: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = httpx.get(f"{server}/v1/jobs?limit=100", timeout=10).json()["items"]
-    return items
+def _job_of(card: Any, server: str) -> dict[str, Any]:
+    """The job a card on the page shows, as the API has it."""
+    job: dict[str, Any] = httpx.get(f"{server}/v1/jobs/{card.get_attribute('data-job-id')}", timeout=10).json()
+    return job
 
 
 def _wait_finished(server: str, job_id: str) -> dict[str, Any]:
@@ -163,7 +128,7 @@ def test_txt2img_chinese_prompt_shows_the_image(page: Any, server: str) -> None:
     assert card.locator("progress").evaluate("p => p.value") == 1
     width = card.locator("img.result").evaluate("img => img.complete && img.naturalWidth")
     assert width == 64  # the demo model's native size, decoded by the browser
-    job = next(j for j in _jobs(server) if j["id"] == card.get_attribute("data-job-id"))
+    job = _job_of(card, server)
     assert job["status"] == "succeeded" and job["params"]["prompt"] == "一个红色的圆形在中间" and job["seed"] == 7
     # The shipped model draws what was asked: the checker reads the served image back.
     body = {"image": job["images"][0]["id"], "caption": "一个红色的圆形在中间"}
@@ -192,7 +157,7 @@ def test_live_progress_and_cancel(page: Any, server: str) -> None:
         "() => document.querySelector('#t2i-results .job-card .job-status').dataset.status === 'cancelled'"
     )
     assert card.locator(".job-cancel").is_hidden()
-    job = next(j for j in _jobs(server) if j["id"] == card.get_attribute("data-job-id"))
+    job = _job_of(card, server)
     assert job["status"] == "cancelled"
 
 
@@ -235,7 +200,7 @@ def test_img2img_with_an_uploaded_image(page: Any, server: str, tmp_path: Path) 
     page.click("#i2i-generate")
     card = page.locator("#i2i-results .job-card").first
     card.locator("img.result").wait_for()
-    job = next(j for j in _jobs(server) if j["id"] == card.get_attribute("data-job-id"))
+    job = _job_of(card, server)
     assert job["params"]["mode"] == "img2img" and job["params"]["init_image"].startswith("upload-")
     assert job["params"]["strength"] == 0.6
     assert job["params"]["loras"] == [{"name": "demo-style-a", "weight": 0.5}]
@@ -258,7 +223,7 @@ def test_inpaint_with_a_mask_painted_in_the_page(page: Any, server: str, tmp_pat
     page.click("#i2i-generate")
     card = page.locator("#i2i-results .job-card").first
     card.locator("img.result").wait_for()
-    job = next(j for j in _jobs(server) if j["id"] == card.get_attribute("data-job-id"))
+    job = _job_of(card, server)
     assert job["params"]["mode"] == "inpaint" and job["params"]["mask_image"].startswith("upload-")
 
 
@@ -272,7 +237,7 @@ def test_outpaint_grows_the_canvas(page: Any, server: str, tmp_path: Path) -> No
     page.click("#i2i-generate")
     card = page.locator("#i2i-results .job-card").first
     card.locator("img.result").wait_for()
-    job = next(j for j in _jobs(server) if j["id"] == card.get_attribute("data-job-id"))
+    job = _job_of(card, server)
     assert job["params"]["mode"] == "outpaint" and job["params"]["outpaint"]["right"] == 32
     assert job["images"][0]["width"] == 96
 
@@ -291,7 +256,7 @@ def test_controlnet_preview_and_generate(page: Any, server: str, tmp_path: Path)
     page.click("#i2i-generate")
     card = page.locator("#i2i-results .job-card").first
     card.locator("img.result").wait_for()
-    job = next(j for j in _jobs(server) if j["id"] == card.get_attribute("data-job-id"))
+    job = _job_of(card, server)
     assert job["params"]["mode"] == "controlnet" and job["params"]["control"]["kind"] == "canny"
 
 
@@ -310,7 +275,7 @@ def test_gallery_open_rerun_and_send_to_img2img(page: Any, server: str) -> None:
     detail.locator(".rerun-same").click()
     rerun = detail.locator(".job-card").first
     rerun.locator("img.result").wait_for()
-    again = next(j for j in _jobs(server) if j["id"] == rerun.get_attribute("data-job-id"))
+    again = _job_of(rerun, server)
     assert again["seed"] == 11 and again["params"]["prompt"] == "一个紫色的心形"
     detail.locator(".send-i2i").first.click()
     page.locator("#panel-img2img.active").wait_for()

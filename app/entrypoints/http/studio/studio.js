@@ -186,8 +186,11 @@ async function request(method, path, body) {
   return res;
 }
 /* Seeds are 63-bit integers, beyond what a JavaScript number holds exactly: they are kept as strings. */
+function parseJson(text) {
+  return JSON.parse(text.replace(/"seed":\s*(\d{16,})/g, '"seed":"$1"'));
+}
 async function json(res) {
-  return JSON.parse((await res.text()).replace(/"seed":\s*(\d{16,})/g, '"seed":"$1"'));
+  return parseJson(await res.text());
 }
 function seedOf(input) {
   const value = input.value.trim();
@@ -397,7 +400,7 @@ async function followJob(card, id) {
         buffer = buffer.slice(end + 2);
         const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
         if (!data) continue;
-        const job = JSON.parse(data.replace(/"seed":\s*(\d{16,})/g, '"seed":"$1"'));
+        const job = parseJson(data);
         updateCard(card, job);
         if (block.includes("event: done")) return;
       }
