@@ -9,16 +9,27 @@ from typing import Any
 import pytest
 import torch
 
-from app.adapters.demo_world.train import TARGET_CLASSES, TrainConfig, Trainer, caption_targets, checker_gate
+from app.adapters.demo_world.render import render
+from app.adapters.demo_world.train import (
+    TARGET_CLASSES,
+    TrainConfig,
+    Trainer,
+    caption_targets,
+    checker_gate,
+    pixel_weights,
+    to_tensor,
+)
 from app.adapters.diffusers.generator import DiffusersImageGenerator
 from app.adapters.diffusers.layout import inspect_model
 from app.domain.generation import GenerationParams
 from app.domain.models import ModelInfo
+from app.domain.scenes import Scene, SceneObject
 from app.ports.generation import GenerationRequest
 
 SMALL = {
     "vae_steps": 3,
     "decoder_steps": 2,
+    "sharpen_steps": 2,
     "vae_batch": 4,
     "n_scenes": 64,
     "unet_steps": 4,
@@ -125,3 +136,35 @@ def test_caption_targets_state_what_the_caption_says() -> None:
     assert two[:4] == [4, 5, 9, 2]  # star, blue, bottom-right, small
     assert two[4:8] == [5, 1, 0, 0]  # heart, red, no position, no size
     assert two[8:14] == [0, 0, 0, 1, 0, 0]  # the second object's outline
+
+
+def test_the_sharpen_stage_changes_only_the_decoder(tmp_path: Path) -> None:
+    trainer = Trainer(str(tmp_path), TrainConfig(**SMALL))
+    trainer.run(until="decoder")
+    before = torch.load(tmp_path / "vae.pt", weights_only=False)["model"]
+    trainer.run(until="sharpen")
+    after = torch.load(tmp_path / "vae.pt", weights_only=False)["model"]
+    assert trainer.state["done"] == ["vae", "decoder", "sharpen"]
+    encoder = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    decoder = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder and decoder
+    assert all(torch.equal(before[k], after[k]) for k in encoder)  # the latent space the UNet learns stays put
+    assert any(not torch.equal(before[k], after[k]) for k in decoder)
+
+
+def test_small_objects_and_edges_weigh_more_in_the_sharpen_loss() -> None:
+    scenes = [
+        Scene((SceneObject("square", "red", "center", "large"),), "gray"),
+        Scene((SceneObject("square", "red", "center", "small"),), "gray"),
+    ]
+    x = to_tensor([render(s, seed=0) for s in scenes])
+    plain = pixel_weights(x, scenes)
+    weighted = pixel_weights(x, scenes, small_object=1.0)
+    edged = pixel_weights(x, scenes, edge=4.0)
+    centre = (slice(None), 0, 32, 32)
+    assert plain[centre].tolist() == [5.0, 5.0]  # shape pixels weigh 5x the background, whatever their size
+    large, small = weighted[centre].tolist()
+    assert large == 5.0 and small > 7.0  # a small square's pixels count for more (about its area ratio)
+    assert plain[:, 0, 2, 2].tolist() == [1.0, 1.0] == edged[:, 0, 2, 2].tolist()  # flat background untouched
+    assert edged[0, 0, 32, 32] == 5.0  # inside the shape: no edge
+    assert edged[0].amax() == 9.0  # on the outline: the shape weight plus the edge weight

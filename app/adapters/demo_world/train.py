@@ -9,16 +9,21 @@ Stages, each resumable from its last checkpoint in ``work_dir``:
    L1 term next to MSE for sharper edges. Then the decoder alone is fine-tuned with the encoder
    frozen, which sharpens shapes without moving the latent space. The learning rate decays
    linearly to a tenth over each stage.
-2. ``gate``: the OpenCV checker reads VAE reconstructions of rendered scenes; the UNet does not
+2. ``sharpen``: the decoder alone again (encoder frozen), with a loss that weighs each small
+   object's pixels by its area ratio to a large one and adds weight on colour edges
+   (``pixel_weights``): small stars and squares otherwise decoded as round blobs.
+3. ``gate``: the OpenCV checker reads VAE reconstructions of rendered scenes; the UNet does not
    start unless they read back as well as ``gate_min`` (the VAE caps what the UNet can reach).
-3. ``encode``: ``n_scenes`` training scenes (no held-out attribute combination) are rendered and
+4. ``encode``: ``n_scenes`` training scenes (no held-out attribute combination) are rendered and
    encoded once; ``scaling_factor`` = 1 / std of the latents.
-4. ``unet``: the UNet and the CLIP-architecture text tower over the bert-base-chinese vocabulary
-   are trained jointly on epsilon prediction with min-SNR-gamma loss weighting (Hang et al. 2023,
-   gamma 5), AdamW with warm-up and cosine decay to zero (so the last weights need no EMA), 10%
-   caption dropout (the pipeline's unconditional input is the empty caption), and a fresh caption
-   per scene and step (Chinese with varied phrasing, 20% English).
-5. ``export``: a StableDiffusionPipeline folder (fp16 safetensors, BERT tokenizer, DPM-Solver++
+5. ``text``: the CLIP-architecture text tower over the bert-base-chinese vocabulary is pretrained
+   to state what a caption says (``caption_targets``), then frozen, as SD freezes its text encoder.
+6. ``unet``: the UNet is trained on v-prediction over a zero-terminal-SNR schedule with min-SNR-gamma
+   style weighting (Hang et al. 2023, gamma 5; see ``loss_weights``), AdamW with warm-up and cosine
+   decay to zero (so the last weights need no EMA), 10% caption dropout (the pipeline's
+   unconditional input is the empty caption), and a fresh caption per scene and step (Chinese with
+   varied phrasing, 20% English).
+7. ``export``: a StableDiffusionPipeline folder (fp16 safetensors, BERT tokenizer, DPM-Solver++
    scheduler) that the same adapter loads as any PAI-Diffusion model.
 
 Every random draw derives from ``seed`` and the step number, so a resumed run continues exactly
@@ -64,7 +69,7 @@ transformers: Any = _transformers
 
 MAX_TOKENS = 64
 MARKER_FILE = "atelier-demo.json"
-STAGES = ("vae", "decoder", "gate", "encode", "text", "unet", "export")
+STAGES = ("vae", "decoder", "sharpen", "gate", "encode", "text", "unet", "export")
 
 Progress = Callable[[str, int, int, dict[str, float]], None]
 
@@ -79,6 +84,15 @@ class TrainConfig:
     vae_batch: int = 16
     vae_lr: float = 2e-3
     decoder_lr: float = 2e-4
+    # A second decoder-only stage ("sharpen", encoder still frozen, so the latent space and the UNet
+    # are untouched) with a loss that weighs small objects and shape edges more: small stars and
+    # squares decoded as round blobs, which the checker rightly read as circles, and the VAE, not the
+    # UNet, capped colour+shape accuracy (measured: 90% of reconstructions of the benchmark's own
+    # scenes read back right, against 87.5% of generated images).
+    sharpen_steps: int = 3000
+    sharpen_lr: float = 1e-4
+    small_object_weight: float = 1.0
+    edge_weight: float = 4.0
     gate_scenes: int = 200
     gate_min: float = 0.8
     # UNet + text encoder
@@ -264,13 +278,53 @@ def _render_batch(seed: int, step: int, n: int) -> tuple[list[Scene], torch.Tens
     return scenes, to_tensor(images)
 
 
-def _vae_loss(vae: Any, x: torch.Tensor, scenes: list[Scene]) -> torch.Tensor:
-    post = vae.encode(x).latent_dist
-    rec = vae.decode(post.mode()).sample
+# The area of a large circle: objects this large or larger keep the plain shape weight.
+_REFERENCE_AREA = math.pi * 10.0**2
+
+
+def pixel_weights(x: torch.Tensor, scenes: list[Scene], small_object: float = 0.0, edge: float = 0.0) -> torch.Tensor:
+    """Per-pixel loss weights (N, 1, H, W) for images ``x`` of ``scenes``.
+
+    Shape pixels (those away from the background colour) weigh 5x. With ``small_object`` > 0 each
+    connected shape's pixels weigh ``(reference area / its area) ** small_object`` more (capped at
+    6x the ratio), so a small star counts as much as a large one instead of a third of it. With
+    ``edge`` > 0, pixels within one pixel of a colour edge get ``edge`` more: corners and star points
+    are where a blurred decoder loses the shape.
+    """
     bg = torch.tensor([BACKGROUND_RGB[s.background or "gray"] for s in scenes], dtype=torch.float32)
     bg = (bg / 127.5 - 1.0)[:, :, None, None]
     fg = ((x - bg).abs().amax(1, keepdim=True) > 0.1).float()
-    weight = 1 + 4 * fg
+    shape_weight = fg
+    if small_object:
+        import cv2
+
+        masks = fg[:, 0].numpy().astype(np.uint8)
+        scale = np.ones(masks.shape, dtype=np.float32)
+        for b, mask in enumerate(masks):
+            n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+            for k in range(1, n):
+                ratio = float(np.clip(_REFERENCE_AREA / max(int(stats[k, cv2.CC_STAT_AREA]), 1), 1.0, 6.0))
+                scale[b][labels == k] = ratio**small_object
+        shape_weight = fg * torch.from_numpy(scale)[:, None]
+    weight = 1 + 4 * shape_weight
+    if edge:
+        gx = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().amax(1, keepdim=True)
+        gy = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().amax(1, keepdim=True)
+        grad = torch.zeros_like(fg)
+        grad[:, :, :, 1:] += gx
+        grad[:, :, :, :-1] += gx
+        grad[:, :, 1:, :] += gy
+        grad[:, :, :-1, :] += gy
+        weight = weight + edge * F.max_pool2d((grad > 0.2).float(), 3, stride=1, padding=1)
+    return weight
+
+
+def _vae_loss(
+    vae: Any, x: torch.Tensor, scenes: list[Scene], small_object: float = 0.0, edge: float = 0.0
+) -> torch.Tensor:
+    post = vae.encode(x).latent_dist
+    rec = vae.decode(post.mode()).sample
+    weight = pixel_weights(x, scenes, small_object, edge)
     err = rec - x
     loss: torch.Tensor = (err.pow(2) * weight).mean() + 0.5 * (err.abs() * weight).mean() + 1e-6 * post.kl().mean()
     return loss
@@ -348,6 +402,8 @@ class Trainer:
                 self._train_vae()
             elif stage == "decoder":
                 self._train_decoder()
+            elif stage == "sharpen":
+                self._sharpen_decoder()
             elif stage == "gate":
                 self._gate(gate)
             elif stage == "encode":
@@ -363,13 +419,23 @@ class Trainer:
             if stage == until:
                 return
 
-    def _vae_loop(self, name: str, steps: int, decoder_only: bool) -> None:
+    def _vae_loop(
+        self,
+        name: str,
+        steps: int,
+        decoder_only: bool,
+        lr: float,
+        seed_offset: int,
+        small_object: float = 0.0,
+        edge: float = 0.0,
+    ) -> None:
         cfg = self.config
         torch.manual_seed(cfg.seed)
         vae = new_vae()
+        base = self._load("vae") if decoder_only else None
         if decoder_only:
-            base = self._load("vae")
-            assert base is not None
+            if base is None:
+                raise FileNotFoundError("no trained VAE yet")
             vae.load_state_dict(base["model"])
             vae.requires_grad_(False)
             vae.decoder.requires_grad_(True)
@@ -377,7 +443,7 @@ class Trainer:
         params = [p for p in vae.parameters() if p.requires_grad]
         # The decoder continues from where the joint stage's decayed rate ended: restarting it at half the
         # joint rate undid the joint stage (stray blobs came back: 80% -> 62% of reconstructions read exactly).
-        opt = torch.optim.Adam(params, lr=cfg.decoder_lr if decoder_only else cfg.vae_lr)
+        opt = torch.optim.Adam(params, lr=lr)
         # Linear decay to a tenth over the stage: a constant rate left blotches in flat backgrounds.
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - 0.9 * min(1.0, s / max(1, steps)))
         ckpt = self._load(f"{name}-ckpt")
@@ -390,9 +456,9 @@ class Trainer:
         vae.train()
         last = time.monotonic()
         while step < steps:
-            scenes, x = _render_batch(cfg.seed + (7 if decoder_only else 3), step, cfg.vae_batch)
+            scenes, x = _render_batch(cfg.seed + seed_offset, step, cfg.vae_batch)
             torch.manual_seed(cfg.seed * 7919 + step)
-            loss = _vae_loss(vae, x, scenes)
+            loss = _vae_loss(vae, x, scenes, small_object, edge)
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
@@ -405,14 +471,30 @@ class Trainer:
                 now = time.monotonic()
                 self._add_seconds(name, now - last)
                 last = now
-        self._save("vae", {"model": vae.state_dict()})
+        payload = {"model": vae.state_dict()}
+        if base is not None and "scaling_factor" in base:
+            payload["scaling_factor"] = base["scaling_factor"]
+        self._save("vae", payload)
         self._finish(name, time.monotonic() - last)
 
     def _train_vae(self) -> None:
-        self._vae_loop("vae", self.config.vae_steps, decoder_only=False)
+        self._vae_loop("vae", self.config.vae_steps, decoder_only=False, lr=self.config.vae_lr, seed_offset=3)
 
     def _train_decoder(self) -> None:
-        self._vae_loop("decoder", self.config.decoder_steps, decoder_only=True)
+        cfg = self.config
+        self._vae_loop("decoder", cfg.decoder_steps, decoder_only=True, lr=cfg.decoder_lr, seed_offset=7)
+
+    def _sharpen_decoder(self) -> None:
+        cfg = self.config
+        self._vae_loop(
+            "sharpen",
+            cfg.sharpen_steps,
+            decoder_only=True,
+            lr=cfg.sharpen_lr,
+            seed_offset=11,
+            small_object=cfg.small_object_weight,
+            edge=cfg.edge_weight,
+        )
 
     def load_vae(self) -> Any:
         vae = new_vae()
@@ -498,7 +580,7 @@ class Trainer:
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             self.progress("text", step + 1, cfg.text_steps, {"loss": sum(losses[-50:]) / len(losses[-50:])})
         accuracy = _text_exactness(text_encoder, heads[1], tok, cfg.seed)
         self._save("text", {"text_encoder": text_encoder.state_dict()})
