@@ -286,8 +286,8 @@ def pixel_weights(x: torch.Tensor, scenes: list[Scene], small_object: float = 0.
     """Per-pixel loss weights (N, 1, H, W) for images ``x`` of ``scenes``.
 
     Shape pixels (those away from the background colour) weigh 5x. With ``small_object`` > 0 each
-    connected shape's pixels weigh ``(reference area / its area) ** small_object`` more (capped at
-    6x the ratio), so a small star counts as much as a large one instead of a third of it. With
+    connected shape's pixels weigh ``(reference area / its area) ** small_object`` more (the ratio
+    capped at 6), so a small shape counts about as much as a large one instead of 40% of it. With
     ``edge`` > 0, pixels within one pixel of a colour edge get ``edge`` more: corners and star points
     are where a blurred decoder loses the shape.
     """
