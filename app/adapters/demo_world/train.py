@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import diffusers as _diffusers
 import numpy as np
 import torch
@@ -296,8 +297,6 @@ def pixel_weights(x: torch.Tensor, scenes: list[Scene], small_object: float = 0.
     fg = ((x - bg).abs().amax(1, keepdim=True) > 0.1).float()
     shape_weight = fg
     if small_object:
-        import cv2
-
         masks = fg[:, 0].numpy().astype(np.uint8)
         scale = np.ones(masks.shape, dtype=np.float32)
         for b, mask in enumerate(masks):
