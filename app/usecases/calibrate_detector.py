@@ -15,6 +15,29 @@ the paper say nothing of how the cut is set).
 The detector then learns to predict that label from what exists at query time: alpha, the mean and
 minimum token probability of the model's own answer, the gradient alignment with the model's own
 answer as target, and the mean GECE of the nearest other calibration questions (leave-one-out).
+
+Two cuts let a query decide before its parametric answer is complete:
+- ``early_threshold``: on the early detector over the signals that exist before any answer. By
+  default it is the decision threshold itself: the early detector is a calibrated estimate of the
+  same label, so retrieving when it says "more likely long-tail than not" is the decision the late
+  detector would make under the same loss, taken without the plain answer's cost. Measured on
+  SmolLM2 (200 geonames calibration and 200 test questions, detectors fitted to the calibration's
+  GECE labels, latencies replayed from per-question stage timings): with the state probe the early
+  detector retrieves for 46 % of the test questions at that cut, and the flow is 1.22x as fast as
+  always retrieving against 1.06x with no early decision, at the same accuracy (0.40).
+  ``early_precision`` instead sets it at the lowest cut where the calibration set finds the early
+  decision that precise about the label (0.9: 7 % of questions, 1.04x; none where no cut is that
+  precise).
+- ``abort_min_prob``: on the answer's minimum token probability, where the calibration set finds
+  answers below it at least ``ABORT_PRECISION`` long-tail. The running minimum can only fall as
+  tokens are generated, so an answer whose running minimum drops below the cut will end below
+  it: abandoning it at that token and retrieving decides exactly as waiting would, minus the rest
+  of the answer and its backward pass.
+
+The ``state_probe`` signal is a linear probe (L2-penalised logistic regression over the hidden state
+of the prompt's last token, ``LanguageModel.question_state``) trained on the GECE labels; it exists
+before the model answers, so both detectors may use it. Calibration rows carry cross-fitted probe
+scores (see ``_fit_probe``).
 """
 
 from __future__ import annotations
@@ -22,7 +45,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from app.domain.errors import InvalidParameters
 from app.domain.gece import auroc, cosine, gece, mean_vector
@@ -37,12 +60,13 @@ from app.domain.knowledge import (
 from app.domain.meteor import meteor_multi
 from app.ports.clock import Clock
 from app.ports.knowledge import CalibrationStore, Embedder, LanguageModel, Lexicon, LongTailDetector, WordFrequency
-from app.usecases.knowledge_signals import answer_matches, neighbour_gece, question_alpha
+from app.usecases.knowledge_signals import answer_matches, log_odds, neighbour_gece, question_alpha, state_row
 
 MIN_INSTANCES = 8
-# The early decision retrieves without a parametric answer only where the signals that exist before
-# any answer are this precise about the long-tail label on the calibration set.
-EARLY_PRECISION = 0.9
+PROBE_FOLDS = 5
+# A parametric answer is abandoned below a token probability only where the calibration set finds
+# answers below it this precise about the long-tail label.
+ABORT_PRECISION = 0.9
 
 
 @dataclass(frozen=True)
@@ -68,6 +92,8 @@ class InstanceSignals:
     gece: float
     neighbour_gece: float
     embedding: list[float]
+    state: list[float] = field(default_factory=list, repr=False)  # the model's question state
+    state_probe: float = 0.0  # the probe's long-tail log-odds, fitted without this instance's fold
 
 
 Progress = Callable[[int, int], None]
@@ -85,9 +111,11 @@ class CalibrateDetector:
         clock: Clock,
         max_new_tokens: int = 32,
         neighbours_k: int = 5,
+        probe: LongTailDetector | None = None,
     ) -> None:
         self._llm, self._embedder, self._words, self._lexicon = llm, embedder, words, lexicon
         self._detector, self._calibrations, self._clock = detector, calibrations, clock
+        self._probe = probe or detector
         self._max_new_tokens, self._neighbours_k = max_new_tokens, neighbours_k
 
     def measure(
@@ -99,6 +127,7 @@ class CalibrateDetector:
             question = validate_question(item.question)
             if not item.answers or not all(isinstance(a, str) and a.strip() for a in item.answers):
                 raise InvalidParameters(f"Instance {i + 1} has no reference answer.", field="answers")
+            state = self._llm.question_state(question)  # before generate: its prefill is reused
             answer = self._llm.generate(question, (), self._max_new_tokens)
             probs = answer.token_probs
             hypothesis = self._words.words(answer.text)
@@ -114,6 +143,7 @@ class CalibrateDetector:
                     question_alpha(self._words, question),
                     self._llm.answer_gradient(question, item.answers[0]).vector,
                     self._llm.answer_gradient(question, answer.text).vector if answer.text else None,
+                    state,
                 )
             )
             if progress:
@@ -139,6 +169,7 @@ class CalibrateDetector:
                     gece=geces[i],
                     neighbour_gece=neighbour_gece(embeddings[i], others, self._neighbours_k),
                     embedding=embeddings[i],
+                    state=r[9],
                 )
             )
         return out, mean
@@ -150,6 +181,7 @@ class CalibrateDetector:
         features: Sequence[str] = DETECTOR_FEATURES,
         decision_threshold: float = 0.5,
         progress: Progress | None = None,
+        early_precision: float | None = None,
     ) -> tuple[Calibration, list[InstanceSignals]]:
         """Measure, label, fit and store the calibration. ``InvalidParameters`` for fewer than
         ``MIN_INSTANCES`` instances, an instance without a reference or an unknown feature."""
@@ -160,20 +192,30 @@ class CalibrateDetector:
             )
         if not 0.0 < decision_threshold < 1.0:
             raise InvalidParameters("decision_threshold must lie strictly between 0 and 1.", field="decision_threshold")
+        if early_precision is not None and not 0.0 < early_precision <= 1.0:
+            raise InvalidParameters("early_precision must lie in (0, 1].", field="early_precision")
         t0 = time.perf_counter()
         signals, mean_gradient = self.measure(items, progress)
         cut = youden_threshold([s.gece for s in signals], [not s.correct for s in signals])
         labels = [s.gece > cut for s in signals]
+        probe: dict[str, object] = {}
+        if "state_probe" in chosen:
+            probe, scores = self._fit_probe([s.state for s in signals], labels)
+            signals = [replace(s, state_probe=v) for s, v in zip(signals, scores, strict=True)]
         rows = [feature_row(s) for s in signals]
         fit = self._detector.fit(rows, labels, chosen)
         fitted = [self._detector.probability(fit, row) for row in rows]
         early_names = [f for f in EARLY_FEATURES if f in chosen]
         early_fit = self._detector.fit(rows, labels, early_names) if early_names else None
-        early_cut = (
-            precise_threshold([self._detector.probability(early_fit, row) for row in rows], labels, EARLY_PRECISION)
-            if early_fit is not None
-            else None
-        )
+        early_scores = [self._detector.probability(early_fit, row) for row in rows] if early_fit else []
+        if early_fit is None:
+            early_cut = None
+        elif early_precision is None:
+            early_cut = decision_threshold
+        else:
+            early_cut = precise_threshold(early_scores, labels, early_precision)
+        abort_cut = precise_threshold([-s.min_token_prob for s in signals], labels, ABORT_PRECISION)
+        abort_min_prob = -abort_cut if abort_cut is not None else None
         wrong = [not s.correct for s in signals]
         stats = {
             "n": float(len(signals)),
@@ -186,8 +228,10 @@ class CalibrateDetector:
             **{k: float(v) for k, v in fit.stats.items()},
         }
         if early_fit is not None and early_cut is not None:
-            early = [self._detector.probability(early_fit, row) > early_cut for row in rows]
+            early = [score > early_cut for score in early_scores]
             stats["early_retrieval_share"] = sum(early) / len(early)
+        if abort_min_prob is not None:
+            stats["abort_share"] = sum(s.min_token_prob < abort_min_prob for s in signals) / len(signals)
         stats = {k: v for k, v in stats.items() if not math.isnan(v)}  # an AUROC needs both classes
         calibration = Calibration(
             id=new_query_id(),
@@ -206,9 +250,32 @@ class CalibrateDetector:
             early_features=list(early_fit.features) if early_fit else [],
             early_detector=dict(early_fit.params) if early_fit else {},
             early_threshold=early_cut,
+            abort_min_prob=abort_min_prob,
+            probe=probe,
         )
         self._calibrations.save(calibration)
         return calibration, signals
+
+    def _fit_probe(
+        self, states: Sequence[Sequence[float]], labels: Sequence[bool]
+    ) -> tuple[dict[str, object], list[float]]:
+        """The state probe fitted on every instance, and each instance's score from a probe fitted
+        without its fold (``PROBE_FOLDS``-fold cross-fitting): the detector that stacks the probe's
+        score with the other signals must learn from scores like those it will see at query time,
+        not from the probe's fit to the instance itself."""
+        rows = [state_row(s) for s in states]
+        names = list(rows[0]) if rows else []
+        full = self._probe.fit(rows, labels, names)
+        scores = [0.0] * len(rows)
+        for fold in range(PROBE_FOLDS):
+            train = [i for i in range(len(rows)) if i % PROBE_FOLDS != fold]
+            held = [i for i in range(len(rows)) if i % PROBE_FOLDS == fold]
+            if not held:
+                continue
+            fit = self._probe.fit([rows[i] for i in train], [labels[i] for i in train], names)
+            for i in held:
+                scores[i] = log_odds(self._probe.probability(fit, rows[i]))
+        return dict(full.params), scores
 
 
 def feature_row(s: InstanceSignals) -> dict[str, float]:
@@ -218,6 +285,7 @@ def feature_row(s: InstanceSignals) -> dict[str, float]:
         "min_token_prob": s.min_token_prob,
         "grad_alignment": s.grad_alignment,
         "neighbour_gece": s.neighbour_gece,
+        "state_probe": s.state_probe,
     }
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Sequence
 
 from app.domain.gece import cosine
-from app.ports.knowledge import WordFrequency
+from app.ports.knowledge import DetectorFit, LongTailDetector, WordFrequency
 
 
 def question_alpha(words: WordFrequency, question: str) -> float:
@@ -27,6 +28,22 @@ def neighbour_gece(vector: Sequence[float], neighbours: Sequence[tuple[Sequence[
     scored = sorted(((cosine(vector, v), g) for v, g in neighbours), key=lambda p: -p[0])
     top = scored[: max(1, k)]
     return sum(g for _, g in top) / len(top)
+
+
+def state_row(state: Sequence[float]) -> dict[str, float]:
+    """A question state as the probe's input row (one named input per dimension)."""
+    return {f"s{i}": float(x) for i, x in enumerate(state)}
+
+
+def log_odds(p: float) -> float:
+    q = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(q / (1 - q))
+
+
+def probe_log_odds(probe: LongTailDetector, params: dict[str, object], state: Sequence[float]) -> float:
+    """The state probe's long-tail log-odds for one question state (``params``: the calibration's probe)."""
+    row = state_row(state)
+    return log_odds(probe.probability(DetectorFit(dict(params), list(row)), row))
 
 
 def _fold(text: str) -> str:

@@ -66,15 +66,24 @@ def test_ingest_calibrate_ask_and_read_back(tmp_path: Path, data: Path, tiny_llm
             "min_token_prob",
             "grad_alignment",
             "neighbour_gece",
+            "state_probe",
         ]
+        hidden = atelier.container.llm().model.config.hidden_size
+        assert len(calibration.probe["weights"]) == hidden and all(len(s.state) == hidden for s in signals)
         assert all(0.0 <= s.meteor <= 1.0 and 0.0 < s.mean_token_prob <= 1.0 and s.gece > 0 for s in signals)
 
         query = atelier.knowledge.ask("What is the capital of Tuvalu?", top_k=3)
         early, cut = query.signals.early_estimate, calibration.early_threshold
-        assert early is not None and 0.0 <= early <= 1.0
+        assert early is not None and 0.0 <= early <= 1.0 and query.signals.state_probe is not None
         if cut is not None and early > cut:  # judged long-tail before any answer
             assert query.decision is Decision.RETRIEVED and query.parametric_answer == ""
             assert query.signals.gece_estimate is None and "parametric_answer" not in query.timings
+        elif query.signals.aborted_at is not None:  # judged long-tail while answering
+            assert query.decision is Decision.RETRIEVED and query.signals.gece_estimate is None
+            assert calibration.abort_min_prob is not None
+            assert (
+                query.signals.min_token_prob is not None and query.signals.min_token_prob < calibration.abort_min_prob
+            )
         else:
             estimate, threshold = query.signals.gece_estimate, query.signals.threshold
             assert estimate is not None and threshold == 0.5

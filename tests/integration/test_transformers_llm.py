@@ -218,3 +218,46 @@ def test_passages_that_do_not_fit_are_left_out_from_the_last(lm: TransformersLan
     assert fitted.prompt_tokens == short.prompt_tokens  # both long passages were dropped, the first kept
     with pytest.raises(RequestTooLarge):
         lm.generate("why? " * limit, [], max_new_tokens=4)
+
+
+def test_question_state_is_the_prompt_s_last_hidden_state_at_the_declared_block(
+    lm: TransformersLanguageModel, reference: torch.nn.Module
+) -> None:
+    state = lm.question_state(QUESTION)
+    layers = lm.model.config.num_hidden_layers
+    assert len(state) == lm.model.config.hidden_size and lm.state_layer == round(0.8 * layers)
+    ids = torch.tensor([lm.encode_answer(QUESTION, "x")[0]])
+    with torch.no_grad():
+        expected = reference(ids, output_hidden_states=True).hidden_states[lm.state_layer][0, -1]
+    assert torch.allclose(torch.tensor(state), expected, atol=1e-5)
+    lm.generate(QUESTION, max_new_tokens=1)  # consume the kept prefill
+
+
+def test_generate_reuses_the_prefill_of_question_state_only_while_it_is_valid(lm: TransformersLanguageModel) -> None:
+    fresh = lm.generate(QUESTION, max_new_tokens=8)
+    seen: list[int] = []
+    handle = lm.model.base_model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+    try:
+        lm.question_state(QUESTION)
+        reused = lm.generate(QUESTION, max_new_tokens=8)
+        # One prompt-length forward (question_state's), then one token at a time.
+        assert seen[0] > 1 and all(n == 1 for n in seen[1:])
+        assert (reused.text, reused.token_probs) == (fresh.text, fresh.token_probs)
+        # Another question, or any forward pass in between, voids the kept prefill.
+        for between in (
+            lambda: lm.generate("Who wrote Hamlet?", max_new_tokens=1),
+            lambda: lm.answer_gradient(QUESTION, "Paris"),
+        ):
+            lm.question_state(QUESTION)
+            between()
+            seen.clear()
+            again = lm.generate(QUESTION, max_new_tokens=8)
+            assert seen[0] > 1 and (again.text, again.token_probs) == (fresh.text, fresh.token_probs)
+        lm.question_state("Who wrote Hamlet?")
+        seen.clear()
+        lm.generate(QUESTION, max_new_tokens=2)
+        assert seen[0] > 1  # a different prompt is prefilled anew
+    finally:
+        handle.remove()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
+
 import pytest
 
 from app.adapters.memory.knowledge import InMemoryCalibrationStore, InMemoryKnowledgeQueryStore
@@ -105,12 +108,37 @@ def test_gated_flow_keeps_known_answers_and_retrieves_for_the_tail(world: World)
     assert "retrieve" not in known.timings
 
     # Tokelau's words are as common as France's: the early signals cannot tell, the answer's can.
-    tail = world.ask("What is the capital of Tokelau?", owner="alice", top_k=2)
-    assert tail.decision is Decision.RETRIEVED and tail.signals.early_estimate == 0.0
+    tail = world.ask("What is the capital of Tokelau?", owner="alice", top_k=2, early=False)
+    assert tail.decision is Decision.RETRIEVED and tail.signals.early_estimate is None
+    assert tail.signals.gece_estimate > tail.signals.threshold  # type: ignore[operator]
     assert tail.parametric_answer == "I don't know" and tail.answer == "Nukunonu"
     assert tail.passages[0].source == "tokelau.md" and len(tail.passages) == 2
-    assert {"early_signals", "parametric_answer", "signals", "retrieve", "retrieved_answer"} <= set(tail.timings)
+    assert {"parametric_answer", "signals", "retrieve", "retrieved_answer"} <= set(tail.timings)
     assert world.queries.list(owner="alice").total == 2
+
+
+def test_an_unsure_answer_is_abandoned_at_its_first_token_below_the_abort_cut(world: World) -> None:
+    world.ingest(CORPUS)
+    calibration, _ = world.calibrate(world.labelled(), dataset="capitals")
+    # Tail answers score 0.3 a token and are all long-tail, known ones 0.95: the cut lies between.
+    assert calibration.abort_min_prob == pytest.approx((0.3 + 0.95) / 2)
+    assert calibration.stats["abort_share"] == 0.5
+    world.llm.calls.clear()
+    tail = world.ask("What is the capital of Tokelau?", owner="alice", top_k=2)
+    assert tail.decision is Decision.RETRIEVED and tail.answer == "Nukunonu"
+    assert tail.parametric_answer == "I" and tail.signals.aborted_at == 1  # "I don't know", abandoned after "I"
+    assert tail.signals.min_token_prob == 0.3 and tail.signals.early_estimate == 0.0
+    assert tail.signals.gece_estimate is None and tail.signals.grad_alignment is None
+    assert "signals" not in tail.timings and {"parametric_answer", "retrieve", "retrieved_answer"} <= set(tail.timings)
+    assert len(world.llm.calls) == 2 and not world.llm.calls[0][1] and world.llm.calls[1][1]
+    # A confident answer is never abandoned; without a cut nothing is.
+    known = world.ask("What is the capital of Japan?", owner="alice")
+    assert known.decision is Decision.PARAMETRIC and known.signals.aborted_at is None
+    later = calibration.created_at + timedelta(seconds=1)
+    world.calibrations.save(replace(calibration, id="no-abort", abort_min_prob=None, created_at=later))
+    whole = world.ask("What is the capital of Tokelau?", owner="alice", top_k=2)
+    assert whole.parametric_answer == "I don't know" and whole.signals.aborted_at is None
+    assert whole.decision is Decision.RETRIEVED and "signals" in whole.timings
 
 
 def test_rare_words_retrieve_before_any_answer(world: World) -> None:
@@ -211,3 +239,43 @@ def test_the_early_decision_can_be_turned_off(world: World) -> None:
     assert query.parametric_answer == "I don't know" and query.decision is Decision.RETRIEVED
     assert query.signals.gece_estimate == 1.0 and query.signals.early_estimate is None
     assert "early_signals" not in query.timings
+
+
+def test_the_state_probe_reads_the_model_before_it_answers(world: World) -> None:
+    detector = FakeDetector("state_probe")
+    calibrate = CalibrateDetector(
+        world.llm, world.embedder, world.words, FakeLexicon(), detector, world.calibrations, world.clock
+    )
+    ask = AskQuestion(
+        world.llm, world.embedder, world.index, world.words, detector, world.calibrations, world.queries, world.clock
+    )
+    world.ingest(CORPUS)
+    calibration, signals = calibrate(world.labelled(), dataset="capitals")
+    assert calibration.probe["feature"] == "s0"  # the fake detector, fitted on the two-number states
+    assert calibration.detector["feature"] == "state_probe"
+    # Cross-fitted: every instance is scored by a probe that never saw it, and still on its side.
+    by_question = {s.question: s for s in signals}
+    assert all(by_question[q].state_probe < 0 for q in KNOWN) and all(by_question[q].state_probe > 0 for q in TAIL)
+    assert by_question["What is the capital of Japan?"].state == [1.0, 0.0]
+
+    world.llm.states.clear()
+    known = ask("What is the capital of Japan?", owner="alice", early=False)
+    assert known.decision is Decision.PARAMETRIC and known.signals.state_probe < 0  # type: ignore[operator]
+    assert world.llm.states == ["What is the capital of Japan?"] and "question_state" in known.timings
+    # Before any answer: the early detector reads the same probe and retrieves at once.
+    world.llm.states.clear()
+    world.llm.calls.clear()
+    tail = ask("What is the capital of Tokelau?", owner="alice", top_k=1)
+    assert tail.decision is Decision.RETRIEVED and tail.answer == "Nukunonu" and tail.parametric_answer == ""
+    assert tail.signals.state_probe > 0 and tail.signals.early_estimate == 1.0  # type: ignore[operator]
+    assert world.llm.states == ["What is the capital of Tokelau?"] and len(world.llm.calls) == 1
+    assert "question_state" not in tail.timings and "early_signals" in tail.timings
+
+
+def test_a_calibration_without_the_probe_does_not_read_the_state(world: World) -> None:
+    world.calibrate(world.labelled(), dataset="capitals", features=["mean_token_prob", "alpha"])
+    calibration = world.calibrations.latest(world.llm.name)
+    assert calibration is not None and calibration.probe == {} and "state_probe" not in calibration.early_features
+    world.llm.states.clear()
+    query = world.ask("What is the capital of Japan?", owner="alice")
+    assert query.signals.state_probe is None and world.llm.states == [] and "question_state" not in query.timings

@@ -109,6 +109,8 @@ class SqlCalibrationStore(CalibrationStore):
             early_features=list(calibration.early_features),
             early_detector=dict(calibration.early_detector),
             early_threshold=calibration.early_threshold,
+            abort_min_prob=calibration.abort_min_prob,
+            probe=dict(calibration.probe),
         )
         with translate_errors(), self._sessions() as session, session.begin():
             session.add(row)
@@ -149,4 +151,6 @@ def _calibration(row: CalibrationRow) -> Calibration:
         early_features=list(row.early_features or []),
         early_detector=dict(row.early_detector or {}),
         early_threshold=row.early_threshold,
+        abort_min_prob=row.abort_min_prob,
+        probe=dict(row.probe or {}),
     )

@@ -198,6 +198,8 @@ class CalibrationRow(Base):
     early_features: Mapped[list[str]] = mapped_column(JSON, default=list)
     early_detector: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     early_threshold: Mapped[float | None] = mapped_column(Float)
+    abort_min_prob: Mapped[float | None] = mapped_column(Float)
+    probe: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     __table_args__ = (Index(None, "model", "created_at"),)
 

@@ -16,7 +16,9 @@ def _print_query(query: KnowledgeQuery) -> None:
     click.echo(query.answer or "(no answer)")
     how = "from retrieved passages" if query.decision.value == "retrieved" else "from the model alone"
     estimate = query.signals.gece_estimate
-    if estimate is not None:
+    if query.signals.aborted_at is not None:
+        judged = f"; the model's own answer was abandoned after {query.signals.aborted_at} token(s) as long-tail"
+    elif estimate is not None:
         judged = f"; long-tail estimate {estimate:.2f} vs {query.signals.threshold:.2f}"
     elif query.signals.early_estimate is not None:
         judged = f"; judged long-tail before answering ({query.signals.early_estimate:.2f})"
