@@ -69,16 +69,19 @@ class Knowledge:
         features: Sequence[str] = DETECTOR_FEATURES,
         decision_threshold: float = 0.5,
         progress: Progress | None = None,
+        early_precision: float | None = None,
     ) -> tuple[Calibration, list[InstanceSignals]]:
         """Calibrate the detector on a jsonl file of ``{"question", "answers"}`` lines (``split`` filters
-        on a ``"split"`` field) and store the calibration for the configured LLM."""
+        on a ``"split"`` field) and store the calibration for the configured LLM. The early decision
+        retrieves above ``decision_threshold`` too, or, given ``early_precision``, above the lowest cut
+        that was that precise about the long-tail label on these questions."""
         from app.adapters.storage.documents import read_labelled
 
         self._atelier.migrate()
         items = [LabelledQuestion(r["question"], r["answers"]) for r in read_labelled(dataset, split, limit)]
         name = dataset if split is None else f"{dataset}:{split}"
         result: tuple[Calibration, list[InstanceSignals]] = self._container.calibrate_detector()(
-            items, name, features, decision_threshold, progress
+            items, name, features, decision_threshold, progress, early_precision
         )
         return result
 

@@ -1,18 +1,19 @@
 """Answer a question, retrieving only for long-tail knowledge (the GECE-gated flow).
 
 0. Early decision: the signals that exist before any answer (alpha, the GECE of the nearest
-   calibration questions) go through the early detector; where calibration found them precise
-   enough (``early_threshold``), a question they judge long-tail retrieves at once.
+   calibration questions, the state probe's reading of the model's hidden state at the end of the
+   question) go through the early detector; above the calibration's ``early_threshold`` the
+   question retrieves at once. The state is read with the prefill of the answer that follows, so
+   a question that is then answered pays for no extra forward pass.
 1. The language model answers alone (the parametric answer). Where calibration set an abort cut, the
    answer is abandoned at the first token whose probability falls below it (its running minimum
    token probability can then only stay below, and calibration found such answers long-tail with
-   the early decision's precision): the question retrieves at once, without the rest of the answer
-   or steps 2-3.
+   90 % precision): the question retrieves at once, without the rest of the answer or steps 2-3.
 2. Query-time signals: alpha of the question, the answer's mean and minimum token probability, the
    cosine between the gradient of the answer's NLL (the model's own answer as target, since no
    reference exists at query time) and the calibration set's mean gradient, the GECE of the
-   nearest calibration questions, and the state probe's reading of the model's hidden state before
-   it answers (taken before step 1, whose prefill reuses that forward pass).
+   nearest calibration questions, and the state probe's reading (taken before step 1 when the
+   early decision did not already take it).
 3. The calibrated detector turns them into the probability that the question is long-tail.
 4. Above the calibrated threshold: retrieve the top-k passages and answer again with them.
 

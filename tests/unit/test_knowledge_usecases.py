@@ -279,3 +279,14 @@ def test_a_calibration_without_the_probe_does_not_read_the_state(world: World) -
     world.llm.states.clear()
     query = world.ask("What is the capital of Japan?", owner="alice")
     assert query.signals.state_probe is None and world.llm.states == [] and "question_state" not in query.timings
+
+
+def test_the_early_cut_is_the_decision_threshold_unless_a_precision_is_asked(world: World) -> None:
+    at_threshold, _ = world.calibrate(world.labelled(), dataset="capitals", decision_threshold=0.3)
+    assert at_threshold.early_threshold == 0.3
+    # The fake's early scores are 0 or 1 and the four rare-word questions are all long-tail: the
+    # lowest cut that precise lies halfway.
+    precise, _ = world.calibrate(world.labelled(), dataset="capitals", decision_threshold=0.3, early_precision=0.9)
+    assert precise.early_threshold == 0.5
+    with pytest.raises(InvalidParameters, match="early_precision"):
+        world.calibrate(world.labelled(), dataset="capitals", early_precision=1.5)

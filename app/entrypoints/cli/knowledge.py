@@ -82,6 +82,13 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], as_json: bool) -> None:
     help="Comma-separated query-time signals the detector uses.",
 )
 @click.option("--threshold", default=0.5, show_default=True, help="Detector probability above which to retrieve.")
+@click.option(
+    "--early-precision",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=None,
+    help="Retrieve before answering only above the cut that was this precise on DATASET "
+    "(default: above --threshold, like the detector that reads the answer).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the calibration statistics as JSON.")
 @click.pass_context
 def calibrate(
@@ -91,16 +98,25 @@ def calibrate(
     limit: int | None,
     features: str,
     threshold: float,
+    early_precision: float | None,
     as_json: bool,
 ) -> None:
     """Compute GECE on the labelled questions of DATASET (jsonl: question, answers) and fit the detector.
 
-    Each question costs one answer and two backward passes of the language model.
+    Each question costs one answer and two backward passes of the language model. Besides the
+    detector, it fits the question-state probe, the early decision's cut and the token probability
+    below which an answer is abandoned while it is generated.
     """
     names = [f.strip() for f in features.split(",") if f.strip()]
     with progress_bar("calibrating", as_json) as progress:
         calibration, _ = open_atelier(ctx, start_worker=False).knowledge.calibrate(
-            dataset, split=split, limit=limit, features=names, decision_threshold=threshold, progress=progress
+            dataset,
+            split=split,
+            limit=limit,
+            features=names,
+            decision_threshold=threshold,
+            progress=progress,
+            early_precision=early_precision,
         )
     summary = {
         "id": calibration.id,
