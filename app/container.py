@@ -276,9 +276,10 @@ def _detector() -> Any:
 
 def _state_probe() -> Any:
     """The question-state probe: the same logistic regression over hundreds of hidden-state inputs
-    fitted on a few hundred questions, so with a strong penalty (L2 = 100 on standardised inputs:
-    on SmolLM2's block-24 states and 200 calibration questions, test AUROC 0.704 against 0.689 at
-    L2 = 10 and 0.698 at 1000)."""
+    fitted on a few hundred questions, so with a strong penalty (L2 = 100 on standardised inputs).
+    In an offline experiment on SmolLM2's block-24 states (200 geonames calibration and 200 test
+    questions, GECE labels) it gave a test AUROC of 0.704 against 0.689 at L2 = 10 and 0.698 at
+    1000: the choice matters little."""
     from app.adapters.detector.logistic import LogisticLongTailDetector
 
     return LogisticLongTailDetector(l2=100.0)

@@ -475,6 +475,7 @@ def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, 
                 "always": is_correct(o.always_answer, o.item),
                 "iterative": is_correct(o.iterative_answer, o.item),
                 "gece": is_correct(o.gece_answer, o.item),
+                "no_early": is_correct(o.no_early_answer, o.item),
             }
         phase("test", n=len(outcomes), seconds=test_s)
 
@@ -598,7 +599,7 @@ def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, 
             "gece_abort_rate": _mean([o.aborted for o in outcomes]),
             "early_cut_sweep": _early_sweep(outcomes, calibration.early_threshold, methods["always"]["mean_latency_s"]),
             "gece_without_early_decision": {
-                "accuracy": _mean([is_correct(o.no_early_answer, o.item) for o in outcomes]),
+                "accuracy": _mean([o.correct["no_early"] for o in outcomes]),
                 "retrieval_rate": _mean([o.no_early_retrieved for o in outcomes]),
                 "mean_latency_s": _mean([o.no_early_s for o in outcomes]),
             },
@@ -681,10 +682,7 @@ def _early_sweep(outcomes: Sequence[Outcome], stored: float | None, always_s: fl
     out: dict[str, Any] = {}
     for name, cut in cuts.items():
         early = [cut is not None and o.early_estimate > cut for o in outcomes]  # NaN compares False
-        correct = [
-            o.correct["always"] if is_early else _correct_no_early(o)
-            for o, is_early in zip(outcomes, early, strict=True)
-        ]
+        correct = [o.correct["always" if is_early else "no_early"] for o, is_early in zip(outcomes, early, strict=True)]
         seconds = [_replayed_seconds(o, cut, is_early) for o, is_early in zip(outcomes, early, strict=True)]
         method = _method(
             outcomes, [e or o.no_early_retrieved for e, o in zip(early, outcomes, strict=True)], correct, seconds
@@ -704,12 +702,6 @@ def _replayed_seconds(o: Outcome, cut: float | None, early: bool) -> float:
     if early:
         return o.early_s + o.always_s
     return o.early_s + o.no_early_s - o.no_early_state_s
-
-
-def _correct_no_early(o: Outcome) -> bool:
-    from app.adapters.knowledge_data.geonames import is_correct
-
-    return is_correct(o.no_early_answer, o.item)
 
 
 def _auroc_within(scores: Sequence[float], labels: Sequence[bool], groups: Sequence[bool], group: bool) -> float:

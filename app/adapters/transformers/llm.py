@@ -21,7 +21,7 @@ DEFAULT_SYSTEM = "Give a short answer."
 CONTEXT_INSTRUCTION = "Answer the question using the context."
 GRAD_PARAMS = ("last_mlp_down", "lm_head", "last_layer")
 # question_state reads the block output at this share of the model's depth (SmolLM2-135M: block 24 of
-# 30). Measured on SmolLM2: a probe fitted to the GECE labels of 200 geonames calibration questions
+# 30). In an offline experiment on SmolLM2, a probe fitted to the GECE labels of 200 geonames calibration questions
 # tells a wrong plain answer on 200 test questions with AUROC 0.59-0.66 from blocks 4-20, 0.70 from
 # block 24, 0.72 from block 28 and 0.71 from the last, as in probing work (SAPLMA and after) where
 # late-middle layers best know whether the model knows.
