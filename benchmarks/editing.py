@@ -6,7 +6,8 @@
 
 A fresh Atelier (SQLite; a temporary data dir unless ``--out-dir``) serves the language model. DAFNet
 and MEND are meta-trained first through ``atelier.edits.train`` on the geonames DAFSet-style training
-split (skipped when ``--out-dir`` already holds their checkpoints). The test edits are a seeded
+split (skipped when ``--out-dir`` already holds their checkpoints for the same ``--train-steps`` and
+``--max-sequence``; with other values the run kept there is extended or resumed). The test edits are a seeded
 sample of ``--edits`` records of the test split (popular, long-tail and robust subsets; subjects never
 seen in training). For each T and each editor (``atelier.edits.evaluate``): shuffle (seed 0), cut into
 chunks of T (``--chunks`` caps their number, 0: all), apply each chunk's edits one by one, score all T
@@ -29,6 +30,7 @@ For a quick check of the code path: ``--llm tiny --T 1,2 --edits 4 --train-steps
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import tempfile
 import time
@@ -144,7 +146,13 @@ def _train(atelier: Any, editor: str, args: argparse.Namespace) -> dict[str, Any
         str(networks_dir(atelier.settings.data_dir)), model_slug(atelier.container.llm().name), editor
     )
     if (folder / CONFIG_FILE).is_file():
-        return {"reused": str(folder)}
+        exported = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        if (exported.get("steps"), exported.get("training", {}).get("max_sequence")) == (
+            args.train_steps,
+            args.max_sequence,
+        ):
+            return {"reused": str(folder)}
+        # otherwise the run in the work folder is extended (or resumed) to the asked steps and cap
     started = time.perf_counter()
     summary: dict[str, Any] = atelier.edits.train(
         editor,

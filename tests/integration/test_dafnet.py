@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -56,18 +57,17 @@ def lm(tiny_path: str) -> TransformersLanguageModel:
     return TransformersLanguageModel(tiny_path)
 
 
-def train_config(editor: str = "dafnet", steps: int = 300) -> EditTrainConfig:
-    return EditTrainConfig(
-        editor=editor,
-        blocks=1,
-        steps=steps,
-        lr=1e-3,
-        init_edit_lr=1e-2,
-        edit_lr_lr=1e-3,
-        max_sequence=6,
-        patience=20,
-        network=SMALL,
-    )
+def train_config(editor: str = "dafnet", steps: int = 300, **overrides: Any) -> EditTrainConfig:
+    settings: dict[str, Any] = {
+        "blocks": 1,
+        "lr": 1e-3,
+        "init_edit_lr": 1e-2,
+        "edit_lr_lr": 1e-3,
+        "max_sequence": 6,
+        "patience": 20,
+        **overrides,
+    }
+    return EditTrainConfig(editor=editor, steps=steps, network=SMALL, **settings)
 
 
 @pytest.fixture(scope="module")
@@ -157,9 +157,28 @@ def test_meta_training_resumes_exactly(tiny_path: str, tmp_path: Path) -> None:
     resumed.run()
     for (name, a), b in zip(straight.nets.state_dict().items(), resumed.nets.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    other = EditTrainer(TransformersLanguageModel(tiny_path), data, plain, train_config(steps=7))
-    with pytest.raises(Exception, match="other settings"):
+    other = EditTrainer(TransformersLanguageModel(tiny_path), data, plain, train_config(steps=6, lr=1e-2))
+    with pytest.raises(Exception, match=r"other settings \(lr\)"):
         other.load_checkpoint(tmp_path / "ck.pt")
+    behind = EditTrainer(TransformersLanguageModel(tiny_path), data, plain, train_config(steps=2))
+    with pytest.raises(Exception, match="past the 2 steps"):
+        behind.load_checkpoint(tmp_path / "ck.pt")
+
+
+def test_meta_training_extends_to_more_steps(tiny_path: str, tmp_path: Path) -> None:
+    """A finished run resumed with more steps is the longer run it would have been, bit for bit."""
+    data, plain = specs(12), ["The river flows through the old town."]
+    straight = EditTrainer(TransformersLanguageModel(tiny_path), data, plain, train_config(steps=7))
+    straight.run()
+    short = EditTrainer(TransformersLanguageModel(tiny_path), data, plain, train_config(steps=4))
+    short.run()
+    short.save_checkpoint(tmp_path / "ck.pt")
+    longer = EditTrainer(TransformersLanguageModel(tiny_path), data, plain, train_config(steps=7))
+    assert longer.load_checkpoint(tmp_path / "ck.pt") and longer.step == 4
+    longer.run()
+    assert longer.step == 7 and longer.curriculum == straight.curriculum
+    for (name, a), b in zip(straight.nets.state_dict().items(), longer.nets.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
 
 
 @pytest.mark.parametrize("editor", ["dafnet", "mend"])

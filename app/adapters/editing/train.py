@@ -22,7 +22,8 @@ signal (taken on the original weights) is likewise computed once per training ed
 
 Scaled down for a CPU (state every change in the README): widths (``NetworkConfig``), steps, and the
 network learning rate (the authors' 1e-6 is for 7B models and many GPU-days; 1e-4 here).
-Every random draw derives from the seed and the step number, so a resumed run continues exactly.
+Every random draw derives from the seed and the step number, so a resumed run continues exactly, and a
+run resumed with more ``steps`` (or another ``max_sequence``) is the longer run it would have been.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ from app.domain.edits import EditSpec
 from app.domain.errors import InvalidParameters
 
 Progress = Callable[[int, int, dict[str, float]], None]
+
+# Settings a resumed run may change: more steps, a higher (or lower) curriculum cap, another checkpoint
+# interval. Everything else shapes what the saved state means, so it must match.
+EXTENDABLE = frozenset({"steps", "max_sequence", "checkpoint_every"})
 
 
 @dataclass
@@ -277,12 +282,24 @@ class EditTrainer:
         if not target.is_file():
             return False
         state = torch.load(target, map_location="cpu", weights_only=False)
-        if state["config"] != self.config.to_dict():
-            raise InvalidParameters(f"The checkpoint {target} was written with other settings; use --restart.")
+        stored, current = dict(state["config"]), self.config.to_dict()
+        changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+        fixed = [k for k in changed if k not in EXTENDABLE]
+        if fixed:
+            raise InvalidParameters(
+                f"The checkpoint {target} was written with other settings ({', '.join(fixed)}); use --restart."
+            )
+        if self.config.steps < state["step"]:
+            raise InvalidParameters(
+                f"The checkpoint {target} is at step {state['step']}, past the {self.config.steps} steps asked for; "
+                "ask for more steps or use --restart.",
+                field="steps",
+            )
         self.nets.load_state_dict(state["nets"])
         self.net_opt.load_state_dict(state["net_opt"])
         self.lr_opt.load_state_dict(state["lr_opt"])
-        self.step, self.curriculum, self.ema = state["step"], state["curriculum"], state["ema"]
+        self.step, self.ema = state["step"], state["ema"]
+        self.curriculum = min(state["curriculum"], self.config.max_sequence)
         self.best, self.seconds, self.history = tuple(state["best"]), state["seconds"], state["history"]
         return True
 

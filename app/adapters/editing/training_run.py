@@ -3,8 +3,8 @@
 Data: the DAFSet-style training split built from geonames (popular, long-tail and robust subsets,
 counterfactual targets) and its plain-text passages for the locality KL. Checkpoints every
 ``checkpoint_every`` steps in the work folder; a run started again with the same settings resumes
-where it stopped. The result goes to ``<data dir>/edits/networks/<model>/<editor>/``, where the
-editor pool looks for it.
+where it stopped, and one started with more steps or another curriculum cap extends it. The result
+goes to ``<data dir>/edits/networks/<model>/<editor>/``, where the editor pool looks for it.
 """
 
 from __future__ import annotations

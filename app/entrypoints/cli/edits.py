@@ -194,7 +194,8 @@ def train(
 ) -> None:
     """Meta-train DAFNet (or MEND) for the served model on the built-in DAFSet-style training split.
 
-    Resumable: started again with the same options, it continues from its last checkpoint."""
+    Resumable: started again with the same options, it continues from its last checkpoint; with a larger
+    --steps (or another --max-sequence) it extends the run from there."""
     overrides = {"steps": steps, "max_sequence": max_sequence, "blocks": blocks}
     with progress_bar(f"training {editor}", as_json) as progress:
         summary = open_atelier(ctx).edits.train(
