@@ -2,12 +2,16 @@
 
     python -m benchmarks.editing [--llm smollm2|tiny|FOLDER] [--editors dafnet,mend,ft,grace]
         [--T 1,10,100] [--edits 100] [--chunks 0|N,N,..] [--train-steps 1500] [--train-limit 0]
-        [--max-sequence 100] [--ft-lr LR] [--ft-eps EPS] [--fluency 2] [--threads 2] [--seed 0] [--out-dir DIR]
+        [--max-sequence 100] [--start-sequence 1] [--loc-weight 0.2] [--extra-cities 0] [--init-from DIR]
+        [--ft-lr LR] [--ft-eps EPS] [--fluency 2] [--threads 2] [--seed 0] [--out-dir DIR]
 
 A fresh Atelier (SQLite; a temporary data dir unless ``--out-dir``) serves the language model. DAFNet
 and MEND are meta-trained first through ``atelier.edits.train`` on the geonames DAFSet-style training
-split (skipped when ``--out-dir`` already holds their checkpoints for the same ``--train-steps`` and
-``--max-sequence``; with other values the run kept there is extended or resumed). The test edits are a seeded
+split (skipped when ``--out-dir`` already holds their checkpoints for the same ``--train-steps``,
+``--max-sequence``, ``--loc-weight`` and ``--extra-cities``; with other steps or cap the run kept there
+is extended or resumed). ``--extra-cities N`` adds N country-of-city edits on cities the test never
+asks about to the training split; ``--init-from DIR`` starts training from exported networks (a new
+run: ``--train-steps`` counts its own steps; ``--start-sequence`` sets its curriculum's first N). The test edits are a seeded
 sample of ``--edits`` records of the test split (popular, long-tail and robust subsets; subjects never
 seen in training). For each T and each editor (``atelier.edits.evaluate``): shuffle (seed 0), cut into
 chunks of T (``--chunks`` caps their number, 0: all), apply each chunk's edits one by one, score all T
@@ -57,6 +61,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--train-limit", type=int, default=0, help="train on at most this many edits (0: all)")
     parser.add_argument("--blocks", type=int, default=3, help="edited decoder blocks (DAFNet, MEND)")
     parser.add_argument("--max-sequence", type=int, default=100, help="cap of the training curriculum's N")
+    parser.add_argument("--start-sequence", type=int, default=1, help="the curriculum's first N")
+    parser.add_argument("--loc-weight", type=float, default=0.2, help="weight of the locality KL in meta-training")
+    parser.add_argument(
+        "--extra-cities", type=int, default=0, help="extra country_of_city training edits (0: the DAFSet split only)"
+    )
+    parser.add_argument(
+        "--init-from", default=None, help="warm start: an exported checkpoint folder whose networks start training"
+    )
     parser.add_argument("--ft-lr", type=float, default=None, help="FT-L learning rate (default: the editor's)")
     parser.add_argument("--ft-eps", type=float, default=None, help="FT-L L-inf bound (default: the editor's)")
     parser.add_argument("--fluency", type=int, default=2, help="fluency generations per chunk")
@@ -147,10 +159,9 @@ def _train(atelier: Any, editor: str, args: argparse.Namespace) -> dict[str, Any
     )
     if (folder / CONFIG_FILE).is_file():
         exported = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-        if (exported.get("steps"), exported.get("training", {}).get("max_sequence")) == (
-            args.train_steps,
-            args.max_sequence,
-        ):
+        trained = exported.get("training", {})
+        asked = {"max_sequence": args.max_sequence, "loc_weight": args.loc_weight, "extra_cities": args.extra_cities}
+        if exported.get("steps") == args.train_steps and all(trained.get(k, 0) == v for k, v in asked.items()):
             return {"reused": str(folder)}
         # otherwise the run in the work folder is extended (or resumed) to the asked steps and cap
     started = time.perf_counter()
@@ -161,6 +172,10 @@ def _train(atelier: Any, editor: str, args: argparse.Namespace) -> dict[str, Any
         limit=args.train_limit or None,
         seed=args.seed,
         max_sequence=args.max_sequence,
+        start_sequence=args.start_sequence,
+        loc_weight=args.loc_weight,
+        extra_cities=args.extra_cities,
+        init_from=args.init_from,
     )
     summary["wall_minutes"] = round((time.perf_counter() - started) / 60, 2)
     print({"trained": editor, **{k: v for k, v in summary.items() if k != "last"}}, flush=True)

@@ -125,6 +125,16 @@ def test_cli_train_then_edit_and_evaluate_with_dafnet(cli_env: dict[str, str], t
     assert report["chunks"] == 2 and report["scores"]["n"] == 4 and 0.0 <= report["scores"]["locality"] <= 1.0
     code, out, _ = run(cli_env, data, "edits", "list", "--json")
     assert json.loads(out)["total"] == 1  # the evaluation wrote nothing to the log
+    # a new run warm-started from those networks, with more data and another locality weight
+    warm = ("--steps", "2", "--blocks", "1", "--max-sequence", "3", "--start-sequence", "3", "--loc-weight", "0.6")
+    options = (*warm, "--extra-cities", "20", "--init-from", summary["checkpoint"], "--work", str(tmp_path / "warm"))
+    code, out, err = run(cli_env, data, "edits", "train", *options, "--json")
+    assert code == 0, err
+    again = json.loads(out)
+    assert again["warm_start"] == summary["checkpoint"] and again["steps"] == 2 and not again["resumed"]
+    assert again["curriculum_reached"] == 3 and again["training_edits"] > summary["training_edits"]
+    config = json.loads((Path(again["checkpoint"]) / "config.json").read_text(encoding="utf-8"))
+    assert config["training"]["loc_weight"] == 0.6 and config["training"]["extra_cities"] == 20
 
 
 async def test_http_apply_list_ask_rollback(client: httpx.AsyncClient) -> None:

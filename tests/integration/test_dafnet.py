@@ -181,6 +181,44 @@ def test_meta_training_extends_to_more_steps(tiny_path: str, tmp_path: Path) -> 
         assert torch.equal(a, b), name
 
 
+def test_checkpoint_without_newer_settings_resumes(tiny_path: str, tmp_path: Path) -> None:
+    """A checkpoint written before a setting existed resumes when that setting is at its default."""
+    data, plain = specs(12), ["The river flows through the old town."]
+    first = EditTrainer(TransformersLanguageModel(tiny_path), data, plain, train_config(steps=2))
+    first.run()
+    first.save_checkpoint(tmp_path / "ck.pt")
+    state = torch.load(tmp_path / "ck.pt", weights_only=False)
+    for key in ("extra_cities", "start_sequence"):
+        del state["config"][key]
+    torch.save(state, tmp_path / "ck.pt")
+    again = EditTrainer(TransformersLanguageModel(tiny_path), data, plain, train_config(steps=3))
+    assert again.load_checkpoint(tmp_path / "ck.pt") and again.step == 2
+    other = EditTrainer(TransformersLanguageModel(tiny_path), data, plain, train_config(steps=3, extra_cities=5))
+    with pytest.raises(Exception, match=r"other settings \(extra_cities\)"):
+        other.load_checkpoint(tmp_path / "ck.pt")
+
+
+def test_warm_start_begins_from_exported_networks(tiny_path: str, checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """A new run (its own loss weights, its curriculum starting high) starts from trained networks."""
+    lm = TransformersLanguageModel(tiny_path)
+    trainer = EditTrainer(lm, specs(12), ["The river flows."], train_config(steps=2, loc_weight=0.6, start_sequence=4))
+    assert trainer.curriculum == 4
+    info = trainer.warm_start(checkpoints["dafnet"])
+    assert info["editor"] == "dafnet"
+    exported = DafnetEditor(TransformersLanguageModel(tiny_path), checkpoints["dafnet"]).nets.state_dict()
+    for name, value in trainer.nets.state_dict().items():
+        assert torch.equal(value, exported[name]), name
+    trainer.run()
+    assert trainer.step == 2
+    moved = [n for n, v in trainer.nets.state_dict().items() if not torch.equal(v, exported[n])]
+    assert moved  # it trains on from there
+    trainer.close()
+    with pytest.raises(Exception, match="other modules"):
+        EditTrainer(lm, specs(4), [], train_config(steps=1, blocks=2)).warm_start(checkpoints["dafnet"])
+    with pytest.raises(EditorNotTrained):
+        EditTrainer(lm, specs(4), [], train_config(steps=1)).warm_start(tmp_path / "nothing")
+
+
 @pytest.mark.parametrize("editor", ["dafnet", "mend"])
 def test_trained_editor_makes_the_edit(
     lm: TransformersLanguageModel, checkpoints: dict[str, Path], editor: str

@@ -29,7 +29,7 @@ from app.adapters.knowledge_data.dafset import (
     write_dafset,
     write_zsre,
 )
-from app.adapters.knowledge_data.geonames import CALIBRATION, Item, build_dataset, is_correct
+from app.adapters.knowledge_data.geonames import CALIBRATION, Item, build_dataset, extra_city_items, is_correct
 from app.domain.edits import EditSpec, LocalityProbe
 from app.domain.errors import InvalidParameters
 
@@ -132,6 +132,40 @@ def test_locality_probes_are_true_facts_about_other_subjects_of_the_same_split(i
     continent = [r for r in _base(edits) if r.relation == "continent"]
     # Neighbours share the true answer where the split has one (Antarctica may have none).
     assert sum(r.locality[1].answer == r.target_true for r in continent) >= len(continent) - 2
+
+
+def test_extra_cities_are_training_only_new_subjects(items: list[Item]) -> None:
+    extra = extra_city_items(300, seed=0)
+    assert extra == extra_city_items(300, seed=0) and extra_city_items(0) == []
+    assert len(extra) == 300 and len({i.id for i in extra}) == 300
+    assert {i.relation for i in extra} == {"country_of_city"} and {i.split for i in extra} == {CALIBRATION}
+    assert not {i.id for i in extra} & {i.id for i in items}
+    benchmark = [i.subject.casefold() for i in items]
+    for i in extra:
+        assert i.subject.casefold() not in benchmark and i.subject in i.question
+        assert not is_correct(i.subject, i)  # the name does not give the answer away
+    per_country: dict[str, int] = {}
+    for i in extra:
+        per_country[i.answers[0]] = per_country.get(i.answers[0], 0) + 1
+    assert max(per_country.values()) <= 12 and sum(i.tail for i in extra) == 150
+
+
+def test_extra_cities_grow_the_training_split_and_leave_the_test_split(items: list[Item], edits: Edits) -> None:
+    grown = build_edits(seed=0, extra_cities=200)
+    assert [r for r in _all(grown) if r.split == TEST] == [r for r in _all(edits) if r.split == TEST]
+    old = [r for r in _base(edits) if r.split == TRAIN]
+    new = [r for r in _base(grown) if r.split == TRAIN]
+    assert len(new) == len(old) + 200
+    cities = {i.id: i for i in extra_city_items(200, seed=0)}
+    added = [r for r in new if r.id in cities]
+    assert len(added) == 200
+    values = {i.answers[0] for i in items if i.relation == "country_of_city"}  # the benchmark's answers
+    for r in added:
+        assert r.target_new in values and not is_correct(r.target_new, cities[r.id])
+        assert len(r.locality) == 2 and all(r.subject not in p.prompt for p in r.locality)
+    # the larger pool gives most added cities a neighbour that shares their country
+    assert sum(r.locality[1].answer == r.target_true for r in added) >= 0.8 * len(added)
+    assert len([r for r in grown[ROBUST] if r.split == TRAIN]) == round(0.25 * len(new))
 
 
 def test_robust_records_are_copies_with_short_prepended_prefixes(edits: Edits) -> None:

@@ -84,6 +84,8 @@ class EditTrainConfig:
     grad_clip: float = 100.0
     seed: int = 0
     checkpoint_every: int = 100
+    extra_cities: int = 0  # extra country_of_city training edits (``dafset.build_edits``)
+    start_sequence: int = 1  # the curriculum's first n (a warm start from trained networks may begin higher)
     network: NetworkConfig = field(default_factory=NetworkConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,7 +124,7 @@ class EditTrainer:
         self._cache: dict[int, torch.Tensor] = {}
         self._signals: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.step = 0
-        self.curriculum = 1
+        self.curriculum = max(1, min(config.start_sequence, config.max_sequence))
         self.ema: float | None = None
         self.best = (math.inf, 0)
         self.net_opt = torch.optim.Adam(list(self.nets.networks.parameters()), lr=config.lr)
@@ -282,7 +284,9 @@ class EditTrainer:
         if not target.is_file():
             return False
         state = torch.load(target, map_location="cpu", weights_only=False)
-        stored, current = dict(state["config"]), self.config.to_dict()
+        # a setting added since the checkpoint was written had its default then
+        defaults = EditTrainConfig(editor=self.config.editor, network=self.config.network).to_dict()
+        stored, current = {**defaults, **dict(state["config"])}, self.config.to_dict()
         changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
         fixed = [k for k in changed if k not in EXTENDABLE]
         if fixed:
@@ -302,6 +306,25 @@ class EditTrainer:
         self.curriculum = min(state["curriculum"], self.config.max_sequence)
         self.best, self.seconds, self.history = tuple(state["best"]), state["seconds"], state["history"]
         return True
+
+    def warm_start(self, folder: str | Path) -> dict[str, Any]:
+        """Start from the networks and edit lrs of an exported checkpoint (``atelier edits train`` output)
+        instead of a random init: a new run with its own settings (say, another loss weight or more
+        data) that fine-tunes trained networks. Their normalisation statistics come along and keep
+        updating. Returns the checkpoint's config."""
+        from app.adapters.editing.dafnet import load_networks
+
+        nets, names, info = load_networks(folder, self.lm, self.config.editor)
+        if names != self.names:
+            raise InvalidParameters(
+                f"The checkpoint in {folder} edits other modules ({len(names)}) than this run's {self.config.blocks} "
+                "blocks.",
+                field="init_from",
+            )
+        if nets.config != self.nets.config:
+            raise InvalidParameters(f"The checkpoint in {folder} has another network shape.", field="init_from")
+        self.nets.load_state_dict(nets.state_dict())
+        return info
 
     def export(self, folder: str | Path) -> None:
         save_networks(

@@ -1,10 +1,11 @@
 """``atelier edits train``: meta-train DAFNet or MEND for the served model and install the checkpoint.
 
 Data: the DAFSet-style training split built from geonames (popular, long-tail and robust subsets,
-counterfactual targets) and its plain-text passages for the locality KL. Checkpoints every
-``checkpoint_every`` steps in the work folder; a run started again with the same settings resumes
-where it stopped, and one started with more steps or another curriculum cap extends it. The result
-goes to ``<data dir>/edits/networks/<model>/<editor>/``, where the editor pool looks for it.
+counterfactual targets; ``extra_cities`` more city edits when asked) and its plain-text passages for
+the locality KL. Checkpoints every ``checkpoint_every`` steps in the work folder; a run started again
+with the same settings resumes where it stopped, and one started with more steps or another
+curriculum cap extends it; ``init_from`` starts a new run from trained networks. The result goes to
+``<data dir>/edits/networks/<model>/<editor>/``, where the editor pool looks for it.
 """
 
 from __future__ import annotations
@@ -42,13 +43,17 @@ def train_editor(
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
     limit: int | None = None,
     seed: int = 0,
+    init_from: str | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Train, export and return a summary (steps, minutes, final losses, where the checkpoint went)."""
+    """Train, export and return a summary (steps, minutes, final losses, where the checkpoint went).
+
+    ``init_from``: an exported checkpoint folder whose networks start a new run (a warm start; ignored
+    when the work folder holds a run to resume)."""
     from app.adapters.knowledge_data.dafset import build_edits, plain_text
 
     config = build_config(editor, {"seed": seed, **overrides})
-    records = build_edits(seed)
+    records = build_edits(seed, extra_cities=config.extra_cities)
     train = [r.to_spec() for rs in records.values() for r in rs if r.split == "train"]
     if limit is not None:
         train = train[:limit]
@@ -58,6 +63,10 @@ def train_editor(
     trainer = EditTrainer(lm, train, plain_text(seed), config)
     try:
         resumed = trainer.load_checkpoint(work / CHECKPOINT)
+        warm = None
+        if not resumed and init_from:
+            trainer.warm_start(init_from)
+            warm = str(init_from)
         every = max(1, config.checkpoint_every)
 
         def step(done: int, total: int, info: dict[str, float]) -> None:
@@ -75,6 +84,7 @@ def train_editor(
             "model": lm.name,
             "steps": trainer.step,
             "resumed": resumed,
+            "warm_start": warm,
             "train_minutes": round(trainer.seconds / 60, 2),
             "curriculum_reached": trainer.curriculum,
             "training_edits": len(train),

@@ -59,6 +59,7 @@ from app.adapters.knowledge_data.geonames import (
     Item,
     ascii_fold,
     build_dataset,
+    extra_city_items,
     is_correct,
 )
 from app.domain.edits import LocalityProbe
@@ -98,6 +99,7 @@ def _mentions(text: str, names: Sequence[str]) -> bool:
     return answer_matches(ascii_fold(text), [ascii_fold(n) for n in names])
 
 
+@functools.lru_cache(maxsize=65536)  # the answers repeat: neighbour search compares the same pairs often
 def _same(a: str, b: str) -> bool:
     return _mentions(a, [b]) and _mentions(b, [a])
 
@@ -229,10 +231,17 @@ def plain_text(seed: int = 0, n: int = 200) -> list[str]:
 # --- entry points ---------------------------------------------------------------------------------------------
 
 
-def build_edits(seed: int = 0) -> dict[str, list[EditRecord]]:
-    """The edit records per subset (``popular``, ``long_tail``, ``robust``), in geonames' item order."""
-    items, passages = _dataset(seed)
-    values = {r: sorted({i.answers[0] for i in items if i.relation == r}) for r in QUESTIONS}
+def build_edits(seed: int = 0, extra_cities: int = 0) -> dict[str, list[EditRecord]]:
+    """The edit records per subset (``popular``, ``long_tail``, ``robust``), in geonames' item order.
+
+    ``extra_cities`` adds up to that many ``country_of_city`` records to the **training** split only
+    (``geonames.extra_city_items``: cities the benchmark does not ask about). The test records stay the
+    same: new targets are drawn from the benchmark items' answers, and the test split's probe pools do
+    not change; training records then draw their locality probes from the larger training pool, so more
+    of them find a neighbour that shares their true answer."""
+    benchmark, passages = _dataset(seed)
+    items = [*benchmark, *extra_city_items(extra_cities, seed)]
+    values = {r: sorted({i.answers[0] for i in benchmark if i.relation == r}) for r in QUESTIONS}
     pools: dict[str, dict[str, list[Item]]] = {}
     for item in items:
         pools.setdefault(item.split, {r: [] for r in QUESTIONS})[item.relation].append(item)

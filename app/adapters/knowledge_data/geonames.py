@@ -650,7 +650,9 @@ def _facts(world: _World) -> list[tuple[str, str, str, list[str], int, str, str]
     return facts
 
 
-def _city_sample(world: _World) -> list[_City]:
+def _city_candidates(world: _World) -> list[_City]:
+    """Cities of 15,000+ people whose name no other such city shares, that are not a capital and do not
+    contain a country's name (nor an answer), most populous first."""
     big = [c for c in world.cities if c.population >= CITY_MIN_POPULATION]
     homes: dict[str, set[str]] = {}
     for c in big:
@@ -666,22 +668,28 @@ def _city_sample(world: _World) -> list[_City]:
         seen.add(key)
         if not is_trivial(c.name, world.country(c.country, c), whole_words=False):
             candidates.append(c)
+    return candidates
 
-    def take(ordered: list[_City], cap: int, exclude: set[str]) -> list[_City]:
-        chosen: list[_City] = []
-        per: dict[str, int] = {}
-        for c in ordered:
-            if len(chosen) == CITIES_PER_GROUP:
-                break
-            if c.name not in exclude and per.get(c.country, 0) < cap:
-                per[c.country] = per.get(c.country, 0) + 1
-                chosen.append(c)
-        return chosen
 
-    top = take(candidates, 4, set())
+def _take(ordered: list[_City], count: int, cap: int, exclude: set[str]) -> list[_City]:
+    """The first ``count`` of ``ordered`` outside ``exclude``, at most ``cap`` per country."""
+    chosen: list[_City] = []
+    per: dict[str, int] = {}
+    for c in ordered:
+        if len(chosen) == count:
+            break
+        if c.name not in exclude and per.get(c.country, 0) < cap:
+            per[c.country] = per.get(c.country, 0) + 1
+            chosen.append(c)
+    return chosen
+
+
+def _city_sample(world: _World) -> list[_City]:
+    candidates = _city_candidates(world)
+    top = _take(candidates, CITIES_PER_GROUP, 4, set())
     # Round figures at the bottom are mostly geonames placeholders for neighbourhoods (15,000 exactly).
     censused = [c for c in candidates[::-1] if c.population % 100]
-    return top + take(censused, 2, {c.name for c in top})
+    return top + _take(censused, CITIES_PER_GROUP, 2, {c.name for c in top})
 
 
 def _splits(keys: list[tuple[int, str]], seed: int) -> dict[str, str]:
@@ -915,6 +923,40 @@ def build_dataset(seed: int = 0) -> tuple[list[Item], list[CorpusPassage]]:
     """The benchmark items and the corpus. Same seed, same output (phrasings and splits follow the seed)."""
     world = _World()
     return _items(world, seed), _corpus(world)
+
+
+def extra_city_items(n: int, seed: int = 0, per_country: int = 12) -> list[Item]:
+    """Up to ``n`` more ``country_of_city`` items, all in the ``calibration`` split: training data for
+    model editors, never benchmark questions. They come from the same candidate cities as the
+    benchmark's (see ``_city_candidates``), leaving out the benchmark's own, most populous first, at most
+    ``per_country`` per country (so that no few countries dominate). ``tail`` is the bottom half of these
+    by population. The seed picks the phrasings, as for the benchmark items."""
+    if n <= 0:
+        return []
+    world = _World()
+    used = {c.name for c in _city_sample(world)}
+    chosen = _take(_city_candidates(world), n, per_country, used)
+    ranked = sorted(chosen, key=lambda c: (c.population, c.name))
+    tail = {c.name for c in ranked[: len(ranked) // 2]}
+    items = []
+    for city in chosen:
+        item_id = f"country_of_city/{slug(city.name)}"
+        items.append(
+            Item(
+                id=item_id,
+                relation="country_of_city",
+                subject=city.name,
+                question=_question("country_of_city", city.name, f"{seed}:{item_id}"),
+                answers=world.country(city.country, city),
+                popularity=city.population,
+                log_popularity=round(math.log10(max(city.population, 1)), 4),
+                subject_zipf=_zipf(city.name),
+                split=CALIBRATION,
+                tail=city.name in tail,
+                passage=slug(world.countries[city.country].name),
+            )
+        )
+    return items
 
 
 def write_dataset(out_dir: str | Path, seed: int = 0) -> dict[str, Any]:

@@ -176,6 +176,21 @@ def _builtin_test(limit: int | None) -> list[Any]:
 @click.option("--steps", default=None, type=click.IntRange(1), help="Training steps  [default: 1500]")
 @click.option("--max-sequence", default=None, type=click.IntRange(1), help="Curriculum cap on edits per step.")
 @click.option("--blocks", default=None, type=click.IntRange(1), help="Edited decoder blocks (the last ones).")
+@click.option("--start-sequence", default=None, type=click.IntRange(1), help="The curriculum's first cap  [default: 1]")
+@click.option("--blocks", default=None, type=click.IntRange(1), help="Edited decoder blocks (the last ones).")
+@click.option("--loc-weight", default=None, type=click.FloatRange(0), help="Weight of the locality KL  [default: 0.2]")
+@click.option(
+    "--extra-cities",
+    default=None,
+    type=click.IntRange(0),
+    help="Add this many country-of-city edits (cities the benchmark never asks about) to the training split.",
+)
+@click.option(
+    "--init-from",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help="Warm start: a trained checkpoint folder whose networks this new run starts from.",
+)
 @click.option("--limit", default=None, type=click.IntRange(1), help="Train on at most this many edits.")
 @click.option("--work", default=None, help="Checkpoint folder  [default: <data dir>/training/edits-EDITOR-MODEL]")
 @click.option("--restart", is_flag=True, help="Discard the checkpoint and start over.")
@@ -186,7 +201,11 @@ def train(
     editor: str,
     steps: int | None,
     max_sequence: int | None,
+    start_sequence: int | None,
     blocks: int | None,
+    loc_weight: float | None,
+    extra_cities: int | None,
+    init_from: str | None,
     limit: int | None,
     work: str | None,
     restart: bool,
@@ -195,8 +214,17 @@ def train(
     """Meta-train DAFNet (or MEND) for the served model on the built-in DAFSet-style training split.
 
     Resumable: started again with the same options, it continues from its last checkpoint; with a larger
-    --steps (or another --max-sequence) it extends the run from there."""
-    overrides = {"steps": steps, "max_sequence": max_sequence, "blocks": blocks}
+    --steps (or another --max-sequence) it extends the run from there. --init-from starts a new run
+    from trained networks (for example with more data or another --loc-weight); use a fresh --work
+    folder (or --restart) for it."""
+    overrides = {
+        "steps": steps,
+        "max_sequence": max_sequence,
+        "start_sequence": start_sequence,
+        "blocks": blocks,
+        "loc_weight": loc_weight,
+        "extra_cities": extra_cities,
+    }
     with progress_bar(f"training {editor}", as_json) as progress:
         summary = open_atelier(ctx).edits.train(
             editor,
@@ -204,6 +232,7 @@ def train(
             restart=restart,
             progress=progress,
             limit=limit,
+            init_from=init_from,
             **{k: v for k, v in overrides.items() if v is not None},
         )
     if as_json:
