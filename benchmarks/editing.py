@@ -11,11 +11,11 @@ split (skipped when ``--out-dir`` already holds their checkpoints for the same `
 ``--max-sequence``, ``--loc-weight`` and ``--extra-cities``; with other steps or cap the run kept there
 is extended or resumed). ``--extra-cities N`` adds N country-of-city edits on cities the test never
 asks about to the training split; ``--init-from DIR`` starts training from exported networks (a new
-run: ``--train-steps`` counts its own steps; ``--start-sequence`` sets its curriculum's first N). The test edits are a seeded
-sample of ``--edits`` records of the test split (popular, long-tail and robust subsets; subjects never
-seen in training). For each T and each editor (``atelier.edits.evaluate``): shuffle (seed 0), cut into
-chunks of T (``--chunks`` caps their number, 0: all), apply each chunk's edits one by one, score all T
-after the last, restore the model.
+run: ``--train-steps`` counts its own steps; ``--start-sequence`` sets its curriculum's first N).
+The test edits are a seeded sample of ``--edits`` records of the test split (popular, long-tail and
+robust subsets; subjects never seen in training). For each T and each editor (``atelier.edits.evaluate``):
+shuffle (seed 0), cut into chunks of T (``--chunks`` caps their number, 0: all), apply each chunk's
+edits one by one, score all T after the last, restore the model.
 
 Metrics: ``rel``/``gen`` teacher-forced top-1 accuracy of the new target after the edit prompts /
 rephrasings, ``loc`` share of the locality probes' answer tokens whose argmax did not change,
