@@ -177,7 +177,6 @@ def _builtin_test(limit: int | None) -> list[Any]:
 @click.option("--max-sequence", default=None, type=click.IntRange(1), help="Curriculum cap on edits per step.")
 @click.option("--blocks", default=None, type=click.IntRange(1), help="Edited decoder blocks (the last ones).")
 @click.option("--start-sequence", default=None, type=click.IntRange(1), help="The curriculum's first cap  [default: 1]")
-@click.option("--blocks", default=None, type=click.IntRange(1), help="Edited decoder blocks (the last ones).")
 @click.option("--loc-weight", default=None, type=click.FloatRange(0), help="Weight of the locality KL  [default: 0.2]")
 @click.option(
     "--extra-cities",
