@@ -110,7 +110,7 @@ def test_cli_scene_commands(data_dir: str, tmp_path: Path) -> None:
 
 
 def test_train_demo_runs_every_stage_and_registers_the_result(data_dir: str, tmp_path: Path) -> None:
-    small = ["--scenes", "64", "--vae-steps", "2", "--decoder-steps", "1", "--sharpen-steps", "1"]
+    small = ["--scenes", "64", "--vae-steps", "2", "--decoder-steps", "1", "--sharpen-steps", "1", "--shade-steps", "1"]
     small += ["--text-steps", "2", "--unet-steps", "2"]
     small += ["--threads", "1"]
     work, out = str(tmp_path / "work"), str(tmp_path / "trained")

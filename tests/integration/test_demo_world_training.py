@@ -17,6 +17,7 @@ from app.adapters.demo_world.train import (
     caption_targets,
     checker_gate,
     pixel_weights,
+    shadow_mask,
     to_tensor,
 )
 from app.adapters.diffusers.generator import DiffusersImageGenerator
@@ -30,6 +31,7 @@ SMALL = {
     "vae_steps": 3,
     "decoder_steps": 2,
     "sharpen_steps": 2,
+    "shade_steps": 2,
     "vae_batch": 4,
     "n_scenes": 64,
     "unet_steps": 4,
@@ -138,18 +140,38 @@ def test_caption_targets_state_what_the_caption_says() -> None:
     assert two[8:14] == [0, 0, 0, 1, 0, 0]  # the second object's outline
 
 
-def test_the_sharpen_stage_changes_only_the_decoder(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("previous", "stage"), [("decoder", "sharpen"), ("sharpen", "shade")])
+def test_the_sharpen_and_shade_stages_change_only_the_decoder(tmp_path: Path, previous: str, stage: str) -> None:
     trainer = Trainer(str(tmp_path), TrainConfig(**SMALL))
-    trainer.run(until="decoder")
+    trainer.run(until=previous)
     before = torch.load(tmp_path / "vae.pt", weights_only=False)["model"]
-    trainer.run(until="sharpen")
+    trainer.run(until=stage)
     after = torch.load(tmp_path / "vae.pt", weights_only=False)["model"]
-    assert trainer.state["done"] == ["vae", "decoder", "sharpen"]
+    assert trainer.state["done"][-1] == stage
     encoder = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
     decoder = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
     assert encoder and decoder
     assert all(torch.equal(before[k], after[k]) for k in encoder)  # the latent space the UNet learns stays put
     assert any(not torch.equal(before[k], after[k]) for k in decoder)
+
+
+def test_the_shadow_mask_marks_exactly_the_visible_drop_shadow() -> None:
+    shadowed = SceneObject("square", "red", "center", "large", styles=("shadow",))
+    plain = SceneObject("square", "red", "center", "large")
+    scenes = [Scene((shadowed,), "gray"), Scene((plain,), "gray"), Scene((shadowed,), "black")]
+    mask = shadow_mask(scenes, [5, 5, 5])
+    assert mask.shape == (3, 1, 64, 64)
+    assert mask[1].sum() == 0  # no shadow stated, none marked
+    for i in (0, 2):
+        marked = mask[i, 0].nonzero()
+        assert 20 < len(marked) < 200  # a crescent 2 px wide along two sides of the square, not the square
+        # below and to the right of the square's centre, where the renderer offsets the shadow
+        assert (marked[:, 0].float().mean() > 32) and (marked[:, 1].float().mean() > 32)
+        image = render(scenes[i], seed=5).astype(int)
+        background = image[0, 0]
+        # every marked pixel differs from the background (it is shadow), and the shape's centre is not marked
+        assert all(abs(image[r, c] - background).max() > 2 for r, c in marked.tolist())
+        assert mask[i, 0, 32, 32] == 0
 
 
 def test_small_objects_and_edges_weigh_more_in_the_sharpen_loss() -> None:

@@ -87,6 +87,12 @@ def init_demo(ctx: click.Context, force: bool, seed: int) -> None:
     type=int,
     help="Decoder steps weighing small objects and edges more (encoder frozen)  [default: 3000]",
 )
+@click.option(
+    "--shade-steps",
+    default=None,
+    type=int,
+    help="Decoder steps weighing drop-shadow pixels more (encoder frozen)  [default: 1500]",
+)
 @click.option("--scenes", default=None, type=int, help="Rendered training scenes  [default: 20000]")
 @click.option("--threads", default=2, show_default=True, type=int, help="CPU threads.")
 @click.option(
@@ -109,6 +115,7 @@ def train_demo(
     vae_steps: int | None,
     decoder_steps: int | None,
     sharpen_steps: int | None,
+    shade_steps: int | None,
     scenes: int | None,
     threads: int,
     gate_min: float | None,
@@ -118,10 +125,10 @@ def train_demo(
 ) -> None:
     """Train the demo world's Chinese text-to-image model from scratch on this machine.
 
-    Stages: VAE, decoder fine-tuning, decoder sharpening (small objects and edges weigh more), a
-    checker gate on VAE reconstructions, encoding the rendered scenes, text-tower pretraining (to
-    state what a caption says; then frozen), UNet, export (diffusers folder, fp16 safetensors).
-    About 2 hours on 2 idle cores with the defaults,
+    Stages: VAE, decoder fine-tuning, decoder sharpening (small objects and edges weigh more), decoder
+    shading (drop shadows weigh more), a checker gate on VAE reconstructions, encoding the rendered
+    scenes, text-tower pretraining (to state what a caption says; then frozen), UNet, export
+    (diffusers folder, fp16 safetensors). About 2 hours on 2 idle cores with the defaults,
     which reproduce the model shipped as 'demo'.
     Interrupted runs resume from the last checkpoint when started again with the same options.
     """
@@ -135,6 +142,7 @@ def train_demo(
         ("vae_steps", vae_steps),
         ("decoder_steps", decoder_steps),
         ("sharpen_steps", sharpen_steps),
+        ("shade_steps", shade_steps),
         ("n_scenes", scenes),
     ):
         if value is not None:
