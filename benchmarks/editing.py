@@ -2,7 +2,8 @@
 
     python -m benchmarks.editing [--llm smollm2|tiny|FOLDER] [--editors dafnet,mend,ft,grace]
         [--T 1,10,100] [--edits 100] [--chunks 0|N,N,..] [--train-steps 1500] [--train-limit 0]
-        [--max-sequence 100] [--start-sequence 1] [--loc-weight 0.2] [--extra-cities 0] [--init-from DIR]
+        [--max-sequence 100] [--start-sequence 1] [--loc-weight 0.2] [--sequence-sampling uniform]
+        [--extra-cities 0] [--init-from DIR]
         [--ft-lr LR] [--ft-eps EPS] [--fluency 2] [--threads 2] [--seed 0] [--out-dir DIR]
 
 A fresh Atelier (SQLite; a temporary data dir unless ``--out-dir``) serves the language model. DAFNet
@@ -63,6 +64,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-sequence", type=int, default=100, help="cap of the training curriculum's N")
     parser.add_argument("--start-sequence", type=int, default=1, help="the curriculum's first N")
     parser.add_argument("--loc-weight", type=float, default=0.2, help="weight of the locality KL in meta-training")
+    parser.add_argument(
+        "--sequence-sampling",
+        default="uniform",
+        choices=["uniform", "log-uniform"],
+        help="how meta-training draws the edits per step from 1..cap",
+    )
     parser.add_argument(
         "--extra-cities", type=int, default=0, help="extra country_of_city training edits (0: the DAFSet split only)"
     )
@@ -161,7 +168,9 @@ def _train(atelier: Any, editor: str, args: argparse.Namespace) -> dict[str, Any
         exported = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         trained = exported.get("training", {})
         asked = {"max_sequence": args.max_sequence, "loc_weight": args.loc_weight, "extra_cities": args.extra_cities}
-        if exported.get("steps") == args.train_steps and all(trained.get(k, 0) == v for k, v in asked.items()):
+        same = all(trained.get(k, 0) == v for k, v in asked.items())
+        same = same and trained.get("sequence_sampling", "uniform") == args.sequence_sampling
+        if exported.get("steps") == args.train_steps and same:
             return {"reused": str(folder)}
         # otherwise the run in the work folder is extended (or resumed) to the asked steps and cap
     started = time.perf_counter()
@@ -174,6 +183,7 @@ def _train(atelier: Any, editor: str, args: argparse.Namespace) -> dict[str, Any
         max_sequence=args.max_sequence,
         start_sequence=args.start_sequence,
         loc_weight=args.loc_weight,
+        sequence_sampling=args.sequence_sampling,
         extra_cities=args.extra_cities,
         init_from=args.init_from,
     )

@@ -21,7 +21,7 @@ from app.adapters.editing.base import (
 )
 from app.adapters.editing.dafnet import DafnetEditor, HyperNetworks, fold
 from app.adapters.editing.network import NetworkConfig, causal_mask, fuse
-from app.adapters.editing.train import EditTrainConfig, EditTrainer, TailRunner
+from app.adapters.editing.train import EditTrainConfig, EditTrainer, TailRunner, draw_sequence_length
 from app.adapters.transformers.llm import TransformersLanguageModel
 from app.adapters.transformers.tiny import build_tiny_llama
 from app.domain.edits import EditorNotTrained, EditSpec, LocalityProbe, RollbackOutOfRange
@@ -181,6 +181,39 @@ def test_meta_training_extends_to_more_steps(tiny_path: str, tmp_path: Path) -> 
         assert torch.equal(a, b), name
 
 
+def test_sequence_lengths_are_drawn_uniformly_or_log_uniformly() -> None:
+    import math
+    import random
+
+    rng = random.Random(0)
+    draws = 40_000
+    uniform = [draw_sequence_length(rng, 100, "uniform") for _ in range(draws)]
+    logu = [draw_sequence_length(rng, 100, "log-uniform") for _ in range(draws)]
+    assert min(uniform) == min(logu) == 1 and max(uniform) == max(logu) == 100
+    assert abs(uniform.count(1) / draws - 0.01) < 0.003
+    assert abs(logu.count(1) / draws - math.log(2) / math.log(101)) < 0.01  # about 15 %
+    assert abs(sum(n <= 10 for n in logu) / draws - math.log(11) / math.log(101)) < 0.01  # about half
+    assert abs(sum(n > 50 for n in logu) / draws - (1 - math.log(51) / math.log(101))) < 0.01
+    assert all(draw_sequence_length(rng, 1, "log-uniform") == 1 for _ in range(50))
+
+
+def test_log_uniform_training_runs_and_unknown_sampling_is_refused(tiny_path: str) -> None:
+    import random
+
+    data, plain = specs(12), ["The river flows through the old town."]
+    lm = TransformersLanguageModel(tiny_path)
+    trainer = EditTrainer(lm, data, plain, train_config(steps=8, sequence_sampling="log-uniform", start_sequence=6))
+    seen: list[int] = []
+    trainer.run(progress=lambda step, total, info: seen.append(int(info["n"])))
+    trainer.close()
+    # each step's N is the log-uniform draw of that step's own generator (seed 0), capped by the curriculum (6)
+    expected = [draw_sequence_length(random.Random(step), 6, "log-uniform") for step in range(8)]
+    assert seen == expected and set(seen) <= set(range(1, 7))
+    assert expected != [random.Random(step).randint(1, 6) for step in range(8)]  # not the uniform draws
+    with pytest.raises(Exception, match="sequence_sampling must be one of uniform, log-uniform"):
+        EditTrainer(lm, data, plain, train_config(steps=1, sequence_sampling="geometric"))
+
+
 def test_checkpoint_without_newer_settings_resumes(tiny_path: str, tmp_path: Path) -> None:
     """A checkpoint written before a setting existed resumes when that setting is at its default."""
     data, plain = specs(12), ["The river flows through the old town."]
@@ -188,7 +221,7 @@ def test_checkpoint_without_newer_settings_resumes(tiny_path: str, tmp_path: Pat
     first.run()
     first.save_checkpoint(tmp_path / "ck.pt")
     state = torch.load(tmp_path / "ck.pt", weights_only=False)
-    for key in ("extra_cities", "start_sequence"):
+    for key in ("extra_cities", "start_sequence", "sequence_sampling"):
         del state["config"][key]
     torch.save(state, tmp_path / "ck.pt")
     again = EditTrainer(TransformersLanguageModel(tiny_path), data, plain, train_config(steps=3))

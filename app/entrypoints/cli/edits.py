@@ -179,6 +179,12 @@ def _builtin_test(limit: int | None) -> list[Any]:
 @click.option("--start-sequence", default=None, type=click.IntRange(1), help="The curriculum's first cap  [default: 1]")
 @click.option("--loc-weight", default=None, type=click.FloatRange(0), help="Weight of the locality KL  [default: 0.2]")
 @click.option(
+    "--sequence-sampling",
+    default=None,
+    type=click.Choice(["uniform", "log-uniform"]),
+    help="How the edits per step are drawn from 1..cap; log-uniform trains short sequences more  [default: uniform]",
+)
+@click.option(
     "--extra-cities",
     default=None,
     type=click.IntRange(0),
@@ -203,6 +209,7 @@ def train(
     start_sequence: int | None,
     blocks: int | None,
     loc_weight: float | None,
+    sequence_sampling: str | None,
     extra_cities: int | None,
     init_from: str | None,
     limit: int | None,
@@ -222,6 +229,7 @@ def train(
         "start_sequence": start_sequence,
         "blocks": blocks,
         "loc_weight": loc_weight,
+        "sequence_sampling": sequence_sampling,
         "extra_cities": extra_cities,
     }
     with progress_bar(f"training {editor}", as_json) as progress:
