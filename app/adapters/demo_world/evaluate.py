@@ -139,6 +139,7 @@ def vae_reconstructions(vae: Any, n: int = 200, seed: int = 4242) -> dict[str, A
     import torch
 
     from app.adapters.demo_world.render import render
+    from app.adapters.demo_world.train import from_tensor, to_tensor
 
     reader = OpenCvSceneReader()
     out: dict[str, Any] = {"scenes": n}
@@ -147,14 +148,12 @@ def vae_reconstructions(vae: Any, n: int = 200, seed: int = 4242) -> dict[str, A
         scenes = [sampler.sample() for _ in range(n)]
         if shadowed:
             scenes = [Scene(tuple(replace(o, styles=("shadow",)) for o in s.objects), s.background) for s in scenes]
-        images = np.stack([render(s, seed=i) for i, s in enumerate(scenes)])
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        x = to_tensor([render(s, seed=i) for i, s in enumerate(scenes)])
         with torch.no_grad():
             param = next(vae.parameters(), None)
             x = x.to(param.dtype) if param is not None else x
             rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.float()
-        arrays = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-        reads = [reader.read(a) for a in arrays]
+        reads = [reader.read(a) for a in from_tensor(rec)]
         exact = [integrity(s, r).exact for s, r in zip(scenes, reads, strict=True)]
         if shadowed:
             seen = [bool(r.objects) and all("shadow" in o.styles for o in r.objects) for r in reads]
