@@ -3,7 +3,7 @@ instruction applied and the rest kept, per rewriter.
 
     python -m benchmarks.prompt_sessions [--instructions 100] [--k 4] [--sft-steps 3000]
         [--sft-records 20000] [--sft-held-out 200] [--steps 20]
-        [--rl-steps 150] [--rl-ablations] [--headroom 6]
+        [--rl-steps 150] [--rl-ablations] [--rl-text-reward] [--headroom 6]
         [--methods concat,rule,sft,sft_best_of_n,sft_rl,sft_rl_best_of_n]
         [--threads 2] [--seed 0] [--out-dir DIR]
 
@@ -20,6 +20,10 @@ Missing rewriters are trained into the data dir first; existing ones are reused.
 ``--rl-ablations`` also trains RL without ADM, without the integrity state value, and without both (same
 seed and steps, separate folders) and reports each one's held-out figures from its training summary
 (greedy rewrites of held-out records: combined reward, integrity, exact share) beside the full method's.
+
+``--rl-text-reward`` also trains RL with the render-free reward (``train-rl --reward text``: the integrity of
+the rewrite's own text, exact and free of render noise) with the same settings, and reports its held-out
+figures (then text-level: ``exact`` is the share of greedy rewrites that state the asked scene exactly).
 
 ``--headroom N`` measures what any rewriter can reach on this image model: the same records rendered from
 prompts that are already right (the beautified target, and N other phrasings of the asked scene); see
@@ -65,6 +69,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rl-held-out", type=int, default=128, help="records of the RL held-out check")
     parser.add_argument("--rl-ablations", action="store_true", help="also train RL without ADM / integrity value")
     parser.add_argument(
+        "--rl-text-reward", action="store_true", help="also train RL with the render-free text-integrity reward"
+    )
+    parser.add_argument(
         "--headroom", type=int, default=0, help="also render N other phrasings of each right answer (0: off)"
     )
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -101,16 +108,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if any(m.startswith("sft_rl") for m in methods) and not (rl_dir(data) / "config.json").is_file():
                 training["sft_rl"] = _short(base.prompts.train_rl(**rl))
                 print({"trained": "sft_rl", **training["sft_rl"]}, flush=True)
+            variants: dict[str, dict[str, Any]] = {}
             if args.rl_ablations:
-                variants = {
-                    "no_adm": {"adm": False},
-                    "plain_value": {"state_value": "plain"},
-                    "no_adm_plain_value": {"adm": False, "state_value": "plain"},
-                }
-                for name, change in variants.items():
-                    folder = str(Path(data) / "models" / f"rewriter-rl-{name}")
-                    training[f"ablation_{name}"] = _short(base.prompts.train_rl(out_dir=folder, **rl, **change))
-                    print({"trained": name, **training[f"ablation_{name}"]}, flush=True)
+                variants["no_adm"] = {"adm": False}
+                variants["plain_value"] = {"state_value": "plain"}
+                variants["no_adm_plain_value"] = {"adm": False, "state_value": "plain"}
+            if args.rl_text_reward:
+                variants["text_reward"] = {"reward": "text"}
+            for name, change in variants.items():
+                folder = str(Path(data) / "models" / f"rewriter-rl-{name}")
+                training[f"ablation_{name}"] = _short(base.prompts.train_rl(out_dir=folder, **rl, **change))
+                print({"trained": name, **training[f"ablation_{name}"]}, flush=True)
         for method in methods:
             rewriter = method.removesuffix("_best_of_n")
             k = args.k if method.endswith("best_of_n") else 1

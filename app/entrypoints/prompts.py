@@ -131,7 +131,10 @@ class Prompts:
         """PPO on the SFT rewriter (``train_sft`` first) with the turns' combined reward of images drawn by
         ``model``, with action-space dynamic modification and the content-integrity state value (``RlConfig``
         fields in ``config``); serve it with ``prompt_rewriter="sft_rl"``. ``out_dir`` writes it elsewhere
-        than the served folder (for comparing settings)."""
+        than the served folder (for comparing settings). ``reward="text"`` (an ``RlConfig`` field) replaces
+        the renders by the integrity of the rewrite's own text (``text_integrity``): no render noise and no
+        image model, the most the reward can tell PPO about the content."""
+        from app.adapters.rewards.integrity import text_integrity_scores
         from app.adapters.rewriting.rl import RlConfig, rl_dir, train_rl
         from app.adapters.rewriting.sft import load_instructpe, sft_dir
         from app.domain.prompt_sessions import ScoreItem
@@ -149,6 +152,8 @@ class Prompts:
         scorer = self._container.score_prompts()
 
         def score(items: Sequence[ScoreItem]) -> list[dict[str, float]]:
+            if settings.reward == "text":
+                return text_integrity_scores(items)
             return scorer(items, model=model, steps=settings.render_steps)
 
         summary: dict[str, Any] = train_rl(sft, folder, score, settings, records, progress)

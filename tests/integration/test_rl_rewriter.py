@@ -12,6 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from app.adapters.rewards.integrity import text_integrity, text_integrity_scores
 from app.adapters.rewriting.causal_lm import plain_prompt
 from app.adapters.rewriting.rl import (
     RlConfig,
@@ -124,6 +125,31 @@ def test_rl_config_rejects_bad_settings() -> None:
         RlConfig(rollouts=10, group=4)
     with pytest.raises(InvalidParameters, match="baseline"):
         RlConfig(group=1)  # leave-one-out needs siblings
+    with pytest.raises(InvalidParameters, match="reward"):
+        RlConfig(reward="clip")
+
+
+def test_text_integrity_reads_the_rewrite_against_the_asked_scene() -> None:
+    source = "一个带描边的红色的小圆形在左上，一个带描边的黄色的大正方形在中间"
+    right = "一个带描边的蓝色的小圆形在左上，一个带描边的黄色的大正方形在中间"
+    exact = text_integrity(source, "把圆形换成蓝色", right)
+    assert exact is not None and exact.exact and exact.score == pytest.approx(1.0)
+    ignored = text_integrity(source, "把圆形换成蓝色", source)  # the instruction not applied
+    assert ignored is not None and not ignored.exact and 0.5 < ignored.score < 1.0
+    swapped = "一个带描边的红色的小圆形在左上，一个带描边的蓝色的大正方形在中间"  # the square turned blue
+    wrong_object = text_integrity(source, "把圆形换成蓝色", swapped)
+    assert wrong_object is not None and not wrong_object.exact
+    unreadable = text_integrity(source, "把圆形换成蓝色", "好看的画")
+    assert unreadable is not None and unreadable.score == 0.0
+    # an unstated background is the default one: right when the turn asks for gray, wrong when it asks for white
+    gray = text_integrity(source + "，白色背景", "背景改成灰色", source)
+    white = text_integrity(source, "背景改成白色", source)
+    assert gray is not None and gray.exact
+    assert white is not None and not white.exact
+    items = [ScoreItem(right, "把圆形换成蓝色", source, 0), ScoreItem(source, "把圆形换成蓝色", source, 0)]
+    rows = text_integrity_scores(items)
+    assert rows[0][COMBINED] == rows[0]["integrity"] == pytest.approx(1.0)
+    assert rows[1][COMBINED] == pytest.approx(ignored.score)
 
 
 def test_train_rl_through_the_library_renders_scores_and_serves(sft_data: str) -> None:
@@ -144,6 +170,28 @@ def test_train_rl_through_the_library_renders_scores_and_serves(sft_data: str) -
         assert turn.candidates and all("integrity" in c.scores for c in turn.candidates if c.image_id)
 
 
+def test_the_text_reward_trains_without_rendering(
+    sft_data: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``reward="text"`` scores rollouts and the held-out check by the rewrites' text: nothing is rendered."""
+    from app.usecases.score_prompts import ScorePrompts
+
+    def no_render(*args: object, **kwargs: object) -> None:
+        raise AssertionError("rendered")
+
+    monkeypatch.setattr(ScorePrompts, "__call__", no_render)
+    with Atelier.open(data_dir=sft_data, start_worker=False) as base:
+        summary = base.prompts.train_rl(
+            out_dir=str(tmp_path / "rl-text"), reward="text", steps=2, rollouts=4, held_out=6, records=50
+        )
+    assert summary["config"]["reward"] == "text"
+    saved = json.loads((tmp_path / "rl-text" / "training.json").read_text())
+    assert saved["config"]["reward"] == "text"
+    for check in (summary["held_out_before"], summary["held_out_after"]):
+        assert 0.0 <= check["exact"] <= 1.0 and check["reward"] == check["integrity"]
+    assert all(0.0 <= h["reward"] <= 1.0 for h in summary["history"])
+
+
 def test_untrained_rewriters_name_the_command(tmp_path: Path) -> None:
     with Atelier.open(data_dir=str(tmp_path), profile="test", prompt_rewriter="sft_rl", start_worker=False) as atelier:
         session = atelier.prompts.start("一个红色的圆形在中间")
@@ -162,4 +210,10 @@ def test_train_rl_cli_reports_json(sft_data: str) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["config"]["adm"] is False and report["config"]["state_value"] == "plain"
+    assert report["config"]["reward"] == "render"
+    text = CliRunner().invoke(cli, [*args, "--reward", "text", "--json"])
+    assert text.exit_code == 0, text.output
+    assert json.loads(text.stdout)["config"]["reward"] == "text"
+    bad = CliRunner().invoke(cli, [*args, "--reward", "clip"])
+    assert bad.exit_code != 0 and "clip" in bad.output
     assert report["steps"] == 1 and len(report["history"]) == 1

@@ -10,8 +10,12 @@ candidate's own prompt is the reference (the image should at least show what its
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+
+from app.domain.prompt_sessions import COMBINED, ScoreItem
 from app.domain.scene_instructions import apply, parse_instruction
-from app.domain.scenes import Scene, integrity, parse_caption
+from app.domain.scenes import DEFAULT_BACKGROUND, IntegrityReport, Scene, integrity, parse_caption
 from app.ports.prompt_sessions import RewardInput, RewardModel
 from app.ports.scenes import SceneReader
 
@@ -44,3 +48,29 @@ class CheckerIntegrityReward(RewardModel):
                 continue
             out.append(float(integrity(asked, self._reader.read(item.image)).score))
         return out
+
+
+def text_integrity(source_prompt: str, instruction: str, prompt: str) -> IntegrityReport | None:
+    """How well a rewrite's own text states the scene the turn asks for, read by the demo grammar (an
+    unstated background is the default one): the integrity reward without rendering. None when the asked
+    scene cannot be read; a rewrite that names no coloured shape scores 0."""
+    asked = expected_scene(source_prompt, instruction, prompt)
+    if asked is None or not asked.objects:
+        return None
+    try:
+        stated = parse_caption(prompt)
+    except (ValueError, IndexError):
+        return IntegrityReport(score=0.0, exact=False, matched=())
+    return integrity(asked, replace(stated, background=stated.background or DEFAULT_BACKGROUND))
+
+
+def text_integrity_scores(items: Sequence[ScoreItem]) -> list[dict[str, float]]:
+    """Rows of scores for RL's render-free reward (``train-rl --reward text``): the combined reward and
+    integrity are both the text integrity, so the held-out ``exact`` share counts rewrites that state the
+    asked scene exactly."""
+    rows = []
+    for item in items:
+        report = text_integrity(item.source_prompt, item.instruction, item.prompt)
+        score = 0.0 if report is None else report.score
+        rows.append({COMBINED: score, "integrity": score})
+    return rows

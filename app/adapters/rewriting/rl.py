@@ -42,6 +42,11 @@ instruction asks for starts with a higher value, so credit reaches the tokens th
 the last one. ``state_value="plain"`` turns it off (``V = V_θ``), ``adm=False`` samples every episode on-policy:
 the ablations that ``benchmarks.prompt_sessions --rl-ablations`` measures.
 
+**Render-free reward** (``reward="text"``, a diagnostic). The scorer is the integrity of the rewrite's own
+text against the asked scene (``text_integrity``) instead of a render: the same content check without the
+image model's noise, so a run says whether PPO can improve the rewriter when the reward is exact. Measured
+(README, "The prompt-session runs"): it cannot, at these budgets.
+
 **Held-out check.** Before and after training, the greedy rewrites of held-out records (scenes of the held-out
 split) are rendered and scored: mean combined reward, integrity and the share read back as exactly the
 scene asked for (``exact``), written to ``training.json`` beside the model (``<data dir>/models/rewriter-rl``).
@@ -103,6 +108,7 @@ class RlConfig:
     records: int = 4000
     held_out: int = 64
     render_steps: int = 20
+    reward: str = "render"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -116,6 +122,8 @@ class RlConfig:
             raise InvalidParameters("group must be at least 1 and divide rollouts.", field="group")
         if self.baseline not in ("loo", "none") or (self.baseline == "loo" and self.group < 2):
             raise InvalidParameters("baseline must be 'loo' (with group >= 2) or 'none'.", field="baseline")
+        if self.reward not in ("render", "text"):
+            raise InvalidParameters("reward must be 'render' or 'text'.", field="reward")
         if self.lr <= 0 or self.kl < 0 or not 0 < self.clip < 1:
             raise InvalidParameters("lr must be positive, kl non-negative and clip in (0, 1).", field="lr")
 

@@ -124,6 +124,14 @@ def train_sft(
     help="Value estimate: the value head plus the prefix's content integrity, or the value head alone.",
 )
 @click.option("--render-steps", default=20, show_default=True, help="Denoising steps of each rendered rollout.")
+@click.option(
+    "--reward",
+    type=click.Choice(["render", "text"]),
+    default="render",
+    show_default=True,
+    help="Score rollouts by their renders (the turns' combined reward) or, without rendering, by the integrity "
+    "of the rewrite's own text (a diagnostic: the reward without the image model's noise).",
+)
 @click.option("--held-out", default=64, show_default=True, help="Held-out records scored before and after.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -142,6 +150,7 @@ def train_rl(
     adm: bool,
     state_value: str,
     render_steps: int,
+    reward: str,
     held_out: int,
     seed: int,
     as_json: bool,
@@ -165,6 +174,7 @@ def train_rl(
             adm=adm,
             state_value=state_value,
             render_steps=render_steps,
+            reward=reward,
             held_out=held_out,
             seed=seed,
         )
