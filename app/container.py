@@ -382,8 +382,9 @@ def _editor_pool(llm: Any, data_dir: str) -> Any:
 
 def _edit_evaluator(llm: Any) -> Any:
     from app.adapters.editing.evaluate import TransformersEditEvaluator
+    from app.adapters.knowledge_data.unrelated import unrelated_probes
 
-    return TransformersEditEvaluator(llm)
+    return TransformersEditEvaluator(llm, unrelated=unrelated_probes())
 
 
 def _served_llm(llm: Any, restore: Any) -> Any:

@@ -20,6 +20,8 @@ edits one by one, score all T after the last, restore the model.
 
 Metrics: ``rel``/``gen`` teacher-forced top-1 accuracy of the new target after the edit prompts /
 rephrasings, ``loc`` share of the locality probes' answer tokens whose argmax did not change,
+``loc_confident`` the same over the positions where the unedited model's top token led by at least
+2 nats, ``loc_unrelated`` the share on fixed prompts unrelated to any edit (ZsRE's kind of locality),
 ``fluency`` ROME's weighted 2/3-gram entropy of greedy generations from ``--fluency`` edit prompts per
 chunk, ``ms_per_edit`` the mean wall time of one ``apply``. The detail line also has, per editor, the
 edit state's bytes per edit (the memory that grows with the sequence) and the bytes a frozen second
@@ -129,6 +131,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "rel": _round(s.reliability),
                         "gen": _round(s.generality),
                         "loc": _round(s.locality),
+                        "loc_confident": _round(s.locality_confident),
+                        "loc_unrelated": _round(s.locality_unrelated),
                         "fluency": _round(s.fluency),
                         "ms_per_edit": round(report.ms_per_edit, 1),
                         "edits": s.n,

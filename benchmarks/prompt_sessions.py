@@ -3,7 +3,7 @@ instruction applied and the rest kept, per rewriter.
 
     python -m benchmarks.prompt_sessions [--instructions 100] [--k 4] [--sft-steps 3000]
         [--sft-records 20000] [--sft-held-out 200] [--steps 20]
-        [--rl-steps 150] [--rl-ablations] [--rl-text-reward] [--headroom 6]
+        [--rl-steps 150] [--rl-ablations] [--rl-text-reward] [--headroom 6] [--sampling 32]
         [--methods concat,rule,sft,sft_best_of_n,sft_rl,sft_rl_best_of_n]
         [--threads 2] [--seed 0] [--out-dir DIR]
 
@@ -24,6 +24,11 @@ seed and steps, separate folders) and reports each one's held-out figures from i
 ``--rl-text-reward`` also trains RL with the render-free reward (``train-rl --reward text``: the integrity of
 the rewrite's own text, exact and free of render noise) with the same settings, and reports its held-out
 figures (then text-level: ``exact`` is the share of greedy rewrites that state the asked scene exactly).
+
+``--sampling N`` reads what RL's rollouts can find (``rl.sampling_reach``, text only, no renders): on the
+``--rl-held-out`` records of RL's held-out check, the share the greedy rewrite states exactly, and on the
+ones it gets wrong, how often N samples of the policy (temperature 1) state the asked scene exactly; for the
+SFT rewriter, and the RL one when trained.
 
 ``--headroom N`` measures what any rewriter can reach on this image model: the same records rendered from
 prompts that are already right (the beautified target, and N other phrasings of the asked scene); see
@@ -74,6 +79,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--headroom", type=int, default=0, help="also render N other phrasings of each right answer (0: off)"
     )
+    parser.add_argument(
+        "--sampling", type=int, default=0, help="also read N policy samples per held-out record the greedy misses"
+    )
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -83,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     methods = [m for m in args.methods.split(",") if m]
 
     from app.adapters.rewards.integrity import expected_scene
-    from app.adapters.rewriting.rl import rl_dir
+    from app.adapters.rewriting.rl import rl_dir, sampling_reach
     from app.adapters.rewriting.sft import generate_records, sft_dir
     from app.domain.scenes import integrity
     from app.entrypoints.library import Atelier
@@ -147,6 +155,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         headroom = _headroom(data, records, seeds, args.steps, args.headroom, args.seed) if args.headroom else None
         if headroom:
             print({"headroom": headroom}, flush=True)
+        reach: dict[str, Any] = {}
+        if args.sampling:
+            held = generate_records(args.rl_held_out, args.seed + 2, split="heldout")  # RL's held-out check
+            for name, folder in (("sft", sft_dir(data)), ("sft_rl", rl_dir(data))):
+                if (folder / "config.json").is_file():
+                    reach[name] = sampling_reach(folder, held, args.sampling, args.seed)
+                    print({"sampling_reach": name, **reach[name]}, flush=True)
     headline: dict[str, Any] = {}
     for metric in ("success_rate", "aesthetic", "preference", "drift"):
         headline[metric] = {m: results.get(m, {}).get(metric) for m in HEADLINE}
@@ -165,6 +180,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "training": training,
         "results": results,
         "headroom": headroom,
+        "sampling_reach": reach or None,
     }
     emit(detail, headline)
     return headline

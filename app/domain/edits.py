@@ -114,13 +114,24 @@ class EditScores:
 
     ``reliability``/``generality``: teacher-forced top-1 accuracy of the target tokens after the edit
     prompts / rephrasings; ``locality``: share of the locality probes' answer tokens whose argmax did not
-    change; ``fluency``: weighted 2- and 3-gram entropy (bits) of free generations from the edit prompts."""
+    change; ``fluency``: weighted 2- and 3-gram entropy (bits) of free generations from the edit prompts.
+
+    Two readings of locality for evaluations (not stored with an edit): ``locality_confident``, the same
+    share over the positions where the unedited model's top token led the runner-up by at least
+    ``CONFIDENT_MARGIN`` nats; ``locality_unrelated``, the share on a fixed set of prompts unrelated to
+    any edit (ZsRE's kind of locality, where the edits' own probes are CounterFact's harder kind)."""
 
     reliability: float | None = None
     generality: float | None = None
     locality: float | None = None
     fluency: float | None = None
     n: int = 0
+    locality_confident: float | None = None
+    locality_unrelated: float | None = None
+
+
+# The unedited model's top token leads the runner-up by at least this much (nats: about 7 times likelier).
+CONFIDENT_MARGIN = 2.0
 
 
 @dataclass

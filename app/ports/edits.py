@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from app.domain.edits import EditRequest, EditScores, EditSpec
@@ -39,9 +39,12 @@ class ModelEditor(Protocol):
 @dataclass(frozen=True)
 class EditBaseline:
     """What the model predicted before the edits: per locality probe, the argmax token at each of its
-    answer positions (teacher-forced)."""
+    answer positions (teacher-forced); where the evaluator measures them, the margin of each of those
+    tokens over the runner-up (nats) and the argmax tokens of its fixed unrelated probes."""
 
     locality_tokens: list[list[int]]
+    locality_margins: list[list[float]] = field(default_factory=list)
+    unrelated_tokens: list[list[int]] = field(default_factory=list)
 
 
 class EditEvaluator(Protocol):

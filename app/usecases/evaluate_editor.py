@@ -3,7 +3,8 @@
 Shuffle the edits (seeded, seed 0 by default), cut them into chunks of T, and for each chunk: apply the
 T edits one by one, score **all T after the last one** (reliability, generality, locality, and fluency
 on a few of them), then restore the model. The scores are averaged over edits (chunks weighted by their
-size). Nothing is written to the edit log; the served model is back as it was afterwards.
+size; the two extra locality readings likewise, where the evaluator gives them).
+Nothing is written to the edit log; the served model is back as it was afterwards.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ class EvaluateEditor:
         random.Random(seed).shuffle(order)
         chunks = [order[i : i + sequence_length] for i in range(0, len(order) - sequence_length + 1, sequence_length)]
         chunks = chunks[:max_chunks] if max_chunks else chunks
-        totals = {"reliability": 0.0, "generality": 0.0, "locality": 0.0, "fluency": 0.0}
+        totals = dict.fromkeys(
+            ("reliability", "generality", "locality", "fluency", "locality_confident", "locality_unrelated"), 0.0
+        )
         counts = dict.fromkeys(totals, 0)
         seconds = 0.0
         for done, chunk in enumerate(chunks):
@@ -85,6 +88,14 @@ class EvaluateEditor:
             editor=name,
             sequence_length=sequence_length,
             chunks=len(chunks),
-            scores=EditScores(mean["reliability"], mean["generality"], mean["locality"], mean["fluency"], n),
+            scores=EditScores(
+                mean["reliability"],
+                mean["generality"],
+                mean["locality"],
+                mean["fluency"],
+                n,
+                locality_confident=mean["locality_confident"],
+                locality_unrelated=mean["locality_unrelated"],
+            ),
             ms_per_edit=1000 * seconds / max(n, 1),
         )

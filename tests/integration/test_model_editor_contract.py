@@ -15,18 +15,19 @@ from typing import Any
 import pytest
 import torch
 
-from app.adapters.editing.base import RecordFolder, accuracy, encode, pad_id, teacher_forced
+from app.adapters.editing.base import RecordFolder, accuracy, encode, pad_id, teacher_forced, teacher_forced_margins
 from app.adapters.editing.dafnet import DafnetEditor
 from app.adapters.editing.evaluate import TransformersEditEvaluator, words
 from app.adapters.editing.ft import FtEditor
 from app.adapters.editing.grace import GraceEditor
 from app.adapters.editing.network import NetworkConfig
 from app.adapters.editing.train import EditTrainConfig, EditTrainer
+from app.adapters.knowledge_data.unrelated import unrelated_probes
 from app.adapters.transformers.llm import TransformersLanguageModel
 from app.adapters.transformers.tiny import build_tiny_llama
-from app.domain.edits import EditSpec, LocalityProbe, RollbackOutOfRange, ngram_entropy
+from app.domain.edits import CONFIDENT_MARGIN, EditSpec, LocalityProbe, RollbackOutOfRange, ngram_entropy
 from app.domain.errors import InvalidParameters, ModelUnavailable
-from app.ports.edits import ModelEditor
+from app.ports.edits import EditBaseline, ModelEditor
 from tests.fakes import FakeLanguageModel, FakeModelEditor
 
 torch.set_num_threads(1)
@@ -322,6 +323,69 @@ def test_evaluator_scores_an_ft_edit(tiny_path: str) -> None:
 
     with pytest.raises(InvalidParameters):
         evaluator.score([edit], evaluator.baseline([]))
+
+
+def test_teacher_forced_margins_are_the_lead_of_the_top_token(tiny_path: str) -> None:
+    lm = TransformersLanguageModel(tiny_path)
+    pad = pad_id(lm.tokenizer)
+    batch = [encode(lm, e.prompt, e.target) for e in EDITS[:3]]
+    tokens, margins = teacher_forced_margins(lm.model, batch, pad)
+    assert tokens == teacher_forced(lm.model, batch, pad)
+    e = batch[1]
+    with torch.no_grad():
+        logp = lm.model(input_ids=torch.tensor([e.ids])).logits[0, e.start - 1 : len(e.ids) - 1].log_softmax(-1)
+    top2 = logp.topk(2, -1).values
+    assert margins[1] == pytest.approx((top2[:, 0] - top2[:, 1]).tolist(), abs=1e-4)
+    assert all(m >= 0 for row in margins for m in row)
+
+
+def test_evaluator_reads_locality_on_confident_positions_and_unrelated_prompts(tiny_path: str) -> None:
+    lm = TransformersLanguageModel(tiny_path)
+    probes = unrelated_probes(sums=3)
+    evaluator = TransformersEditEvaluator(lm, unrelated=probes)
+    edit = EditSpec(EDITS[0].prompt, EDITS[0].target, locality=(LocalityProbe(UNRELATED.prompt, UNRELATED.target),))
+    baseline = evaluator.baseline([edit])
+    assert len(baseline.unrelated_tokens) == len(probes)
+    assert [len(m) for m in baseline.locality_margins] == [len(t) for t in baseline.locality_tokens]
+    unchanged = evaluator.score([edit], baseline)
+    assert unchanged.locality == 1.0 and unchanged.locality_unrelated == 1.0
+    # the baseline marks its first position unsure and predicted otherwise: plain locality counts the
+    # change, the confident reading leaves that position out
+    tokens = [list(row) for row in baseline.locality_tokens]
+    tokens[0][0] += 1
+    margins = [[CONFIDENT_MARGIN + 1.0] * len(row) for row in tokens]
+    margins[0][0] = CONFIDENT_MARGIN / 2
+    crafted = EditBaseline(tokens, margins, baseline.unrelated_tokens)
+    scores = evaluator.score([edit], crafted)
+    positions = sum(len(row) for row in tokens)
+    assert scores.locality == pytest.approx((positions - 1) / positions)
+    assert scores.locality_confident == 1.0
+    # every prediction moved (the output rows reversed): unrelated prompts see it too
+    head = lm.model.get_output_embeddings().weight
+    with torch.no_grad():
+        head.copy_(head.flip(0))
+    try:
+        broken = evaluator.score([edit], baseline)
+    finally:
+        with torch.no_grad():
+            head.copy_(head.flip(0))
+    assert broken.locality_unrelated is not None and broken.locality_unrelated < 0.2
+    # without unrelated probes the reading is absent, not a score
+    plain = TransformersEditEvaluator(lm)
+    assert plain.score([edit], plain.baseline([edit])).locality_unrelated is None
+
+
+def test_unrelated_probes_name_no_edited_fact() -> None:
+    from app.adapters.knowledge_data.dafset import build_edits
+
+    probes = unrelated_probes()
+    assert len(probes) == 115 and len({p.prompt for p in probes}) == 115 and probes == unrelated_probes()
+    words_in_facts = set()
+    for records in build_edits(0).values():
+        for r in records:
+            words_in_facts |= {r.target_new.lower(), r.target_true.lower()}
+    text = " ".join(f"{p.prompt} {p.answer}".lower() for p in probes)
+    assert not [w for w in words_in_facts if len(w) > 3 and f" {w} " in f" {text} "]
 
 
 def test_fluency_words_and_entropy() -> None:

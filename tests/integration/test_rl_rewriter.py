@@ -22,6 +22,7 @@ from app.adapters.rewriting.rl import (
     _Sampler,
     _shaped_rewards,
     rl_dir,
+    sampling_reach,
     train_rl,
 )
 from app.adapters.rewriting.sft import SftConfig, generate_records, sft_dir, train_sft
@@ -112,6 +113,53 @@ def test_ppo_raises_a_learnable_reward(sft_data: str, tmp_path: Path) -> None:
     assert {"reward_plain", "reward_positive", "reward_negative"} <= set().union(*summary["history"])
     assert json.loads((tmp_path / "rl" / "training.json").read_text())["steps"] == 14
     assert (tmp_path / "rl" / "config.json").is_file()
+
+
+def test_sampling_reach_counts_right_greedy_rewrites_and_right_samples(
+    sft_data: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Record 0: greedy right. Record 1: greedy wrong, every other sample right. Record 2: never right."""
+    records = [
+        r
+        for r in generate_records(60, seed=3)
+        if parse_caption(r.beautified_source_prompt) != parse_caption(r.beautified_target_prompt)
+    ][:3]
+    tokenizer, _ = _load(sft_dir(sft_data))
+    plans = {0: ("right", ["wrong"]), 1: ("wrong", ["right", "wrong"]), 2: ("wrong", ["wrong"])}
+    drawn: dict[int, int] = {}
+
+    def run(self: _Sampler, prompt_ids: list[int], mode: str, target: str = "", deviate: int = -1) -> object:
+        i = next(
+            k
+            for k, r in enumerate(records)
+            if tokenizer(  # type: ignore[operator]
+                plain_prompt(r.beautified_source_prompt, r.instruction), add_special_tokens=False
+            ).input_ids
+            == prompt_ids
+        )
+        greedy, cycle = plans[i]
+        if mode == "greedy":
+            pick = greedy
+        else:
+            assert mode == "plain"  # the policy itself, not a modified action space
+            pick = cycle[drawn.get(i, 0) % len(cycle)]
+            drawn[i] = drawn.get(i, 0) + 1
+        text = records[i].beautified_target_prompt if pick == "right" else records[i].beautified_source_prompt
+        return tokenizer(" " + text, add_special_tokens=False).input_ids, []  # type: ignore[operator]
+
+    monkeypatch.setattr(_Sampler, "run", run)
+    reach = sampling_reach(sft_dir(sft_data), records, samples=4)
+    assert reach == {
+        "records": 3,
+        "samples": 4,
+        "greedy_exact": round(1 / 3, 4),
+        "greedy_wrong": 2,
+        "exact_sample_share_on_wrong": 0.25,
+        "wrong_with_an_exact_sample": 0.5,
+    }
+    assert drawn == {1: 4, 2: 4}  # no samples where the greedy rewrite is already right
+    with pytest.raises(InvalidParameters):
+        sampling_reach(sft_dir(sft_data), records, samples=0)
 
 
 def test_rl_config_rejects_bad_settings() -> None:

@@ -296,6 +296,42 @@ def evaluate(
     }
 
 
+def sampling_reach(
+    folder: str | Path, records: Sequence[InstructPERecord], samples: int, seed: int = 0
+) -> dict[str, float]:
+    """What PPO's rollouts can find: on ``records`` (beautified sources, as the held-out check), the share
+    whose greedy rewrite states the target scene exactly, and on the records it gets wrong, how often
+    ``samples`` rollouts of the policy itself (temperature 1, ADM off) state it exactly: the mean share of
+    exact samples and the share of those records with at least one. A policy-gradient update can only
+    reinforce a right rewrite it has sampled; a record whose right rewrite is never sampled gets no signal."""
+    if samples < 1:
+        raise InvalidParameters("samples must be at least 1.", field="samples")
+    tokenizer, lm = _load(Path(folder))
+    sampler = _Sampler(lm, tokenizer, RlConfig(), torch.Generator().manual_seed(seed))
+
+    def exact(record: InstructPERecord, tokens: Sequence[int]) -> bool:
+        with contextlib.suppress(ValueError, IndexError):
+            return parse_caption(_text(tokenizer, tokens)) == parse_caption(record.beautified_target_prompt)
+        return False
+
+    right, shares = 0, []
+    for r in records:
+        ids = tokenizer(plain_prompt(r.beautified_source_prompt, r.instruction), add_special_tokens=False).input_ids
+        if exact(r, sampler.run(ids, "greedy")[0]):
+            right += 1
+            continue
+        shares.append(sum(exact(r, sampler.run(ids, "plain")[0]) for _ in range(samples)) / samples)
+    n = max(1, len(records))
+    return {
+        "records": len(records),
+        "samples": samples,
+        "greedy_exact": round(right / n, 4),
+        "greedy_wrong": len(shares),
+        "exact_sample_share_on_wrong": round(sum(shares) / max(1, len(shares)), 4),
+        "wrong_with_an_exact_sample": round(sum(x > 0 for x in shares) / max(1, len(shares)), 4),
+    }
+
+
 def train_rl(
     sft_folder: str | Path,
     out_dir: str | Path,

@@ -160,7 +160,9 @@ def evaluate(
     click.echo(
         f"{editor} T={sequence_length}: rel {_score(s.reliability)} gen {_score(s.generality)} "
         f"loc {_score(s.locality)} fluency {_score(s.fluency)} over {s.n} edits in {report.chunks} chunks; "
-        f"{report.ms_per_edit:.0f} ms per edit"
+        f"{report.ms_per_edit:.0f} ms per edit\n"
+        f"  locality on confident positions {_score(s.locality_confident)}, "
+        f"on unrelated prompts {_score(s.locality_unrelated)}"
     )
 
 
