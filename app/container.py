@@ -354,8 +354,9 @@ def _prompt_rewriter(settings: Any) -> Any:
 
 
 def _prompt_rewards(settings: Any, reader: Any) -> list[Any]:
-    """Content integrity (the demo world's checker), aesthetics (LAION's predictor when its weights are
-    configured, else the demo world's image-quality score) and, once fitted, the preference model."""
+    """Content integrity (CLIPScore when a CLIP model is configured, else the demo world's checker),
+    aesthetics (LAION's predictor when its weights are configured, else the demo world's image-quality
+    score) and, once fitted, the preference model."""
     from app.adapters.rewards.aesthetic import DemoAestheticReward, LaionAestheticReward
     from app.adapters.rewards.integrity import CheckerIntegrityReward
 
@@ -364,7 +365,12 @@ def _prompt_rewards(settings: Any, reader: Any) -> list[Any]:
         aesthetic = LaionAestheticReward(
             settings.aesthetic_clip, settings.aesthetic_predictor, device=_pick_device(settings.device)
         )
-    rewards = [CheckerIntegrityReward(reader), aesthetic]
+    integrity: Any = CheckerIntegrityReward(reader)
+    if settings.integrity_clip:
+        from app.adapters.rewards.clip_integrity import ClipIntegrityReward
+
+        integrity = ClipIntegrityReward(settings.integrity_clip, device=_pick_device(settings.device))
+    rewards = [integrity, aesthetic]
     from app.adapters.rewards.preference import BradleyTerryPreferenceReward
     from app.adapters.rewards.preference_training import preference_path
 

@@ -68,6 +68,9 @@ class Settings:
     # the demo world's image-quality score).
     aesthetic_clip: str | None = None
     aesthetic_predictor: str | None = None
+    # The content-integrity reward: a CLIP or Chinese-CLIP folder (or hub id) for CLIPScore of each image
+    # against its prompt; unset: the demo world's checker.
+    integrity_clip: str | None = None
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -140,6 +143,7 @@ _ENV = {
     "prompt_rewriter": "ATELIER_PROMPT_REWRITER",
     "aesthetic_clip": "ATELIER_AESTHETIC_CLIP",
     "aesthetic_predictor": "ATELIER_AESTHETIC_PREDICTOR",
+    "integrity_clip": "ATELIER_INTEGRITY_CLIP",
 }
 
 

@@ -20,4 +20,6 @@ def test_the_benchmark_prints_the_headline_for_every_editor_and_t(capsys: pytest
             assert {"rel", "gen", "loc", "fluency", "ms_per_edit"} <= set(scores)
             assert scores["chunks"] == chunks and scores["edits"] == 4
             assert 0.0 <= scores["rel"] <= 1.0 and 0.0 <= scores["loc"] <= 1.0 and scores["fluency"] >= 0.0
+            assert 0.0 <= scores["loc_unrelated"] <= 1.0  # the container's evaluator reads the unrelated probes
     assert last["T1"]["grace"]["rel"] == 1.0  # GRACE memorises every edit exactly
+    assert last["T1"]["grace"]["loc_unrelated"] == 1.0  # and its codebook never fires on unrelated prompts

@@ -373,6 +373,8 @@ def test_evaluator_reads_locality_on_confident_positions_and_unrelated_prompts(t
     # without unrelated probes the reading is absent, not a score
     plain = TransformersEditEvaluator(lm)
     assert plain.score([edit], plain.baseline([edit])).locality_unrelated is None
+    with pytest.raises(InvalidParameters):
+        plain.score([edit], baseline)  # a baseline taken with other unrelated probes
 
 
 def test_unrelated_probes_name_no_edited_fact() -> None:

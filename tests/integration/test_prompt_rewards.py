@@ -136,3 +136,81 @@ def test_preference_reward_needs_a_fitted_model(tmp_path: Path) -> None:
     (tmp_path / "old.json").write_text('{"features": ["sharpness"], "weights": [1.0]}')
     with pytest.raises(ModelUnavailable, match="other features"):
         BradleyTerryPreferenceReward(OpenCvSceneReader(), str(tmp_path / "old.json"))
+
+
+@pytest.fixture(scope="module")
+def tiny_chinese_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A random Chinese-CLIP (BERT text tower over the shipped bert-base-chinese vocabulary), saved like a release."""
+    from transformers import (
+        BertTokenizer,
+        ChineseCLIPConfig,
+        ChineseCLIPImageProcessor,
+        ChineseCLIPModel,
+        ChineseCLIPProcessor,
+    )
+
+    from app.adapters.diffusers.demo import VOCAB_FILE  # the shipped bert-base-chinese vocabulary
+
+    folder = tmp_path_factory.mktemp("cn-clip") / "model"
+    tokenizer = BertTokenizer(str(VOCAB_FILE))
+    text = {"vocab_size": tokenizer.vocab_size, "hidden_size": 32, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "intermediate_size": 64, "max_position_embeddings": 64}  # fmt: skip
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "image_size": 32, "patch_size": 8}  # fmt: skip
+    torch.manual_seed(0)
+    ChineseCLIPModel(ChineseCLIPConfig(text_config=text, vision_config=vision, projection_dim=24)).save_pretrained(
+        folder
+    )
+    images = ChineseCLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    ChineseCLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder)
+    return str(folder)
+
+
+def test_clip_integrity_is_clipscore_of_each_image_against_its_prompt(tiny_chinese_clip: str) -> None:
+    from transformers import AutoModel, AutoProcessor
+
+    from app.adapters.rewards.clip_integrity import ClipIntegrityReward
+
+    reward = ClipIntegrityReward(tiny_chinese_clip)
+    red, blank = _image(render(PLAIN)), _image(np.zeros((48, 40, 3)))
+    inputs = [RewardInput(red, "一个红色的圆形在中间", "", ""), RewardInput(blank, "一个红色的圆形在中间", "", "")]
+    inputs.append(RewardInput(red, "一只蓝色的三角形在左边，白色背景", "", ""))
+    cos = reward.similarity(inputs)
+    # the same cosines from the model's own towers, one pair at a time
+    model, processor = AutoModel.from_pretrained(tiny_chinese_clip), AutoProcessor.from_pretrained(tiny_chinese_clip)
+    from PIL import Image
+
+    for item, value in zip(inputs, cos, strict=True):
+        picture = Image.frombytes("RGB", (item.image.width, item.image.height), item.image.rgb)
+        batch = processor(text=[item.prompt], images=[picture], return_tensors="pt", padding=True)
+        with torch.no_grad():
+            image = model.get_image_features(pixel_values=batch["pixel_values"])
+            text = model.get_text_features(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                token_type_ids=batch["token_type_ids"],
+            )
+        image = image if isinstance(image, torch.Tensor) else image.pooler_output
+        text = text if isinstance(text, torch.Tensor) else text.pooler_output
+        assert value == pytest.approx(float(torch.nn.functional.cosine_similarity(image, text)[0]), abs=1e-4)
+    assert cos[0] != pytest.approx(cos[1]) and cos[0] != pytest.approx(cos[2])  # the image and the prompt matter
+    assert reward.score(inputs) == pytest.approx([min(1.0, 2.5 * max(c, 0.0)) for c in cos])
+    assert reward.score([]) == []
+
+
+def test_clip_integrity_is_chosen_by_the_setting_and_a_missing_model_is_refused(
+    tiny_chinese_clip: str, tmp_path: Path
+) -> None:
+    from app.adapters.rewards.clip_integrity import ClipIntegrityReward
+    from app.container import _prompt_rewards
+    from app.domain.errors import ModelUnavailable
+    from app.settings import Settings
+
+    reader = OpenCvSceneReader()
+    rewards = _prompt_rewards(Settings(data_dir=str(tmp_path), integrity_clip=tiny_chinese_clip), reader)
+    assert [type(r).__name__ for r in rewards if r.name == "integrity"] == ["ClipIntegrityReward"]
+    default = _prompt_rewards(Settings(data_dir=str(tmp_path)), reader)
+    assert [type(r).__name__ for r in default if r.name == "integrity"] == ["CheckerIntegrityReward"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelUnavailable):
+        ClipIntegrityReward(str(tmp_path / "empty"))

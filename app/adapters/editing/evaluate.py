@@ -71,6 +71,8 @@ class TransformersEditEvaluator(EditEvaluator):
         before = baseline.locality_tokens
         if len(before) != len(probes) or any(len(b) != len(p.targets) for b, p in zip(before, probes, strict=True)):
             raise InvalidParameters("The baseline was taken for other edits.", field="baseline")
+        if len(baseline.unrelated_tokens) not in (0, len(self._unrelated)):
+            raise InvalidParameters("The baseline was taken with other unrelated probes.", field="baseline")
         with locked(self.lm):
             predicted = teacher_forced(self.lm.model, [*rewrites, *rephrases], self._pad)
             after = teacher_forced(self.lm.model, probes, self._pad) if probes else []
