@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from app.domain.edits import EditRequest, EditSpec, LocalityProbe
+from app.domain.edits import DEFAULT_EDITOR, EditRequest, EditSpec, LocalityProbe
 from app.usecases.evaluate_editor import EditorReport
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ class Edits:
         prompt: str,
         target: str,
         *,
-        editor: str = "dafnet",
+        editor: str = DEFAULT_EDITOR,
         subject: str = "",
         rephrases: Sequence[str] = (),
         locality: Sequence[tuple[str, str]] = (),

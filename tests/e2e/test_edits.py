@@ -81,7 +81,10 @@ def test_cli_apply_ask_list_rollback(cli_env: dict[str, str], tmp_path: Path) ->
     ("args", "message"),
     [
         (["edits", "apply", "--prompt", FRANCE, "--target", " "], "target must not be empty"),
-        (["edits", "apply", "--prompt", FRANCE, "--target", "Lyon"], "atelier edits train --editor dafnet"),
+        (
+            ["edits", "apply", "--prompt", FRANCE, "--target", "Lyon", "--editor", "dafnet"],
+            "atelier edits train --editor dafnet",
+        ),
         (["edits", "apply", "--prompt", FRANCE, "--target", "Lyon", "--locality", "no arrow"], "PROMPT=>ANSWER"),
         (["edits", "rollback", "1"], "between 0 and 0"),
         (["edits", "show", "nope"], "No such edit"),
@@ -115,8 +118,10 @@ def test_cli_train_then_edit_and_evaluate_with_dafnet(cli_env: dict[str, str], t
     summary = json.loads(out)
     assert summary["steps"] == 4 and summary["training_edits"] == 12
     assert (Path(summary["checkpoint"]) / "networks.safetensors").is_file()
-    code, out, err = run(cli_env, data, "edits", "apply", "--prompt", FRANCE, "--target", "Rome", "--json")
-    assert code == 0, err and json.loads(out)["editor"] == "dafnet"
+    code, out, err = run(cli_env, data, "edits", "apply", "--prompt", FRANCE, "--target", "Rome", "--editor", "dafnet")
+    assert code == 0, err
+    code, out, err = run(cli_env, data, "edits", "list", "--json")
+    assert [e["editor"] for e in json.loads(out)["items"]] == ["dafnet"]
     code, _, err = run(cli_env, data, "edits", "eval", "-T", "2", "--limit", "4", "--editor", "grace")
     assert code == 2 and "roll back to 0" in err
     code, out, err = run(cli_env, data, "edits", "eval", "-T", "2", "--limit", "4", "--json")
@@ -138,9 +143,10 @@ def test_cli_train_then_edit_and_evaluate_with_dafnet(cli_env: dict[str, str], t
 
 
 async def test_http_apply_list_ask_rollback(client: httpx.AsyncClient) -> None:
-    applied = await client.post("/v1/edits", json={"prompt": FRANCE, "target": "Rome", "editor": "grace"})
+    applied = await client.post("/v1/edits", json={"prompt": FRANCE, "target": "Rome"})
     assert applied.status_code == 201, applied.text
     edit = applied.json()
+    assert edit["editor"] == "grace"  # the default: it needs no meta-training
     assert edit["position"] == 1 and edit["scores"]["reliability"] == 1.0
     asked = await client.post("/v1/knowledge/queries", json={"question": FRANCE, "retrieval": "never"})
     assert asked.status_code == 201 and asked.json()["answer"] == "Rome"
@@ -161,7 +167,7 @@ async def test_http_apply_list_ask_rollback(client: httpx.AsyncClient) -> None:
     [
         ({"prompt": FRANCE, "target": ""}, 422, "invalid_parameters"),
         ({"prompt": FRANCE, "target": "Rome", "editor": "rome"}, 422, "invalid_parameters"),
-        ({"prompt": FRANCE, "target": "Rome"}, 409, "editor_not_trained"),
+        ({"prompt": FRANCE, "target": "Rome", "editor": "dafnet"}, 409, "editor_not_trained"),
         ({"prompt": FRANCE, "target": "Rome", "extra": 1}, 422, "invalid_parameters"),
     ],
 )

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from app.domain.edits import EDITORS, EditRequest
+from app.domain.edits import DEFAULT_EDITOR, EDITORS, EditRequest
 from app.domain.errors import InvalidParameters
 from app.entrypoints.cli.common import echo_json, open_atelier, progress_bar
 
@@ -51,7 +51,7 @@ def edits() -> None:
 @click.option("--subject", default="", help="The subject the fact is about (must occur in the prompt).")
 @click.option("--rephrase", "rephrases", multiple=True, help="Another phrasing of the prompt (repeatable).")
 @click.option("--locality", "locality", multiple=True, help="'PROMPT=>ANSWER' that must not change (repeatable).")
-@click.option("--editor", type=EDITOR, default="dafnet", show_default=True, help="The editing method.")
+@click.option("--editor", type=EDITOR, default=DEFAULT_EDITOR, show_default=True, help="The editing method.")
 @click.option("--json", "as_json", is_flag=True, help="Print the edit as JSON.")
 @click.pass_context
 def apply(

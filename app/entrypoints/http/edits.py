@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.domain.edits import EDITORS, MAX_EDIT_CHARS, MAX_LOCALITY, MAX_REPHRASES, EditRequest
+from app.domain.edits import DEFAULT_EDITOR, EDITORS, MAX_EDIT_CHARS, MAX_LOCALITY, MAX_REPHRASES, EditRequest
 from app.entrypoints.http import deps
 from app.entrypoints.library import Atelier
 
@@ -34,7 +34,7 @@ class EditIn(BaseModel):
     locality: list[ProbeIn] = Field(
         default_factory=list, max_length=MAX_LOCALITY, description="Prompts whose answers must not change."
     )
-    editor: str = Field("dafnet", description=f"One of {', '.join(EDITORS)}.")
+    editor: str = Field(DEFAULT_EDITOR, description=f"One of {', '.join(EDITORS)}.")
 
 
 class RollbackIn(BaseModel):
