@@ -386,11 +386,13 @@ def _editor_pool(llm: Any, data_dir: str) -> Any:
     return TransformersEditorPool(llm, data_dir)
 
 
-def _edit_evaluator(llm: Any) -> Any:
+def _edit_evaluator(llm: Any, unrelated: bool) -> Any:
+    """``unrelated``: also read locality on the fixed unrelated probes (the evaluation protocol; an applied
+    edit's own scores do not keep that reading, so applying one does not pay for it)."""
     from app.adapters.editing.evaluate import TransformersEditEvaluator
     from app.adapters.knowledge_data.unrelated import unrelated_probes
 
-    return TransformersEditEvaluator(llm, unrelated=unrelated_probes())
+    return TransformersEditEvaluator(llm, unrelated=unrelated_probes() if unrelated else ())
 
 
 def _served_llm(llm: Any, restore: Any) -> Any:
@@ -492,11 +494,12 @@ class Container(containers.DeclarativeContainer):
         test=providers.Singleton(InMemoryEditLog),
     )
     editor_pool = providers.Singleton(_editor_pool, llm, settings.provided.data_dir)
-    edit_evaluator = providers.Singleton(_edit_evaluator, llm)
+    edit_evaluator = providers.Singleton(_edit_evaluator, llm, False)
+    protocol_evaluator = providers.Singleton(_edit_evaluator, llm, True)
     restore_edits = providers.Factory(RestoreEdits, editor_pool, edit_log)
     apply_edit = providers.Factory(ApplyEdit, editor_pool, edit_log, edit_evaluator, clock)
     rollback_edits = providers.Factory(RollbackEdits, editor_pool, edit_log, clock)
-    evaluate_editor = providers.Factory(EvaluateEditor, editor_pool, edit_log, edit_evaluator)
+    evaluate_editor = providers.Factory(EvaluateEditor, editor_pool, edit_log, protocol_evaluator)
     served_llm = providers.Callable(_served_llm, llm, restore_edits)
 
     prompt_sessions = providers.Selector(

@@ -69,7 +69,7 @@ import torch
 
 from app.adapters.rewards.integrity import expected_scene
 from app.adapters.rewriting.causal_lm import plain_prompt
-from app.adapters.rewriting.sft import generate_records
+from app.adapters.rewriting.sft import generate_records, states_target
 from app.domain.errors import InvalidParameters, ModelUnavailable
 from app.domain.prompt_sessions import COMBINED, ScoreItem
 from app.domain.scene_instructions import InstructPERecord
@@ -308,19 +308,14 @@ def sampling_reach(
         raise InvalidParameters("samples must be at least 1.", field="samples")
     tokenizer, lm = _load(Path(folder))
     sampler = _Sampler(lm, tokenizer, RlConfig(), torch.Generator().manual_seed(seed))
-
-    def exact(record: InstructPERecord, tokens: Sequence[int]) -> bool:
-        with contextlib.suppress(ValueError, IndexError):
-            return parse_caption(_text(tokenizer, tokens)) == parse_caption(record.beautified_target_prompt)
-        return False
-
     right, shares = 0, []
     for r in records:
         ids = tokenizer(plain_prompt(r.beautified_source_prompt, r.instruction), add_special_tokens=False).input_ids
-        if exact(r, sampler.run(ids, "greedy")[0]):
+        if states_target(_text(tokenizer, sampler.run(ids, "greedy")[0]), r):
             right += 1
             continue
-        shares.append(sum(exact(r, sampler.run(ids, "plain")[0]) for _ in range(samples)) / samples)
+        drawn = [states_target(_text(tokenizer, sampler.run(ids, "plain")[0]), r) for _ in range(samples)]
+        shares.append(sum(drawn) / samples)
     n = max(1, len(records))
     return {
         "records": len(records),

@@ -97,12 +97,18 @@ def _tokenizer(texts: Iterable[str], vocab: int) -> Any:
     return cls(tokenizer_object=core, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=None)
 
 
+def states_target(text: str, record: InstructPERecord) -> bool:
+    """Whether a rewrite reads back as exactly the record's target scene (one that does not read is a miss)."""
+    with contextlib.suppress(ValueError, IndexError):
+        return parse_caption(text) == parse_caption(record.beautified_target_prompt)
+    return False
+
+
 def exact_match(rewriter: TransformersPromptRewriter, records: Sequence[InstructPERecord]) -> float:
     hits = 0
     for r in records:
         out = rewriter.rewrite(r.beautified_source_prompt, r.instruction, 1, seed=0)
-        with contextlib.suppress(ValueError):  # a rewrite that does not read as a scene is a miss
-            hits += bool(out) and parse_caption(out[0]) == parse_caption(r.beautified_target_prompt)
+        hits += bool(out) and states_target(out[0], r)
     return hits / max(1, len(records))
 
 
