@@ -33,7 +33,20 @@ class Settings:
     database_url: str | None = None
     workers: int = 1
     default_model: str = "demo"
-    api_keys: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = ()  # none: no authentication, every caller is the owner ``local``
+    admin_keys: tuple[str, ...] = ()  # keys that may also edit the served model and publish shared documents
+    docs_public: bool = True  # /docs, /redoc and /openapi.json without a key (the spec holds no secrets)
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API; none: CORS off
+    # The base of absolute URLs in responses (image URLs of the compatible APIs), e.g. https://img.example.com;
+    # unset: relative URLs. The request's Host header is never trusted for this.
+    public_base_url: str | None = None
+    compat_wait_seconds: float = 600.0  # how long a synchronous compatible-API request waits for its job
+    # Per-key limits (0 turns one off): jobs queued at once, requests per minute, the work of one job
+    # (width × height × steps × images) and the seconds a job may run before it fails with ``time_budget_exceeded``.
+    max_queued_jobs: int = 32
+    requests_per_minute: int = 600
+    max_job_work: int = 1024 * 1024 * 50 * 4
+    job_time_budget: float = 900.0
     device: str = "auto"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -86,6 +99,11 @@ class Settings:
                 f"prompt_rewriter must be one of {', '.join(PROMPT_REWRITERS)} or a model folder.",
                 code="invalid_setting",
             )
+        for name in ("max_queued_jobs", "requests_per_minute", "max_job_work", "job_time_budget", "compat_wait_seconds"):
+            if getattr(self, name) < 0:
+                raise InvalidParameters(f"{name} must be 0 or more.", code="invalid_setting")
+        if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):
+            raise InvalidParameters("public_base_url must start with http:// or https://.", code="invalid_setting")
         if self.workers < 1:
             raise InvalidParameters("workers must be at least 1.", code="invalid_workers")
         if self.embedder not in EMBEDDERS:
@@ -122,6 +140,15 @@ _ENV = {
     "workers": "ATELIER_WORKERS",
     "default_model": "ATELIER_DEFAULT_MODEL",
     "api_keys": "ATELIER_API_KEYS",
+    "admin_keys": "ATELIER_ADMIN_KEYS",
+    "docs_public": "ATELIER_DOCS_PUBLIC",
+    "cors_origins": "ATELIER_CORS_ORIGINS",
+    "public_base_url": "ATELIER_PUBLIC_BASE_URL",
+    "compat_wait_seconds": "ATELIER_COMPAT_WAIT_SECONDS",
+    "max_queued_jobs": "ATELIER_MAX_QUEUED_JOBS",
+    "requests_per_minute": "ATELIER_REQUESTS_PER_MINUTE",
+    "max_job_work": "ATELIER_MAX_JOB_WORK",
+    "job_time_budget": "ATELIER_JOB_TIME_BUDGET",
     "device": "ATELIER_DEVICE",
     "host": "ATELIER_HOST",
     "port": "ATELIER_PORT",
