@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup browser run test lint typecheck unit integration e2e bench clean
+.PHONY: setup browser run test lint typecheck unit integration e2e bench fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ bench: setup
 	$(BIN)/python -m benchmarks.demo_world
 	$(BIN)/python -m benchmarks.knowledge
 	$(BIN)/python -m benchmarks.editing
+
+## fuzz: schemathesis against /openapi.json on the SQLite profile, at least 1000 cases, 10 minutes at most
+fuzz: setup
+	$(BIN)/python -m benchmarks.fuzz --profile sqlite --cases 1000 --seconds 600
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,7 @@ only when a provider is first called, so building a container is cheap.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from app.adapters.memory.edits import InMemoryEditLog
 from app.adapters.memory.generation import InMemoryModelCatalog, PatternImageGenerator
 from app.adapters.memory.jobs import InMemoryJobReader, InMemoryJobStore, InMemoryUnitOfWorkFactory
 from app.adapters.memory.knowledge import InMemoryCalibrationStore, InMemoryKnowledgeQueryStore
+from app.adapters.memory.options import InMemoryOwnerOptions
 from app.adapters.memory.prompt_sessions import InMemoryPromptSessionStore
 from app.adapters.storage.catalog import JsonModelCatalog
 from app.adapters.storage.hub import download_from_hub
@@ -188,7 +190,16 @@ def _inspect_model(path: str, kind: str) -> dict[str, Any]:
         from app.adapters.diffusers.lora import load_lora_state
 
         load_lora_state(details["file"])
+        details["sha256"] = _file_sha256(details["file"])
     return details
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _image_fetcher(settings: Any) -> Any:
@@ -311,6 +322,13 @@ def _sql_prompt_sessions(engine: Any) -> Any:
     from app.adapters.sql.prompt_sessions import SqlPromptSessionStore
 
     return SqlPromptSessionStore(session_factory(engine))
+
+
+def _sql_owner_options(engine: Any, clock: Any) -> Any:
+    from app.adapters.sql.engine import session_factory
+    from app.adapters.sql.options import SqlOwnerOptions
+
+    return SqlOwnerOptions(session_factory(engine), clock)
 
 
 def _prompt_rewriter(settings: Any) -> Any:
@@ -462,11 +480,32 @@ class Container(containers.DeclarativeContainer):
         max_batch=settings.provided.max_batch,
     )
 
-    submit_generation = providers.Factory(SubmitGeneration, uow_factory, catalog, images, executor, clock)
+    submit_generation = providers.Factory(
+        SubmitGeneration,
+        uow_factory,
+        catalog,
+        images,
+        executor,
+        clock,
+        max_queued=settings.provided.max_queued_jobs,
+        max_work=settings.provided.max_job_work,
+    )
     run_generation = providers.Factory(
-        RunGeneration, uow_factory, catalog, generator, images, clock, settings.provided.progress_interval
+        RunGeneration,
+        uow_factory,
+        catalog,
+        generator,
+        images,
+        clock,
+        settings.provided.progress_interval,
+        time_budget=settings.provided.job_time_budget,
     )
     cancel_job = providers.Factory(CancelJob, uow_factory, executor, clock)
+    owner_options = providers.Selector(  # A1111's /sdapi/v1/options, per owner
+        profile,
+        sql=providers.Singleton(_sql_owner_options, engine, clock),
+        test=providers.Singleton(InMemoryOwnerOptions),
+    )
     recover_jobs = providers.Factory(RecoverJobs, uow_factory, clock)
 
     # -- knowledge queries ---------------------------------------------------------------

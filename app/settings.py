@@ -99,7 +99,13 @@ class Settings:
                 f"prompt_rewriter must be one of {', '.join(PROMPT_REWRITERS)} or a model folder.",
                 code="invalid_setting",
             )
-        for name in ("max_queued_jobs", "requests_per_minute", "max_job_work", "job_time_budget", "compat_wait_seconds"):
+        for name in (
+            "max_queued_jobs",
+            "requests_per_minute",
+            "max_job_work",
+            "job_time_budget",
+            "compat_wait_seconds",
+        ):
             if getattr(self, name) < 0:
                 raise InvalidParameters(f"{name} must be 0 or more.", code="invalid_setting")
         if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):

@@ -14,6 +14,7 @@ from typing import Literal
 
 from app.adapters.memory.generation import InMemoryModelCatalog, PatternImageGenerator
 from app.adapters.memory.jobs import InMemoryJobReader, InMemoryJobStore, InMemoryUnitOfWorkFactory
+from app.adapters.memory.options import InMemoryOwnerOptions
 from app.adapters.memory.prompt_sessions import InMemoryPromptSessionStore
 from app.domain.edits import EditorMismatch, EditorNotTrained, EditScores, EditSpec, RollbackOutOfRange
 from app.domain.errors import ImageNotFound, IndexUnavailable, InvalidImage, InvalidParameters, ModelUnavailable
@@ -70,6 +71,7 @@ __all__ = [
     "InMemoryJobStore",
     "InMemoryKnowledgeIndex",
     "InMemoryModelCatalog",
+    "InMemoryOwnerOptions",
     "InMemoryPromptSessionStore",
     "InMemoryUnitOfWorkFactory",
     "ManualExecutor",
@@ -109,6 +111,9 @@ class ManualExecutor(JobExecutor):
     def wait(self, job_id: str, timeout: float | None = None) -> bool:
         return job_id not in self.queued
 
+    def live_workers(self) -> int:
+        return 1
+
     def shutdown(self, wait: bool = True) -> None:
         self.queued.clear()
 
@@ -125,6 +130,7 @@ class InMemoryImageStore(ImageStore):
     def __init__(self) -> None:
         self.images: dict[str, tuple[GeneratedImage, str]] = {}
         self.inputs: dict[str, InputImage] = {}
+        self.input_owners: dict[str, str] = {}
 
     def save(self, job_id: str, index: int, image: GeneratedImage, parameters: str) -> ImageRef:
         image_id = image_id_for(job_id, index)
@@ -136,19 +142,20 @@ class InMemoryImageStore(ImageStore):
             raise ImageNotFound(image_id)
         return f"memory://{image_id}"
 
-    def put_input(self, data: bytes) -> InputImage:
+    def put_input(self, data: bytes, owner: str = "local") -> InputImage:
         """Accepts ``b"WxH"`` as a picture of that size; anything else is an invalid image."""
         import hashlib
 
         match = re.fullmatch(rb"(\d+)x(\d+)", data)
         if match is None:
             raise InvalidImage("not an image")
-        input_id = "upload-" + hashlib.sha256(data).hexdigest()[:32]
+        input_id = "upload-" + hashlib.sha256(owner.encode() + b"\0" + data).hexdigest()[:32]
         self.inputs[input_id] = InputImage(input_id, int(match.group(1)), int(match.group(2)), f"memory://{input_id}")
+        self.input_owners[input_id] = owner
         return self.inputs[input_id]
 
-    def input_image(self, input_id: str) -> InputImage:
-        if input_id not in self.inputs:
+    def input_image(self, input_id: str, owner: str | None = None) -> InputImage:
+        if input_id not in self.inputs or owner not in (None, self.input_owners[input_id]):
             raise ImageNotFound(input_id)
         return self.inputs[input_id]
 
@@ -267,25 +274,28 @@ class InMemoryKnowledgeIndex(KnowledgeIndex):
     """Brute-force cosine search over chunks held in a dict."""
 
     def __init__(self) -> None:
-        self.rows: dict[str, tuple[Chunk, list[float]]] = {}
+        self.rows: dict[tuple[str, str], tuple[Chunk, list[float]]] = {}  # (collection, chunk id) -> row
         self.unavailable = False
 
     def _check(self) -> None:
         if self.unavailable:
             raise IndexUnavailable("The fake index is down.")
 
-    def replace_source(self, source: str, chunks: Sequence[Chunk], vectors: Sequence[Vector]) -> int:
+    def replace_source(
+        self, source: str, chunks: Sequence[Chunk], vectors: Sequence[Vector], collection: str = "shared"
+    ) -> int:
         self._check()
-        old = [cid for cid, (c, _) in self.rows.items() if c.source == source]
-        for cid in old:
-            del self.rows[cid]
+        old = [key for key, (c, _) in self.rows.items() if key[0] == collection and c.source == source]
+        for key in old:
+            del self.rows[key]
         for chunk, vector in zip(chunks, vectors, strict=True):
-            self.rows[chunk.id] = (chunk, list(vector))
+            self.rows[(collection, chunk.id)] = (chunk, list(vector))
         return len(old)
 
-    def search(self, vector: Vector, k: int) -> list[Passage]:
+    def search(self, vector: Vector, k: int, collections: Sequence[str] | None = None) -> list[Passage]:
         self._check()
-        scored = [(cosine(vector, v), c) for c, v in self.rows.values()]
+        rows = [row for key, row in self.rows.items() if collections is None or key[0] in collections]
+        scored = [(cosine(vector, v), c) for c, v in rows]
         scored.sort(key=lambda p: (-p[0], p[1].id))
         return [Passage(c.id, c.source, c.text, s) for s, c in scored[:k]]
 

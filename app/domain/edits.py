@@ -21,6 +21,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from app.domain.errors import Conflict, InvalidParameters, NotFound
+from app.domain.text import require_text
 
 MAX_EDIT_CHARS = 1000
 MAX_REPHRASES = 16
@@ -105,7 +106,7 @@ def _text(value: str, name: str) -> str:
         raise InvalidParameters(f"{name} must not be empty.", field=name.split(".")[0])
     if len(value) > MAX_EDIT_CHARS:
         raise InvalidParameters(f"{name} is longer than {MAX_EDIT_CHARS} characters.", field=name.split(".")[0])
-    return value.strip()
+    return require_text(value.strip(), name.split(".")[0])
 
 
 def validate_editor(name: str) -> str:

@@ -14,8 +14,11 @@ class AtelierError(Exception):
     code = "atelier_error"
     default_message = "Atelier failed."
 
-    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, code: str | None = None, detail: str | None = None) -> None:
         self.message = message or self.default_message
+        # ``detail``: what an operator needs (a host, a path, a library's words) and a client must not see;
+        # the command line prints it, the HTTP API never does.
+        self.detail = detail
         if code is not None:
             self.code = code
         super().__init__(self.message)
@@ -27,8 +30,15 @@ class InvalidParameters(AtelierError):
     code = "invalid_parameters"
     default_message = "The request parameters are invalid."
 
-    def __init__(self, message: str | None = None, *, code: str | None = None, field: str | None = None) -> None:
-        super().__init__(message, code=code)
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        field: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code, detail=detail)
         self.field = field
 
 
@@ -85,9 +95,41 @@ class JobCancelled(AtelierError):
     default_message = "The job was cancelled."
 
 
+class TimeBudgetExceeded(JobCancelled):
+    """A running job went past the deployment's time budget: it stops like a cancelled one, and fails."""
+
+    code = "time_budget_exceeded"
+    default_message = "The job ran longer than this deployment allows a job to run, and was stopped."
+
+
 class Unauthorized(AtelierError):
     code = "unauthorized"
     default_message = "A valid API key is required."
+
+
+class Forbidden(AtelierError):
+    """The caller is known but may not do this (an admin-only operation)."""
+
+    code = "forbidden"
+    default_message = "This operation needs an admin key."
+
+
+class LimitExceeded(AtelierError):
+    """A per-key limit: too many queued jobs, too many requests. ``retry_after``: seconds, when known."""
+
+    code = "limit_exceeded"
+    default_message = "A usage limit was reached; try again later."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None, retry_after: int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class StorageUnavailable(AtelierError):
+    """Files cannot be written (a read-only or full disk): the request is refused, nothing half-stored."""
+
+    code = "storage_unavailable"
+    default_message = "The server cannot store files right now; try again later."
 
 
 class BackendUnavailable(AtelierError):

@@ -26,6 +26,7 @@ from app.domain.specs import (
     validate_input_id,
     validate_model_name,
 )
+from app.domain.text import require_text
 
 MAX_PROMPT_CHARS = 4000
 MIN_SIZE, MAX_SIZE = 64, 2048
@@ -161,6 +162,7 @@ class GenerationParams:
             text = getattr(self, field)
             if not isinstance(text, str):
                 raise InvalidParameters(f"{field} must be text.", code=f"invalid_{field}", field=field)
+            require_text(text, field)
             if len(text) > MAX_PROMPT_CHARS:
                 raise InvalidParameters(
                     f"{field} has {len(text)} characters; at most {MAX_PROMPT_CHARS} are accepted.",
@@ -304,14 +306,89 @@ def batch_key(params: GenerationParams) -> str | None:
     return json.dumps(fields, separators=(",", ":"))
 
 
-def infotext(params: GenerationParams, seed: int) -> str:
-    """The A1111 ``parameters`` text a PNG carries, so other tools can read it back."""
-    lines = [params.prompt]
+# The A1111 names of diffusers scheduler classes (the table of diffusers' scheduler overview), for the model's own
+# scheduler: what a job that names none runs with. Atelier's spelling where it has the sampler (PNDM, which A1111
+# calls PLMS; DDPM), so the name reads back into ``sampler_name``.
+_DIFFUSERS_SAMPLERS = {
+    "EulerAncestralDiscreteScheduler": "Euler a",
+    "EulerDiscreteScheduler": "Euler",
+    "HeunDiscreteScheduler": "Heun",
+    "LMSDiscreteScheduler": "LMS",
+    "KDPM2DiscreteScheduler": "DPM2",
+    "KDPM2AncestralDiscreteScheduler": "DPM2 a",
+    "DPMSolverSinglestepScheduler": "DPM++ SDE",
+    "DPMSolverMultistepScheduler": "DPM++ 2M",
+    "DDIMScheduler": "DDIM",
+    "DDPMScheduler": "DDPM",
+    "PNDMScheduler": "PNDM",
+    "UniPCMultistepScheduler": "UniPC",
+    "LCMScheduler": "LCM",
+}
+_LORA_TAG = re.compile(r"<lora:(?P<name>[\w.\-]+)(?::\s*(?P<weight>[+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*)?>")
+SHORT_HASH = 12  # A1111's short hash: the first 12 hex digits of the file's sha256
+
+
+def sampler_of(class_name: str, config: dict[str, Any] | None = None) -> str | None:
+    """The A1111 sampler name of a diffusers scheduler class and its config (``use_karras_sigmas``, DPM-Solver's
+    ``algorithm_type``); ``None`` for a class A1111 has no name for."""
+    name = _DIFFUSERS_SAMPLERS.get(class_name)
+    if name is None:
+        return None
+    config = config or {}
+    if name == "DPM++ 2M" and str(config.get("algorithm_type", "")).startswith("sde-"):
+        name = "DPM++ 2M SDE"
+    if config.get("use_karras_sigmas"):
+        name += " Karras"
+    return name
+
+
+def _weight(value: float) -> str:
+    return f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+def _prompt_line(prompt: str, loras: tuple[LoraSpec, ...]) -> str:
+    """The prompt as A1111 writes it: each LoRA the job used as a ``<lora:name:weight>`` tag, with the weight that
+    was applied (an explicit LoRA overrides a tag's weight; a LoRA given as a list gets its tag appended)."""
+    weights = {lora.name: lora.weight for lora in loras}
+
+    def used(tag: re.Match[str]) -> str:
+        name = tag["name"]
+        if name in weights and float(tag["weight"] or 1.0) != weights[name]:
+            return f"<lora:{name}:{_weight(weights[name])}>"
+        return tag[0]
+
+    tagged = {tag["name"] for tag in _LORA_TAG.finditer(prompt)}
+    missing = " ".join(f"<lora:{lora.name}:{_weight(lora.weight)}>" for lora in loras if lora.name not in tagged)
+    text = _LORA_TAG.sub(used, prompt)
+    return f"{text} {missing}" if missing else text
+
+
+def _quoted(value: str) -> str:
+    """A1111 quotes an infotext value holding a comma, a colon or a line break (as JSON)."""
+    return json.dumps(value, ensure_ascii=False) if any(c in value for c in ",:\n") else value
+
+
+def infotext(
+    params: GenerationParams,
+    seed: int,
+    *,
+    sampler: str | None = None,
+    lora_hashes: dict[str, str] | None = None,
+) -> str:
+    """The A1111 ``parameters`` text a PNG carries, so other tools can read it back.
+
+    ``Sampler`` is the requested scheduler, else ``sampler``: the A1111 name of the model's own scheduler (see
+    :func:`sampler_of`), which only the image generator knows; with neither, the field is left out rather than
+    naming a sampler that did not run. ``lora_hashes`` maps LoRA names to the sha256 of their files; A1111 writes
+    ``Lora hashes: "name: <first 12 hex digits>"``, and a LoRA without a known hash is left out of it, as A1111
+    does (its reader splits each entry at the colon), while its ``<lora:name:weight>`` tag still names it."""
+    lines = [_prompt_line(params.prompt, params.loras)]
     if params.negative_prompt:
         lines.append(f"Negative prompt: {params.negative_prompt}")
-    fields = [
-        f"Steps: {params.steps}",
-        f"Sampler: {params.scheduler or 'default'}",
+    fields = [f"Steps: {params.steps}"]
+    if params.scheduler or sampler:
+        fields.append(f"Sampler: {params.scheduler or sampler}")
+    fields += [
         f"CFG scale: {DEFAULT_GUIDANCE if params.guidance_scale is None else params.guidance_scale:g}",
         f"Seed: {seed}",
         f"Size: {params.width}x{params.height}",
@@ -321,8 +398,10 @@ def infotext(params: GenerationParams, seed: int) -> str:
         fields.append(f"Mode: {params.mode}")
     if params.mode in (Mode.IMG2IMG, Mode.INPAINT, Mode.OUTPAINT):
         fields.append(f"Denoising strength: {params.strength:g}")
-    if params.loras:
-        fields.append("Lora hashes: " + ", ".join(f"{lora.name}: {lora.weight:g}" for lora in params.loras))
+    known = lora_hashes or {}
+    hashes = [f"{lora.name}: {known[lora.name][:SHORT_HASH]}" for lora in params.loras if known.get(lora.name)]
+    if hashes:
+        fields.append(f"Lora hashes: {_quoted(', '.join(hashes))}")
     if params.control is not None:
         fields.append(f"ControlNet: {params.control.kind}, scale {params.control.scale:g}")
     lines.append(", ".join(fields))

@@ -14,7 +14,11 @@ from datetime import datetime
 from enum import StrEnum
 
 from app.domain.errors import InvalidParameters, NotFound, RequestTooLarge
+from app.domain.text import require_text
 
+# The collection every caller searches; documents only an admin may publish. Each owner also has its own
+# collection, named by the owner (``local`` where the deployment has no keys).
+SHARED_COLLECTION = "shared"
 MAX_QUESTION_CHARS = 2000
 MAX_DOCUMENT_CHARS = 2_000_000
 MAX_TOP_K = 50
@@ -92,7 +96,7 @@ def new_query_id() -> str:
 def validate_question(question: object) -> str:
     if not isinstance(question, str) or not question.strip():
         raise InvalidParameters("The question is empty.", field="question")
-    text = question.strip()
+    text = require_text(question.strip(), "question")
     if len(text) > MAX_QUESTION_CHARS:
         raise RequestTooLarge(
             f"The question has {len(text)} characters; at most {MAX_QUESTION_CHARS} are accepted.", field="question"

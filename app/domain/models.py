@@ -28,6 +28,7 @@ class ModelInfo:
     tokenizer: str = "unknown"
     registered_at: datetime | None = None
     default_guidance: float | None = None  # the model's recommended guidance scale, when it states one
+    sha256: str | None = None  # of a LoRA's weights file (A1111's "Lora hashes"), recorded at registration
 
     def __post_init__(self) -> None:
         validate_model_name(self.name)

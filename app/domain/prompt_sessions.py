@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from app.domain.errors import InvalidParameters, NotFound
+from app.domain.text import require_text
 
 MAX_INSTRUCTION_CHARS = 500
 MAX_PROMPT_CHARS = 1000
@@ -53,7 +54,7 @@ def clean_text(value: str, field_name: str, limit: int) -> str:
         raise InvalidParameters(f"{field_name} must not be empty.", field=field_name)
     if len(text) > limit:
         raise InvalidParameters(f"{field_name} is longer than {limit} characters.", field=field_name)
-    return text
+    return require_text(text, field_name)
 
 
 _PUNCTUATION = re.compile(r"[\s，,。.、;；:：!！?？\"'“”‘’()（）]+")

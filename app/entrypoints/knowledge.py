@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from app.domain.knowledge import DETECTOR_FEATURES, Calibration, KnowledgeQuery
+from app.domain.knowledge import DETECTOR_FEATURES, SHARED_COLLECTION, Calibration, KnowledgeQuery
 from app.ports.knowledge import QueryPage
 from app.usecases.ask_question import Retrieval
 from app.usecases.calibrate_detector import InstanceSignals, LabelledQuestion
@@ -50,14 +50,22 @@ class Knowledge:
         page: QueryPage = self._container.knowledge_queries().list(owner, limit, offset)
         return page
 
-    def ingest(self, paths: Sequence[str], progress: Progress | None = None) -> IngestReport:
-        """Ingest txt/md/jsonl files or folders of them; a source ingested again replaces its chunks."""
+    def ingest(
+        self, paths: Sequence[str], progress: Progress | None = None, collection: str = SHARED_COLLECTION
+    ) -> IngestReport:
+        """Ingest txt/md/jsonl files or folders of them; a source ingested again replaces its chunks.
+        ``collection``: the shared one every caller searches (the default), or an owner's own."""
         from app.adapters.storage.documents import read_documents
 
-        return self.ingest_texts(read_documents(list(paths)), progress)
+        return self.ingest_texts(read_documents(list(paths)), progress, collection)
 
-    def ingest_texts(self, documents: Sequence[tuple[str, str]], progress: Progress | None = None) -> IngestReport:
-        report: IngestReport = self._container.ingest_documents()(documents, progress)
+    def ingest_texts(
+        self,
+        documents: Sequence[tuple[str, str]],
+        progress: Progress | None = None,
+        collection: str = SHARED_COLLECTION,
+    ) -> IngestReport:
+        report: IngestReport = self._container.ingest_documents()(documents, progress, collection)
         return report
 
     def calibrate(

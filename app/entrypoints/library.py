@@ -124,10 +124,11 @@ class Atelier:
         self.close()
 
     # -- generation ------------------------------------------------------------------
-    def params(self, prompt: str, **values: Any) -> GenerationParams:
+    def params(self, prompt: str, *, owner: str = "local", **values: Any) -> GenerationParams:
         """Validated parameters; the model defaults to the deployment's default model. Specs may be
-        given plainly: ``loras=["poem:0.7"]``, ``outpaint="64,64,0,0"``, ``control={"image": id}``."""
-        values = self._store_inline_images({k: v for k, v in values.items() if v is not None})
+        given plainly: ``loras=["poem:0.7"]``, ``outpaint="64,64,0,0"``, ``control={"image": id}``.
+        Images given inline (base64, URLs) are stored as ``owner``'s uploads."""
+        values = self._store_inline_images({k: v for k, v in values.items() if v is not None}, owner)
         values.setdefault("model", self.settings.default_model)
         unknown = set(values) - set(GenerationParams.__dataclass_fields__)
         if unknown:
@@ -137,7 +138,7 @@ class Atelier:
     def submit(self, prompt: str, *, owner: str = "local", **params: Any) -> GenerationJob:
         """Queue a job; it is in the database when this returns."""
         self.migrate()
-        return self.container.submit_generation()(owner, self.params(prompt, **params))
+        return self.container.submit_generation()(owner, self.params(prompt, owner=owner, **params))
 
     def generate(
         self,
@@ -199,7 +200,7 @@ class Atelier:
             try:
                 image = Path(path).read_bytes()
             except OSError as e:
-                raise ImageNotFound(f"Cannot read the image {path}.") from e
+                raise ImageNotFound("Cannot read the image.", detail=str(e)) from e
         reading: SceneReading = self.container.read_scene()(decode_rgb(image), caption)
         return reading
 
@@ -228,7 +229,7 @@ class Atelier:
         if isinstance(image, bytes):
             return image
         if image.startswith("upload-"):
-            path = self.container.images().input_image(image).path
+            path = self.container.images().input_image(image, owner).path
         elif image[:8].lower().startswith(("http://", "https://")):
             data: bytes = self.container.fetcher().fetch(image)
             return data
@@ -242,6 +243,18 @@ class Atelier:
             return Path(path).read_bytes()
         except OSError as e:
             raise ImageNotFound(f"Cannot read the image {image}.") from e
+
+    def readiness(self) -> dict[str, Any]:
+        """Whether this instance can take jobs now: the database answers and takes writes, and a worker
+        is alive (in a process that runs jobs). ``ready`` is False otherwise, with the reason."""
+        checks: dict[str, Any] = {"database": "ok", "workers": self.container.executor().live_workers()}
+        try:
+            self.migrate()
+            self._reader.ping(write=True)
+        except DatabaseUnavailable:
+            checks["database"] = "unavailable"
+        ready = checks["database"] == "ok" and (checks["workers"] > 0 or not self._worker_started)
+        return {"ready": ready, **checks, "profile": self.settings.profile}
 
     def health(self) -> dict[str, str]:
         """Raises ``DatabaseUnavailable`` when the database cannot be reached."""
@@ -270,22 +283,23 @@ class Atelier:
         model)."""
         return self._catalog.add(name, source, kind=ModelKind(kind), replace=replace, config=config)
 
-    def upload(self, data: bytes | str) -> InputImage:
+    def upload(self, data: bytes | str, owner: str = "local") -> InputImage:
         """Keep an input image (init image, mask, control image) given as bytes, or base64 / a data URL / an
         http(s) URL (fetched when the deployment allows it) as text; its id goes into ``init_image``,
-        ``mask_image`` or ``control["image"]``."""
+        ``mask_image`` or ``control["image"]`` of ``owner``'s jobs (another owner cannot use it)."""
         if isinstance(data, str) and data[:8].lower().startswith(("http://", "https://")):
             data = self.container.fetcher().fetch(data)
         if isinstance(data, str):
             data = decode_base64(data)
-        return self.container.images().put_input(data)
+        return self.container.images().put_input(data, owner)
 
-    def _store_inline_images(self, values: dict[str, Any]) -> dict[str, Any]:
+    def _store_inline_images(self, values: dict[str, Any], owner: str) -> dict[str, Any]:
         """Image fields may carry base64 or an http(s) URL instead of an upload id: store those first
         (``upload`` fetches a URL)."""
 
         def ref(value: Any) -> Any:
-            return self.upload(value).id if isinstance(value, str) and not value.startswith("upload-") else value
+            inline = isinstance(value, str) and not value.startswith("upload-")
+            return self.upload(value, owner).id if inline else value
 
         values = {**values, **{k: ref(values[k]) for k in ("init_image", "mask_image") if k in values}}
         if isinstance(values.get("control"), dict) and "image" in values["control"]:

@@ -21,6 +21,7 @@ class GeneratedImage:
     rgb: bytes
     seed: int
     nsfw: bool | None = None
+    sampler: str | None = None  # the A1111 name of the scheduler that ran, where it has one
 
 
 class ProgressSink(Protocol):
@@ -103,11 +104,11 @@ class ImageStore(Protocol):
     def delete_job(self, job_id: str) -> None:
         """Remove every image a job stored (used when a job is retried)."""
 
-    def put_input(self, data: bytes) -> InputImage:
-        """Validate (decode limits) and keep an uploaded image; raises ``InvalidImage``."""
+    def put_input(self, data: bytes, owner: str = "local") -> InputImage:
+        """Validate (decode limits) and keep an uploaded image for ``owner``; raises ``InvalidImage``."""
 
-    def input_image(self, input_id: str) -> InputImage:
-        """An uploaded image; raises ``ImageNotFound``."""
+    def input_image(self, input_id: str, owner: str | None = None) -> InputImage:
+        """An uploaded image; raises ``ImageNotFound``, also when ``owner`` is given and did not upload it."""
 
 
 class ModelCatalog(Protocol):
@@ -155,6 +156,9 @@ class JobExecutor(Protocol):
         """Block until the job's handler has returned; False on timeout."""
 
     def shutdown(self, wait: bool = True) -> None: ...
+
+    def live_workers(self) -> int:
+        """Workers able to take a job now (for readiness)."""
 
 
 class ImageFetcher(Protocol):

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from app.domain.knowledge import Calibration, Chunk, KnowledgeQuery, Passage
+from app.domain.knowledge import SHARED_COLLECTION, Calibration, Chunk, KnowledgeQuery, Passage
 
 Vector = Sequence[float]
 
@@ -67,17 +67,22 @@ class Embedder(Protocol):
 
 
 class KnowledgeIndex(Protocol):
-    """A persistent vector index of document chunks.
+    """A persistent vector index of document chunks, kept in collections (``SHARED_COLLECTION``, or one
+    per owner). A source names one document within its collection.
 
     Raises ``app.domain.errors.IndexUnavailable`` when it cannot be reached."""
 
-    def replace_source(self, source: str, chunks: Sequence[Chunk], vectors: Sequence[Vector]) -> int:
-        """Store a document's chunks, dropping those stored before under the same source.
+    def replace_source(
+        self, source: str, chunks: Sequence[Chunk], vectors: Sequence[Vector], collection: str = SHARED_COLLECTION
+    ) -> int:
+        """Store a document's chunks in ``collection``, dropping those stored there before under the same
+        source (the same source in another collection is another document).
 
         Returns how many chunks were dropped."""
 
-    def search(self, vector: Vector, k: int) -> list[Passage]:
-        """The ``k`` most similar chunks, most similar first (``score``: cosine similarity)."""
+    def search(self, vector: Vector, k: int, collections: Sequence[str] | None = None) -> list[Passage]:
+        """The ``k`` most similar chunks among ``collections`` (None: all), most similar first
+        (``score``: cosine similarity)."""
 
     def count(self) -> int: ...
 

@@ -28,6 +28,9 @@ class JobRepository(Protocol):
     def save(self, job: GenerationJob) -> None:
         """Write back a job loaded from this repository (or added to it)."""
 
+    def count_unfinished(self, owner: str) -> int:
+        """How many of ``owner``'s jobs are queued or running (committed state)."""
+
     def ids_with_status(self, status: JobStatus) -> list[str]:
         """Ids of the jobs in a status, oldest first."""
 
@@ -60,5 +63,5 @@ class JobReader(Protocol):
         self, owner: str | None = None, status: JobStatus | None = None, limit: int = 20, offset: int = 0
     ) -> JobPage: ...
 
-    def ping(self) -> None:
-        """Raises ``DatabaseUnavailable`` when the store cannot be reached."""
+    def ping(self, write: bool = False) -> None:
+        """Raises ``DatabaseUnavailable`` when the store cannot be reached (or, with ``write``, written)."""

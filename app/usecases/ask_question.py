@@ -32,6 +32,7 @@ from typing import Literal, TypeVar
 from app.domain.errors import InvalidParameters, NotCalibrated
 from app.domain.gece import cosine
 from app.domain.knowledge import (
+    SHARED_COLLECTION,
     Calibration,
     Decision,
     KnowledgeQuery,
@@ -147,7 +148,7 @@ class AskQuestion:
             query.decision = Decision.RETRIEVED
         if query.decision is Decision.RETRIEVED:
             vector = question_vector
-            query.passages = timer.run("retrieve", lambda: self._retrieve(text, vector, k))
+            query.passages = timer.run("retrieve", lambda: self._retrieve(text, vector, k, owner))
             passages = [p.text for p in query.passages]
             second = timer.run("retrieved_answer", lambda: self._llm.generate(text, passages, self._max_new_tokens))
             query.answer = second.text
@@ -216,10 +217,11 @@ class AskQuestion:
             )
         return probe_log_odds(self._probe, calibration.probe, self._llm.question_state(question))
 
-    def _retrieve(self, question: str, vector: list[float] | None, k: int) -> list[Passage]:
+    def _retrieve(self, question: str, vector: list[float] | None, k: int, owner: str) -> list[Passage]:
+        """From the owner's own collection and the shared one."""
         if vector is None:
             vector = self._embedder.embed([question], "query")[0]
-        return self._index.search(vector, k)
+        return self._index.search(vector, k, sorted({owner, SHARED_COLLECTION}))
 
 
 def _abort_rule(cut: float | None) -> StopRule | None:

@@ -14,22 +14,25 @@ from app.domain.specs import ControlKind, LoraSpec
 from app.ports.generation import GenerationRequest, ImageStore, InputImage, ModelCatalog
 
 
-def _input(images: ImageStore, input_id: str, field: str) -> InputImage:
+def _input(images: ImageStore, input_id: str, field: str, owner: str | None) -> InputImage:
     try:
-        return images.input_image(input_id)
+        return images.input_image(input_id, owner)
     except ImageNotFound as e:
         raise InvalidParameters(
             f"{field} {input_id} is not an uploaded image; upload it first.", code="unknown_input_image", field=field
         ) from e
 
 
-def prepare(params: GenerationParams, catalog: ModelCatalog, images: ImageStore) -> GenerationParams:
-    """Check every reference and fix the open values (size, seed, LoRA list, ControlNet model)."""
+def prepare(
+    params: GenerationParams, catalog: ModelCatalog, images: ImageStore, owner: str | None = None
+) -> GenerationParams:
+    """Check every reference and fix the open values (size, seed, LoRA list, ControlNet model). With
+    ``owner``, uploaded images must be that owner's."""
     model = catalog.get(params.model, ModelKind.BASE)
     fields = {"init_image": params.init_image, "mask_image": params.mask_image}
     if params.control is not None:
         fields["control_image"] = params.control.image
-    found = {field: _input(images, value, field) for field, value in fields.items() if value is not None}
+    found = {field: _input(images, value, field, owner) for field, value in fields.items() if value is not None}
     first = found.get("init_image") or found.get("control_image")
     loras = {lora.name: lora for lora in (LoraSpec(n, w) for n, w in parse_prompt(params.prompt).loras)}
     loras.update({lora.name: lora for lora in params.loras})  # explicit values win over prompt tags

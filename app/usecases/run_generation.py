@@ -6,9 +6,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from app.domain.errors import AtelierError, ConcurrentUpdate, JobCancelled
-from app.domain.generation import infotext
+from app.domain.errors import AtelierError, ConcurrentUpdate, JobCancelled, TimeBudgetExceeded, UnknownModel
+from app.domain.generation import GenerationParams, infotext
 from app.domain.jobs import GenerationJob, JobStatus
+from app.domain.models import ModelKind
 from app.ports.clock import Clock
 from app.ports.generation import GeneratedImage, ImageGenerator, ImageStore, ModelCatalog, ProgressSink
 from app.ports.persistence import UnitOfWorkFactory
@@ -34,6 +35,7 @@ class RunGeneration:
         images: ImageStore,
         clock: Clock,
         progress_interval: float = 0.25,
+        time_budget: float = 0.0,
     ) -> None:
         self._uow = uow
         self._catalog = catalog
@@ -41,6 +43,7 @@ class RunGeneration:
         self._images = images
         self._clock = clock
         self.progress_interval = progress_interval
+        self.time_budget = time_budget  # seconds a job may run (0: no limit)
 
     def __call__(self, job_id: str, cancel_signal: Callable[[], bool]) -> None:
         job = self._claim(job_id)
@@ -82,8 +85,12 @@ class RunGeneration:
                 raise outcome
             self._images.delete_job(job_id)
             refs = [
-                self._images.save(job_id, i, image, infotext(job.params, image.seed)) for i, image in enumerate(outcome)
+                self._images.save(job_id, i, image, image_infotext(job.params, image, self._catalog))
+                for i, image in enumerate(outcome)
             ]
+        except TimeBudgetExceeded as over:
+            code, text = over.code, f"{over.message} (the budget is {self.time_budget:g} s)"
+            self._update(job_id, lambda j: j.fail(code, text, self._clock.now()))
         except JobCancelled:
             self._update(job_id, lambda j: j.mark_cancelled(self._clock.now()))
         except AtelierError as error:
@@ -91,7 +98,7 @@ class RunGeneration:
             self._update(job_id, lambda j: j.fail(code, text, self._clock.now()))
         except Exception as e:  # a bug or an unexpected library error: keep the worker alive
             log.error("job %s failed", job_id, exc_info=e)
-            message = f"{type(e).__name__}: {e}"
+            message = "Image generation failed unexpectedly; the server log has the details."
             self._update(job_id, lambda j: j.fail("generation_failed", message, self._clock.now()))
         else:
             self._update(job_id, lambda j: j.succeed(refs, self._clock.now()))
@@ -143,12 +150,29 @@ class _JobProgress(ProgressSink):
         self._job_id = job_id
         self._cancel_signal = cancel_signal
         self._last_write = time.monotonic()  # the claim just wrote the job
+        budget = runner.time_budget
+        self._deadline = self._last_write + budget if budget > 0 else None
 
     def step(self, done: int, total: int) -> None:
         if self._cancel_signal():
             raise JobCancelled()
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise TimeBudgetExceeded()
         now = time.monotonic()
         # Throttled: short jobs write no progress at all; the outcome follows at once.
         if now - self._last_write >= self._runner.progress_interval and done < total:
             self._last_write = now
             self._runner.record_progress(self._job_id, done / max(total, 1))
+
+
+def image_infotext(params: GenerationParams, image: GeneratedImage, catalog: ModelCatalog) -> str:
+    """The A1111 parameters text of one image: the sampler that ran and the hashes of the LoRAs applied."""
+    hashes = {}
+    for lora in params.loras:
+        try:
+            found = catalog.get(lora.name, ModelKind.LORA).sha256
+        except UnknownModel:  # removed from the registry since: the tag still names it
+            continue
+        if found:
+            hashes[lora.name] = found
+    return infotext(params, image.seed, sampler=image.sampler, lora_hashes=hashes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.domain.errors import InvalidParameters, LimitExceeded
 from app.domain.generation import GenerationParams, batch_key
 from app.domain.jobs import GenerationJob
 from app.ports.clock import Clock
@@ -11,21 +12,58 @@ from app.usecases.generation_inputs import prepare
 
 
 class SubmitGeneration:
-    """Resolve the open parameters, persist a queued job, then hand its id to the executor."""
+    """Resolve the open parameters, persist a queued job, then hand its id to the executor.
+
+    Two per-owner limits keep one caller from holding the workers: ``max_queued`` unfinished jobs at once
+    (``LimitExceeded``, nothing stored), and ``max_work`` for one job, counted as width × height × steps ×
+    images (``InvalidParameters``). 0 turns a limit off."""
 
     def __init__(
-        self, uow: UnitOfWorkFactory, catalog: ModelCatalog, images: ImageStore, executor: JobExecutor, clock: Clock
+        self,
+        uow: UnitOfWorkFactory,
+        catalog: ModelCatalog,
+        images: ImageStore,
+        executor: JobExecutor,
+        clock: Clock,
+        max_queued: int = 0,
+        max_work: int = 0,
     ) -> None:
         self._uow = uow
         self._catalog = catalog
         self._images = images
         self._executor = executor
         self._clock = clock
+        self._max_queued = max_queued
+        self._max_work = max_work
 
     def __call__(self, owner: str, params: GenerationParams) -> GenerationJob:
-        job = GenerationJob.create(owner, prepare(params, self._catalog, self._images), self._clock.now())
+        prepared = prepare(params, self._catalog, self._images, owner)
+        check_work(prepared, self._max_work)
+        job = GenerationJob.create(owner, prepared, self._clock.now())
         with self._uow() as uow:
+            if self._max_queued and uow.jobs.count_unfinished(owner) >= self._max_queued:
+                raise LimitExceeded(
+                    f"{self._max_queued} of your jobs are queued or running already, the most this deployment "
+                    "allows; wait for one to finish.",
+                    code="too_many_queued_jobs",
+                    retry_after=5,
+                )
             uow.jobs.add(job)
             uow.commit()
         self._executor.enqueue(job.id, batch_key(job.params))
         return job
+
+
+def check_work(params: GenerationParams, max_work: int) -> None:
+    """Refuse a job whose width × height × steps × images is over ``max_work`` (0: no limit)."""
+    if not max_work or params.width is None or params.height is None:
+        return
+    work = params.width * params.height * params.steps * params.num_images
+    if work > max_work:
+        raise InvalidParameters(
+            f"This job asks for {params.width}×{params.height} pixels × {params.steps} steps × "
+            f"{params.num_images} images = {work:,}; this deployment allows at most {max_work:,} per job. "
+            "Lower the size, the steps or the number of images.",
+            code="job_too_large",
+            field="steps",
+        )

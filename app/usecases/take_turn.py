@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from app.domain.errors import AtelierError, InvalidParameters
-from app.domain.generation import GenerationParams, infotext
+from app.domain.generation import GenerationParams
 from app.domain.jobs import GenerationJob, ImageRef
 from app.domain.prompt_sessions import (
     MAX_CANDIDATES,
@@ -39,6 +39,7 @@ from app.ports.generation import ImageGenerator, ImageStore, ModelCatalog, Progr
 from app.ports.persistence import UnitOfWorkFactory
 from app.ports.prompt_sessions import PromptRewriter, PromptSessionStore, RewardInput, RewardModel
 from app.usecases.generation_inputs import build_request, prepare
+from app.usecases.run_generation import image_infotext
 
 NOTHING_USABLE = "The rewriter returned nothing usable; the current prompt was kept."
 REWRITE_OFF = "Rewriting was off for this turn; the current prompt was rendered."
@@ -179,7 +180,7 @@ class TakeTurn:
                 if isinstance(outcome, Exception):
                     raise outcome
                 image = outcome[0]
-                refs.append(self._images.save(job.id, 0, image, infotext(job.params, image.seed)))
+                refs.append(self._images.save(job.id, 0, image, image_infotext(job.params, image, self._catalog)))
                 pictures.append(RgbImage(image.width, image.height, image.rgb))
         except Exception as error:
             code = error.code if isinstance(error, AtelierError) else "generation_failed"

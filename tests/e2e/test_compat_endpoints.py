@@ -75,8 +75,8 @@ async def test_diffusers_api_maps_fields_and_answers_like_the_original(
     assert (answer["success"], answer["task_id"], answer["seed"], answer["prompt"]) == (1, "t-1", "42", "一只猫")
     assert answer["is_nsfw"] == [False, False]
     urls = answer["image_url"].split(",")
-    assert len(urls) == 2 and all(u.startswith("http://h/v1/images/") for u in urls)
-    fetched = await compat.get(urls[1].removeprefix("http://h"))
+    assert len(urls) == 2 and all(u.startswith("/v1/images/") for u in urls)  # relative: never from Host
+    fetched = await compat.get(urls[1])
     assert fetched.status_code == 200 and base64.b64encode(fetched.content).decode() == answer["images_base64"][1]
     assert decoded(answer["images_base64"][0]).size == (104, 64)  # width rounded up to ×8; height: native size
     params = newest(atelier).params
@@ -168,7 +168,9 @@ async def test_diffusers_api_bad_json_and_failed_jobs(
     reply = await compat.post("/api/predict", json={"task_id": "f", "prompt": "猫", "steps": 1})
     answer = reply.json()
     assert reply.status_code == 469 and (answer["success"], answer["task_id"], answer["error_code"]) == (0, "f", 469)
-    assert answer["error_msg"].startswith("RuntimeError: boom") and len(answer["error_msg"]) == 200
+    job = newest(atelier)  # the worker's exception text stays in the server log, never in the answer
+    assert "boom" not in answer["error_msg"] and "RuntimeError" not in answer["error_msg"]
+    assert answer["error_msg"] == f"Job {job.id} failed (generation_failed); the server log has the details."
 
 
 # -- AUTOMATIC1111 ---------------------------------------------------------------------------
@@ -312,7 +314,7 @@ async def test_openai_b64_json_and_url(compat: httpx.AsyncClient, atelier: Ateli
     assert decoded(answer["data"][0]["b64_json"]).size == (64, 72)
     reply = await compat.post("/v1/images/generations", json={"prompt": "猫", "model": "dall-e-3", "size": "auto"})
     (item,) = reply.json()["data"]
-    assert set(item) == {"url"} and item["url"].startswith("http://h/v1/images/")
+    assert set(item) == {"url"} and item["url"].startswith("/v1/images/")
     fetched = await compat.get(item["url"])
     assert fetched.status_code == 200 and Image.open(io.BytesIO(fetched.content)).size == (64, 64)
 

@@ -22,7 +22,7 @@ from app.entrypoints.library import Atelier
 from tests.conftest import register_demo
 from tests.e2e.test_server_process import Server
 
-CHROMIUM = os.environ.get("ATELIER_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("ATELIER_TEST_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -40,7 +40,7 @@ playwright_api = pytest.importorskip(
 if not Path(CHROMIUM).is_file():
     pytest.skip(
         f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium package only when run as root with "
-        "apt-get; install it (or set ATELIER_CHROMIUM) to run the browser tests",
+        "apt-get; install it (or set ATELIER_TEST_CHROMIUM) to run the browser tests",
         allow_module_level=True,
     )
 

@@ -4,6 +4,7 @@ reach outside the root."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 
 from app.adapters.storage.images import FileImageStore
-from app.domain.errors import GenerationFailed, ImageNotFound
+from app.domain.errors import GenerationFailed, ImageNotFound, StorageUnavailable
 from app.domain.jobs import new_job_id
 from app.ports.generation import GeneratedImage, ImageStore
 from tests.fakes import InMemoryImageStore
@@ -166,13 +167,14 @@ def test_a_save_that_fails_while_writing_leaves_the_old_image_and_no_file(
 
     def disk_full(self: Image.Image, fp: object, *args: object, **kwargs: object) -> None:
         fp.write(b"\x89PNG\r\n\x1a\n half a picture")  # type: ignore[attr-defined]
-        raise OSError("No space left on device")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", disk_full)
-    with pytest.raises(OSError, match="No space"):
-        store.save(job_id, 0, picture(2), "new")
-    with pytest.raises(OSError, match="No space"):
-        store.save(job_id, 1, picture(3), "new")
+    for index, seed in ((0, 2), (1, 3)):
+        with pytest.raises(StorageUnavailable) as caught:
+            store.save(job_id, index, picture(seed), "new")
+        assert caught.value.code == "storage_full" and str(tmp_path) not in caught.value.message
+        assert "No space" in (caught.value.detail or "")  # the operator's reason is kept
     monkeypatch.undo()
 
     assert files_under(tmp_path) == before

@@ -213,3 +213,67 @@ def test_a_store_locked_by_another_writer_raises_index_unavailable(tmp_path: Pat
         other.close()
     assert index.replace_source("tea.md", TEA[:1], TEA_VECTORS[:1]) == 2
     index.close()
+
+
+def test_collections_keep_documents_apart(store: Store) -> None:
+    index = store.open()
+    index.replace_source("cats.md", CATS, CAT_VECTORS, collection="key:a")
+    index.replace_source("cats.md", CATS[:1], CAT_VECTORS[:1], collection="key:b")  # same source, another owner
+    index.replace_source("tea.md", TEA, TEA_VECTORS)  # the shared collection
+    assert index.count() == 6
+    near_cats = unit((0, 1.0))
+    assert {p.chunk_id for p in index.search(near_cats, 10, ["key:b", "shared"]) if p.source == "cats.md"} == {
+        "cats.md#0"
+    }
+    assert len([p for p in index.search(near_cats, 10, ["key:a", "shared"]) if p.source == "cats.md"]) == 3
+    assert {p.source for p in index.search(near_cats, 10, ["shared"])} == {"tea.md"}
+    assert index.search(near_cats, 10, []) == []
+    assert len(index.search(near_cats, 10)) == 6  # no filter: every collection
+    # replacing a source touches its own collection only
+    assert index.replace_source("cats.md", [], [], collection="key:b") == 1
+    assert len([p for p in index.search(near_cats, 10, ["key:a"])]) == 3
+
+
+def test_a_filtered_search_finds_k_in_a_small_collection(store: Store) -> None:
+    """The collection asked for is a sliver of the index: a search still returns its k nearest."""
+    index = store.open()
+    many = chunks("bulk.md", *[f"filler {i}" for i in range(120)])
+    index.replace_source("bulk.md", many, [unit((0, 1.0), (1, 0.01 * i)) for i in range(120)])
+    mine = chunks("mine.md", "Green tea is steamed.", "Black tea is oxidised.")
+    index.replace_source("mine.md", mine, [unit((0, 0.2), (5, 1.0)), unit((0, 0.1), (6, 1.0))], collection="key:a")
+    found = index.search(unit((0, 1.0)), 2, ["key:a"])
+    assert [p.source for p in found] == ["mine.md", "mine.md"]
+
+
+def test_an_index_made_before_collections_opens_with_its_documents_shared(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    driver = sqlite_driver()
+    from array import array
+
+    import sqlite_vec
+
+    db = driver.connect(str(path))
+    db.enable_load_extension(True)
+    sqlite_vec.load(db)
+    db.execute("CREATE TABLE knowledge_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO knowledge_meta VALUES ('dim', ?)", (str(DIM),))
+    db.execute(
+        "CREATE TABLE knowledge_chunks (pk INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, source TEXT NOT NULL,"
+        " text TEXT NOT NULL)"
+    )
+    db.execute(f"CREATE VIRTUAL TABLE knowledge_vectors USING vec0(embedding float[{DIM}] distance_metric=cosine)")
+    for pk, (chunk, vector) in enumerate(zip(CATS, CAT_VECTORS, strict=True), start=1):
+        db.execute("INSERT INTO knowledge_chunks VALUES (?, ?, ?, ?)", (pk, chunk.id, chunk.source, chunk.text))
+        db.execute("INSERT INTO knowledge_vectors (rowid, embedding) VALUES (?, ?)", (pk, array("f", vector).tobytes()))
+    db.commit()
+    db.close()
+    index = SqliteVecKnowledgeIndex(str(path), DIM)
+    try:
+        assert index.count() == 3
+        found = index.search(unit((0, 1.0)), 1, ["key:x", "shared"])
+        assert found[0].chunk_id == "cats.md#0" and found[0].text == "Cats sleep a lot."
+        assert index.search(unit((0, 1.0)), 5, ["key:x"]) == []
+        index.replace_source("cats.md", CATS[:1], CAT_VECTORS[:1], collection="key:x")
+        assert index.count() == 4
+    finally:
+        index.close()

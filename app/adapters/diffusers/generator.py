@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import threading
 from collections import OrderedDict
@@ -20,7 +21,7 @@ from app.adapters.diffusers.prompt_encoding import chunk_count, encode_prompts
 from app.adapters.diffusers.schedulers import make_scheduler
 from app.adapters.imaging.control import LuminanceDepthEstimator
 from app.domain.errors import GenerationFailed, InvalidParameters, JobCancelled, ModelUnavailable
-from app.domain.generation import DEFAULT_GUIDANCE, GenerationParams
+from app.domain.generation import DEFAULT_GUIDANCE, GenerationParams, sampler_of
 from app.domain.specs import Mode
 from app.ports.generation import DepthEstimator, GeneratedImage, GenerationRequest, ImageGenerator, ProgressSink
 
@@ -29,6 +30,8 @@ _HUGE_MAX_LENGTH = 10_000
 Pipeline = Any
 _PIPELINE_CLASS: Any = diffusers.StableDiffusionPipeline
 _lib: Any = diffusers
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -269,10 +272,18 @@ class DiffusersImageGenerator(ImageGenerator):
         except (torch.OutOfMemoryError, RuntimeError, ValueError) as e:
             if self._device.startswith("cuda"):
                 torch.cuda.empty_cache()
-            failed = GenerationFailed(f"Image generation failed: {str(e)[:300]}")
+            log.error("image generation failed", exc_info=e)
+            out_of_memory = isinstance(e, torch.OutOfMemoryError)
+            failed = GenerationFailed(
+                "The model ran out of memory for this request; try a smaller size or fewer images."
+                if out_of_memory
+                else "Image generation failed in the model backend; the server log has the details.",
+                code="out_of_memory" if out_of_memory else None,
+            )
             failed.__cause__ = e
             return [failed] * len(requests)
-        images = _to_images(output.images, output.nsfw_content_detected, flat_seeds)
+        sampler = sampler_of(type(scheduler).__name__, dict(getattr(scheduler, "config", {})))
+        images = _to_images(output.images, output.nsfw_content_detected, flat_seeds, sampler)
         results: list[list[GeneratedImage] | Exception] = []
         for k, s in enumerate(seeds):
             mine, images = images[: len(s)], images[len(s) :]
@@ -296,7 +307,9 @@ def effective_steps(params: GenerationParams) -> int:
     return params.steps
 
 
-def _to_images(images: np.ndarray, nsfw: list[bool] | None, seeds: list[int]) -> list[GeneratedImage]:
+def _to_images(
+    images: np.ndarray, nsfw: list[bool] | None, seeds: list[int], sampler: str | None = None
+) -> list[GeneratedImage]:
     pixels = (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
     return [
         GeneratedImage(
@@ -305,6 +318,7 @@ def _to_images(images: np.ndarray, nsfw: list[bool] | None, seeds: list[int]) ->
             rgb=np.ascontiguousarray(image[..., :3]).tobytes(),
             seed=seed,
             nsfw=None if nsfw is None else bool(nsfw[i]),
+            sampler=sampler,
         )
         for i, (image, seed) in enumerate(zip(pixels, seeds, strict=True))
     ]

@@ -77,9 +77,9 @@ def load_lora_state(path: str) -> dict[str, torch.Tensor]:
         else:
             raw = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ModelUnavailable(f"Cannot read the LoRA file {file}: {str(e)[:200]}") from e
+        raise ModelUnavailable(f"Cannot read the LoRA file {file.name}.", detail=f"{file}: {str(e)[:200]}") from e
     if not isinstance(raw, dict):
-        raise _invalid(f"{file} does not hold a state dict.")
+        raise _invalid(f"{file.name} does not hold a state dict.")
     state = {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     lora_keys = [k for k in state if "lora" in k.lower()]
     if any(k.startswith(_DIFFUSERS_PREFIXES + _KOHYA_PREFIXES) for k in lora_keys):
@@ -87,7 +87,7 @@ def load_lora_state(path: str) -> dict[str, torch.Tensor]:
     unet_keys = [k for k in lora_keys if k.startswith(_UNET_ROOTS)]
     if unet_keys:
         return {f"unet.{k}": state[k] for k in unet_keys}
-    raise _invalid(f"{file} holds no LoRA weights in a known format.")
+    raise _invalid(f"{file.name} holds no LoRA weights in a known format.")
 
 
 def _signature(path: str) -> tuple[str, int, int]:

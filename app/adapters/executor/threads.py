@@ -79,6 +79,10 @@ class ThreadJobExecutor(JobExecutor):
             event = self._done.get(job_id)
         return True if event is None else event.wait(timeout)
 
+    def live_workers(self) -> int:
+        with self._lock:
+            return sum(1 for thread in self._threads if thread.is_alive())
+
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
             threads, self._threads = self._threads, []

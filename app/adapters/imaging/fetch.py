@@ -102,7 +102,7 @@ class HttpImageFetcher(ImageFetcher):
             parsed = base.join(url) if base is not None else httpx.URL(url)
             host = normal_host(parsed.host) if parsed.host else ""
         except (ValueError, httpx.InvalidURL) as e:
-            raise InvalidParameters(f"The image URL is not valid: {e}.", code="invalid_url") from e
+            raise InvalidParameters("The image URL is not valid.", code="invalid_url", detail=str(e)) from e
         if parsed.scheme not in ("http", "https"):
             raise InvalidParameters("Only http and https image URLs can be fetched.", code="url_not_allowed")
         if parsed.userinfo:

@@ -44,11 +44,11 @@ def decode_image(data: bytes, *, max_bytes: int = 20_000_000, max_pixels: int = 
         lazy.load()
         image = ImageOps.exif_transpose(lazy)
     except Image.DecompressionBombError as e:
-        raise InvalidImage(f"The image has too many pixels ({e}).", code="image_too_large") from e
+        raise InvalidImage("The image has too many pixels to decode safely.", code="image_too_large") from e
     except UnidentifiedImageError as e:
         raise InvalidImage(f"The data is not a supported image ({', '.join(FORMATS)}).") from e
     except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise InvalidImage(f"The image is truncated or corrupt: {e}.") from e
+        raise InvalidImage("The image is truncated or corrupt.", detail=str(e)) from e
     return _plain_mode(image)
 
 
@@ -68,7 +68,7 @@ def base64_bytes(text: str, max_bytes: int = 20_000_000) -> bytes:
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError) as e:
-        raise InvalidImage(f"The image is not valid base64: {e}.") from e
+        raise InvalidImage("The image is not valid base64.", detail=str(e)) from e
 
 
 def decode_base64_image(text: str, **limits: int) -> Image.Image:

@@ -45,6 +45,10 @@ class InMemoryJobRepository(JobRepository):
             raise JobNotFound(f"Job {job.id} was not loaded in this unit of work.")
         self.dirty.add(job.id)
 
+    def count_unfinished(self, owner: str) -> int:
+        with self._store.lock:
+            return sum(1 for job, _ in self._store.rows.values() if job.owner == owner and not job.status.finished)
+
     def ids_with_status(self, status: JobStatus) -> list[str]:
         with self._store.lock:
             jobs = [job for job, _ in self._store.rows.values() if job.status is status]
@@ -113,5 +117,5 @@ class InMemoryJobReader(JobReader):
         jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         return JobPage(items=jobs[offset : offset + limit], total=len(jobs), limit=limit, offset=offset)
 
-    def ping(self) -> None:
+    def ping(self, write: bool = False) -> None:
         return None

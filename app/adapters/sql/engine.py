@@ -63,6 +63,9 @@ def _short_reason(error: DBAPIError) -> str:
     return first if len(first) <= 200 else first[:197] + "..."
 
 
+UNAVAILABLE = "The database is unavailable; try again shortly."
+
+
 @contextmanager
 def translate_errors() -> Iterator[None]:
     """Turn SQLAlchemy failures into domain errors (``raise ... from`` the original).
@@ -76,10 +79,10 @@ def translate_errors() -> Iterator[None]:
     except StaleDataError as error:
         raise ConcurrentUpdate("The job was changed by someone else; reload it and try again.") from error
     except IntegrityError as error:
-        raise ConcurrentUpdate(f"The record conflicts with a stored one: {_short_reason(error)}") from error
+        raise ConcurrentUpdate("The record conflicts with a stored one.", detail=_short_reason(error)) from error
     except (OperationalError, InterfaceError) as error:
-        raise DatabaseUnavailable(f"The database is unavailable: {_short_reason(error)}") from error
+        raise DatabaseUnavailable(UNAVAILABLE, detail=_short_reason(error)) from error
     except DBAPIError as error:
         if error.connection_invalidated:
-            raise DatabaseUnavailable(f"The database is unavailable: {_short_reason(error)}") from error
+            raise DatabaseUnavailable(UNAVAILABLE, detail=_short_reason(error)) from error
         raise

@@ -48,6 +48,9 @@ class SqlJobReader(JobReader):
             items = [to_entity(row) for row in session.scalars(page)]
         return JobPage(items=items, total=total, limit=limit, offset=offset)
 
-    def ping(self) -> None:
+    def ping(self, write: bool = False) -> None:
         with translate_errors(), self._sessions() as session:
             session.execute(text("SELECT 1"))
+            if write:  # takes the write lock (SQLite) or needs a writable transaction (PostgreSQL); changes nothing
+                session.execute(text("UPDATE atelier_generation_jobs SET id = id WHERE 1 = 0"))
+                session.rollback()

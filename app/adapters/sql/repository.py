@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.adapters.sql.engine import translate_errors
@@ -41,6 +41,12 @@ class SqlJobRepository(JobRepository):
         if tracked is None:
             raise JobNotFound(f"Job {job.id} was not loaded in this unit of work.")
         self._tracked[job.id] = (job, from_entity(job, tracked[1]))
+
+    def count_unfinished(self, owner: str) -> int:
+        unfinished = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
+        query = select(func.count()).select_from(JobRow).where(JobRow.owner == owner, JobRow.status.in_(unfinished))
+        with translate_errors(), self._session.no_autoflush:
+            return int(self._session.scalar(query) or 0)
 
     def ids_with_status(self, status: JobStatus) -> list[str]:
         # Committed state only, as the in-memory store: pending changes are not flushed for this query.

@@ -284,3 +284,13 @@ class PromptTurnRow(Base):
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     picked: Mapped[bool] = mapped_column(Boolean)
+
+
+class OwnerOptionsRow(Base):
+    """The A1111 options of one owner (``/sdapi/v1/options``)."""
+
+    __tablename__ = "atelier_a1111_options"
+
+    owner: Mapped[str] = mapped_column(String(128), primary_key=True)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

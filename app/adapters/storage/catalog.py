@@ -104,6 +104,7 @@ class JsonModelCatalog(ModelCatalog):
             tokenizer=str(details.get("tokenizer", "unknown")),
             registered_at=datetime.now(UTC),
             default_guidance=_guidance(details.get("default_guidance")),
+            sha256=details.get("sha256"),
         )
         with self._lock:
             entries = self._read()
@@ -165,6 +166,7 @@ def _to_entry(info: ModelInfo) -> dict[str, Any]:
         "tokenizer": info.tokenizer,
         "registered_at": info.registered_at.isoformat() if info.registered_at else None,
         "default_guidance": info.default_guidance,
+        "sha256": info.sha256,
     }
 
 
@@ -179,6 +181,7 @@ def _to_info(name: str, entry: dict[str, Any]) -> ModelInfo:
         tokenizer=entry.get("tokenizer", "unknown"),
         registered_at=datetime.fromisoformat(registered) if registered else None,
         default_guidance=_guidance(entry.get("default_guidance")),
+        sha256=entry.get("sha256"),
     )
 
 

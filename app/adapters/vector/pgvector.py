@@ -9,6 +9,7 @@ starting together do not race.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -41,10 +42,11 @@ from sqlalchemy.types import UserDefinedType
 from app.adapters.sql.engine import make_engine, normalize_url
 from app.adapters.vector import check_chunks, check_dim, check_vector
 from app.domain.errors import IndexUnavailable, InvalidParameters
-from app.domain.knowledge import Chunk, Passage
+from app.domain.knowledge import SHARED_COLLECTION, Chunk, Passage
 from app.ports.knowledge import KnowledgeIndex, Vector
 
 _TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,50}")
+log = logging.getLogger(__name__)
 HNSW_EF_SEARCH = 40  # pgvector's default; an HNSW scan returns at most ef_search rows, so raise it for larger k
 
 
@@ -84,11 +86,14 @@ class PgvectorKnowledgeIndex(KnowledgeIndex):
             table,
             metadata,
             Column("pk", BigInteger, Identity(), primary_key=True),
-            Column("id", Text, nullable=False, unique=True),
-            Column("source", Text, nullable=False, index=True),
+            Column("collection", Text, nullable=False, server_default=SHARED_COLLECTION),
+            Column("id", Text, nullable=False),
+            Column("source", Text, nullable=False),
             Column("text", Text, nullable=False),
             Column("embedding", PgVector(self.dim), nullable=False),
         )
+        Index(f"{table}_collection_id", self.table.c.collection, self.table.c.id, unique=True)
+        Index(f"{table}_collection_source", self.table.c.collection, self.table.c.source)
         Index(
             f"{table}_embedding_hnsw",
             self.table.c.embedding,
@@ -97,24 +102,28 @@ class PgvectorKnowledgeIndex(KnowledgeIndex):
         )
         self._ready = False
         self._ready_lock = threading.Lock()
+        self._iterative = False  # pgvector >= 0.8: iterative index scans for filtered searches
 
-    def replace_source(self, source: str, chunks: Sequence[Chunk], vectors: Sequence[Vector]) -> int:
+    def replace_source(
+        self, source: str, chunks: Sequence[Chunk], vectors: Sequence[Vector], collection: str = SHARED_COLLECTION
+    ) -> int:
         rows = check_chunks(source, chunks, vectors, self.dim)
         t = self.table
         with self._begin() as connection:
-            dropped = connection.execute(delete(t).where(t.c.source == source)).rowcount
+            mine = t.c.collection == collection
+            dropped = connection.execute(delete(t).where(mine, t.c.source == source)).rowcount
             if chunks:  # an id stored under another source moves here
-                connection.execute(delete(t).where(t.c.id.in_([chunk.id for chunk in chunks])))
+                connection.execute(delete(t).where(mine, t.c.id.in_([chunk.id for chunk in chunks])))
                 connection.execute(
                     insert(t),
                     [
-                        {"id": c.id, "source": c.source, "text": c.text, "embedding": v}
+                        {"collection": collection, "id": c.id, "source": c.source, "text": c.text, "embedding": v}
                         for c, v in zip(chunks, rows, strict=True)
                     ],
                 )
         return int(dropped)
 
-    def search(self, vector: Vector, k: int) -> list[Passage]:
+    def search(self, vector: Vector, k: int, collections: Sequence[str] | None = None) -> list[Passage]:
         query = check_vector(vector, self.dim)
         if k < 1:
             raise InvalidParameters("k must be at least 1.", field="k")
@@ -122,9 +131,18 @@ class PgvectorKnowledgeIndex(KnowledgeIndex):
         vector_type = PgVector(self.dim)
         distance = t.c.embedding.op("<=>")(cast(bindparam("query", query, type_=vector_type), vector_type))
         statement = select(t.c.id, t.c.source, t.c.text, distance.label("distance")).order_by(distance).limit(k)
+        if collections is not None:
+            statement = statement.where(t.c.collection.in_(list(collections)))
         with self._begin() as connection:
             # SET LOCAL takes no bind parameters; set_config(..., true) is its parameterised form
             connection.execute(select(func.set_config("hnsw.ef_search", literal(str(max(self.ef_search, k))), True)))
+            if collections is not None:
+                # A filtered HNSW scan returns fewer than k rows when the collections are a small part of the
+                # table: pgvector 0.8 scans on until it has k; with an older one the search is exact instead.
+                name, value = (
+                    ("hnsw.iterative_scan", "relaxed_order") if self._iterative else ("enable_indexscan", "off")
+                )
+                connection.execute(select(func.set_config(name, literal(value), True)))
             rows = connection.execute(statement).all()
         passages = [Passage(r.id, r.source, r.text, 1.0 - float(r.distance)) for r in rows]
         passages.sort(key=lambda p: (-p.score, p.chunk_id))
@@ -137,6 +155,12 @@ class PgvectorKnowledgeIndex(KnowledgeIndex):
     def close(self) -> None:
         self._engine.dispose()
 
+    def _upgrade(self, connection: Connection) -> None:
+        exists = connection.execute(text("SELECT to_regclass(:table)"), {"table": self.table.name}).scalar_one()
+        if exists is not None:
+            for statement in _upgrade_statements(self.table.name):
+                connection.execute(text(statement))
+
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
         try:
@@ -144,7 +168,8 @@ class PgvectorKnowledgeIndex(KnowledgeIndex):
             with self._engine.begin() as connection:
                 yield connection
         except DBAPIError as error:
-            raise IndexUnavailable(f"The knowledge index is unavailable: {_short(error)}") from error
+            log.warning("knowledge index unavailable: %s", _short(error))
+            raise IndexUnavailable("The knowledge index is unavailable; the server log has the details.") from error
 
     def _ensure_schema(self) -> None:
         with self._ready_lock:
@@ -153,6 +178,7 @@ class PgvectorKnowledgeIndex(KnowledgeIndex):
             with self._engine.begin() as connection:
                 connection.execute(select(func.pg_advisory_xact_lock(func.hashtext(self.table.name))))
                 connection.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
+                self._upgrade(connection)
                 self.table.metadata.create_all(connection, checkfirst=True)
                 stored = connection.execute(
                     text(
@@ -161,6 +187,10 @@ class PgvectorKnowledgeIndex(KnowledgeIndex):
                     ),
                     {"table": self.table.name},
                 ).scalar_one_or_none()
+                version = connection.execute(
+                    text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+                ).scalar_one()
+            self._iterative = tuple(int(p) for p in str(version).split(".")[:2] if p.isdigit()) >= (0, 8)
             if stored != f"vector({self.dim})":
                 raise InvalidParameters(
                     f"The table {self.table.name} holds {stored}, not vector({self.dim}): "
@@ -168,6 +198,16 @@ class PgvectorKnowledgeIndex(KnowledgeIndex):
                     field="dim",
                 )
             self._ready = True
+
+
+def _upgrade_statements(table: str) -> list[str]:
+    """A table made before collections: its rows become the shared collection's (they were everyone's),
+    and chunk ids are unique per collection instead of overall."""
+    return [
+        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS collection TEXT NOT NULL DEFAULT '{SHARED_COLLECTION}'",
+        f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {table}_id_key",
+        f"DROP INDEX IF EXISTS ix_{table}_source",
+    ]
 
 
 def _short(error: DBAPIError) -> str:

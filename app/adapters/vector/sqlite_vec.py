@@ -38,6 +38,7 @@ the SQLite library in one process do not see from each other (other processes ar
 
 from __future__ import annotations
 
+import logging
 import threading
 from array import array
 from collections.abc import Iterator, Sequence
@@ -48,10 +49,12 @@ from typing import Any
 
 from app.adapters.vector import check_chunks, check_dim, check_vector
 from app.domain.errors import IndexUnavailable, InvalidParameters
-from app.domain.knowledge import Chunk, Passage
+from app.domain.knowledge import SHARED_COLLECTION, Chunk, Passage
 from app.ports.knowledge import KnowledgeIndex, Vector
 
 INSTALL_HINT = "pip install sqlite-vec==0.1.9 sqlean.py==3.50.4.5"
+SCHEMA_VERSION = 2  # 2: collections (a column of both tables)
+log = logging.getLogger(__name__)
 MAX_K = 4096  # sqlite-vec's limit on k in one query
 
 
@@ -84,39 +87,55 @@ class SqliteVecKnowledgeIndex(KnowledgeIndex):
         self._db: Any = None
         self._errors: tuple[type[BaseException], ...] = (OSError,)
 
-    def replace_source(self, source: str, chunks: Sequence[Chunk], vectors: Sequence[Vector]) -> int:
+    def replace_source(
+        self, source: str, chunks: Sequence[Chunk], vectors: Sequence[Vector], collection: str = SHARED_COLLECTION
+    ) -> int:
         rows = check_chunks(source, chunks, vectors, self.dim)
         with self._transaction() as db:
             db.execute(
-                "DELETE FROM knowledge_vectors WHERE rowid IN (SELECT pk FROM knowledge_chunks WHERE source = ?)",
-                (source,),
+                "DELETE FROM knowledge_vectors WHERE rowid IN"
+                " (SELECT pk FROM knowledge_chunks WHERE collection = ? AND source = ?)",
+                (collection, source),
             )
-            dropped = int(db.execute("DELETE FROM knowledge_chunks WHERE source = ?", (source,)).rowcount)
-            ids = [(chunk.id,) for chunk in chunks]  # an id stored under another source moves here
+            dropped = int(
+                db.execute(
+                    "DELETE FROM knowledge_chunks WHERE collection = ? AND source = ?", (collection, source)
+                ).rowcount
+            )
+            ids = [(collection, chunk.id) for chunk in chunks]  # an id stored under another source moves here
             db.executemany(
-                "DELETE FROM knowledge_vectors WHERE rowid IN (SELECT pk FROM knowledge_chunks WHERE id = ?)", ids
+                "DELETE FROM knowledge_vectors WHERE rowid IN"
+                " (SELECT pk FROM knowledge_chunks WHERE collection = ? AND id = ?)",
+                ids,
             )
-            db.executemany("DELETE FROM knowledge_chunks WHERE id = ?", ids)
+            db.executemany("DELETE FROM knowledge_chunks WHERE collection = ? AND id = ?", ids)
             for chunk, vector in zip(chunks, rows, strict=True):
                 pk = db.execute(
-                    "INSERT INTO knowledge_chunks (id, source, text) VALUES (?, ?, ?)",
-                    (chunk.id, chunk.source, chunk.text),
+                    "INSERT INTO knowledge_chunks (collection, id, source, text) VALUES (?, ?, ?, ?)",
+                    (collection, chunk.id, chunk.source, chunk.text),
                 ).lastrowid
                 db.execute(
-                    "INSERT INTO knowledge_vectors (rowid, embedding) VALUES (?, ?)", (pk, array("f", vector).tobytes())
+                    "INSERT INTO knowledge_vectors (rowid, embedding, collection) VALUES (?, ?, ?)",
+                    (pk, array("f", vector).tobytes(), collection),
                 )
         return dropped
 
-    def search(self, vector: Vector, k: int) -> list[Passage]:
+    def search(self, vector: Vector, k: int, collections: Sequence[str] | None = None) -> list[Passage]:
         query = check_vector(vector, self.dim)
         if k < 1:
             raise InvalidParameters("k must be at least 1.", field="k")
+        where, arguments = "", [array("f", query).tobytes(), min(k, MAX_K)]
+        if collections is not None:
+            if not collections:
+                return []
+            where = f" AND v.collection IN ({', '.join('?' * len(collections))})"
+            arguments += list(collections)
         with self._connection() as db:
             rows = db.execute(
                 "SELECT c.id, c.source, c.text, v.distance FROM knowledge_vectors AS v"
                 " JOIN knowledge_chunks AS c ON c.pk = v.rowid"
-                " WHERE v.embedding MATCH ? AND k = ? ORDER BY v.distance",
-                (array("f", query).tobytes(), min(k, MAX_K)),
+                f" WHERE v.embedding MATCH ? AND k = ?{where} ORDER BY v.distance",
+                arguments,
             ).fetchall()
         passages = [Passage(cid, source, text, 1.0 - float(distance)) for cid, source, text, distance in rows]
         passages.sort(key=lambda p: (-p.score, p.chunk_id))
@@ -139,7 +158,8 @@ class SqliteVecKnowledgeIndex(KnowledgeIndex):
                 yield self._open()
             except self._errors as error:
                 self._drop()  # reconnect next time: the file may have been repaired or unlocked
-                raise IndexUnavailable(f"The knowledge index {self.path} is unavailable: {error}") from error
+                log.warning("knowledge index %s unavailable: %s", self.path, error)
+                raise IndexUnavailable("The knowledge index is unavailable; the server log has the details.") from error
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
@@ -188,19 +208,13 @@ class SqliteVecKnowledgeIndex(KnowledgeIndex):
                 if stored is None:
                     db.execute("CREATE TABLE knowledge_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
                     db.execute("INSERT INTO knowledge_meta (key, value) VALUES ('dim', ?)", (str(self.dim),))
-                    db.execute(
-                        "CREATE TABLE knowledge_chunks (pk INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
-                        " source TEXT NOT NULL, text TEXT NOT NULL)"
-                    )
-                    db.execute("CREATE INDEX knowledge_chunks_source ON knowledge_chunks (source)")
-                    db.execute(
-                        f"CREATE VIRTUAL TABLE knowledge_vectors USING vec0("
-                        f"embedding float[{self.dim}] distance_metric=cosine)"
-                    )
+                    _create_tables(db, self.dim)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+        elif _schema_version(db) < SCHEMA_VERSION:
+            self._upgrade(db, stored)
         if stored is not None and stored != self.dim:
             raise InvalidParameters(
                 f"The knowledge index {self.path} holds {stored}-d vectors, not {self.dim}-d: "
@@ -208,12 +222,59 @@ class SqliteVecKnowledgeIndex(KnowledgeIndex):
                 field="dim",
             )
 
+    @staticmethod
+    def _upgrade(db: Any, dim: int) -> None:
+        """Version 1 had no collections: its documents become the shared collection's (they were
+        everyone's). vec0 cannot add a column, so both tables are rebuilt in one transaction."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if _schema_version(db) < SCHEMA_VERSION:
+                db.execute("ALTER TABLE knowledge_chunks RENAME TO knowledge_chunks_v1")
+                db.execute("DROP INDEX IF EXISTS knowledge_chunks_source")
+                db.execute("CREATE TABLE knowledge_vectors_v1 AS SELECT rowid AS pk, embedding FROM knowledge_vectors")
+                db.execute("DROP TABLE knowledge_vectors")
+                _create_tables(db, dim)
+                db.execute(
+                    "INSERT INTO knowledge_chunks (pk, collection, id, source, text)"
+                    " SELECT pk, ?, id, source, text FROM knowledge_chunks_v1",
+                    (SHARED_COLLECTION,),
+                )
+                db.execute(
+                    "INSERT INTO knowledge_vectors (rowid, embedding, collection)"
+                    " SELECT pk, embedding, ? FROM knowledge_vectors_v1",
+                    (SHARED_COLLECTION,),
+                )
+                db.execute("DROP TABLE knowledge_chunks_v1")
+                db.execute("DROP TABLE knowledge_vectors_v1")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
     def _drop(self) -> None:
         if self._db is not None:
             try:
                 self._db.close()
             finally:
                 self._db = None
+
+
+def _create_tables(db: Any, dim: int) -> None:
+    db.execute(
+        "CREATE TABLE knowledge_chunks (pk INTEGER PRIMARY KEY, collection TEXT NOT NULL, id TEXT NOT NULL,"
+        " source TEXT NOT NULL, text TEXT NOT NULL, UNIQUE (collection, id))"
+    )
+    db.execute("CREATE INDEX knowledge_chunks_source ON knowledge_chunks (collection, source)")
+    db.execute(
+        f"CREATE VIRTUAL TABLE knowledge_vectors USING vec0("
+        f"embedding float[{dim}] distance_metric=cosine, collection text)"
+    )
+    db.execute("INSERT OR REPLACE INTO knowledge_meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+
+def _schema_version(db: Any) -> int:
+    row = db.execute("SELECT value FROM knowledge_meta WHERE key = 'schema'").fetchone()
+    return 1 if row is None else int(row[0])
 
 
 def _stored_dim(db: Any) -> int | None:

@@ -65,7 +65,8 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except e.AtelierError as error:
-            click.echo(f"error: {error.message}", err=True)
+            detail = f" ({error.detail})" if error.detail else ""
+            click.echo(f"error: {error.message}{detail}", err=True)
             ctx.exit(next(code for cls, code in EXIT_CODES if isinstance(error, cls)))
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
             raise

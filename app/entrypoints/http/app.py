@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from app import __version__
 from app.entrypoints.http import (
@@ -14,18 +13,23 @@ from app.entrypoints.http import (
     compat_diffusers_api,
     compat_openai,
     control_maps,
+    docs,
     edits,
     errors,
+    headers,
     jobs,
     knowledge,
+    openapi,
     prompt_sessions,
     scenes,
     studio,
     system,
     uploads,
 )
-from app.entrypoints.http.errors import error_body
+from app.entrypoints.http.auth import AuthMiddleware
+from app.entrypoints.http.guards import BodyGuard, RateLimit
 from app.entrypoints.library import Atelier
+from app.settings import Settings
 
 DESCRIPTION = """Atelier: Chinese-first image generation with a persistent job queue, and knowledge queries.
 The studio page at `/` drives all of it without code.
@@ -51,19 +55,23 @@ def create_app(atelier: Atelier | None = None, *, close_on_shutdown: bool | None
             if owns:
                 app.state.atelier.close()
 
-    app = FastAPI(title="Atelier", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="Atelier",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.atelier = atelier
-    limit = atelier.settings.max_request_bytes if atelier else None
 
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        max_bytes = limit or request.app.state.atelier.settings.max_request_bytes
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_bytes:
-            message = f"The request body has {length} bytes; at most {max_bytes} are accepted."
-            return JSONResponse(error_body("request_too_large", message), status_code=413)
-        return await call_next(request)
+    def settings() -> Settings:
+        return app.state.atelier.settings  # type: ignore[no-any-return]
 
+    # Innermost first: the body guard, the per-key rate, then who is calling (checked before anything else).
+    app.add_middleware(BodyGuard, settings=settings)
+    app.add_middleware(RateLimit, settings=settings)
+    app.add_middleware(AuthMiddleware, settings=settings)
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(uploads.router)
@@ -76,4 +84,7 @@ def create_app(atelier: Atelier | None = None, *, close_on_shutdown: bool | None
     for compat in (compat_diffusers_api, compat_a1111, compat_openai):
         app.include_router(compat.router)
     studio.install(app)
+    docs.install(app)
+    headers.install(app, atelier.settings if atelier else None)
+    openapi.install(app)
     return app

@@ -1,31 +1,55 @@
 """AUTOMATIC1111 web UI API compatibility: ``/sdapi/v1/*`` with its field names and answers.
 
-Generation routes are synchronous (submit, wait, answer ``{images, parameters, info}``); errors are
-``{"detail": message, "error": {"code", "message"}}`` with 422 for invalid input and 404 for an unknown model.
+Generation routes are synchronous for the client (submit, wait, answer ``{images, parameters, info}``) but hold
+no server thread while they wait (see ``compat_common``). Errors are ``{"detail": message, "error": {"code",
+"message"}}`` with 422 for invalid input, 404 for an unknown model and 504 ``wait_timeout`` when the job outlasts
+``compat_wait_seconds`` (it keeps running: ``/v1/jobs/{id}``).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import re
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from app.domain.errors import AtelierError, Conflict, GenerationFailed, InvalidParameters
 from app.domain.generation import SCHEDULERS, canonical_scheduler, infotext
 from app.domain.jobs import GenerationJob, JobStatus
 from app.domain.models import ModelKind
 from app.entrypoints.http import deps
-from app.entrypoints.http.errors import status_of
+from app.entrypoints.http.compat_a1111_fields import ignored_fields
+from app.entrypoints.http.compat_common import (
+    INTERNAL,
+    failure_message,
+    finished_job,
+    images_base64,
+    parse_object,
+    public_message,
+    timeout_message,
+)
+from app.entrypoints.http.compat_schemas import (
+    A1111,
+    A1111ImagesOut,
+    A1111Interrupted,
+    A1111Lora,
+    A1111Options,
+    A1111Progress,
+    A1111Sampler,
+    A1111SdModel,
+)
+from app.entrypoints.http.errors import headers_of, status_of
 from app.entrypoints.library import Atelier
+from app.ports.options import OwnerOptions
 
 router = APIRouter(tags=["a1111"])
 log = logging.getLogger(__name__)
@@ -33,10 +57,13 @@ AtelierDep = Annotated[Atelier, Depends(deps.atelier)]
 OwnerDep = Annotated[str, Depends(deps.owner)]
 RESIZE = {0: "stretch", 1: "crop", 2: "pad", 3: "stretch"}  # 3: "just resize (latent upscale)"
 CONTROLNET = "alwayson_scripts.controlnet.args[0]"
+CHECKPOINT = "sd_model_checkpoint"
+MAX_OPTIONS, MAX_OPTIONS_BYTES = 256, 65536
 
 
 class Txt2ImgIn(BaseModel):
-    """The A1111 fields Atelier uses; every other field A1111 clients send is accepted and ignored."""
+    """The A1111 fields Atelier uses; every other field A1111 clients send is accepted, and those that would
+    change A1111's result are listed in the answer's ``info.ignored_fields``."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -74,28 +101,37 @@ def _strip_hash(name: str) -> str:
     return re.sub(r"\.(safetensors|ckpt|pt|bin)$", "", name)
 
 
-def _scheduler(body: Txt2ImgIn) -> str | None:
+def _options(atelier: Atelier) -> OwnerOptions:
+    store: OwnerOptions = atelier.container.owner_options()
+    return store
+
+
+def _scheduler(body: Txt2ImgIn) -> tuple[str | None, bool]:
+    """The scheduler to use, and whether A1111's ``scheduler`` field (the schedule type, ≥1.9) was honoured."""
     sampler = body.sampler_name or body.sampler_index
+    schedule = body.scheduler if body.scheduler and body.scheduler.lower() not in ("automatic", "") else None
     if not sampler:
-        return None
-    if body.scheduler and body.scheduler.lower() not in ("automatic", ""):  # A1111 ≥1.9: "DPM++ 2M" + "Karras"
+        return None, schedule is None
+    if schedule:  # "DPM++ 2M" + "Karras"
         with suppress(InvalidParameters):
-            return canonical_scheduler(f"{sampler} {body.scheduler}")
-    return canonical_scheduler(sampler)
+            return canonical_scheduler(f"{sampler} {schedule}"), True
+    return canonical_scheduler(sampler), schedule is None
 
 
 def _control(body: Txt2ImgIn, init: str | None) -> dict[str, Any] | None:
     """The ControlNet extension's first unit: image, module, model, weight."""
     scripts = {k.lower(): v for k, v in (body.alwayson_scripts or {}).items()}
     extension = scripts.get("controlnet")
-    args = (extension.get("args") if isinstance(extension, dict) else None) or []
-    unit = args[0] if args and isinstance(args[0], dict) else None
+    args = extension.get("args") if isinstance(extension, dict) else None
+    unit = args[0] if isinstance(args, list) and args and isinstance(args[0], dict) else None
     if unit is None or unit.get("enabled") is False:
         return None
     image = unit.get("image") or unit.get("input_image") or init
     image = image.get("image") if isinstance(image, dict) else image
     if not image:
         raise InvalidParameters("The ControlNet unit needs an image.", field=CONTROLNET)
+    if not isinstance(image, str):
+        raise InvalidParameters("The ControlNet unit's image must be base64 text.", field=CONTROLNET)
     module = str(unit.get("module") or "none").lower()
     kind = "canny" if module.startswith("canny") else "depth" if module.startswith("depth") else module
     if kind not in ("canny", "depth", "none"):
@@ -105,23 +141,23 @@ def _control(body: Txt2ImgIn, init: str | None) -> dict[str, Any] | None:
     return {"image": image, "kind": kind, "model": None if model in ("", "None") else model, "scale": scale}
 
 
-def _params(body: Txt2ImgIn) -> dict[str, Any]:
+def _params(body: Txt2ImgIn, checkpoint: str | None) -> dict[str, Any]:
     count = body.batch_size * body.n_iter
     if not 1 <= count <= 8:
         raise InvalidParameters(f"batch_size × n_iter must be 1-8; got {count}.", field="batch_size")
     values: dict[str, Any] = {
         "negative_prompt": body.negative_prompt,
         "seed": None if body.seed == -1 else body.seed,
-        "scheduler": _scheduler(body),
+        "scheduler": _scheduler(body)[0],
         "num_images": count,
         "steps": body.steps,
         "guidance_scale": body.cfg_scale,
         "width": body.width,
         "height": body.height,
     }
-    checkpoint = (body.override_settings or {}).get("sd_model_checkpoint")
-    if checkpoint:
-        values["model"] = _strip_hash(str(checkpoint))
+    override = (body.override_settings or {}).get(CHECKPOINT)
+    if override or checkpoint:
+        values["model"] = _strip_hash(str(override or checkpoint))
     init = None
     if isinstance(body, Img2ImgIn):
         if not body.init_images:
@@ -135,10 +171,40 @@ def _params(body: Txt2ImgIn) -> dict[str, Any]:
     return values
 
 
-def _answer(atelier: Atelier, job: GenerationJob, owner: str, body: Txt2ImgIn, raw: Any) -> dict[str, Any]:
-    p = job.params
+@dataclass(frozen=True)
+class _Submitted:
+    job: GenerationJob
+    body: Txt2ImgIn
+    data: dict[str, Any]
+    ignored: list[str]
+
+
+def _submit(atelier: Atelier, raw: bytes, model: type[Txt2ImgIn], owner: str) -> _Submitted:
+    """Parse, validate and queue (blocking: runs in the thread pool). Nothing is stored when this raises."""
+    data = parse_object(raw)
+    body = model.model_validate(data)
+    values = _params(body, _options(atelier).get(owner).get(CHECKPOINT))
+    ignored = ignored_fields(data, img2img=isinstance(body, Img2ImgIn), scheduler_honoured=_scheduler(body)[1])
+    job = atelier.submit(body.prompt, owner=owner, **values)
+    return _Submitted(job, body, data, ignored)
+
+
+def _png_parameters(path: str) -> str | None:
+    """The A1111 ``parameters`` text a result PNG carries (what A1111's PNG-info tab reads)."""
+    with suppress(OSError), Image.open(path) as picture:
+        text = picture.info.get("parameters")
+        return text if isinstance(text, str) else None
+    return None
+
+
+def _info(atelier: Atelier, job: GenerationJob, owner: str, submitted: _Submitted) -> str:
+    """The answer's ``info`` JSON text (blocking: reads the infotexts of the result files, so it runs in the
+    thread pool); each infotext is the one its PNG carries."""
+    p, body = job.params, submitted.body
     stamp = (job.started_at or job.created_at).strftime("%Y%m%d%H%M%S")
     seeds = p.image_seeds()
+    paths = [atelier.image_path(image.id, owner) for image in job.images]
+    texts = [_png_parameters(path) or infotext(p, image.seed) for path, image in zip(paths, job.images, strict=True)]
     info = {
         "prompt": p.prompt,
         "all_prompts": [p.prompt] * len(seeds),
@@ -156,40 +222,43 @@ def _answer(atelier: Atelier, job: GenerationJob, owner: str, body: Txt2ImgIn, r
         "batch_size": body.batch_size,
         "n_iter": body.n_iter,
         "denoising_strength": p.strength if isinstance(body, Img2ImgIn) else body.denoising_strength,
-        "infotexts": [infotext(p, image.seed) for image in job.images],
+        "infotexts": texts,
         "job_timestamp": stamp,
         "sd_model_name": p.model,
         "index_of_first_image": 0,
+        "ignored_fields": submitted.ignored,
     }
-    paths = [atelier.image_path(image.id, owner) for image in job.images] if body.send_images else []
-    images = [base64.b64encode(Path(path).read_bytes()).decode() for path in paths]
-    return {"images": images, "parameters": raw, "info": json.dumps(info, ensure_ascii=False)}
+    return json.dumps(info, ensure_ascii=False)
+
+
+def _reply(message: str, code: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"detail": message, "error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _error(error: Exception) -> JSONResponse:
-    status, code, message = 500, "internal_error", "Internal error; the server log has the details."
-    if isinstance(error, json.JSONDecodeError | UnicodeDecodeError):
-        status, code, message = 422, "invalid_json", "The request body is not valid JSON."
-    elif isinstance(error, ValidationError):
+    if isinstance(error, ValidationError):
         first = error.errors()[0]
-        status, code = 422, "invalid_parameters"
-        message = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-    elif isinstance(error, AtelierError):
-        status, code, message = status_of(error), error.code, error.message
-    else:
-        log.exception("a1111 request failed", exc_info=error)
-    return JSONResponse({"detail": message, "error": {"code": code, "message": message}}, status_code=status)
+        return _reply(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", "invalid_parameters", 422)
+    if isinstance(error, AtelierError):
+        return _reply(public_message(error), error.code, status_of(error), headers_of(error))
+    log.exception("a1111 request failed", exc_info=error)
+    return _reply(INTERNAL, "internal_error", 500)
 
 
-def _generate(request: Request, raw: bytes, atelier: Atelier, model: type[Txt2ImgIn]) -> JSONResponse:
+async def _generate(request: Request, raw: bytes, atelier: Atelier, model: type[Txt2ImgIn]) -> JSONResponse:
     try:
-        data = json.loads(raw)
-        body = model.model_validate(data)
         owner = deps.owner(request)
-        job = atelier.wait(atelier.submit(body.prompt, owner=owner, **_params(body)).id)
+        submitted = await run_in_threadpool(_submit, atelier, raw, model, owner)
+        job = await finished_job(request, atelier, submitted.job.id)
+        if job is None:
+            message = timeout_message(submitted.job.id, atelier.settings.compat_wait_seconds)
+            return _reply(message, "wait_timeout", 504)
         if job.status is JobStatus.FAILED:  # an interrupted (cancelled) job answers like A1111: what it has
-            raise GenerationFailed(job.error_message, code=job.error_code)
-        return JSONResponse(_answer(atelier, job, owner, body, data))
+            raise GenerationFailed(failure_message(job), code=job.error_code)
+        info = await run_in_threadpool(_info, atelier, job, owner, submitted)
+        images = await images_base64(atelier, job, owner) if submitted.body.send_images else []
+        return JSONResponse({"images": images, "parameters": submitted.data, "info": info})
     except Exception as error:
         return _error(error)
 
@@ -201,22 +270,100 @@ def _doc(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
-@router.post("/sdapi/v1/txt2img", summary="A1111 text-to-image (synchronous)", openapi_extra=_doc(Txt2ImgIn))
-def txt2img(request: Request, raw: RawBody, atelier: AtelierDep) -> JSONResponse:
+GENERATED = "The images, the request as sent, and `info`: a JSON text describing the run."
+GENERATION_ERRORS = (404, 422, 429, 500, 503, 504, 507)
+
+
+@router.post(
+    "/sdapi/v1/txt2img",
+    summary="A1111 text-to-image (synchronous)",
+    openapi_extra=_doc(Txt2ImgIn),
+    **A1111.answers(A1111ImagesOut, GENERATED, *GENERATION_ERRORS),
+)
+async def txt2img(request: Request, raw: RawBody, atelier: AtelierDep) -> JSONResponse:
     """A1111 fields: prompt, negative_prompt, seed (-1 random), sampler_name, scheduler, batch_size × n_iter (≤ 8),
-    steps, cfg_scale, width, height, override_settings.sd_model_checkpoint, alwayson_scripts.controlnet.args[0],
-    send_images; `<lora:name:w>` in the prompt. Answers `{images, parameters, info}` (info is a JSON string)."""
-    return _generate(request, raw, atelier, Txt2ImgIn)
+    steps, cfg_scale, width, height, override_settings.sd_model_checkpoint (else your `/sdapi/v1/options`
+    checkpoint), alwayson_scripts.controlnet.args[0], send_images; `<lora:name:w>` in the prompt. Answers
+    `{images, parameters, info}` (info is a JSON string; its `ignored_fields` lists the fields sent that would
+    change A1111's result but that Atelier does not honour, such as `enable_hr: true` or `restore_faces: true`).
+    504 `wait_timeout` when the job outlasts the deployment's wait; it keeps running (`/v1/jobs/{id}`)."""
+    return await _generate(request, raw, atelier, Txt2ImgIn)
 
 
-@router.post("/sdapi/v1/img2img", summary="A1111 image-to-image and inpainting", openapi_extra=_doc(Img2ImgIn))
-def img2img(request: Request, raw: RawBody, atelier: AtelierDep) -> JSONResponse:
+@router.post(
+    "/sdapi/v1/img2img",
+    summary="A1111 image-to-image and inpainting",
+    openapi_extra=_doc(Img2ImgIn),
+    **A1111.answers(A1111ImagesOut, GENERATED, *GENERATION_ERRORS),
+)
+async def img2img(request: Request, raw: RawBody, atelier: AtelierDep) -> JSONResponse:
     """txt2img's fields plus init_images (base64; the first is used), mask (inpainting), denoising_strength
     (0.75) and resize_mode (0 stretch, 1 crop, 2 pad, 3 stretch)."""
-    return _generate(request, raw, atelier, Img2ImgIn)
+    return await _generate(request, raw, atelier, Img2ImgIn)
 
 
-@router.get("/sdapi/v1/progress", summary="Progress of your newest running job")
+@router.get(
+    "/sdapi/v1/options",
+    summary="Your A1111 options (sd_model_checkpoint is honoured)",
+    **A1111.answers(A1111Options, "Your options.", 503),
+)
+def get_options(atelier: AtelierDep, owner: OwnerDep) -> dict[str, Any]:
+    """Your options: `sd_model_checkpoint` (default: the deployment's default model) and whatever other keys you
+    set, echoed back. Only `sd_model_checkpoint` is honoured; other keys (`CLIP_stop_at_last_layers`, `sd_vae`,
+    ...) are kept for clients that read them back but change nothing."""
+    stored = _options(atelier).get(owner)
+    return {**stored, CHECKPOINT: stored.get(CHECKPOINT) or atelier.settings.default_model}
+
+
+def _set_options(atelier: Atelier, owner: str, raw: bytes) -> None:
+    changes = parse_object(raw)
+    if CHECKPOINT in changes and changes[CHECKPOINT] is not None:
+        changes[CHECKPOINT] = atelier.model(_strip_hash(str(changes[CHECKPOINT]))).name  # UnknownModel: 404
+    store = _options(atelier)
+    options = {k: v for k, v in {**store.get(owner), **changes}.items() if v is not None}
+    if len(options) > MAX_OPTIONS or len(json.dumps(options)) > MAX_OPTIONS_BYTES:
+        raise InvalidParameters(f"At most {MAX_OPTIONS} options and {MAX_OPTIONS_BYTES} bytes of them are kept.")
+    store.set(owner, options)
+
+
+OPTIONS_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {CHECKPOINT: {"type": "string"}},
+                    "additionalProperties": True,
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/sdapi/v1/options",
+    summary="Set your A1111 options (per API key)",
+    openapi_extra=OPTIONS_DOC,
+    **A1111.answers({"type": "null"}, "Stored: `null`, as A1111 answers.", 404, 422, 503),
+)
+def set_options(request: Request, raw: RawBody, atelier: AtelierDep) -> JSONResponse:
+    """`{"sd_model_checkpoint": "name [hash]"}` makes that registered base model the one your txt2img/img2img
+    requests use without `override_settings` (404 for an unknown model). Other keys are stored and echoed back
+    by GET, but not honoured. A `null` value removes a key. Options are per API key and persist."""
+    try:
+        _set_options(atelier, deps.owner(request), raw)
+    except Exception as error:
+        return _error(error)
+    return JSONResponse(None)
+
+
+@router.get(
+    "/sdapi/v1/progress",
+    summary="Progress of your newest running job",
+    **A1111.answers(A1111Progress, "The progress; zeros when nothing runs.", 503),
+)
 def progress(atelier: AtelierDep, owner: OwnerDep) -> dict[str, Any]:
     """`{progress, eta_relative, state, current_image, textinfo}`; zeros when nothing runs."""
     running = atelier.jobs(owner=owner, status=JobStatus.RUNNING, limit=1)
@@ -235,7 +382,11 @@ def progress(atelier: AtelierDep, owner: OwnerDep) -> dict[str, Any]:
     return {"progress": fraction, "eta_relative": eta, "state": state, "current_image": None, "textinfo": None}
 
 
-@router.post("/sdapi/v1/interrupt", summary="Stop your running jobs")
+@router.post(
+    "/sdapi/v1/interrupt",
+    summary="Stop your running jobs",
+    **A1111.answers(A1111Interrupted, "`{}`: the cancels are requested.", 503),
+)
 def interrupt(atelier: AtelierDep, owner: OwnerDep) -> dict[str, Any]:
     """Cancels your running jobs (each stops within one denoising step); queued ones stay queued."""
     for job in atelier.jobs(owner=owner, status=JobStatus.RUNNING, limit=100).items:
@@ -244,20 +395,46 @@ def interrupt(atelier: AtelierDep, owner: OwnerDep) -> dict[str, Any]:
     return {}
 
 
-@router.get("/sdapi/v1/sd-models", summary="Base models, as A1111 checkpoints")
-def sd_models(atelier: AtelierDep, _owner: OwnerDep) -> list[dict[str, Any]]:
-    """`title` is what `override_settings.sd_model_checkpoint` takes."""
+@router.get(
+    "/sdapi/v1/sd-models",
+    summary="Base models, as A1111 checkpoints",
+    **A1111.answers(list[A1111SdModel], "The registered base models.", 503),
+)
+def sd_models(request: Request, atelier: AtelierDep, _owner: OwnerDep) -> list[dict[str, Any]]:
+    """`title` is what `override_settings.sd_model_checkpoint` takes. `filename` is the model's name; only an
+    admin key sees the server's path."""
+    admin = deps.is_admin(request)
     return [
-        {"title": m.name, "model_name": m.name, "hash": None, "sha256": None, "filename": m.path, "config": None}
+        {
+            "title": m.name,
+            "model_name": m.name,
+            "hash": None,
+            "sha256": None,
+            "filename": m.path if admin else m.name,
+            "config": None,
+        }
         for m in atelier.models(ModelKind.BASE)
     ]
 
 
-@router.get("/sdapi/v1/samplers", summary="Sampler names sampler_name accepts")
+@router.get(
+    "/sdapi/v1/samplers",
+    summary="Sampler names sampler_name accepts",
+    **A1111.answers(list[A1111Sampler], "The schedulers, by their A1111 names."),
+)
 def samplers(_owner: OwnerDep) -> list[dict[str, Any]]:
     return [{"name": name, "aliases": [], "options": {}} for name in SCHEDULERS]
 
 
-@router.get("/sdapi/v1/loras", summary="Registered LoRAs (use `<lora:name:weight>` in the prompt)")
-def loras(atelier: AtelierDep, _owner: OwnerDep) -> list[dict[str, Any]]:
-    return [{"name": m.name, "alias": m.name, "path": m.path, "metadata": {}} for m in atelier.models(ModelKind.LORA)]
+@router.get(
+    "/sdapi/v1/loras",
+    summary="Registered LoRAs (use `<lora:name:weight>` in the prompt)",
+    **A1111.answers(list[A1111Lora], "The registered LoRAs.", 503),
+)
+def loras(request: Request, atelier: AtelierDep, _owner: OwnerDep) -> list[dict[str, Any]]:
+    """`path` is the LoRA's name; only an admin key sees the server's path."""
+    admin = deps.is_admin(request)
+    return [
+        {"name": m.name, "alias": m.name, "path": m.path if admin else m.name, "metadata": {}}
+        for m in atelier.models(ModelKind.LORA)
+    ]

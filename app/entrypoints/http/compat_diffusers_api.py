@@ -1,24 +1,45 @@
-"""Diffusers-API (alibaba/diffusers-api on PAI-EAS) compatibility: one synchronous POST that generates.
+"""Diffusers-API (alibaba/diffusers-api on PAI-EAS) compatibility: one synchronous POST that generates
+(synchronous for the client; no server thread is held while the job runs, see ``compat_common``).
 
 Unlike the original, every request starts from the defaults: an omitted field never inherits
-the previous request's value. Errors answer HTTP status = ``error_code`` (460 input, 462 image, 469 server).
+the previous request's value. Errors answer HTTP status = ``error_code`` (460 input, 462 image, 469 server,
+also when the job outlasts the deployment's wait: it keeps running, ``/v1/jobs/{id}``).
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.concurrency import run_in_threadpool
 
-from app.domain.errors import AtelierError, GenerationFailed, InvalidImage, InvalidParameters, NotFound, Unauthorized
-from app.domain.jobs import JobStatus
+from app.domain.errors import (
+    AtelierError,
+    Forbidden,
+    GenerationFailed,
+    InvalidImage,
+    InvalidParameters,
+    LimitExceeded,
+    NotFound,
+    Unauthorized,
+)
+from app.domain.jobs import GenerationJob, JobStatus
 from app.entrypoints.http import deps
+from app.entrypoints.http.compat_common import (
+    INTERNAL,
+    failure_message,
+    finished_job,
+    image_url,
+    images_base64,
+    parse_object,
+    public_message,
+    timeout_message,
+)
+from app.entrypoints.http.compat_schemas import DIFFUSERS_API, DiffusersApiOut
+from app.entrypoints.http.errors import headers_of
 from app.entrypoints.library import Atelier
 
 router = APIRouter(tags=["diffusers-api"])
@@ -117,6 +138,10 @@ def _params(atelier: Atelier, body: PredictIn) -> dict[str, Any]:
         "resize_mode": RESIZE[body.resize_mode],
         "loras": _loras(body),
     }
+    for field in ("width", "height"):
+        size = getattr(body, field)
+        if size is not None and size <= 0:
+            raise _fail(f"{field} must be a positive number of pixels; got {size}.", field)
     width, height = ((size + 7) // 8 * 8 if size else None for size in (body.width, body.height))
     if func != "outpaint" and (width is None or height is None):  # outpainting grows the input by the borders
         native = atelier.model(atelier.settings.default_model).default_size
@@ -141,65 +166,91 @@ def _params(atelier: Atelier, body: PredictIn) -> dict[str, Any]:
     return values
 
 
-def _error(error: Exception) -> tuple[int, str]:
-    if isinstance(error, json.JSONDecodeError | UnicodeDecodeError):
-        return 460, "The request body is not valid JSON."
+def _error(error: Exception) -> tuple[int, str, dict[str, str] | None]:
     if isinstance(error, ValidationError):
         first = error.errors()[0]
-        return 460, f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+        return 460, f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", None
     if isinstance(error, InvalidImage):
-        return 462, error.message
+        return 462, error.message, None
     if isinstance(error, InvalidParameters) and error.code == "url_fetching_disabled":
-        return 460, "fetching links is not enabled on this deployment; send image_base64 / mask_base64"
+        return 460, "fetching links is not enabled on this deployment; send image_base64 / mask_base64", None
     if isinstance(error, InvalidParameters | NotFound):
-        return 460, error.message
+        return 460, error.message, None
     if isinstance(error, Unauthorized):
-        return 401, error.message
+        return 401, error.message, None
+    if isinstance(error, Forbidden):
+        return 403, error.message, None
+    if isinstance(error, LimitExceeded):
+        return 429, error.message, headers_of(error)
     if isinstance(error, AtelierError):
-        return 469, error.message
+        return 469, public_message(error), None
     log.exception("diffusers-api request failed", exc_info=error)
-    return 469, "Internal error; the server log has the details."
+    return 469, INTERNAL, None
+
+
+def _task_id(data: Any) -> str | int | None:
+    """The ``task_id`` to echo, also in an error answer: only a plain string or integer."""
+    task_id = data.get("task_id") if isinstance(data, dict) else None
+    return task_id if isinstance(task_id, str | int) and not isinstance(task_id, bool) else None
+
+
+def _submit(atelier: Atelier, raw: bytes, owner: str, answer: dict[str, Any]) -> tuple[GenerationJob, PredictIn]:
+    """Parse, validate and queue (blocking: runs in the thread pool). Nothing is stored when this raises.
+    ``answer`` gets the ``task_id`` as soon as the body is known to be safe to echo."""
+    data = parse_object(raw)
+    answer["task_id"] = _task_id(data)
+    body = PredictIn.model_validate(data)
+    return atelier.submit(body.prompt, owner=owner, **_params(atelier, body)), body
 
 
 DOC = {"requestBody": {"required": True, "content": {"application/json": {"schema": PredictIn.model_json_schema()}}}}
 
 
-@router.post("/api/predict", summary="Diffusers-API: generate and answer (synchronous)", openapi_extra=DOC)
+@router.post(
+    "/api/predict",
+    summary="Diffusers-API: generate and answer (synchronous)",
+    openapi_extra=DOC,
+    **DIFFUSERS_API.answers(DiffusersApiOut, "The images' URLs (and base64 with `use_base64`).", 429, 460, 462, 469),
+)
 @router.post("/api/predict/{service}", summary="Diffusers-API, PAI-EAS path form", include_in_schema=False)
-def predict(
+async def predict(
     request: Request, raw: Annotated[bytes, Depends(_raw_body)], atelier: Annotated[Atelier, Depends(deps.atelier)]
 ) -> JSONResponse:
     """Body: `task_id`, `prompt`, `func_name` (t2i, i2i, inpaint, outpaint, controlnet), `steps` (50), `cfg_scale`
-    (7), `seed`, `width`/`height` (native size; rounded up to ×8), `image_num`, `denoising_strength` (0.55),
-    `resize_mode` (0 stretch, 1 crop, 2 pad), `image_base64`/`image_link`, `mask_base64`/`mask_link` (links only
-    where the deployment allows fetching: `fetch_allowed_hosts`), `expand` [l,r,u,d] + `expand_type`,
-    `lora_path` + `lora_attn`, `controlnet_path` + `process_func` (canny, depth) + `control_scale`, `use_base64`.
-    Answers `{success, task_id, seed, image_url, images_base64?, is_nsfw, prompt}`; on error the HTTP status is
-    `error_code` (460 input, 462 image decoding, 469 server) with `{success: 0, task_id, error_code, error_msg}`."""
-    task_id = None
+    (7), `seed`, `width`/`height` (positive; native size when absent; rounded up to ×8), `image_num`,
+    `denoising_strength` (0.55), `resize_mode` (0 stretch, 1 crop, 2 pad), `image_base64`/`image_link`,
+    `mask_base64`/`mask_link` (links only where the deployment allows fetching: `fetch_allowed_hosts`), `expand`
+    [l,r,u,d] + `expand_type`, `lora_path` + `lora_attn`, `controlnet_path` + `process_func` (canny, depth) +
+    `control_scale`, `use_base64`. Answers `{success, task_id, seed, image_url, images_base64?, is_nsfw, prompt}`
+    (`image_url`: comma-separated, starting with the deployment's `public_base_url`, else relative); on error the
+    HTTP status is `error_code` (460 input, 462 image decoding, 469 server or a job that outlasts the deployment's
+    wait and keeps running) with `{success: 0, task_id, error_code, error_msg}`."""
+    echo: dict[str, Any] = {"task_id": None}
     try:
-        data = json.loads(raw)
-        task_id = data.get("task_id") if isinstance(data, dict) else None
-        body = PredictIn.model_validate(data)
         owner = deps.owner(request)
-        job = atelier.submit(body.prompt, owner=owner, **_params(atelier, body))
-        job = atelier.wait(job.id)
+        submitted, body = await run_in_threadpool(_submit, atelier, raw, owner, echo)
+        job = await finished_job(request, atelier, submitted.id)
+        if job is None:
+            message = timeout_message(submitted.id, atelier.settings.compat_wait_seconds)
+            return _failure(469, echo["task_id"], message)
         if job.status is not JobStatus.SUCCEEDED:
-            raise GenerationFailed(job.error_message or f"The job was {job.status.value}.")
-        base = str(request.base_url).rstrip("/")
+            raise GenerationFailed(failure_message(job), code=job.error_code)
         answer: dict[str, Any] = {
             "success": 1,
-            "task_id": task_id,
+            "task_id": echo["task_id"],
             "seed": str(job.seed),
-            "image_url": ",".join(f"{base}/v1/images/{image.id}" for image in job.images),
+            "image_url": ",".join(image_url(atelier, image.id) for image in job.images),
             "is_nsfw": [bool(image.nsfw) for image in job.images],
             "prompt": body.prompt,
         }
         if body.use_base64:
-            paths = [atelier.image_path(image.id, owner) for image in job.images]
-            answer["images_base64"] = [base64.b64encode(Path(p).read_bytes()).decode() for p in paths]
+            answer["images_base64"] = await images_base64(atelier, job, owner)
         return JSONResponse(answer)
     except Exception as error:
-        code, message = _error(error)
-        body_out = {"success": 0, "task_id": task_id, "error_code": code, "error_msg": message[:200]}
-        return JSONResponse(body_out, status_code=code)
+        code, message, headers = _error(error)
+        return _failure(code, echo["task_id"], message, headers)
+
+
+def _failure(code: int, task_id: Any, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"success": 0, "task_id": task_id, "error_code": code, "error_msg": message[:200]}
+    return JSONResponse(body, status_code=code, headers=headers)

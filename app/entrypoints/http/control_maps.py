@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.entrypoints.http import deps
+from app.entrypoints.http.openapi import errors
 from app.entrypoints.library import Atelier
 
 router = APIRouter(tags=["control maps"])
@@ -34,7 +35,13 @@ class ControlMapIn(BaseModel):
     "/v1/control-maps",
     summary="Preview a ControlNet control map (canny edges or depth map) as PNG",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "The control map, as the ControlNet would see it."}},
+    responses={
+        200: {
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The control map, as the ControlNet would see it.",
+        },
+        **errors(404, 503, codes={404: ["image_not_found"]}),
+    },
 )
 def control_map(body: ControlMapIn, atelier: AtelierDep, owner: OwnerDep) -> Response:
     """The image fitted to the size and preprocessed exactly as a ControlNet job with the same `control.image`,

@@ -1,13 +1,12 @@
-"""Request-scoped dependencies: the Atelier instance and the caller's identity."""
+"""Request-scoped dependencies: the Atelier instance and the caller (resolved once per request by
+``auth.AuthMiddleware``; these only read it)."""
 
 from __future__ import annotations
-
-import hashlib
-import hmac
 
 from fastapi import Request
 
 from app.domain.errors import Unauthorized
+from app.entrypoints.http.auth import Caller
 from app.entrypoints.library import Atelier
 
 
@@ -16,14 +15,21 @@ def atelier(request: Request) -> Atelier:
     return instance
 
 
-def owner(request: Request) -> str:
-    """``local`` when the deployment has no API keys; otherwise a key is required and the
-    owner is a digest of it (the key itself is never stored)."""
-    keys: tuple[str, ...] = request.app.state.atelier.settings.api_keys
-    if not keys:
-        return "local"
-    header = request.headers.get("authorization", "")
-    given = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-    if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
+def caller(request: Request) -> Caller:
+    found = request.scope.get("state", {}).get("caller")
+    if not isinstance(found, Caller) or found.owner == "anonymous":
         raise Unauthorized("A valid API key is required: send 'Authorization: Bearer <key>'.")
-    return "key:" + hashlib.sha256(given.encode()).hexdigest()[:16]
+    return found
+
+
+def owner(request: Request) -> str:
+    """``local`` when the deployment has no API keys; otherwise a digest of the caller's key."""
+    return caller(request).owner
+
+
+def is_admin(request: Request) -> bool:
+    """True without keys (the one local user) or for a key in ``admin_keys``."""
+    return caller(request).admin
+
+
+MAX_OFFSET = 1_000_000_000  # list offsets past this are refused (422), not passed to the database to overflow

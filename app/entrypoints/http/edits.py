@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.domain.edits import DEFAULT_EDITOR, EDITORS, MAX_EDIT_CHARS, MAX_LOCALITY, MAX_REPHRASES, EditRequest
+from app.domain.edits import DEFAULT_EDITOR, EDITORS, MAX_EDIT_CHARS, MAX_LOCALITY, MAX_REPHRASES
 from app.entrypoints.http import deps
+from app.entrypoints.http.openapi import errors
+from app.entrypoints.http.schemas import EditOut, EditPageOut, RollbackOut
 from app.entrypoints.library import Atelier
 
 router = APIRouter(tags=["edits"])
@@ -43,16 +44,14 @@ class RollbackIn(BaseModel):
     to: int = Field(description="Keep the first `to` active edits (0: the original model).")
 
 
-def _edit(edit: EditRequest) -> dict[str, Any]:
-    data = asdict(edit)
-    data["status"] = edit.status.value
-    data["created_at"] = edit.created_at.isoformat()
-    data["rolled_back_at"] = edit.rolled_back_at.isoformat() if edit.rolled_back_at else None
-    return data
-
-
-@router.post("/v1/edits", status_code=201, summary="Apply the next edit to the served language model")
-def apply(body: EditIn, atelier: AtelierDep, owner: OwnerDep) -> dict[str, Any]:
+@router.post(
+    "/v1/edits",
+    status_code=201,
+    response_model=EditOut,
+    summary="Apply the next edit to the served language model",
+    responses=errors(409, 503, codes={409: ["editor_not_trained", "editor_mismatch", "concurrent_update"]}),
+)
+def apply(body: EditIn, atelier: AtelierDep, owner: OwnerDep) -> EditOut:
     """Applies the edit on top of the active ones with the chosen editor, scores it (reliability,
     generality, locality) and stores it in the edit log before replying. Knowledge queries answer with
     the edited model from then on. 409 `editor_not_trained` names the command that trains a DAFNet or
@@ -66,30 +65,40 @@ def apply(body: EditIn, atelier: AtelierDep, owner: OwnerDep) -> dict[str, Any]:
         locality=[(p.prompt, p.answer) for p in body.locality],
         owner=owner,
     )
-    return _edit(edit)
+    return EditOut.of(edit)
 
 
-@router.get("/v1/edits", summary="The edit log, newest first")
+@router.get("/v1/edits", response_model=EditPageOut, summary="The edit log, newest first", responses=errors(503))
 def list_edits(
     atelier: AtelierDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=deps.MAX_OFFSET)] = 0,
     active: Annotated[bool, Query(description="Only the active edits, in the order they apply.")] = False,
-) -> dict[str, Any]:
+) -> EditPageOut:
     if active:
         items = atelier.edits.active()
-        return {"items": [_edit(e) for e in items], "total": len(items), "limit": len(items), "offset": 0}
+        return EditPageOut(items=[EditOut.of(e) for e in items], total=len(items), limit=len(items), offset=0)
     page, total = atelier.edits.log(limit, offset)
-    return {"items": [_edit(e) for e in page], "total": total, "limit": limit, "offset": offset}
+    return EditPageOut(items=[EditOut.of(e) for e in page], total=total, limit=limit, offset=offset)
 
 
-@router.get("/v1/edits/{edit_id}", summary="One edit")
-def get_edit(edit_id: str, atelier: AtelierDep) -> dict[str, Any]:
-    return _edit(atelier.edits.get(edit_id))
+@router.get(
+    "/v1/edits/{edit_id}",
+    response_model=EditOut,
+    summary="One edit",
+    responses=errors(404, 503, codes={404: ["edit_not_found"]}),
+)
+def get_edit(edit_id: str, atelier: AtelierDep) -> EditOut:
+    return EditOut.of(atelier.edits.get(edit_id))
 
 
-@router.post("/v1/edits/rollback", summary="Roll the served model back to an earlier point")
-def rollback(body: RollbackIn, atelier: AtelierDep) -> dict[str, Any]:
+@router.post(
+    "/v1/edits/rollback",
+    response_model=RollbackOut,
+    summary="Roll the served model back to an earlier point",
+    responses=errors(409, 503, codes={409: ["editor_not_trained", "editor_mismatch"]}),
+)
+def rollback(body: RollbackIn, atelier: AtelierDep) -> RollbackOut:
     """Keeps the first `to` active edits; 422 `rollback_out_of_range` past the start or the end."""
     undone = atelier.edits.rollback(body.to)
-    return {"rolled_back": [_edit(e) for e in undone], "active": body.to}
+    return RollbackOut(rolled_back=[EditOut.of(e) for e in undone], active=body.to)

@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from app.domain.jobs import JobStatus
 from app.entrypoints.http import deps
+from app.entrypoints.http.openapi import errors
 from app.entrypoints.http.schemas import JobOut, JobPageOut, JobRequest
 from app.entrypoints.library import Atelier
 
@@ -20,31 +21,47 @@ AtelierDep = Annotated[Atelier, Depends(deps.atelier)]
 OwnerDep = Annotated[str, Depends(deps.owner)]
 
 
-@router.post("/v1/jobs", status_code=202, response_model=JobOut, summary="Queue a text-to-image job")
+@router.post(
+    "/v1/jobs",
+    status_code=202,
+    response_model=JobOut,
+    summary="Queue a text-to-image job",
+    responses=errors(404, 503, 507, codes={404: ["unknown_model", "image_not_found"]}),
+)
 def submit(body: JobRequest, atelier: AtelierDep, owner: OwnerDep) -> JobOut:
     """The job is stored before the reply; follow it with `GET /v1/jobs/{id}` or `/events`."""
     values = body.params()
     return JobOut.of(atelier.submit(values.pop("prompt"), owner=owner, **values))
 
 
-@router.get("/v1/jobs", response_model=JobPageOut, summary="List your jobs, newest first")
+@router.get("/v1/jobs", response_model=JobPageOut, summary="List your jobs, newest first", responses=errors(503))
 def list_jobs(
     atelier: AtelierDep,
     owner: OwnerDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=deps.MAX_OFFSET)] = 0,
 ) -> JobPageOut:
     page = atelier.jobs(owner=owner, status=status, limit=limit, offset=offset)
     return JobPageOut(items=[JobOut.of(j) for j in page.items], total=page.total, limit=page.limit, offset=page.offset)
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobOut, summary="One job with its progress and images")
+@router.get(
+    "/v1/jobs/{job_id}",
+    response_model=JobOut,
+    summary="One job with its progress and images",
+    responses=errors(404, 503, codes={404: ["job_not_found"]}),
+)
 def get_job(job_id: str, atelier: AtelierDep, owner: OwnerDep) -> JobOut:
     return JobOut.of(atelier.job(job_id, owner))
 
 
-@router.post("/v1/jobs/{job_id}/cancel", response_model=JobOut, summary="Cancel a queued or running job")
+@router.post(
+    "/v1/jobs/{job_id}/cancel",
+    response_model=JobOut,
+    summary="Cancel a queued or running job",
+    responses=errors(404, 409, 503, codes={404: ["job_not_found"], 409: ["job_finished", "concurrent_update"]}),
+)
 def cancel(job_id: str, atelier: AtelierDep, owner: OwnerDep) -> JobOut:
     """A queued job is cancelled at once; a running one stops within one denoising step. 409 if finished."""
     return JobOut.of(atelier.cancel(job_id, owner))
@@ -54,7 +71,13 @@ def cancel(job_id: str, atelier: AtelierDep, owner: OwnerDep) -> JobOut:
     "/v1/jobs/{job_id}/events",
     summary="Server-sent progress events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "Events `progress` and, last, `done`; the data of each is the job (`JobOut`) as JSON.",
+        },
+        **errors(404, 503, codes={404: ["job_not_found"]}),
+    },
 )
 async def events(job_id: str, request: Request, atelier: AtelierDep, owner: OwnerDep) -> StreamingResponse:
     """`event: progress` whenever status or progress changes, then one `event: done` with the finished job."""
@@ -85,7 +108,10 @@ async def events(job_id: str, request: Request, atelier: AtelierDep, owner: Owne
     "/v1/images/{image_id}",
     summary="A result image (PNG with its generation parameters)",
     response_class=FileResponse,
-    responses={200: {"content": {"image/png": {}}}},
+    responses={
+        200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+        **errors(404, 503, codes={404: ["image_not_found"]}),
+    },
 )
 def image(image_id: str, atelier: AtelierDep, owner: OwnerDep) -> FileResponse:
     return FileResponse(atelier.image_path(image_id, owner), media_type="image/png", filename=f"{image_id}.png")

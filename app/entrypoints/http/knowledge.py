@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.domain.knowledge import MAX_QUESTION_CHARS, MAX_TOP_K, KnowledgeQuery
+from app.domain.errors import Forbidden
+from app.domain.knowledge import MAX_QUESTION_CHARS, MAX_TOP_K, SHARED_COLLECTION
 from app.entrypoints.http import deps
+from app.entrypoints.http.auth import Caller
+from app.entrypoints.http.openapi import errors
+from app.entrypoints.http.schemas import IngestReportOut, KnowledgeQueryOut, KnowledgeQueryPageOut
 from app.entrypoints.library import Atelier
 
 router = APIRouter(tags=["knowledge"])
 AtelierDep = Annotated[Atelier, Depends(deps.atelier)]
 OwnerDep = Annotated[str, Depends(deps.owner)]
+CallerDep = Annotated[Caller, Depends(deps.caller)]
 
 
 class QueryIn(BaseModel):
@@ -38,42 +42,69 @@ class DocumentsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     documents: list[DocumentIn] = Field(min_length=1, max_length=1000)
+    shared: bool = Field(
+        False,
+        description="Publish to the shared collection every key searches (admin keys only); by default the "
+        "documents go to the caller's own collection, which only the caller's key searches.",
+    )
 
 
-def _query(query: KnowledgeQuery) -> dict[str, Any]:
-    data = asdict(query)
-    data["decision"] = query.decision.value
-    data["created_at"] = query.created_at.isoformat()
-    return data
-
-
-@router.post("/v1/knowledge/queries", status_code=201, summary="Ask a question")
-def ask(body: QueryIn, atelier: AtelierDep, owner: OwnerDep) -> dict[str, Any]:
+@router.post(
+    "/v1/knowledge/queries",
+    status_code=201,
+    response_model=KnowledgeQueryOut,
+    summary="Ask a question",
+    responses=errors(409, 503, codes={409: ["not_calibrated"], 503: ["index_unavailable", "model_unavailable"]}),
+)
+def ask(body: QueryIn, atelier: AtelierDep, owner: OwnerDep) -> KnowledgeQueryOut:
     """The model answers alone; when the calibrated detector judges the question long-tail, the top-k
     passages are retrieved and it answers again with them. The reply holds the answer, the
     `decision` (`parametric` or `retrieved`), the signals behind it, the passages with their scores
     and the seconds per stage. The query is stored before the reply (`GET /v1/knowledge/queries/{id}`)."""
-    return _query(atelier.knowledge.ask(body.question, owner=owner, top_k=body.top_k, retrieval=body.retrieval))
+    query = atelier.knowledge.ask(body.question, owner=owner, top_k=body.top_k, retrieval=body.retrieval)
+    return KnowledgeQueryOut.of(query)
 
 
-@router.get("/v1/knowledge/queries/{query_id}", summary="One answered question")
-def get_query(query_id: str, atelier: AtelierDep, owner: OwnerDep) -> dict[str, Any]:
-    return _query(atelier.knowledge.query(query_id, owner))
+@router.get(
+    "/v1/knowledge/queries/{query_id}",
+    response_model=KnowledgeQueryOut,
+    summary="One answered question",
+    responses=errors(404, 503, codes={404: ["knowledge_query_not_found"]}),
+)
+def get_query(query_id: str, atelier: AtelierDep, owner: OwnerDep) -> KnowledgeQueryOut:
+    return KnowledgeQueryOut.of(atelier.knowledge.query(query_id, owner))
 
 
-@router.get("/v1/knowledge/queries", summary="Answered questions, newest first")
+@router.get(
+    "/v1/knowledge/queries",
+    response_model=KnowledgeQueryPageOut,
+    summary="Answered questions, newest first",
+    responses=errors(503),
+)
 def list_queries(
     atelier: AtelierDep,
     owner: OwnerDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> dict[str, Any]:
+    offset: Annotated[int, Query(ge=0, le=deps.MAX_OFFSET)] = 0,
+) -> KnowledgeQueryPageOut:
     page = atelier.knowledge.queries(owner, limit, offset)
-    return {"items": [_query(q) for q in page.items], "total": page.total, "limit": limit, "offset": offset}
+    items = [KnowledgeQueryOut.of(q) for q in page.items]
+    return KnowledgeQueryPageOut(items=items, total=page.total, limit=limit, offset=offset)
 
 
-@router.post("/v1/knowledge/documents", status_code=201, summary="Ingest documents into the knowledge index")
-def ingest(body: DocumentsIn, atelier: AtelierDep, owner: OwnerDep) -> dict[str, Any]:
-    """Chunks, embeds and indexes the documents; all are validated before any is stored."""
-    report = atelier.knowledge.ingest_texts([(d.source, d.text) for d in body.documents])
-    return asdict(report)
+@router.post(
+    "/v1/knowledge/documents",
+    status_code=201,
+    response_model=IngestReportOut,
+    summary="Ingest documents into the knowledge index",
+    responses=errors(403, 503, codes={503: ["index_unavailable"]}),
+)
+def ingest(body: DocumentsIn, atelier: AtelierDep, caller: CallerDep) -> IngestReportOut:
+    """Chunks, embeds and indexes the documents into the caller's collection (or, `shared` with an admin key,
+    the shared one); all are validated before any is stored. A source ingested again into the same collection
+    replaces its chunks; another key's document of the same name is another document."""
+    if body.shared and not caller.admin:
+        raise Forbidden("Publishing to the shared collection needs an admin key.")
+    collection = SHARED_COLLECTION if body.shared else caller.owner
+    report = atelier.knowledge.ingest_texts([(d.source, d.text) for d in body.documents], collection=collection)
+    return IngestReportOut.of(report)

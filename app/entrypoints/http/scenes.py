@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,6 +11,8 @@ from app.container import decode_base64
 from app.domain.errors import ImageNotFound
 from app.domain.jobs import job_id_of
 from app.entrypoints.http import deps
+from app.entrypoints.http.openapi import errors
+from app.entrypoints.http.schemas import SceneReadingOut
 from app.entrypoints.library import Atelier
 
 router = APIRouter(tags=["demo world"])
@@ -26,8 +27,13 @@ class SceneReadIn(BaseModel):
     caption: str | None = Field(None, description="Score the image against this caption (content integrity).")
 
 
-@router.post("/v1/scenes/read", summary="Read the shapes a demo-world image shows")
-def read_scene(body: SceneReadIn, atelier: AtelierDep, owner: OwnerDep) -> dict[str, Any]:
+@router.post(
+    "/v1/scenes/read",
+    response_model=SceneReadingOut,
+    summary="Read the shapes a demo-world image shows",
+    responses=errors(404, 503, codes={404: ["image_not_found"]}),
+)
+def read_scene(body: SceneReadIn, atelier: AtelierDep, owner: OwnerDep) -> SceneReadingOut:
     """The objects the OpenCV checker sees (shape, colour, position, size, styles) and the background;
     with `caption`, the content-integrity score (`score` in [0, 1], `exact`) and the seen object
     paired with each object the caption asks for."""
@@ -38,4 +44,4 @@ def read_scene(body: SceneReadIn, atelier: AtelierDep, owner: OwnerDep) -> dict[
         source = decode_base64(body.image)
     else:
         source = atelier.image_path(body.image, owner)
-    return asdict(atelier.read_scene(source, body.caption, owner))
+    return SceneReadingOut.of(atelier.read_scene(source, body.caption, owner))

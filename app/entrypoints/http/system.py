@@ -5,25 +5,50 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
 
 from app.domain.models import ModelKind
 from app.entrypoints.http import deps
-from app.entrypoints.http.schemas import Health, ModelOut
+from app.entrypoints.http.openapi import errors
+from app.entrypoints.http.schemas import Health, ModelOut, Readiness
 from app.entrypoints.library import Atelier
 
 router = APIRouter()
 AtelierDep = Annotated[Atelier, Depends(deps.atelier)]
 
 
-@router.get("/v1/models", response_model=list[ModelOut], tags=["models"], summary="Registered models")
+@router.get(
+    "/v1/models", response_model=list[ModelOut], tags=["models"], summary="Registered models", responses=errors(503)
+)
 def models(
-    atelier: AtelierDep, _owner: Annotated[str, Depends(deps.owner)], kind: ModelKind | None = None
+    atelier: AtelierDep, admin: Annotated[bool, Depends(deps.is_admin)], kind: ModelKind | None = None
 ) -> list[ModelOut]:
-    """Base models, LoRAs and ControlNets; `kind` filters."""
-    return [ModelOut.of(m) for m in atelier.models(kind)]
+    """Base models, LoRAs and ControlNets; `kind` filters. `source` (where the model was registered from: a
+    server path or a hub id) is shown to admin keys only."""
+    return [ModelOut.of(m, show_source=admin) for m in atelier.models(kind)]
 
 
-@router.get("/healthz", response_model=Health, tags=["system"], summary="Liveness and database reachability")
+@router.get(
+    "/healthz",
+    response_model=Health,
+    tags=["system"],
+    summary="Liveness and database reachability",
+    responses=errors(503, codes={503: ["database_unavailable"]}),
+)
 def healthz(atelier: AtelierDep) -> Health:
     """503 with `database_unavailable` when the database cannot be reached."""
     return Health(**atelier.health())
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    tags=["system"],
+    summary="Readiness: the database takes writes and a worker is alive",
+    responses={503: {"model": Readiness, "description": "Not ready; the body says which check failed."}},
+)
+def readyz(atelier: AtelierDep) -> JSONResponse:
+    """200 when this instance can take jobs: the database answers and is writable, and (in a process that
+    runs jobs) a worker thread is alive; otherwise 503 with the same body. Public, for load balancers."""
+    state = Readiness(**atelier.readiness())
+    return JSONResponse(state.model_dump(), status_code=200 if state.ready else 503)
