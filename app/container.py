@@ -413,12 +413,6 @@ def _edit_evaluator(llm: Any, unrelated: bool) -> Any:
     return TransformersEditEvaluator(llm, unrelated=unrelated_probes() if unrelated else ())
 
 
-def _served_llm(llm: Any, restore: Any) -> Any:
-    """The language model with the edits its log holds (synchronised before each use)."""
-    restore()
-    return llm
-
-
 def _test_catalog() -> InMemoryModelCatalog:
     return InMemoryModelCatalog([ModelInfo(name="demo", path="memory://demo", source="memory://demo", default_size=64)])
 
@@ -539,7 +533,6 @@ class Container(containers.DeclarativeContainer):
     apply_edit = providers.Factory(ApplyEdit, editor_pool, edit_log, edit_evaluator, clock)
     rollback_edits = providers.Factory(RollbackEdits, editor_pool, edit_log, clock)
     evaluate_editor = providers.Factory(EvaluateEditor, editor_pool, edit_log, protocol_evaluator)
-    served_llm = providers.Callable(_served_llm, llm, restore_edits)
 
     prompt_sessions = providers.Selector(
         profile,
@@ -558,7 +551,7 @@ class Container(containers.DeclarativeContainer):
 
     ask_question = providers.Factory(
         AskQuestion,
-        served_llm,
+        llm,
         embedder,
         knowledge_index,
         word_frequency,
@@ -568,10 +561,11 @@ class Container(containers.DeclarativeContainer):
         clock,
         settings.provided.knowledge_max_new_tokens,
         probe=state_probe,
+        restore=restore_edits,  # an explicit first step of each use, not a side effect of resolving it
     )
     calibrate_detector = providers.Factory(
         CalibrateDetector,
-        served_llm,
+        llm,
         embedder,
         word_frequency,
         lexicon,
@@ -580,5 +574,6 @@ class Container(containers.DeclarativeContainer):
         clock,
         settings.provided.knowledge_max_new_tokens,
         probe=state_probe,
+        restore=restore_edits,  # an explicit first step of each use, not a side effect of resolving it
     )
     ingest_documents = providers.Factory(IngestDocuments, embedder, knowledge_index)

@@ -75,11 +75,15 @@ class AskQuestion:
         max_new_tokens: int = 32,
         neighbours_k: int = 5,
         probe: LongTailDetector | None = None,
+        restore: Callable[[], object] | None = None,
     ) -> None:
+        """``restore``: gives the model the edits its log holds (another process may have applied or rolled
+        back some); called first in every query, so the answer comes from the model as edited now."""
         self._llm, self._embedder, self._index, self._words = llm, embedder, index, words
         self._detector, self._calibrations, self._queries, self._clock = detector, calibrations, queries, clock
         self._max_new_tokens, self._neighbours_k = max_new_tokens, neighbours_k
         self._probe = probe or detector
+        self._restore = restore
 
     def __call__(
         self,
@@ -94,6 +98,8 @@ class AskQuestion:
         ``NotCalibrated`` when ``retrieval="auto"`` and the model has no calibration yet and
         ``IndexUnavailable`` when the index cannot be reached. ``early=False`` turns the early
         decisions off: every question is answered by the model first, to the end."""
+        if self._restore is not None:
+            self._restore()
         text = validate_question(question)
         k = validate_top_k(top_k)
         if retrieval not in RETRIEVAL_MODES:

@@ -111,16 +111,22 @@ class CalibrateDetector:
         max_new_tokens: int = 32,
         neighbours_k: int = 5,
         probe: LongTailDetector | None = None,
+        restore: Callable[[], object] | None = None,
     ) -> None:
+        """``restore``: gives the model the edits its log holds; called before measuring, so the calibration
+        is of the model as it is served."""
         self._llm, self._embedder, self._words, self._lexicon = llm, embedder, words, lexicon
         self._detector, self._calibrations, self._clock = detector, calibrations, clock
         self._probe = probe or detector
         self._max_new_tokens, self._neighbours_k = max_new_tokens, neighbours_k
+        self._restore = restore
 
     def measure(
         self, items: Sequence[LabelledQuestion], progress: Progress | None = None
     ) -> tuple[list[InstanceSignals], list[float]]:
         """The GECE terms of every instance and E(grad_ins) (no fitting, nothing stored)."""
+        if self._restore is not None:
+            self._restore()
         raw = []
         for i, item in enumerate(items):
             question = validate_question(item.question)

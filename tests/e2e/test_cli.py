@@ -31,7 +31,7 @@ def test_generate_saves_pngs_and_records_the_job(data_dir: str, tmp_path: Path) 
         "2",
         "--seed",
         "7",
-        "--n",
+        "--n",  # the first spelling of --num-images, still accepted
         "2",
         "--scheduler",
         "euler_a",
@@ -138,7 +138,7 @@ def test_help_and_import_do_not_load_torch() -> None:
         "--steps",
         "--guidance",
         "--seed",
-        "--n",
+        "--num-images",
         "--scheduler",
         "--out",
         "--json",
@@ -168,4 +168,4 @@ def test_every_mode_from_the_command_line(data_dir: str, tmp_path: Path) -> None
     code, _, stderr = run(data_dir, "generate", "猫", "--mask", str(hole))
     assert code == 2 and stderr.startswith("error: Mode inpaint needs init_image.")
     code, stdout, _ = run(data_dir, "models", "list", "--kind", "controlnet")
-    assert code == 0 and [line.split()[0] for line in stdout.splitlines()] == ["canny", "depth"]
+    assert code == 0 and [line.split()[0] for line in stdout.splitlines()] == ["NAME", "canny", "depth"]

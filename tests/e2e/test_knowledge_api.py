@@ -117,7 +117,8 @@ def test_cli_ingest_calibrate_ask_list_show(cli_env: dict[str, str], tmp_path: P
     assert code == 0 and "from retrieved passages" in out and "tuvalu.md" in out
 
     code, out, _ = run(cli_env, data, "knowledge", "list")
-    assert code == 0 and len(out.strip().splitlines()) == 2
+    lines = out.strip().splitlines()
+    assert code == 0 and lines[0].split() == ["ID", "DECISION", "SECONDS", "QUESTION"] and len(lines) == 3
     code, out, _ = run(cli_env, data, "knowledge", "show", query["id"], "--json")
     assert code == 0 and json.loads(out)["id"] == query["id"]
 

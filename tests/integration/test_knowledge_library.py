@@ -117,3 +117,17 @@ def test_bad_inputs_name_the_problem(tmp_path: Path, data: Path, tiny_llm: str) 
             atelier.knowledge.calibrate(str(data / "questions.jsonl"), limit=3)
         with pytest.raises(InvalidParameters, match="empty"):
             atelier.knowledge.ask("  ", retrieval="never")
+
+
+def test_resolving_the_use_case_restores_nothing_and_each_query_restores_the_edits(tmp_path: Path) -> None:
+    """Serving the edited model is an explicit first step of a query, not a side effect of building it."""
+    from dependency_injector import providers
+
+    with Atelier.open(data_dir=str(tmp_path), profile="test") as atelier:
+        calls: list[int] = []
+        atelier.container.restore_edits.override(providers.Object(lambda: calls.append(1)))
+        ask = atelier.container.ask_question()
+        assert calls == []
+        ask("What is the capital of France?", "local", retrieval="never")
+        ask("What is the capital of Peru?", "local", retrieval="never")
+        assert calls == [1, 1]

@@ -29,7 +29,7 @@ output head at the scored positions. Exact, not an approximation (a test compare
 model); on SmolLM2-135M (30 blocks) with the default 3 it skips nine tenths of the model. The editing
 signal (taken on the original weights) is likewise computed once per training edit.
 
-Scaled down for a CPU (state every change in the README): widths (``NetworkConfig``), steps, and the
+Scaled down for a CPU (every change is stated in docs/model-edits.md): widths (``NetworkConfig``), steps, and the
 network learning rate (the authors' 1e-6 is for 7B models and many GPU-days; 1e-4 here).
 Every random draw derives from the seed and the step number, so a resumed run continues exactly, and a
 run resumed with more ``steps`` (or another ``max_sequence``) is the longer run it would have been.

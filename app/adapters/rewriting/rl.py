@@ -45,7 +45,7 @@ the ablations that ``benchmarks.prompt_sessions --rl-ablations`` measures.
 **Render-free reward** (``reward="text"``, a diagnostic). The scorer is the integrity of the rewrite's own
 text against the asked scene (``text_integrity``) instead of a render: the same content check without the
 image model's noise, so a run says whether PPO can improve the rewriter when the reward is exact. Measured
-(README, "The prompt-session runs"): it cannot, at these budgets.
+(docs/benchmarks.md, "The prompt-session runs"): it cannot, at these budgets.
 
 **Held-out check.** Before and after training, the greedy rewrites of held-out records (scenes of the held-out
 split) are rendered and scored: mean combined reward, integrity and the share read back as exactly the

@@ -1,4 +1,5 @@
-"""``atelier chat``: a prompt session in the terminal (instruction in, ranked candidates and images out)."""
+"""``atelier rewrite`` (first called ``atelier chat``, still accepted): a prompt session in the terminal,
+an image prompt rewritten over several turns (instruction in, ranked candidates and images out)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import click
 
 from app.domain.errors import AtelierError
 from app.domain.prompt_sessions import PromptSession, Turn
-from app.entrypoints.cli.common import open_atelier
+from app.entrypoints.cli.common import AliasOption, open_atelier
 from app.entrypoints.library import Atelier
 
 HELP = """Commands (anything else is an instruction):
@@ -22,7 +23,8 @@ HELP = """Commands (anything else is an instruction):
   :branch N      grow the next turn from turn N (0: from the original prompt)
   :show          the session: its turns and the current prompt
   :help          this list
-  :quit          leave (the session is stored; continue it with --session)"""
+  :quit          leave (the session is stored; continue it with --session)
+An empty input (Ctrl-D, or the end of piped input) leaves too."""
 
 
 def _image_path(atelier: Atelier, image_id: str | None) -> str | None:
@@ -80,18 +82,29 @@ def _print_session(session: PromptSession) -> None:
     click.echo(f"  current prompt: {session.current_prompt}")
 
 
-@click.command()
+@click.command("rewrite")
 @click.argument("prompt", required=False)
 @click.option("--session", "session_id", help="Continue a stored session instead of starting one.")
 @click.option("--model", help="Image model (default: the default model).")
-@click.option("-n", "--rewrites", "n", default=8, show_default=True, help="Rewrites sampled per turn.")
-@click.option("-k", "--candidates", "k", default=4, show_default=True, help="Candidates rendered and ranked.")
+@click.option(
+    "--rewrites",
+    "-n",  # the first spelling, kept working; -n/--num-images elsewhere counts images
+    "n",
+    cls=AliasOption,
+    hidden_names=["-n"],
+    default=8,
+    show_default=True,
+    help="Rewrites of the prompt the language model samples per turn.",
+)
+@click.option(
+    "-k", "--candidates", "k", default=4, show_default=True, help="Of those, the candidates rendered and ranked."
+)
 @click.option("--seed", type=int, help="One seed for every turn (default: a random one per turn).")
-@click.option("--steps", default=20, show_default=True)
+@click.option("--steps", default=20, show_default=True, help="Denoising steps of each rendered candidate.")
 @click.option("--no-rewrite", is_flag=True, help="Render the prompt as it is (no rewriting).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (for scripts).")
 @click.pass_context
-def chat(
+def rewrite(
     ctx: click.Context,
     prompt: str | None,
     session_id: str | None,
@@ -103,13 +116,16 @@ def chat(
     no_rewrite: bool,
     as_json: bool,
 ) -> None:
-    """Rewrite PROMPT over several turns: each line read is an instruction (把圆形换成蓝色, 加一个小三角形,
-    背景改成白色, 更精致一些); the rewritten candidates are rendered with one seed, scored and ranked.
+    """Rewrite the image prompt PROMPT over several turns (a prompt session). Each line read is an
+    instruction for the prompt (把圆形换成蓝色, 加一个小三角形, 背景改成白色, 更精致一些); the language
+    model rewrites the prompt, and the candidates are rendered with one seed, scored and ranked. Lines
+    starting with ':' are commands (:pick N, :undo, :show, :help, :quit). Not a chat with the language
+    model: `atelier ask` answers questions. Also accepted as `atelier chat`.
 
     \b
     Examples:
-      atelier chat "一个红色的圆形在左上角，白色背景" --seed 7
-      printf '把圆形换成蓝色\\n:pick 1\\n' | atelier chat "一个红色的圆形在中间" --json
+      atelier rewrite "一个红色的圆形在左上角，白色背景" --seed 7
+      printf '把圆形换成蓝色\\n:pick 1\\n' | atelier rewrite "一个红色的圆形在中间" --json
     """
     if (prompt is None) == (session_id is None):
         raise click.UsageError("Give a PROMPT to start a session, or --session ID to continue one.")
@@ -191,3 +207,6 @@ def chat(
         except (AtelierError, click.UsageError) as error:
             message = error.message if isinstance(error, AtelierError) else str(error)
             click.echo(f"error: {message}", err=True)  # the session goes on
+
+
+chat = rewrite  # the command's first name

@@ -8,7 +8,7 @@ import click
 
 from app.domain.edits import DEFAULT_EDITOR, EDITORS, EditRequest
 from app.domain.errors import InvalidParameters
-from app.entrypoints.cli.common import echo_json, open_atelier, progress_bar
+from app.entrypoints.cli.common import echo_json, echo_table, open_atelier, progress_bar, quiet_option
 
 EDITOR = click.Choice(EDITORS)
 
@@ -23,6 +23,23 @@ def _line(edit: EditRequest) -> str:
         f"{edit.id}  #{edit.position:<3} {edit.status.value:<11} {edit.editor:<6} rel {_score(s.reliability)} "
         f"gen {_score(s.generality)} loc {_score(s.locality)}  {edit.spec.prompt[:40]} -> {edit.spec.target[:30]}"
     )
+
+
+EDIT_COLUMNS = ("ID", "#", "STATUS", "EDITOR", "REL", "GEN", "LOC", "PROMPT -> TARGET")
+
+
+def _row(edit: EditRequest) -> list[str]:
+    s = edit.scores
+    return [
+        edit.id,
+        str(edit.position),
+        edit.status.value,
+        edit.editor,
+        _score(s.reliability),
+        _score(s.generality),
+        _score(s.locality),
+        f"{edit.spec.prompt[:40]} -> {edit.spec.target[:30]}",
+    ]
 
 
 def _probe(text: str) -> tuple[str, str]:
@@ -83,13 +100,13 @@ def apply(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def list_edits(ctx: click.Context, limit: int, offset: int, all_models: bool, as_json: bool) -> None:
-    """The edit log, newest first (applied and rolled back)."""
+    """The edit log, newest first (applied and rolled back), under a header naming the columns
+    (REL, GEN, LOC: reliability, generality, locality; --json for scripts)."""
     items, total = open_atelier(ctx).edits.log(limit, offset, all_models)
     if as_json:
         echo_json({"items": items, "total": total, "limit": limit, "offset": offset})
         return
-    for edit in items:
-        click.echo(_line(edit))
+    echo_table(EDIT_COLUMNS, (_row(edit) for edit in items), right=[1])
     click.echo(f"-- {len(items)} of {total}")
 
 
@@ -134,6 +151,7 @@ def rollback(ctx: click.Context, to: int, as_json: bool) -> None:
 @click.option("--fluency", default=0, show_default=True, type=click.IntRange(0), help="Fluency samples per chunk.")
 @click.option("--seed", default=0, show_default=True, help="Shuffle seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@quiet_option
 @click.pass_context
 def evaluate(
     ctx: click.Context,
@@ -145,11 +163,12 @@ def evaluate(
     fluency: int,
     seed: int,
     as_json: bool,
+    quiet: bool,
 ) -> None:
     """Sequential-editing evaluation: chunks of T edits applied one by one, all scored after the last."""
     atelier = open_atelier(ctx)
     specs = atelier.edits.load_dataset(dataset, limit) if dataset else _builtin_test(limit)
-    with progress_bar(f"{editor} T={sequence_length}", as_json) as progress:
+    with progress_bar(f"{editor} T={sequence_length}", quiet or as_json, "chunks") as progress:
         report = atelier.edits.evaluate(
             editor, specs, sequence_length, seed=seed, max_chunks=chunks, fluency_samples=fluency, progress=progress
         )
@@ -202,6 +221,7 @@ def _builtin_test(limit: int | None) -> list[Any]:
 @click.option("--work", default=None, help="Checkpoint folder  [default: <data dir>/training/edits-EDITOR-MODEL]")
 @click.option("--restart", is_flag=True, help="Discard the checkpoint and start over.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@quiet_option
 @click.pass_context
 def train(
     ctx: click.Context,
@@ -218,6 +238,7 @@ def train(
     work: str | None,
     restart: bool,
     as_json: bool,
+    quiet: bool,
 ) -> None:
     """Meta-train DAFNet (or MEND) for the served model on the built-in DAFSet-style training split.
 
@@ -234,7 +255,7 @@ def train(
         "sequence_sampling": sequence_sampling,
         "extra_cities": extra_cities,
     }
-    with progress_bar(f"training {editor}", as_json) as progress:
+    with progress_bar(f"training {editor}", quiet or as_json, "steps") as progress:
         summary = open_atelier(ctx).edits.train(
             editor,
             work_dir=work,

@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from tqdm import tqdm
 
-from app.domain.generation import SCHEDULERS, parse_size
+from app.domain.generation import SCHEDULERS, GenerationParams, parse_size
 from app.domain.jobs import GenerationJob, JobStatus
-from app.domain.specs import OutpaintSpec
-from app.entrypoints.cli.common import echo_json, job_dict, open_atelier
+from app.domain.specs import Mode, OutpaintSpec
+from app.entrypoints.cli.common import AliasOption, Progress, echo_json, job_dict, open_atelier, quiet_option
 from app.entrypoints.library import Atelier
 
 
@@ -29,7 +28,17 @@ from app.entrypoints.library import Atelier
     help="Classifier-free guidance scale  [default: the model's recommended scale (demo: 3), else 7.5]",
 )
 @click.option("--seed", default=None, type=int, help="Seed of the first image (random and recorded when omitted).")
-@click.option("--n", "num_images", default=1, show_default=True, type=int, help="Number of images (1-8).")
+@click.option(
+    "--num-images",
+    "--n",  # the first spelling, kept working
+    "num_images",
+    cls=AliasOption,
+    hidden_names=["--n"],
+    default=1,
+    show_default=True,
+    type=int,
+    help="Number of images (1-8).",
+)
 @click.option("--scheduler", default=None, help=f"One of: {', '.join(SCHEDULERS)} (default: the model's own).")
 @click.option("--init-image", type=click.Path(exists=True, dir_okay=False), help="Image for img2img (or to inpaint).")
 @click.option("--mask", type=click.Path(exists=True, dir_okay=False), help="Inpainting mask: white = repaint.")
@@ -44,7 +53,8 @@ from app.entrypoints.library import Atelier
 @click.option(
     "--out", "out_dir", default=".", show_default=True, type=click.Path(file_okay=False), help="Folder for PNGs."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the finished job as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the finished job as JSON (no progress output).")
+@quiet_option
 @click.pass_context
 def generate(
     ctx: click.Context,
@@ -69,12 +79,14 @@ def generate(
     loras: tuple[str, ...],
     out_dir: str,
     as_json: bool,
+    quiet: bool,
 ) -> None:
     """Generate images for PROMPT (Chinese or any language) and save them to --out.
 
     The mode follows from the options: --control (ControlNet), --outpaint, --mask (inpaint),
     --init-image (img2img), none (text-to-image). The job is recorded in the database like any
-    API job: `atelier jobs show ID` finds it.
+    API job: `atelier jobs show ID` finds it. Progress goes to stderr: a bar counting denoising steps
+    on a terminal, one line when the job is done anywhere else, nothing with --quiet or --json.
     """
     width, height = parse_size(size) if size else (None, None)
     atelier = open_atelier(ctx, start_worker=True, recover=False)
@@ -97,17 +109,21 @@ def generate(
         loras=list(loras),
         **inputs,
     )
-    with tqdm(total=100, desc="generating", unit="%", disable=as_json, leave=False) as bar:
+    progress = Progress("generating", "steps", quiet=quiet or as_json)
+    total = denoising_steps(job.params)
 
-        def show(current: GenerationJob) -> None:
-            bar.set_postfix_str(current.status.value)
-            bar.update(round(current.progress * 100) - bar.n)
+    def show(current: GenerationJob) -> None:
+        progress.update(round(current.progress * total), total, status=current.status.value)
 
-        try:
-            job = atelier.wait(job.id, on_progress=show)
-        except KeyboardInterrupt:
-            atelier.cancel(job.id)
-            raise click.ClickException(f"interrupted; job {job.id} cancelled") from None
+    try:
+        job = atelier.wait(job.id, on_progress=show)
+    except KeyboardInterrupt:
+        atelier.cancel(job.id)
+        raise click.ClickException(f"interrupted; job {job.id} cancelled") from None
+    finally:
+        progress.close()
+    if job.status is JobStatus.SUCCEEDED:
+        progress.finish()
     saved = []
     for image in job.images:
         target = Path(out_dir) / f"{image.id}.png"
@@ -126,6 +142,14 @@ def generate(
     if job.status is not JobStatus.SUCCEEDED:
         message = job.error_message or job.status.value
         raise click.ClickException(f"job {job.id} {job.status.value}: {message}")
+
+
+def denoising_steps(params: GenerationParams) -> int:
+    """The denoising steps a job runs (what its progress counts): ``steps``, or with an init image and
+    a strength below 1 about ``steps * strength`` (at least one), as the diffusers pipelines do."""
+    if params.mode in (Mode.IMG2IMG, Mode.INPAINT, Mode.OUTPAINT) and params.strength < 1:
+        return max(1, int(params.steps * params.strength))
+    return params.steps
 
 
 def _inputs(

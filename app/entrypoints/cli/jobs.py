@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from app.domain.jobs import JobStatus
-from app.entrypoints.cli.common import echo_json, job_dict, job_line, open_atelier
+from app.entrypoints.cli.common import JOB_COLUMNS, echo_json, echo_table, job_dict, job_line, job_row, open_atelier
 
 
 @click.group()
@@ -22,14 +22,13 @@ def jobs() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def list_jobs(ctx: click.Context, status: str | None, limit: int, offset: int, as_json: bool) -> None:
-    """Newest jobs first."""
+    """Newest jobs first, under a header naming the columns (--json for scripts)."""
     atelier = open_atelier(ctx)
     page = atelier.jobs(status=JobStatus(status) if status else None, limit=limit, offset=offset)
     if as_json:
         echo_json({"items": [job_dict(j) for j in page.items], "total": page.total, "limit": limit, "offset": offset})
         return
-    for job in page.items:
-        click.echo(job_line(job))
+    echo_table(JOB_COLUMNS, (job_row(job) for job in page.items), right=[2])
     click.echo(f"{len(page.items)} of {page.total} jobs", err=True)
 
 

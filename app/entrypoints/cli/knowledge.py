@@ -7,7 +7,7 @@ from dataclasses import asdict
 import click
 
 from app.domain.knowledge import DETECTOR_FEATURES, KnowledgeQuery
-from app.entrypoints.cli.common import echo_json, open_atelier, progress_bar
+from app.entrypoints.cli.common import AliasOption, echo_json, echo_table, open_atelier, progress_bar, quiet_option
 
 RETRIEVAL = click.Choice(["auto", "always", "never"])
 
@@ -54,16 +54,18 @@ def ask(ctx: click.Context, question: str, top_k: int, retrieval: str, as_json: 
 
 @click.group()
 def knowledge() -> None:
-    """Knowledge queries: ingest documents, calibrate the long-tail detector, evaluate, list queries."""
+    """Knowledge queries: ingest documents, calibrate the long-tail detector, evaluate; list and show the
+    answered queries. `atelier ask` answers a question."""
 
 
 @knowledge.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@quiet_option
 @click.pass_context
-def ingest(ctx: click.Context, paths: tuple[str, ...], as_json: bool) -> None:
+def ingest(ctx: click.Context, paths: tuple[str, ...], as_json: bool, quiet: bool) -> None:
     """Chunk, embed and index PATHS (txt, md, jsonl files or folders); re-ingesting replaces a file's chunks."""
-    with progress_bar("ingesting", as_json) as progress:
+    with progress_bar("ingesting", quiet or as_json, "documents") as progress:
         report = open_atelier(ctx, start_worker=False).knowledge.ingest(list(paths), progress)
     if as_json:
         echo_json(report)
@@ -90,6 +92,7 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], as_json: bool) -> None:
     "(default: above --threshold, like the detector that reads the answer).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the calibration statistics as JSON.")
+@quiet_option
 @click.pass_context
 def calibrate(
     ctx: click.Context,
@@ -100,6 +103,7 @@ def calibrate(
     threshold: float,
     early_precision: float | None,
     as_json: bool,
+    quiet: bool,
 ) -> None:
     """Compute GECE on the labelled questions of DATASET (jsonl: question, answers) and fit the detector.
 
@@ -108,7 +112,7 @@ def calibrate(
     below which an answer is abandoned while it is generated.
     """
     names = [f.strip() for f in features.split(",") if f.strip()]
-    with progress_bar("calibrating", as_json) as progress:
+    with progress_bar("calibrating", quiet or as_json, "questions") as progress:
         calibration, _ = open_atelier(ctx, start_worker=False).knowledge.calibrate(
             dataset,
             split=split,
@@ -138,9 +142,19 @@ def calibrate(
 @click.argument("dataset")
 @click.option("--split", default=None, help="Only lines whose 'split' field has this value.")
 @click.option("--limit", default=None, type=int, help="At most this many questions.")
-@click.option("--mode", "modes", type=RETRIEVAL, multiple=True, help="Retrieval modes to compare (default: all).")
-@click.option("--top-k", default=5, show_default=True)
+@click.option(
+    "--retrieval",
+    "--mode",  # the first spelling, kept working
+    "modes",
+    cls=AliasOption,
+    hidden_names=["--mode"],
+    type=RETRIEVAL,
+    multiple=True,
+    help="A retrieval mode to compare, as in `atelier ask --retrieval` (repeatable; default: all three).",
+)
+@click.option("--top-k", default=5, show_default=True, help="Passages to retrieve when retrieving.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@quiet_option
 @click.pass_context
 def evaluate(
     ctx: click.Context,
@@ -150,10 +164,11 @@ def evaluate(
     modes: tuple[str, ...],
     top_k: int,
     as_json: bool,
+    quiet: bool,
 ) -> None:
     """Accuracy, retrieval rate and latency of each retrieval mode on DATASET (nothing is stored)."""
     chosen = modes or ("auto", "always", "never")
-    with progress_bar("evaluating", as_json) as progress:
+    with progress_bar("evaluating", quiet or as_json, "queries") as progress:
         results = open_atelier(ctx, start_worker=False).knowledge.evaluate(
             dataset,
             split=split,
@@ -192,13 +207,16 @@ def make_dataset(out_dir: str, seed: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def list_queries(ctx: click.Context, limit: int, offset: int, as_json: bool) -> None:
-    """Answered queries, newest first."""
+    """Answered queries, newest first, under a header naming the columns (--json for scripts)."""
     page = open_atelier(ctx, start_worker=False).knowledge.queries(limit=limit, offset=offset)
     if as_json:
         echo_json(page)
         return
-    for q in page.items:
-        click.echo(f"{q.id}  {q.decision.value:<10} {q.timings.get('total', 0.0):6.2f} s  {q.question[:50]}")
+    echo_table(
+        ("ID", "DECISION", "SECONDS", "QUESTION"),
+        ([q.id, q.decision.value, f"{q.timings.get('total', 0.0):.2f}", q.question[:50]] for q in page.items),
+        right=[2],
+    )
 
 
 @knowledge.command("show")

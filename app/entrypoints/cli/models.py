@@ -6,7 +6,7 @@ import os
 
 import click
 
-from app.entrypoints.cli.common import echo_json, open_atelier
+from app.entrypoints.cli.common import Progress, echo_json, echo_table, open_atelier, quiet_option
 
 
 @click.group()
@@ -22,16 +22,24 @@ KINDS = click.Choice(["base", "lora", "controlnet"])
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def list_models(ctx: click.Context, kind: str | None, as_json: bool) -> None:
-    """Registered base models, LoRAs and ControlNets."""
+    """Registered base models, LoRAs and ControlNets, under a header naming the columns (--json for scripts)."""
     infos = open_atelier(ctx).models(kind)
     if as_json:
         echo_json(infos)
         return
+    rows = [
+        [
+            info.name,
+            info.kind.value,
+            f"{info.default_size}px" if info.kind.value == "base" else "-",
+            info.tokenizer,
+            info.source,
+        ]
+        for info in infos
+    ]
+    echo_table(("NAME", "KIND", "SIZE", "TOKENIZER", "SOURCE"), rows)
     if not infos:
         click.echo("no models registered; run `atelier models init-demo`", err=True)
-    for info in infos:
-        size = f"{info.default_size}px" if info.kind.value == "base" else "-"
-        click.echo(f"{info.name:<24} {info.kind.value:<10} {size:<6} {info.tokenizer:<8} {info.source}")
 
 
 @models.command("add")
@@ -103,7 +111,8 @@ def init_demo(ctx: click.Context, force: bool, seed: int) -> None:
 )
 @click.option("--restart", is_flag=True, help="Discard the checkpoints in --work and start over.")
 @click.option("--register", default=None, help="Register the result under this name (e.g. demo).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (no progress output).")
+@quiet_option
 @click.pass_context
 def train_demo(
     ctx: click.Context,
@@ -122,6 +131,7 @@ def train_demo(
     restart: bool,
     register: str | None,
     as_json: bool,
+    quiet: bool,
 ) -> None:
     """Train the demo world's Chinese text-to-image model from scratch on this machine.
 
@@ -131,9 +141,8 @@ def train_demo(
     (diffusers folder, fp16 safetensors). About 2 hours on 2 idle cores with the defaults,
     which reproduce the model shipped as 'demo'.
     Interrupted runs resume from the last checkpoint when started again with the same options.
+    Progress goes to stderr: a bar per stage on a terminal, one line per finished stage elsewhere.
     """
-    from tqdm import tqdm
-
     overrides: dict[str, float] = {"seed": seed, "threads": threads}
     for key, value in (
         ("gate_min", gate_min),
@@ -147,22 +156,24 @@ def train_demo(
     ):
         if value is not None:
             overrides[key] = value
-    bars: dict[str, tqdm] = {}
+    bars: dict[str, Progress] = {}
 
     def progress(stage: str, done: int, total: int, info: dict[str, float]) -> None:
         if stage not in bars:
-            for bar in bars.values():
+            for bar in bars.values():  # the stage before is done
                 bar.close()
-            bars[stage] = tqdm(total=total, desc=stage, initial=done - 1, disable=as_json, leave=True)
-        bar = bars[stage]
-        bar.update(done - bar.n)
-        if info:
-            bar.set_postfix({k: f"{v:.4f}" for k, v in info.items()}, refresh=False)
+                bar.finish()
+            bars.clear()
+            bars[stage] = Progress(stage, "scenes" if stage == "encode" else "steps", quiet or as_json, leave=True)
+        bars[stage].update(done, total, info)
 
     try:
         result = open_atelier(ctx).train_demo(
             out_dir=out, work_dir=work, progress=progress, restart=restart, register=register, **overrides
         )
+        for bar in bars.values():
+            bar.close()
+            bar.finish()
     except (ValueError, RuntimeError) as e:
         raise click.ClickException(str(e)) from e
     finally:

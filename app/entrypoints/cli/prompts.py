@@ -1,15 +1,16 @@
-"""``atelier prompts``: prompt sessions outside the chat loop (list, show, train the preference reward)."""
+"""``atelier prompts``: prompt sessions outside the ``atelier rewrite`` loop (list; train the rewriter, the reward)."""
 
 from __future__ import annotations
 
 import click
 
-from app.entrypoints.cli.common import echo_json, open_atelier, progress_bar
+from app.entrypoints.cli.common import echo_json, echo_table, open_atelier, progress_bar, quiet_option
 
 
 @click.group()
 def prompts() -> None:
-    """Prompt sessions: list, train-sft, train-rl, train-preference (``atelier chat`` runs one)."""
+    """Prompt sessions: list the stored ones; train the prompt rewriter (train-sft, train-rl) and the
+    preference reward (train-preference). `atelier rewrite` starts or continues a session."""
 
 
 @prompts.command("list")
@@ -17,7 +18,7 @@ def prompts() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def list_sessions(ctx: click.Context, limit: int, as_json: bool) -> None:
-    """The stored sessions, most recently updated first."""
+    """The stored sessions, most recently updated first, under a header naming the columns (--json for scripts)."""
     atelier = open_atelier(ctx)
     items, total = atelier.prompts.list(limit=limit)
     if as_json:
@@ -31,8 +32,11 @@ def list_sessions(ctx: click.Context, limit: int, as_json: bool) -> None:
             }
         )
         return
-    for s in items:
-        click.echo(f"{s.id}  {s.updated_at:%Y-%m-%d %H:%M}  {len(s.turns):3d} turns  {s.current_prompt[:50]}")
+    echo_table(
+        ("ID", "UPDATED", "TURNS", "CURRENT PROMPT"),
+        ([s.id, f"{s.updated_at:%Y-%m-%d %H:%M}", str(len(s.turns)), s.current_prompt[:50]] for s in items),
+        right=[2],
+    )
     click.echo(f"{len(items)} of {total}")
 
 
@@ -74,15 +78,24 @@ def train_preference(ctx: click.Context, simulate: str | None, turns: int, k: in
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@quiet_option
 @click.pass_context
 def train_sft(
-    ctx: click.Context, data: str | None, steps: int, records: int, batch: int, lr: float, seed: int, as_json: bool
+    ctx: click.Context,
+    data: str | None,
+    steps: int,
+    records: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    as_json: bool,
+    quiet: bool,
 ) -> None:
     """Train the demo world's Chinese prompt rewriter (a small causal LM, from scratch) into the data dir.
 
     Serve it with ATELIER_PROMPT_REWRITER=sft (or prompt_rewriter = "sft" in atelier.toml)."""
     atelier = open_atelier(ctx)
-    with progress_bar("training the rewriter", as_json) as progress:
+    with progress_bar("training the rewriter", quiet or as_json, "steps") as progress:
         summary = atelier.prompts.train_sft(
             data=data, progress=progress, steps=steps, records=records, batch=batch, lr=lr, seed=seed
         )
@@ -135,6 +148,7 @@ def train_sft(
 @click.option("--held-out", default=64, show_default=True, help="Held-out records scored before and after.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@quiet_option
 @click.pass_context
 def train_rl(
     ctx: click.Context,
@@ -154,12 +168,13 @@ def train_rl(
     held_out: int,
     seed: int,
     as_json: bool,
+    quiet: bool,
 ) -> None:
     """PPO on the SFT rewriter with the turns' combined reward of real renders (run train-sft first).
 
     Serve it with ATELIER_PROMPT_REWRITER=sft_rl (or prompt_rewriter = "sft_rl" in atelier.toml)."""
     atelier = open_atelier(ctx)
-    with progress_bar("reinforcing the rewriter", as_json) as progress:
+    with progress_bar("reinforcing the rewriter", quiet or as_json, "iterations") as progress:
         summary = atelier.prompts.train_rl(
             model=model,
             data=data,

@@ -7,7 +7,7 @@ import random
 import click
 
 from app.domain.scenes import SceneObject, SceneSampler, caption
-from app.entrypoints.cli.common import echo_json, open_atelier
+from app.entrypoints.cli.common import AliasOption, echo_json, open_atelier
 
 
 @click.group()
@@ -48,7 +48,17 @@ def read(ctx: click.Context, image: str, caption_text: str | None, as_json: bool
 
 
 @scenes.command("sample")
-@click.option("-n", "count", default=5, show_default=True, help="How many captions.")
+@click.option(
+    "--count",
+    "-n",  # the first spelling, kept working
+    "count",
+    cls=AliasOption,
+    hidden_names=["-n"],
+    default=5,
+    show_default=True,
+    type=click.IntRange(0),
+    help="How many captions.",
+)
 @click.option("--seed", default=None, type=int, help="Seed (default: random).")
 @click.option("--english", is_flag=True, help="English captions.")
 def sample(count: int, seed: int | None, english: bool) -> None:
