@@ -45,8 +45,10 @@ def main() -> None:
     args = parser.parse_args()
     env = environment(args.threads)
 
-    from app.adapters.demo_world.checker import ground_truth_accuracy
-    from app.adapters.demo_world.evaluate import (
+    from app.adapters.demo_world import model_path as trained_demo_path
+    from app.adapters.demo_world.ground_truth import ground_truth_accuracy
+    from app.adapters.diffusers.demo import build_demo_model
+    from app.lab.demo_world.evaluate import (
         generate,
         heldout_prompts,
         load_pipeline,
@@ -54,8 +56,6 @@ def main() -> None:
         score,
         vae_reconstructions,
     )
-    from app.adapters.diffusers.demo import build_demo_model
-    from app.container import trained_demo_path
 
     model = args.model or trained_demo_path()
     marker = json.loads((Path(model) / "atelier-demo.json").read_text(encoding="utf-8"))

@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("--chunks needs one number or one per T")
     ft_options = {k: v for k, v in (("lr", args.ft_lr), ("norm_constraint", args.ft_eps)) if v is not None}
 
-    from app.adapters.knowledge_data.dafset import build_edits
     from app.entrypoints.library import Atelier
+    from app.lab.edits.dafset import build_edits
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out_dir or tmp)
@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def _train(atelier: Any, editor: str, args: argparse.Namespace) -> dict[str, Any]:
     from app.adapters.editing.dafnet import CONFIG_FILE, checkpoint_dir
     from app.adapters.editing.pool import model_slug, networks_dir
+    from app.lab.edits.training_run import train_served_editor
 
     folder = checkpoint_dir(
         str(networks_dir(atelier.settings.data_dir)), model_slug(atelier.container.llm().name), editor
@@ -178,7 +179,8 @@ def _train(atelier: Any, editor: str, args: argparse.Namespace) -> dict[str, Any
             return {"reused": str(folder)}
         # otherwise the run in the work folder is extended (or resumed) to the asked steps and cap
     started = time.perf_counter()
-    summary: dict[str, Any] = atelier.edits.train(
+    summary: dict[str, Any] = train_served_editor(
+        atelier.container,
         editor,
         steps=args.train_steps,
         blocks=args.blocks,

@@ -309,10 +309,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, Any]:
-    from app.adapters.knowledge_data.geonames import CALIBRATION, TEST, Item, is_correct
     from app.domain.gece import auroc
     from app.domain.knowledge import DETECTOR_FEATURES, Decision
     from app.entrypoints.library import Atelier
+    from app.lab.knowledge.geonames import CALIBRATION, TEST, Item, is_correct, write_dataset
     from app.usecases.calibrate_detector import LabelledQuestion
 
     started = time.perf_counter()
@@ -332,7 +332,7 @@ def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, 
         c = atelier.container
         # -- dataset and corpus
         t0 = time.perf_counter()
-        counts = atelier.knowledge.make_dataset(str(work / "geonames"), seed=args.seed)
+        counts = write_dataset(str(work / "geonames"), seed=args.seed)
         rows = (work / "geonames" / "questions.jsonl").read_text(encoding="utf-8").splitlines()
         items = [Item(**json.loads(line)) for line in rows if line.strip()]
         unknown = set(relations) - {i.relation for i in items}

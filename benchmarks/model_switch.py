@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     env = environment(args.threads)
 
-    from app.container import build_demo
+    from app.adapters.diffusers.demo import build_demo_model as build_demo
     from app.entrypoints.library import Atelier
 
     with tempfile.TemporaryDirectory() as data_dir:

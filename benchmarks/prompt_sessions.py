@@ -91,10 +91,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     methods = [m for m in args.methods.split(",") if m]
 
     from app.adapters.rewards.integrity import expected_scene
-    from app.adapters.rewriting.rl import rl_dir, sampling_reach
-    from app.adapters.rewriting.sft import generate_records, sft_dir
-    from app.domain.scenes import integrity
+    from app.adapters.storage.artifacts import rl_dir, sft_dir
+    from app.demo_world.integrity import integrity
     from app.entrypoints.library import Atelier
+    from app.lab.prompts.rl import sampling_reach
+    from app.lab.prompts.runs import train_preference, train_rl, train_sft
+    from app.lab.prompts.sft import generate_records
 
     records = generate_records(args.instructions, seed=args.seed + 1000, split="heldout")
     seeds = [random.Random(args.seed + i).randrange(2**31) for i in range(len(records))]
@@ -102,19 +104,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     training: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = str(Path(args.out_dir or tmp) / "data")
-        with Atelier.open(data_dir=data, start_worker=False) as base:
+        with Atelier.open(data_dir=data) as base:
             base.init_demo()
             if any(m.startswith("sft") for m in methods) and not (sft_dir(data) / "config.json").is_file():
                 started = time.perf_counter()
-                training["sft"] = base.prompts.train_sft(
-                    steps=args.sft_steps, records=args.sft_records, held_out=args.sft_held_out, seed=args.seed
+                training["sft"] = train_sft(
+                    base.container,
+                    steps=args.sft_steps,
+                    records=args.sft_records,
+                    held_out=args.sft_held_out,
+                    seed=args.seed,
                 )
                 training["sft"]["wall_minutes"] = round((time.perf_counter() - started) / 60, 2)
                 print({"trained": "sft", **{k: v for k, v in training["sft"].items() if k != "config"}}, flush=True)
-            training["preference"] = base.prompts.train_preference(simulate="styled", turns=200, seed=args.seed)
+            training["preference"] = train_preference(base.container, simulate="styled", turns=200, seed=args.seed)
             rl = {"steps": args.rl_steps, "held_out": args.rl_held_out, "render_steps": args.steps, "seed": args.seed}
             if any(m.startswith("sft_rl") for m in methods) and not (rl_dir(data) / "config.json").is_file():
-                training["sft_rl"] = _short(base.prompts.train_rl(**rl))
+                training["sft_rl"] = _short(train_rl(base.container, **rl))
                 print({"trained": "sft_rl", **training["sft_rl"]}, flush=True)
             variants: dict[str, dict[str, Any]] = {}
             if args.rl_ablations:
@@ -125,14 +131,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 variants["text_reward"] = {"reward": "text"}
             for name, change in variants.items():
                 folder = str(Path(data) / "models" / f"rewriter-rl-{name}")
-                training[f"ablation_{name}"] = _short(base.prompts.train_rl(out_dir=folder, **rl, **change))
+                training[f"ablation_{name}"] = _short(train_rl(base.container, out_dir=folder, **rl, **change))
                 print({"trained": name, **training[f"ablation_{name}"]}, flush=True)
         for method in methods:
             rewriter = method.removesuffix("_best_of_n")
             k = args.k if method.endswith("best_of_n") else 1
             started = time.perf_counter()
             rows = []
-            with Atelier.open(data_dir=data, start_worker=False, prompt_rewriter=rewriter) as atelier:
+            with Atelier.open(data_dir=data, prompt_rewriter=rewriter) as atelier:
                 for record, seed in zip(records, seeds, strict=True):
                     session = atelier.prompts.start(record.beautified_source_prompt)
                     turn = atelier.prompts.turn(
@@ -194,11 +200,12 @@ def _headroom(data: str, records: list[Any], seeds: list[int], steps: int, phras
     phrasings of the asked scene by the demo world's caption grammar. ``any`` is the share of records where at
     least one of them is drawn exactly: the ceiling of a rewriter that could pick the best phrasing per seed."""
     from app.adapters.rewards.integrity import expected_scene
-    from app.domain.scenes import caption, integrity
+    from app.demo_world.integrity import integrity
+    from app.demo_world.scenes import caption
     from app.entrypoints.library import Atelier
 
     rows: list[dict[str, bool]] = []
-    with Atelier.open(data_dir=data, start_worker=False, prompt_rewriter="rule") as atelier:
+    with Atelier.open(data_dir=data, prompt_rewriter="rule") as atelier:
         for i, (record, record_seed) in enumerate(zip(records, seeds, strict=True)):
             target = record.beautified_target_prompt
             asked = expected_scene(record.beautified_source_prompt, record.instruction, target)

@@ -6,23 +6,26 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 from app.adapters.memory.generation import InMemoryModelCatalog, PatternImageGenerator
-from app.adapters.memory.jobs import InMemoryJobReader, InMemoryJobStore, InMemoryUnitOfWorkFactory
+from app.adapters.memory.job_reader import InMemoryJobReader
+from app.adapters.memory.jobs import InMemoryJobStore, InMemoryUnitOfWorkFactory
 from app.adapters.memory.options import InMemoryOwnerOptions
 from app.adapters.memory.prompt_sessions import InMemoryPromptSessionStore
+from app.demo_world.scenes import Scene
 from app.domain.edits import EditorMismatch, EditorNotTrained, EditScores, EditSpec, RollbackOutOfRange
 from app.domain.errors import ImageNotFound, IndexUnavailable, InvalidImage, InvalidParameters, ModelUnavailable
 from app.domain.gece import cosine
 from app.domain.jobs import ImageRef, image_id_for
 from app.domain.knowledge import Chunk, Passage
 from app.domain.models import ModelInfo
-from app.domain.scenes import Scene
 from app.domain.specs import ControlKind, ResizeMode
 from app.ports.clock import Clock
 from app.ports.edits import EditBaseline, EditEvaluator, EditorPool, ModelEditor
@@ -74,6 +77,7 @@ __all__ = [
     "InMemoryOwnerOptions",
     "InMemoryPromptSessionStore",
     "InMemoryUnitOfWorkFactory",
+    "InlineExecutor",
     "ManualExecutor",
     "PatternImageGenerator",
     "demo_catalog",
@@ -105,6 +109,10 @@ class ManualExecutor(JobExecutor):
         self.queued.append(job_id)
         self.keys[job_id] = batch_key
 
+    def enqueue_many(self, jobs: Sequence[tuple[str, str | None]]) -> None:
+        for job_id, batch_key in jobs:
+            self.enqueue(job_id, batch_key)
+
     def cancel(self, job_id: str) -> None:
         self.cancelled.add(job_id)
 
@@ -126,6 +134,36 @@ class ManualExecutor(JobExecutor):
             )
 
 
+class InlineExecutor(ManualExecutor):
+    """Runs what is queued when a job is waited on, in the waiting thread, like one worker that found it all
+    queued: the jobs of one batching key together through the batch handler, the keys in queue order.
+    Before ``start`` nothing runs (no worker): a wait sleeps its timeout and says the job is not done."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batch_handler: BatchHandler | None = None
+        self.batches: list[list[str]] = []
+
+    def start(self, handler: JobHandler, batch_handler: BatchHandler | None = None) -> None:
+        self.handler, self.batch_handler = handler, batch_handler
+
+    def wait(self, job_id: str, timeout: float | None = None) -> bool:
+        if self.handler is None:
+            time.sleep(timeout or 0.0)
+            return False
+        while self.queued:
+            first = self.queued.pop(0)
+            key = self.keys[first]
+            batch = [first] + [j for j in self.queued if key is not None and self.keys[j] == key]
+            self.queued = [j for j in self.queued if j not in batch]
+            self.batches.append(batch)
+            if len(batch) == 1 or self.batch_handler is None:
+                self.handler(first, partial(self.cancelled.__contains__, first))
+            else:
+                self.batch_handler(batch, self.cancelled.__contains__)
+        return True
+
+
 class InMemoryImageStore(ImageStore):
     def __init__(self) -> None:
         self.images: dict[str, tuple[GeneratedImage, str]] = {}
@@ -141,6 +179,12 @@ class InMemoryImageStore(ImageStore):
         if image_id not in self.images:
             raise ImageNotFound(image_id)
         return f"memory://{image_id}"
+
+    def read(self, image_id: str) -> RgbImage:
+        if image_id not in self.images:
+            raise ImageNotFound(image_id)
+        image = self.images[image_id][0]
+        return RgbImage(image.width, image.height, image.rgb)
 
     def put_input(self, data: bytes, owner: str = "local") -> InputImage:
         """Accepts ``b"WxH"`` as a picture of that size; anything else is an invalid image."""
@@ -354,7 +398,7 @@ class FakeModelEditor(ModelEditor):
     """Edits a :class:`FakeLanguageModel` by remembering question → target in order: after ``apply``,
     ``generate(question)`` answers the target (a later edit of the same question wins); a rollback forgets
     the newer ones. ``export_state`` writes the edits as a ``manifest.json`` with the fields of
-    :class:`~app.adapters.editing.base.RecordFolder` (editor, model, count, settings) and the edits inline,
+    :class:`~app.adapters.editing.record_folder.RecordFolder` (editor, model, count, settings) and the edits inline,
     so the real editors and the fake refuse each other's folders. A target with a non-printable character
     stands for one the tokenizer cannot encode."""
 

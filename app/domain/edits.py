@@ -30,8 +30,7 @@ EDITORS = ("dafnet", "mend", "ft", "grace")
 # The editor of an edit that names none: GRACE needs no meta-training and leaves prompts outside its
 # codebook exactly as they were. DAFNet's fusion is a convex combination (a new edit's weight s, the past's
 # decay 1 − s), so networks meta-trained for long sequences make each update large enough to survive
-# dilution, and a lone edit is applied whole: measured on SmolLM2-135M, one DAFNet edit changes half the
-# answer tokens of unrelated prompts and the model answers other questions with the edit's target.
+# dilution, and a lone edit is applied whole, which spills into unrelated prompts (docs/model-edits.md).
 DEFAULT_EDITOR = "grace"
 
 

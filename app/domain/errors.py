@@ -156,6 +156,16 @@ class GenerationFailed(AtelierError):
     default_message = "Image generation failed."
 
 
+class RenderFailed(GenerationFailed):
+    """A job that a prompt-session turn or prompt scoring rendered with did not succeed. ``code``: the job's
+    error code when it failed, ``cancelled`` when it was cancelled, ``render_timeout`` when it had not
+    finished within the wait."""
+
+    def __init__(self, message: str, *, code: str, job_id: str) -> None:
+        super().__init__(message, code=code)
+        self.job_id = job_id
+
+
 class ConcurrentUpdate(Conflict):
     """Another process changed the record since it was read; reload and retry."""
 

@@ -14,8 +14,8 @@ correctness), its words are rare and its gradient points away from the dataset's
 Choices the summaries of the paper leave open, and ours:
 - The operator is a division (a calibration *error* must grow when alpha and alignment shrink).
 - Alignment is the cosine, not the raw dot product: the dot product is dominated by the gradient's
-  norm (measured on SmolLM2: AUROC 0.69 for the dot product against 0.81 for the cosine). The raw dot
-  product stays available (``alignment="dot"`` in calibration) to measure the difference.
+  norm, and the cosine separates long-tail instances better (docs/knowledge.md). The raw dot product
+  stays available (``alignment="dot"`` in calibration) to compare the two.
 - The denominator must be positive: alignment is floored at ``ALIGNMENT_FLOOR`` (a gradient at right
   angles to, or against, the dataset's mean counts as maximally unfamiliar) and alpha at
   ``ALPHA_FLOOR`` (a word never seen has Zipf frequency 0).

@@ -1,4 +1,6 @@
-"""Generation parameters: a validated value object.
+"""Generation parameters: a validated value object, with the A1111 conventions it is read and written in
+(scheduler names, ``WIDTHxHEIGHT`` sizes, the ``parameters`` infotext) and the key of jobs that may share a
+pipeline call.
 
 Limits follow what Stable-Diffusion servers accept (A1111: steps up to 150,
 sizes that are multiples of 8); every violation raises ``InvalidParameters``
@@ -306,40 +308,8 @@ def batch_key(params: GenerationParams) -> str | None:
     return json.dumps(fields, separators=(",", ":"))
 
 
-# The A1111 names of diffusers scheduler classes (the table of diffusers' scheduler overview), for the model's own
-# scheduler: what a job that names none runs with. Atelier's spelling where it has the sampler (PNDM, which A1111
-# calls PLMS; DDPM), so the name reads back into ``sampler_name``.
-_DIFFUSERS_SAMPLERS = {
-    "EulerAncestralDiscreteScheduler": "Euler a",
-    "EulerDiscreteScheduler": "Euler",
-    "HeunDiscreteScheduler": "Heun",
-    "LMSDiscreteScheduler": "LMS",
-    "KDPM2DiscreteScheduler": "DPM2",
-    "KDPM2AncestralDiscreteScheduler": "DPM2 a",
-    "DPMSolverSinglestepScheduler": "DPM++ SDE",
-    "DPMSolverMultistepScheduler": "DPM++ 2M",
-    "DDIMScheduler": "DDIM",
-    "DDPMScheduler": "DDPM",
-    "PNDMScheduler": "PNDM",
-    "UniPCMultistepScheduler": "UniPC",
-    "LCMScheduler": "LCM",
-}
 _LORA_TAG = re.compile(r"<lora:(?P<name>[\w.\-]+)(?::\s*(?P<weight>[+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*)?>")
 SHORT_HASH = 12  # A1111's short hash: the first 12 hex digits of the file's sha256
-
-
-def sampler_of(class_name: str, config: dict[str, Any] | None = None) -> str | None:
-    """The A1111 sampler name of a diffusers scheduler class and its config (``use_karras_sigmas``, DPM-Solver's
-    ``algorithm_type``); ``None`` for a class A1111 has no name for."""
-    name = _DIFFUSERS_SAMPLERS.get(class_name)
-    if name is None:
-        return None
-    config = config or {}
-    if name == "DPM++ 2M" and str(config.get("algorithm_type", "")).startswith("sde-"):
-        name = "DPM++ 2M SDE"
-    if config.get("use_karras_sigmas"):
-        name += " Karras"
-    return name
 
 
 def _weight(value: float) -> str:
@@ -377,11 +347,11 @@ def infotext(
 ) -> str:
     """The A1111 ``parameters`` text a PNG carries, so other tools can read it back.
 
-    ``Sampler`` is the requested scheduler, else ``sampler``: the A1111 name of the model's own scheduler (see
-    :func:`sampler_of`), which only the image generator knows; with neither, the field is left out rather than
-    naming a sampler that did not run. ``lora_hashes`` maps LoRA names to the sha256 of their files; A1111 writes
-    ``Lora hashes: "name: <first 12 hex digits>"``, and a LoRA without a known hash is left out of it, as A1111
-    does (its reader splits each entry at the colon), while its ``<lora:name:weight>`` tag still names it."""
+    ``Sampler`` is the requested scheduler, else ``sampler``: the A1111 name of the model's own scheduler, which
+    only the image generator knows; with neither, the field is left out rather than naming a sampler that did not
+    run. ``lora_hashes`` maps LoRA names to the sha256 of their files; A1111 writes ``Lora hashes: "name: <first 12
+    hex digits>"``, and a LoRA without a known hash is left out of it, as A1111 does (its reader splits each entry
+    at the colon), while its ``<lora:name:weight>`` tag still names it."""
     lines = [_prompt_line(params.prompt, params.loras)]
     if params.negative_prompt:
         lines.append(f"Negative prompt: {params.negative_prompt}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -101,6 +101,9 @@ class ImageStore(Protocol):
     def path(self, image_id: str) -> str:
         """Local file path of a stored image; raises ``ImageNotFound``."""
 
+    def read(self, image_id: str) -> RgbImage:
+        """The pixels of a stored image; raises ``ImageNotFound``."""
+
     def delete_job(self, job_id: str) -> None:
         """Remove every image a job stored (used when a job is retried)."""
 
@@ -149,6 +152,9 @@ class JobExecutor(Protocol):
     def enqueue(self, job_id: str, batch_key: str | None = None) -> None:
         """Queue a job; jobs with equal non-empty ``batch_key`` may run as one batch."""
 
+    def enqueue_many(self, jobs: Sequence[tuple[str, str | None]]) -> None:
+        """Queue (job id, batch key) pairs at once: no worker sees some of them without the others."""
+
     def cancel(self, job_id: str) -> None:
         """Signal a running job to stop at its next step (best effort, in addition to the database flag)."""
 
@@ -168,3 +174,29 @@ class ImageFetcher(Protocol):
         """The raw bytes at ``url`` (not decoded). Raises ``InvalidParameters`` for a URL that is not
         allowed (fetching off, scheme, host, private address) and ``InvalidImage`` for a download that
         fails or exceeds the size or time limits."""
+
+
+class ImageCodec(Protocol):
+    """Encoded images (PNG, JPEG, WebP, ...) and their text forms, to and from ``RgbImage``."""
+
+    def decode(self, data: bytes) -> RgbImage:
+        """Raises ``InvalidImage`` when ``data`` is no image (or one past the size limits)."""
+
+    def encode_png(self, image: RgbImage) -> bytes: ...
+
+    def from_base64(self, text: str) -> bytes:
+        """The bytes of base64 text or a data URL; raises ``InvalidImage`` when it is neither."""
+
+
+class DemoModels(Protocol):
+    """The offline demo models: the trained demo-world model shipped with the package, and builders of
+    random-init pipelines, ControlNets and LoRAs of its family (the floor it is measured against)."""
+
+    def shipped(self) -> str:
+        """The folder of the shipped demo-world model."""
+
+    def build_pipeline(self, out_dir: str, seed: int) -> str: ...
+
+    def build_controlnet(self, base_dir: str, out_dir: str, seed: int) -> str: ...
+
+    def build_lora(self, base_dir: str, out_dir: str, seed: int) -> str: ...

@@ -53,6 +53,16 @@ class UnitOfWorkFactory(Protocol):
     def __call__(self) -> UnitOfWork: ...
 
 
+class Schema(Protocol):
+    """The database schema: brought to the newest revision once, before the first session."""
+
+    def upgrade(self) -> None:
+        """Migrate to the newest revision now (idempotent); raises ``DatabaseUnavailable``."""
+
+    def ensure(self) -> None:
+        """``upgrade`` the first time it is called in this process, then nothing; a failure is retried next time."""
+
+
 class JobReader(Protocol):
     """Read side for listings and status queries (no transaction to own)."""
 

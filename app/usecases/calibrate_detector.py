@@ -20,13 +20,10 @@ Two cuts let a query decide before its parametric answer is complete:
 - ``early_threshold``: on the early detector over the signals that exist before any answer. By
   default it is the decision threshold itself: the early detector is a calibrated estimate of the
   same label, so retrieving when it says "more likely long-tail than not" is the decision the late
-  detector would make under the same loss, taken without the plain answer's cost. Measured with
-  ``python -m benchmarks.knowledge --calibration 150 --test 150`` on SmolLM2 (its early-cut
-  replay): at this cut the early detector retrieves for 54 % of the test questions and the flow
-  is 1.13x as fast as always retrieving at 0.44 accuracy, against 0.94x at 0.42 with no early
-  decision. ``early_precision`` instead sets it at the lowest cut where the calibration set finds
-  the early decision that precise about the label (none where no cut is that precise); in the
-  same replay a cut of 0.9 retrieves early for 2 % of the questions (0.94x), 0.7 for 22 % (1.04x).
+  detector would make under the same loss, taken without the plain answer's cost (the early-cut
+  replay in docs/knowledge.md compares the cuts). ``early_precision`` instead sets it at the lowest
+  cut where the calibration set finds the early decision that precise about the label (none where
+  no cut is that precise).
 - ``abort_min_prob``: on the answer's minimum token probability, where the calibration set finds
   answers below it at least ``ABORT_PRECISION`` long-tail. The running minimum can only fall as
   tokens are generated, so an answer whose running minimum drops below the cut will end below

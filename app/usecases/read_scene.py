@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from app.demo_world.integrity import SceneReading, integrity
+from app.demo_world.parsing import parse_caption
 from app.domain.errors import InvalidParameters
-from app.domain.scenes import SceneReading, integrity, parse_caption
 from app.ports.generation import RgbImage
 from app.ports.scenes import SceneReader
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from app.domain.errors import InvalidParameters, LimitExceeded
 from app.domain.generation import GenerationParams, batch_key
 from app.domain.jobs import GenerationJob
@@ -37,21 +39,30 @@ class SubmitGeneration:
         self._max_work = max_work
 
     def __call__(self, owner: str, params: GenerationParams) -> GenerationJob:
-        prepared = prepare(params, self._catalog, self._images, owner)
-        check_work(prepared, self._max_work)
-        job = GenerationJob.create(owner, prepared, self._clock.now())
+        """Raises ``DatabaseUnavailable`` before anything else: no job is judged that could not be stored."""
+        return self.many(owner, [params])[0]
+
+    def many(self, owner: str, params: Sequence[GenerationParams]) -> list[GenerationJob]:
+        """Several jobs in one transaction, all or none, queued together so that a worker finds all of them
+        (those of one batching key run as one batch). The queue limit counts them all."""
         with self._uow() as uow:
-            if self._max_queued and uow.jobs.count_unfinished(owner) >= self._max_queued:
+            jobs = []
+            for entry in params:
+                prepared = prepare(entry, self._catalog, self._images, owner)
+                check_work(prepared, self._max_work)
+                jobs.append(GenerationJob.create(owner, prepared, self._clock.now()))
+            if self._max_queued and uow.jobs.count_unfinished(owner) + len(jobs) > self._max_queued:
                 raise LimitExceeded(
-                    f"{self._max_queued} of your jobs are queued or running already, the most this deployment "
-                    "allows; wait for one to finish.",
+                    f"{self._max_queued} of your jobs may be queued or running at once in this deployment; "
+                    "wait for one to finish.",
                     code="too_many_queued_jobs",
                     retry_after=5,
                 )
-            uow.jobs.add(job)
+            for job in jobs:
+                uow.jobs.add(job)
             uow.commit()
-        self._executor.enqueue(job.id, batch_key(job.params))
-        return job
+        self._executor.enqueue_many([(job.id, batch_key(job.params)) for job in jobs])
+        return jobs
 
 
 def check_work(params: GenerationParams, max_work: int) -> None:

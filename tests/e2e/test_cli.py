@@ -120,7 +120,7 @@ def test_unreachable_database_is_exit_3(tmp_path: Path) -> None:
 def test_help_and_import_do_not_load_torch() -> None:
     probe = (
         "import sys\n"
-        "import app, app.container, app.entrypoints.library, app.entrypoints.http.app\n"
+        "import app, app.composition, app.entrypoints.library, app.entrypoints.http.app\n"
         "from click.testing import CliRunner\n"
         "from app.entrypoints.cli.main import cli\n"
         "for args in (['--help'], ['generate', '--help'], ['jobs', '--help'], ['models', 'add', '--help']):\n"

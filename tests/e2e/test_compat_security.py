@@ -23,9 +23,10 @@ import pytest
 import uvicorn
 from PIL import Image
 
+from app.adapters.diffusers.sampler_names import sampler_of
 from app.adapters.memory.options import InMemoryOwnerOptions
 from app.domain.errors import Conflict
-from app.domain.generation import GenerationParams, infotext, sampler_of
+from app.domain.generation import GenerationParams, infotext
 from app.domain.specs import LoraSpec
 from app.entrypoints.http.app import create_app
 from app.entrypoints.library import Atelier

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from app.demo_world.scenes import SceneObject
 from app.domain.errors import InvalidImage, InvalidParameters
-from app.domain.scenes import SceneObject
 from app.entrypoints.cli.main import cli
 from app.entrypoints.library import Atelier
 from tests.conftest import register_demo
@@ -144,7 +144,7 @@ def _png_base64(scene_caption: str) -> str:
     import io
 
     from app.adapters.demo_world.render import render
-    from app.domain.scenes import parse_caption
+    from app.demo_world.parsing import parse_caption
 
     buffer = io.BytesIO()
     Image.fromarray(render(parse_caption(scene_caption))).save(buffer, format="PNG")
@@ -176,16 +176,17 @@ def test_train_demo_defaults_reproduce_the_shipped_model(
     """With no options, the command trains with exactly the configuration recorded in the shipped model."""
     from dataclasses import asdict
 
-    from app.adapters.demo_world.train import TrainConfig
-    from app.container import trained_demo_path
+    from app.adapters.demo_world import model_path as trained_demo_path
+    from app.lab.demo_world import runs
+    from app.lab.demo_world.config import TrainConfig
 
     seen: dict[str, Any] = {}
 
-    def fake_train(self: Atelier, **kwargs: Any) -> dict[str, Any]:
+    def fake_train(container: Any, **kwargs: Any) -> dict[str, Any]:
         seen.update(kwargs)
         return {"path": str(tmp_path), "train_minutes": 0.0, "stages": {}}
 
-    monkeypatch.setattr(Atelier, "train_demo", fake_train)
+    monkeypatch.setattr(runs, "train_demo", fake_train)
     code, _, stderr = run(data_dir, "models", "train-demo")
     assert code == 0, stderr
     config = {k: v for k, v in seen.items() if k not in ("out_dir", "work_dir", "progress", "restart", "register")}
@@ -194,7 +195,7 @@ def test_train_demo_defaults_reproduce_the_shipped_model(
 
 
 def test_train_demo_help_states_the_real_defaults() -> None:
-    from app.adapters.demo_world.train import TrainConfig
+    from app.lab.demo_world.config import TrainConfig
 
     defaults = TrainConfig()
     help_text = " ".join(CliRunner().invoke(cli, ["models", "train-demo", "--help"]).stdout.split())

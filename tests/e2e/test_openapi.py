@@ -17,11 +17,18 @@ import pytest
 from PIL import Image
 from pydantic import BaseModel
 
+from app.demo_world.integrity import IntegrityReport, SceneReading
+from app.demo_world.scenes import Scene, SceneObject
 from app.domain.edits import EditRequest, EditScores, EditSpec, LocalityProbe
 from app.domain.knowledge import KnowledgeQuery, Passage, Signals
 from app.domain.prompt_sessions import Candidate, PromptSession, Turn, TurnSettings
-from app.domain.scenes import IntegrityReport, Scene, SceneObject, SceneReading
-from app.entrypoints.http import openapi, schemas
+from app.entrypoints.http import (
+    openapi,
+    schemas_edits,
+    schemas_knowledge,
+    schemas_prompt_sessions,
+    schemas_scenes,
+)
 from app.entrypoints.http.app import create_app
 from app.entrypoints.library import Atelier
 from app.usecases.ingest_documents import IngestReport
@@ -325,7 +332,7 @@ async def test_scene_and_health_replies_match_their_schemas(
     client: httpx.AsyncClient, document: dict[str, Any]
 ) -> None:
     from app.adapters.demo_world.render import render
-    from app.domain.scenes import parse_caption
+    from app.demo_world.parsing import parse_caption
 
     buffer = io.BytesIO()
     Image.fromarray(render(parse_caption("一个红色的大圆形在中间，蓝色背景"))).save(buffer, format="PNG")
@@ -380,22 +387,22 @@ def _names(model: type[BaseModel]) -> set[str]:
 @pytest.mark.parametrize(
     ("model", "source", "left_out", "added"),
     [
-        (schemas.EditOut, EditRequest, set(), set()),
-        (schemas.EditSpecOut, EditSpec, set(), set()),
-        (schemas.LocalityProbeOut, LocalityProbe, set(), set()),
-        (schemas.EditScoresOut, EditScores, set(), set()),
-        (schemas.KnowledgeQueryOut, KnowledgeQuery, set(), set()),
-        (schemas.SignalsOut, Signals, set(), set()),
-        (schemas.PassageOut, Passage, set(), set()),
-        (schemas.IngestReportOut, IngestReport, set(), set()),
-        (schemas.CandidateOut, Candidate, set(), {"image_url"}),
-        (schemas.TurnSettingsOut, TurnSettings, set(), set()),
-        (schemas.TurnOut, Turn, {"picked"}, set()),
-        (schemas.PromptSessionOut, PromptSession, {"version"}, {"current_prompt", "path"}),
-        (schemas.SceneObjectOut, SceneObject, set(), set()),
-        (schemas.SceneOut, Scene, set(), set()),
-        (schemas.IntegrityReportOut, IntegrityReport, set(), set()),
-        (schemas.SceneReadingOut, SceneReading, set(), set()),
+        (schemas_edits.EditOut, EditRequest, set(), set()),
+        (schemas_edits.EditSpecOut, EditSpec, set(), set()),
+        (schemas_edits.LocalityProbeOut, LocalityProbe, set(), set()),
+        (schemas_edits.EditScoresOut, EditScores, set(), set()),
+        (schemas_knowledge.KnowledgeQueryOut, KnowledgeQuery, set(), set()),
+        (schemas_knowledge.SignalsOut, Signals, set(), set()),
+        (schemas_knowledge.PassageOut, Passage, set(), set()),
+        (schemas_knowledge.IngestReportOut, IngestReport, set(), set()),
+        (schemas_prompt_sessions.CandidateOut, Candidate, set(), {"image_url"}),
+        (schemas_prompt_sessions.TurnSettingsOut, TurnSettings, set(), set()),
+        (schemas_prompt_sessions.TurnOut, Turn, {"picked"}, set()),
+        (schemas_prompt_sessions.PromptSessionOut, PromptSession, {"version"}, {"current_prompt", "path"}),
+        (schemas_scenes.SceneObjectOut, SceneObject, set(), set()),
+        (schemas_scenes.SceneOut, Scene, set(), set()),
+        (schemas_scenes.IntegrityReportOut, IntegrityReport, set(), set()),
+        (schemas_scenes.SceneReadingOut, SceneReading, set(), set()),
     ],
 )
 def test_reply_models_cover_the_domain_fields(

@@ -9,15 +9,16 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from app.domain.scenes import parse_caption
+from app.demo_world.parsing import parse_caption
 from app.entrypoints.cli.main import cli
 from app.entrypoints.library import Atelier
+from app.lab.prompts.runs import train_preference
 
 ANCHOR = "一个红色的圆形在中间，白色背景"
 
 
 def test_a_turn_on_the_demo_model_renders_ranks_and_survives_a_restart(data_dir: str) -> None:
-    with Atelier.open(data_dir=data_dir, start_worker=False) as atelier:
+    with Atelier.open(data_dir=data_dir) as atelier:
         session = atelier.prompts.start(ANCHOR)
         turn = atelier.prompts.turn(session.id, "把圆形换成蓝色", k=3, seed=11)
         assert len(turn.candidates) == 3 and turn.settings.seed == 11
@@ -136,12 +137,12 @@ def test_preference_training_from_simulated_users_and_from_picks(data_dir: str) 
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["source"] == "simulated:bold" and report["pairs"] == 120 and Path(report["path"]).is_file()
-    with Atelier.open(data_dir=data_dir, start_worker=False) as atelier:
+    with Atelier.open(data_dir=data_dir) as atelier:
         session = atelier.prompts.start(ANCHOR)
         turn = atelier.prompts.turn(session.id, "更精致一些", k=3, seed=2, steps=4)
         assert all(set(c.scores) == {"integrity", "aesthetic", "preference"} for c in turn.candidates)
         atelier.prompts.choose(session.id, 1, index=2)
-        picks = atelier.prompts.train_preference()
+        picks = train_preference(atelier.container)
         assert picks["source"] == "picks" and picks["pairs"] == 2 and picks["turns"] == 1
     empty = CliRunner().invoke(cli, ["--data-dir", data_dir + "-none", "prompts", "train-preference"])
     assert empty.exit_code == 2 and empty.stderr.startswith("error: No preference pairs")

@@ -37,7 +37,7 @@ def test_input_format_uses_the_chat_template_or_the_plain_one(tiny: str) -> None
 
 
 def test_a_session_turn_with_a_model_folder_as_the_rewriter(tiny: str, tmp_path: Path) -> None:
-    with Atelier.open(data_dir=str(tmp_path), profile="test", prompt_rewriter=tiny, start_worker=False) as atelier:
+    with Atelier.open(data_dir=str(tmp_path), profile="test", prompt_rewriter=tiny) as atelier:
         session = atelier.prompts.start("一个红色的圆形在中间")
         turn = atelier.prompts.turn(session.id, "把圆形换成蓝色", n=3, k=3, seed=0, steps=2)
         assert 1 <= len(turn.candidates) <= 3  # random weights: whatever it wrote, de-duplicated

@@ -9,22 +9,16 @@ from typing import Any
 import pytest
 import torch
 
-from app.adapters.editing.base import (
-    DeltaHooks,
-    accuracy,
-    editing_signal,
-    encode,
-    full_target_logits,
-    last_mlp_modules,
-    pad_id,
-    teacher_forced,
-)
 from app.adapters.editing.dafnet import DafnetEditor, HyperNetworks, fold
+from app.adapters.editing.encoding import encode, pad_id
+from app.adapters.editing.hooks import DeltaHooks, last_mlp_modules
 from app.adapters.editing.network import NetworkConfig, causal_mask, fuse
-from app.adapters.editing.train import EditTrainConfig, EditTrainer, TailRunner, draw_sequence_length
+from app.adapters.editing.predictions import accuracy, teacher_forced
+from app.adapters.editing.signal import editing_signal, full_target_logits
 from app.adapters.transformers.llm import TransformersLanguageModel
 from app.adapters.transformers.tiny import build_tiny_llama
 from app.domain.edits import EditorNotTrained, EditSpec, LocalityProbe, RollbackOutOfRange
+from app.lab.edits.train import EditTrainConfig, EditTrainer, TailRunner, draw_sequence_length
 
 SMALL = NetworkConfig(inner_dim=64, ffn_dim=64, outer_dim=32, score_dim=16)
 COUNTRIES = ["France", "Germany", "Italy", "Spain", "Japan", "China", "Peru", "Chile", "Kenya", "Egypt", "Cuba", "Mali"]

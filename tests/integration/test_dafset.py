@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from app.adapters.knowledge_data.dafset import (
+from app.domain.edits import EditSpec, LocalityProbe
+from app.domain.errors import InvalidParameters
+from app.lab.edits.dafset import (
     LONG_TAIL,
     POPULAR,
     ROBUST,
@@ -29,9 +31,7 @@ from app.adapters.knowledge_data.dafset import (
     write_dafset,
     write_zsre,
 )
-from app.adapters.knowledge_data.geonames import CALIBRATION, Item, build_dataset, extra_city_items, is_correct
-from app.domain.edits import EditSpec, LocalityProbe
-from app.domain.errors import InvalidParameters
+from app.lab.knowledge.geonames import CALIBRATION, Item, build_dataset, extra_city_items, is_correct
 
 Edits = dict[str, list[EditRecord]]
 
@@ -70,7 +70,7 @@ def test_same_seed_same_records_and_another_seed_differs(tmp_path: Path, edits: 
 @pytest.mark.slow
 def test_same_seed_gives_byte_identical_files_across_processes(tmp_path: Path) -> None:
     write_dafset(tmp_path / "a", seed=0)
-    script = "import sys; from app.adapters.knowledge_data.dafset import write_dafset; write_dafset(sys.argv[1], 0)"
+    script = "import sys; from app.lab.edits.dafset import write_dafset; write_dafset(sys.argv[1], 0)"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "b")], check=True, env=env, cwd=Path.cwd())
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")

@@ -10,21 +10,15 @@ import pytest
 import torch
 
 from app.adapters.demo_world.render import render
-from app.adapters.demo_world.train import (
-    TARGET_CLASSES,
-    TrainConfig,
-    Trainer,
-    caption_targets,
-    checker_gate,
-    pixel_weights,
-    shadow_mask,
-    to_tensor,
-)
 from app.adapters.diffusers.generator import DiffusersImageGenerator
 from app.adapters.diffusers.layout import inspect_model
+from app.demo_world.scenes import Scene, SceneObject
 from app.domain.generation import GenerationParams
 from app.domain.models import ModelInfo
-from app.domain.scenes import Scene, SceneObject
+from app.lab.demo_world.config import TrainConfig
+from app.lab.demo_world.networks import to_tensor
+from app.lab.demo_world.objectives import TARGET_CLASSES, caption_targets, pixel_weights, shadow_mask
+from app.lab.demo_world.train import Trainer, checker_gate
 from app.ports.generation import GenerationRequest
 
 SMALL = {

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from app.adapters.demo_world.evaluate import load_pipeline, vae_reconstructions
+from app.lab.demo_world.evaluate import load_pipeline, vae_reconstructions
 
 
 class _Autoencoder(torch.nn.Module):
@@ -36,7 +36,7 @@ def test_a_perfect_autoencoder_keeps_the_shadows_and_a_wiping_one_keeps_none() -
 
 
 def test_the_shipped_decoder_keeps_most_stated_shadows() -> None:
-    from app.container import trained_demo_path
+    from app.adapters.demo_world import model_path as trained_demo_path
 
     reading = vae_reconstructions(load_pipeline(trained_demo_path()).vae, n=40)
     assert reading["shadow_seen"] >= 0.8  # 0.925 on 200 scenes; the decoder before the shade stage: 0.52

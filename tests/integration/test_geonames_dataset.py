@@ -14,16 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from app.adapters.knowledge_data.geonames import (
-    CALIBRATION,
-    RELATIONS,
-    TEST,
-    CorpusPassage,
-    Item,
-    build_dataset,
-    is_correct,
-    write_dataset,
-)
+from app.lab.knowledge.geonames import CALIBRATION, RELATIONS, TEST, Item, build_dataset, is_correct, write_dataset
+from app.lab.knowledge.geonames_corpus import CorpusPassage
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +39,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 def test_same_seed_gives_byte_identical_files_across_processes(tmp_path: Path) -> None:
     counts = write_dataset(tmp_path / "a", seed=0)
-    script = "import sys; from app.adapters.knowledge_data.geonames import write_dataset; write_dataset(sys.argv[1], 0)"
+    script = "import sys; from app.lab.knowledge.geonames import write_dataset; write_dataset(sys.argv[1], 0)"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "b")], check=True, env=env, cwd=Path.cwd())
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.adapters.knowledge_data.geonames import Item
+from app.lab.knowledge.geonames import Item
 from benchmarks.knowledge import METHODS, best_threshold, lowest_share, main, stratified_sample
 
 

@@ -15,18 +15,20 @@ from typing import Any
 import pytest
 import torch
 
-from app.adapters.editing.base import RecordFolder, accuracy, encode, pad_id, teacher_forced, teacher_forced_margins
 from app.adapters.editing.dafnet import DafnetEditor
+from app.adapters.editing.encoding import encode, pad_id
 from app.adapters.editing.evaluate import TransformersEditEvaluator, words
 from app.adapters.editing.ft import FtEditor
 from app.adapters.editing.grace import GraceEditor
 from app.adapters.editing.network import NetworkConfig
-from app.adapters.editing.train import EditTrainConfig, EditTrainer
-from app.adapters.knowledge_data.unrelated import unrelated_probes
+from app.adapters.editing.predictions import accuracy, teacher_forced, teacher_forced_margins
+from app.adapters.editing.record_folder import RecordFolder
+from app.adapters.editing.unrelated import unrelated_probes
 from app.adapters.transformers.llm import TransformersLanguageModel
 from app.adapters.transformers.tiny import build_tiny_llama
 from app.domain.edits import CONFIDENT_MARGIN, EditSpec, LocalityProbe, RollbackOutOfRange, ngram_entropy
 from app.domain.errors import InvalidParameters, ModelUnavailable
+from app.lab.edits.train import EditTrainConfig, EditTrainer
 from app.ports.edits import EditBaseline, ModelEditor
 from tests.fakes import FakeLanguageModel, FakeModelEditor
 
@@ -378,7 +380,7 @@ def test_evaluator_reads_locality_on_confident_positions_and_unrelated_prompts(t
 
 
 def test_unrelated_probes_name_no_edited_fact() -> None:
-    from app.adapters.knowledge_data.dafset import build_edits
+    from app.lab.edits.dafset import build_edits
 
     probes = unrelated_probes()
     assert len(probes) == 115 and len({p.prompt for p in probes}) == 115 and probes == unrelated_probes()

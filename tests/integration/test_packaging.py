@@ -267,7 +267,7 @@ def test_the_wheel_declares_the_core_and_the_extras(core_venv: tuple[Path, dict[
 GENERATE = """
 import importlib.util, json, sys
 import app
-from app.container import trained_demo_path
+from app.adapters.demo_world import model_path as trained_demo_path
 from app.entrypoints.library import Atelier
 
 data_dir, forbidden = sys.argv[1], sys.argv[2].split(",")

@@ -14,7 +14,7 @@ from app.adapters.demo_world.checker import OpenCvSceneReader
 from app.adapters.demo_world.render import render
 from app.adapters.rewards.aesthetic import DemoAestheticReward, LaionAestheticReward, image_quality
 from app.adapters.rewards.integrity import CheckerIntegrityReward
-from app.domain.scenes import Scene, SceneObject
+from app.demo_world.scenes import Scene, SceneObject
 from app.ports.generation import RgbImage
 from app.ports.prompt_sessions import RewardInput
 
@@ -109,7 +109,7 @@ def test_laion_adapter_loads_the_published_layout_and_maps_ratings(tiny_clip: tu
 
 def test_bradley_terry_learns_a_simulated_users_taste(tmp_path: Path) -> None:
     from app.adapters.rewards.preference import BradleyTerryPreferenceReward
-    from app.adapters.rewards.preference_training import simulated_turn_pairs, train_preference
+    from app.lab.prompts.preference import simulated_turn_pairs, train_preference
 
     reader = OpenCvSceneReader()
     groups = simulated_turn_pairs("styled", 100, 4, reader, seed=0)
@@ -202,7 +202,7 @@ def test_clip_integrity_is_chosen_by_the_setting_and_a_missing_model_is_refused(
     tiny_chinese_clip: str, tmp_path: Path
 ) -> None:
     from app.adapters.rewards.clip_integrity import ClipIntegrityReward
-    from app.container import _prompt_rewards
+    from app.composition.prompts import prompt_rewards as _prompt_rewards
     from app.domain.errors import ModelUnavailable
     from app.settings import Settings
 

@@ -14,23 +14,24 @@ from click.testing import CliRunner
 
 from app.adapters.rewards.integrity import text_integrity, text_integrity_scores
 from app.adapters.rewriting.causal_lm import plain_prompt
-from app.adapters.rewriting.rl import (
+from app.adapters.storage.artifacts import rl_dir, sft_dir
+from app.demo_world.parsing import parse_caption
+from app.domain.errors import InvalidParameters, ModelUnavailable
+from app.domain.prompt_sessions import COMBINED, ScoreItem
+from app.entrypoints.cli.main import cli
+from app.entrypoints.library import Atelier
+from app.lab.prompts.rl import (
     RlConfig,
     _gae,
     _load,
     _prefix_integrity,
     _Sampler,
     _shaped_rewards,
-    rl_dir,
     sampling_reach,
     train_rl,
 )
-from app.adapters.rewriting.sft import SftConfig, generate_records, sft_dir, train_sft
-from app.domain.errors import InvalidParameters, ModelUnavailable
-from app.domain.prompt_sessions import COMBINED, ScoreItem
-from app.domain.scenes import parse_caption
-from app.entrypoints.cli.main import cli
-from app.entrypoints.library import Atelier
+from app.lab.prompts.runs import train_rl as train_served_rl
+from app.lab.prompts.sft import SftConfig, generate_records, train_sft
 from tests.integration.test_sft_rewriter import TINY
 
 
@@ -202,16 +203,22 @@ def test_text_integrity_reads_the_rewrite_against_the_asked_scene() -> None:
 
 def test_train_rl_through_the_library_renders_scores_and_serves(sft_data: str) -> None:
     """Real renders of the shipped demo model, the turns' rewards, then a turn with ``sft_rl``."""
-    with Atelier.open(data_dir=sft_data, start_worker=False) as base:
+    with Atelier.open(data_dir=sft_data) as base:
         base.init_demo()
         seen: list[dict[str, float]] = []
-        summary = base.prompts.train_rl(
-            steps=2, rollouts=4, held_out=2, render_steps=2, records=50, progress=lambda s, n, i: seen.append(i)
+        summary = train_served_rl(
+            base.container,
+            steps=2,
+            rollouts=4,
+            held_out=2,
+            render_steps=2,
+            records=50,
+            progress=lambda s, n, i: seen.append(i),
         )
         assert len(seen) == 2 and all(0.0 <= i["reward"] <= 1.0 for i in seen)
         assert set(summary["held_out_after"]) == {"reward", "integrity", "exact"}
         assert summary["path"] == str(rl_dir(sft_data))
-    with Atelier.open(data_dir=sft_data, start_worker=False, prompt_rewriter="sft_rl") as atelier:
+    with Atelier.open(data_dir=sft_data, prompt_rewriter="sft_rl") as atelier:
         assert atelier.container.prompt_rewriter().name == "sft_rl"
         session = atelier.prompts.start("一个红色的圆形在中间")
         turn = atelier.prompts.turn(session.id, "把圆形换成蓝色", n=2, k=2, seed=0, steps=2)
@@ -229,8 +236,14 @@ def test_the_text_reward_trains_without_rendering(
 
     monkeypatch.setattr(ScorePrompts, "__call__", no_render)
     with Atelier.open(data_dir=sft_data, start_worker=False) as base:
-        summary = base.prompts.train_rl(
-            out_dir=str(tmp_path / "rl-text"), reward="text", steps=2, rollouts=4, held_out=6, records=50
+        summary = train_served_rl(
+            base.container,
+            out_dir=str(tmp_path / "rl-text"),
+            reward="text",
+            steps=2,
+            rollouts=4,
+            held_out=6,
+            records=50,
         )
     assert summary["config"]["reward"] == "text"
     saved = json.loads((tmp_path / "rl-text" / "training.json").read_text())

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from app.adapters.rewriting.sft import SftConfig, generate_records, load_instructpe, sft_dir, train_sft
+from app.adapters.storage.artifacts import sft_dir
+from app.demo_world.parsing import parse_caption
 from app.domain.errors import InvalidParameters, ModelUnavailable
-from app.domain.scenes import parse_caption
 from app.entrypoints.library import Atelier
+from app.lab.prompts.sft import SftConfig, generate_records, load_instructpe, train_sft
 
 TINY = {
     "steps": 40,
@@ -59,7 +60,7 @@ def test_a_short_training_run_lowers_the_loss_and_is_served(tmp_path: Path) -> N
     summary = train_sft(sft_dir(str(tmp_path)), SftConfig(**TINY), progress=lambda s, n, i: seen.append(i["loss"]))
     assert len(seen) == 40 and seen[-1] < seen[0] * 0.8  # it learns (the EMA of the target NLL)
     assert 0.0 <= summary["held_out_exact_match"] <= 1.0 and (sft_dir(str(tmp_path)) / "training.json").is_file()
-    with Atelier.open(data_dir=str(tmp_path), profile="test", prompt_rewriter="sft", start_worker=False) as atelier:
+    with Atelier.open(data_dir=str(tmp_path), profile="test", prompt_rewriter="sft") as atelier:
         assert atelier.container.prompt_rewriter().name == "sft"
         session = atelier.prompts.start("一个红色的圆形在中间")
         turn = atelier.prompts.turn(session.id, "把圆形换成蓝色", n=2, k=2, seed=0, steps=2)

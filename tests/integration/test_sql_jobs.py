@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import delete, select
 from sqlalchemy.exc import OperationalError
 
-from app.adapters.memory.jobs import InMemoryJobReader, InMemoryJobStore, InMemoryUnitOfWorkFactory
+from app.adapters.memory.job_reader import InMemoryJobReader
+from app.adapters.memory.jobs import InMemoryJobStore, InMemoryUnitOfWorkFactory
 from app.adapters.sql import migrate
 from app.adapters.sql.engine import make_engine, normalize_url, session_factory
 from app.adapters.sql.reader import SqlJobReader

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.adapters.demo_world.checker import OpenCvSceneReader, calibrate, ground_truth_accuracy
+from app.adapters.demo_world.checker import OpenCvSceneReader
+from app.adapters.demo_world.ground_truth import calibrate, ground_truth_accuracy
 from app.adapters.demo_world.render import render
-from app.domain.scenes import BACKGROUNDS, POSITIONS, SHAPES, Scene, SceneObject, canonical_caption
+from app.demo_world.scenes import Scene, SceneObject, canonical_caption
+from app.demo_world.vocabulary import BACKGROUNDS, POSITIONS, SHAPES
 
 reader = OpenCvSceneReader()
 

@@ -9,7 +9,9 @@ import pytest
 
 from app.adapters.rewards.integrity import CheckerIntegrityReward, expected_scene
 from app.adapters.rewriting.rules import ConcatPromptRewriter, RulePromptRewriter
-from app.domain.errors import ConcurrentUpdate, InvalidParameters, ModelUnavailable, UnknownModel
+from app.demo_world.parsing import parse_caption
+from app.demo_world.scenes import Scene, SceneObject
+from app.domain.errors import ConcurrentUpdate, InvalidParameters, ModelUnavailable, RenderFailed, UnknownModel
 from app.domain.jobs import JobStatus, job_id_of
 from app.domain.prompt_sessions import (
     Candidate,
@@ -23,23 +25,23 @@ from app.domain.prompt_sessions import (
     preference_pairs,
     rank,
 )
-from app.domain.scenes import Scene, SceneObject, parse_caption
 from app.ports.generation import RgbImage
 from app.ports.prompt_sessions import RewardInput
-from app.usecases.take_turn import (
-    NOTHING_USABLE,
-    REWRITE_OFF,
-    ChooseCandidate,
-    MoveHead,
-    StartSession,
-    TakeTurn,
-    TurnRequest,
-)
+from app.usecases.await_job import AwaitJob
+from app.usecases.cancel_job import CancelJob
+from app.usecases.choose_candidate import ChooseCandidate
+from app.usecases.move_head import MoveHead
+from app.usecases.render_prompts import RenderPrompts
+from app.usecases.run_generation import RunGeneration
+from app.usecases.start_session import StartSession
+from app.usecases.submit_generation import SubmitGeneration
+from app.usecases.take_turn import NOTHING_USABLE, REWRITE_OFF, TakeTurn, TurnRequest
 from tests.fakes import (
     FakeClock,
     FakePromptRewriter,
     FakeReward,
     FakeSceneReader,
+    InlineExecutor,
     InMemoryImageStore,
     InMemoryJobReader,
     InMemoryJobStore,
@@ -130,6 +132,9 @@ def test_candidate_and_settings_round_trip_through_dicts() -> None:
 
 @dataclass
 class World:
+    """A turn against fakes: its renders are jobs, run (batched) by an executor that runs what is queued
+    when a job is waited on; ``started=False``: no worker runs them."""
+
     store: InMemoryPromptSessionStore = field(default_factory=InMemoryPromptSessionStore)
     rewriter: FakePromptRewriter = field(default_factory=FakePromptRewriter)
     generator: PatternImageGenerator = field(default_factory=PatternImageGenerator)
@@ -137,21 +142,28 @@ class World:
     clock: FakeClock = field(default_factory=FakeClock)
     integrity: FakeReward = field(default_factory=lambda: FakeReward("integrity"))
     jobs: InMemoryJobStore = field(default_factory=InMemoryJobStore)
+    executor: InlineExecutor = field(default_factory=InlineExecutor)
+    started: bool = True
+    timeout: float = 0.0
+    max_queued: int = 0
 
     def __post_init__(self) -> None:
         catalog = demo_catalog()
+        uow = InMemoryUnitOfWorkFactory(self.jobs)
         self.reader = InMemoryJobReader(self.jobs)
-        self.start = StartSession(self.store, catalog, self.clock)
-        self.turn = TakeTurn(
-            self.store,
-            self.rewriter,
-            [self.integrity],
-            self.generator,
-            catalog,
+        self.run = RunGeneration(uow, catalog, self.generator, self.images, self.clock)
+        if self.started:
+            self.executor.start(self.run, self.run.run_batch)
+        self.submit = SubmitGeneration(uow, catalog, self.images, self.executor, self.clock, self.max_queued)
+        self.render = RenderPrompts(
+            self.submit,
+            AwaitJob(self.executor, self.reader),
+            CancelJob(uow, self.executor, self.clock),
             self.images,
-            InMemoryUnitOfWorkFactory(self.jobs),
-            self.clock,
+            self.timeout,
         )
+        self.start = StartSession(self.store, catalog, self.clock)
+        self.turn = TakeTurn(self.store, self.rewriter, [self.integrity], self.render, self.clock)
         self.choose = ChooseCandidate(self.store, self.clock)
         self.move = MoveHead(self.store, self.clock)
 
@@ -165,6 +177,7 @@ def test_a_turn_renders_the_first_k_unique_rewrites_with_one_seed_and_ranks_them
     assert [c.prompt for c in turn.candidates] == ["蓝色圆", "蓝 圆", "绿圆"]  # 黄圆 was not rendered (k=3)
     assert turn.chosen == "蓝色圆" and turn.chosen_index == 0 and turn.settings.seed == 42
     assert {r.params.seed for r in w.generator.calls} == {42} and len(w.generator.calls) == 3
+    assert w.generator.batches == [3]  # one batch: the candidates' jobs share a batching key
     assert all(c.image_id in w.images.images for c in turn.candidates)
     for c in turn.candidates:  # each candidate is an ordinary succeeded job of the session's owner
         assert c.image_id is not None
@@ -209,19 +222,59 @@ def test_turn_errors_lose_nothing() -> None:
 
 
 def test_a_failed_render_records_failed_jobs_and_no_turn() -> None:
-    w = World()
-    session = w.start(ANCHOR, "demo")
-
     class Broken(PatternImageGenerator):
         def generate_batch(self, requests, progress):  # type: ignore[no-untyped-def]
             return [ModelUnavailable("the model is gone")] * len(requests)
 
-    w.turn._generator = Broken()
-    with pytest.raises(ModelUnavailable):
+    w = World(generator=Broken())
+    session = w.start(ANCHOR, "demo")
+    w.rewriter.answers[(ANCHOR, "把圆形换成蓝色")] = ["蓝圆", "蓝色圆"]
+    with pytest.raises(RenderFailed) as failed:
         w.turn(session.id, TurnRequest("把圆形换成蓝色", k=2, steps=2))
+    assert failed.value.code == "model_unavailable" and failed.value.message == "the model is gone"
     assert w.store.get(session.id).turns == []
-    failed = [w.reader.get(j) for j in w.jobs.rows]
-    assert failed and all(j.status is JobStatus.FAILED and j.error_code == "model_unavailable" for j in failed)
+    jobs = [w.reader.get(j) for j in w.jobs.rows]
+    assert len(jobs) == 2 and all(j.status is JobStatus.FAILED and j.error_code == "model_unavailable" for j in jobs)
+
+
+def test_a_cancelled_render_job_fails_the_turn_and_leaves_no_job_for_a_worker() -> None:
+    w = World()
+    session = w.start(ANCHOR, "demo")
+    w.rewriter.answers[(ANCHOR, "把圆形换成蓝色")] = ["蓝圆", "蓝色圆", "绿圆"]
+    original = w.executor.enqueue
+
+    def enqueue_then_cancel_the_second(job_id: str, batch_key: str | None = None) -> None:
+        original(job_id, batch_key)
+        if len(w.executor.queued) == 2:
+            w.render._cancel(job_id)  # another client cancels it while it waits in the queue
+
+    w.executor.enqueue = enqueue_then_cancel_the_second  # type: ignore[method-assign]
+    with pytest.raises(RenderFailed) as failed:
+        w.turn(session.id, TurnRequest("把圆形换成蓝色", n=3, k=3, steps=2))
+    assert failed.value.code == "cancelled" and failed.value.job_id in w.jobs.rows
+    assert w.store.get(session.id).turns == []
+    statuses = {w.reader.get(j).params.prompt: w.reader.get(j).status for j in w.jobs.rows}
+    assert statuses["蓝色圆"] is JobStatus.CANCELLED
+    assert all(status.finished for status in statuses.values())  # none is left for a worker
+
+
+def test_without_a_worker_the_render_stops_waiting_and_cancels_its_jobs() -> None:
+    w = World(started=False, timeout=0.2)
+    session = w.start(ANCHOR, "demo")
+    with pytest.raises(RenderFailed) as failed:
+        w.turn(session.id, TurnRequest("把圆形换成蓝色", k=2, steps=2))
+    assert failed.value.code == "render_timeout" and "worker" in failed.value.message
+    assert w.store.get(session.id).turns == []
+    assert {w.reader.get(j).status for j in w.jobs.rows} == {JobStatus.CANCELLED}
+
+
+def test_a_render_larger_than_the_owners_queue_limit_runs_in_parts() -> None:
+    w = World(max_queued=2)
+    session = w.start(ANCHOR, "demo")
+    w.rewriter.answers[(ANCHOR, "把圆形换成蓝色")] = ["蓝圆", "蓝色圆", "绿圆", "黄圆", "紫圆"]
+    turn = w.turn(session.id, TurnRequest("把圆形换成蓝色", n=5, k=5, steps=2))
+    assert len(turn.candidates) == 5 and all(c.image_id in w.images.images for c in turn.candidates)
+    assert {w.reader.get(j).status for j in w.jobs.rows} == {JobStatus.SUCCEEDED}
 
 
 def test_choose_undo_and_branch_are_stored() -> None:
@@ -240,17 +293,19 @@ def test_choose_undo_and_branch_are_stored() -> None:
 
 
 def test_a_turn_keeps_what_was_stored_while_it_rendered() -> None:
-    w = World()
-    session = w.start(ANCHOR, "demo")
-    w.turn(session.id, TurnRequest("把圆形换成蓝色", seed=1, steps=2))
+    moves: list[str] = []
 
     class Meddling(PatternImageGenerator):
         def generate_batch(self, requests, progress):  # type: ignore[no-untyped-def]
-            w.move.undo(session.id)  # another client moves the head meanwhile
+            for session_id in moves:
+                w.move.undo(session_id)  # another client moves the head meanwhile
             return super().generate_batch(requests, progress)
 
-    w.turn._generator = Meddling()
-    turn = w.turn(session.id, TurnRequest("加一个小三角形", seed=1, steps=2))
+    w = World(generator=Meddling())
+    session = w.start(ANCHOR, "demo")
+    w.turn(session.id, TurnRequest("把圆形换成蓝色", seed=1, steps=2))
+    moves.append(session.id)
+    turn = w.turn(session.id, TurnRequest("加一个小三角形", n=2, k=2, seed=1, steps=2))
     stored = w.store.get(session.id)
     assert turn.parent == 1 and stored.head == 2 and len(stored.turns) == 2
 
@@ -320,12 +375,14 @@ def test_score_prompts_renders_each_prompt_with_its_seed_and_combines_the_reward
     w = World()
     aesthetic = FakeReward("aesthetic", {"蓝色圆": 1.0})
     w.integrity.table = {"蓝色圆": 0.5}
-    score = ScorePrompts(w.generator, demo_catalog(), w.images, [w.integrity, aesthetic], RewardWeights())
+    score = ScorePrompts(w.render, [w.integrity, aesthetic], RewardWeights())
     items = [ScoreItem("蓝色圆", "把圆形换成蓝色", ANCHOR, 7), ScoreItem("  ", "把圆形换成蓝色", ANCHOR, 8)]
-    rows = score(items, model="demo", steps=2)
+    rows = score(items, model="demo", steps=2, owner="lab")
     # integrity 0.6 and aesthetic 0.2 of the weights (no preference measured): (0.6·0.5 + 0.2·1.0) / 0.8
     assert rows[0] == {"integrity": 0.5, "aesthetic": 1.0, COMBINED: pytest.approx(0.625)}
     assert rows[1] == {"integrity": 0.0, "aesthetic": 0.0, COMBINED: 0.0}  # an empty rewrite is not drawn
     assert [(r.params.prompt, r.params.seed) for r in w.generator.calls] == [("蓝色圆", 7)]
-    assert not w.images.images and not w.jobs.rows  # nothing stored
+    (job,) = [w.reader.get(j, "lab") for j in w.jobs.rows]  # each drawn item is an ordinary job of the owner
+    assert job.status is JobStatus.SUCCEEDED and (job.params.prompt, job.seed) == ("蓝色圆", 7)
+    assert [i.id for i in job.images] == list(w.images.images)
     assert [i.instruction for i in w.integrity.seen] == ["把圆形换成蓝色"]

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from app.domain.scene_instructions import (
+from app.demo_world.instructions import (
     KINDS,
     Instruction,
     apply,
@@ -16,7 +16,8 @@ from app.domain.scene_instructions import (
     phrase_en,
     sample_instruction,
 )
-from app.domain.scenes import Scene, SceneObject, SceneSampler, parse_caption
+from app.demo_world.parsing import parse_caption
+from app.demo_world.scenes import Scene, SceneObject, SceneSampler
 
 
 def test_every_kind_reads_back_in_chinese_and_english() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from app.adapters.demo_world.checker import OpenCvSceneReader
 from app.adapters.demo_world.render import render
-from app.domain.scenes import Scene, SceneObject
+from app.demo_world.scenes import Scene, SceneObject
 from app.ports.generation import RgbImage
 from app.ports.scenes import SceneReader
 from tests.fakes import FakeSceneReader

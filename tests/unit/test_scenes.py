@@ -7,19 +7,10 @@ import random
 
 import pytest
 
-from app.domain.scenes import (
-    COLOURS,
-    POSITIONS,
-    SHAPES,
-    Scene,
-    SceneObject,
-    SceneSampler,
-    canonical_caption,
-    caption,
-    integrity,
-    is_held_out,
-    parse_caption,
-)
+from app.demo_world.integrity import integrity
+from app.demo_world.parsing import parse_caption
+from app.demo_world.scenes import Scene, SceneObject, SceneSampler, canonical_caption, caption, is_held_out
+from app.demo_world.vocabulary import COLOURS, POSITIONS, SHAPES
 
 
 def test_parse_the_issue_examples() -> None:

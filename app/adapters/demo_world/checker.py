@@ -1,4 +1,4 @@
-"""Read a demo-world image back into a :class:`~app.domain.scenes.Scene` with OpenCV and numpy (no learned weights).
+"""Read a demo-world image back into a :class:`~app.demo_world.scenes.Scene` with OpenCV and numpy (no learned weights).
 
 The reader inverts ``render.py``: a flat background, one or two anti-aliased shapes in fixed colours, optionally with
 an outline, a vertical gradient or a faint drop shadow. Images of another size are first area-resized to 64x64.
@@ -7,7 +7,7 @@ Every threshold below is in 0-255 RGB units or in pixels of the 64x64 canvas.
 Background.
     The median colour of the 2-px border, named after the nearest entry of ``BACKGROUND_RGB`` when within
     ``BACKGROUND_SNAP`` (45; the four backgrounds are at least 120 apart), else ``None``. Segmentation always uses the
-    measured median, so a generated image whose background is a little off still segments against its own colour.
+    median found, so a generated image whose background is a little off still segments against its own colour.
 
 Foreground.
     A shadow is the background mixed 22% towards black (18% towards white on a dark background), so every pixel of
@@ -63,31 +63,23 @@ Styles (best effort).
     ``shadow``: shadow-coloured pixels 2 px outside the shape below-right outweigh those above-left (soft edges are
     symmetric, a shadow is not) by 0.15 per pixel of extent. An outline in the background's colour cannot be seen.
 
-On the renderer's ground truth (``ground_truth_accuracy``) the reader is exact on about 99.8% of scenes, and on about
-99.5% after a 3x3 Gaussian blur; it reads an image in about 1.5 ms.
+The reader is one algorithm, stage by stage, so it stays in one module; ``ground_truth.py`` measures it against the
+renderer and re-derives its calibrated constants (docs/generation.md has its accuracy and speed).
 """
 
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from app.adapters.demo_world.render import BACKGROUND_RGB, RADIUS, RGB, SIZE, render
-from app.domain.scenes import (
-    COLOURS,
-    SHAPES,
-    IntegrityReport,
-    Scene,
-    SceneObject,
-    SceneSampler,
-    integrity,
-    parse_caption,
-    position_at,
-)
+from app.adapters.demo_world.render import BACKGROUND_RGB, RGB, SIZE
+from app.demo_world.integrity import IntegrityReport, integrity
+from app.demo_world.parsing import parse_caption
+from app.demo_world.scenes import Scene, SceneObject, position_at
+from app.demo_world.vocabulary import COLOURS, SHAPES
 from app.ports.generation import RgbImage
 from app.ports.scenes import SceneReader
 
@@ -108,7 +100,7 @@ KERNEL = np.ones((3, 3), np.uint8)
 LOCAL = np.ones((5, 5), np.uint8)
 
 FEATURES = ("rect", "circle", "tri", "solid", "vcent", "aspect")
-# (means, standard deviations) of FEATURES per shape, from calibrate(1500, 1).
+# (means, standard deviations) of FEATURES per shape, from ``ground_truth.calibrate(1500, 1)``.
 PROTOTYPES: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "circle": ((0.7893, 0.9286, 0.6073, 0.9826, -0.007, 0.9982), (0.0116, 0.0277, 0.0084, 0.0044, 0.0075, 0.0267)),
     "square": ((0.9756, 0.7002, 0.538, 0.9913, -0.0089, 1.0018), (0.0218, 0.0275, 0.0137, 0.0103, 0.0043, 0.0225)),
@@ -116,7 +108,7 @@ PROTOTYPES: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "star": ((0.5098, 0.5408, 0.4108, 0.7042, 0.0377, 1.0358), (0.0475, 0.0528, 0.0363, 0.0578, 0.0106, 0.0332)),
     "heart": ((0.7276, 0.6566, 0.7239, 0.9348, -0.0925, 1.1855), (0.025, 0.0268, 0.0157, 0.0156, 0.0119, 0.0563)),
 }
-# Bounding-box extent over drawn radius per shape, from calibrate(1500, 1).
+# Bounding-box extent over drawn radius per shape, from ``ground_truth.calibrate(1500, 1)``.
 EXTENT_PER_RADIUS: dict[str, float] = {
     "circle": 2.035,
     "square": 1.795,
@@ -264,14 +256,16 @@ def _features(mask4: np.ndarray) -> dict[str, float] | None:
 
 
 @dataclass
-class _Blob:
+class Blob:
+    """One object found by :func:`segment`, before it is described."""
+
     region: np.ndarray  # bool, 64x64: the object's pixels, holes filled
     shadow: float  # _shadow_score
     features: dict[str, float]
 
 
-def _segment(img: np.ndarray) -> tuple[np.ndarray, str | None, list[_Blob]]:
-    """(background colour, background name or None, objects) of a 64x64 RGB image."""
+def segment(img: np.ndarray) -> tuple[np.ndarray, str | None, list[Blob]]:
+    """(background colour, background name or None, objects) of a 64x64 RGB image: the reader's first stage."""
     f = img.astype(np.float64)
     background, name = _background(img)
     resid, t = _segment_distance(f, background, _shadow_of(background))
@@ -299,7 +293,7 @@ def _segment(img: np.ndarray) -> tuple[np.ndarray, str | None, list[_Blob]]:
         taken |= region
 
     plain = np.linalg.norm(f - background, axis=2)
-    blobs: list[_Blob] = []
+    blobs: list[Blob] = []
     for region, is_black in regions:
         u8 = region.astype(np.uint8)
         strength = np.where(shadowish & can_be_shadow, resid, plain) if is_black else resid
@@ -313,7 +307,7 @@ def _segment(img: np.ndarray) -> tuple[np.ndarray, str | None, list[_Blob]]:
         big = cv2.resize(coverage, (img.shape[1] * UP, img.shape[0] * UP), interpolation=cv2.INTER_LINEAR)
         features = _features((big > 0.5).astype(np.uint8))
         if features is not None:
-            blobs.append(_Blob(region=region, shadow=_shadow_score(region, shade), features=features))
+            blobs.append(Blob(region=region, shadow=_shadow_score(region, shade), features=features))
     return background, name, blobs
 
 
@@ -362,7 +356,7 @@ def _grid(coordinate: float) -> int:
     return int(coordinate >= GRID[0]) + int(coordinate >= GRID[1])
 
 
-def _describe(img: np.ndarray, blob: _Blob, background: np.ndarray) -> SceneObject:
+def _describe(img: np.ndarray, blob: Blob, background: np.ndarray) -> SceneObject:
     f = img.astype(np.float64)
     depth = cv2.distanceTransform(np.pad(blob.region.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
     interior = depth >= min(2.5, float(depth.max()))
@@ -419,83 +413,10 @@ class OpenCvSceneReader(SceneReader):
         """The scene in ``image`` (an ``RgbImage``, HxWx3 uint8 RGB, or a PIL image): objects by area, largest
         first."""
         img = _as_rgb(image)
-        background, name, blobs = _segment(img)
+        background, name, blobs = segment(img)
         blobs.sort(key=lambda blob: -blob.features["area"])
         return Scene(objects=tuple(_describe(img, blob, background) for blob in blobs), background=name)
 
     def score(self, image: object, caption: str) -> IntegrityReport:
         """How well ``image`` shows what ``caption`` asks for; a caption without a coloured shape raises ValueError."""
         return integrity(parse_caption(caption), self.read(image))
-
-
-def ground_truth_accuracy(n: int = 1000, seed: int = 0, blur: bool = False) -> dict[str, float]:
-    """Accuracy of the reader on ``n`` rendered scenes of ``SceneSampler(random.Random(seed), style_rate=0.3)``.
-
-    ``exact``: share of scenes read exactly (every object, attribute and the background; styles ignored);
-    ``shape``/``colour``/``position``/``size``/``styles``: share of objects whose attribute is read right (an object
-    that was not found counts as wrong); ``background``: share of scenes; ``exact_with_styles`` compares styles too.
-    ``blur`` reads each render after a 3x3 Gaussian blur, a stand-in for the softness of generated images.
-    """
-    reader = OpenCvSceneReader()
-    sampler = SceneSampler(random.Random(seed), style_rate=0.3)
-    names = ("shape", "colour", "position", "size", "styles")
-    hits = dict.fromkeys(names, 0)
-    objects = exact = exact_with_styles = background = 0
-    for i in range(n):
-        scene = sampler.sample()
-        image = render(scene, seed=i)
-        if blur:
-            image = cv2.GaussianBlur(image, (3, 3), 0)
-        seen = reader.read(image)
-        exact += integrity(scene.without_styles(), seen.without_styles()).exact
-        report = integrity(scene, seen)
-        exact_with_styles += report.exact
-        background += seen.background == scene.background
-        for asked, found in zip(scene.objects, report.matched, strict=True):
-            objects += 1
-            if found is not None:
-                for attribute in names[:-1]:
-                    hits[attribute] += getattr(asked, attribute) == getattr(found, attribute)
-                hits["styles"] += set(asked.styles) == set(found.styles)
-    total = max(objects, 1)
-    return {
-        "exact": exact / max(n, 1),
-        **{attribute: hits[attribute] / total for attribute in names},
-        "background": background / max(n, 1),
-        "exact_with_styles": exact_with_styles / max(n, 1),
-        "n": n,
-    }
-
-
-def calibrate(n: int = 1500, seed: int = 1) -> dict[str, dict[str, object]]:
-    """Re-derive ``PROTOTYPES`` and ``EXTENT_PER_RADIUS`` from ``n`` one-object renders (clean, blurred, noisy).
-
-    A developer tool: paste its output over the constants after changing the renderer or the features. The true
-    radius of each render is replayed from ``render``'s own random stream (its first draw is the radius jitter).
-    """
-    sampler = SceneSampler(random.Random(seed), style_rate=0.3)
-    samples: dict[str, list[list[float]]] = {s: [] for s in SHAPES}
-    ratios: dict[str, list[float]] = {s: [] for s in SHAPES}
-    for i in range(n):
-        scene = sampler.sample(1)
-        obj = scene.objects[0]
-        image = render(scene, seed=i)
-        blurred = cv2.GaussianBlur(image, (3, 3), 0)
-        noise = np.random.default_rng(i).normal(0.0, 6.0, image.shape)
-        noisy = np.clip(blurred + noise, 0, 255).astype(np.uint8)
-        for variant, img in enumerate((image, blurred, noisy)):
-            blobs = _segment(img)[2]
-            if len(blobs) != 1:
-                continue
-            features = blobs[0].features
-            samples[obj.shape].append([features[k] for k in FEATURES])
-            if variant == 0 and not obj.styles:
-                radius = RADIUS[obj.size or "large"] + random.Random(i).uniform(-0.5, 0.5)
-                ratios[obj.shape].append(features["extent"] / radius)
-    prototypes: dict[str, object] = {
-        s: (tuple(np.mean(v, axis=0).round(4).tolist()), tuple(np.std(v, axis=0).round(4).tolist()))
-        for s, v in samples.items()
-        if v
-    }
-    extent: dict[str, object] = {s: round(float(np.median(v)), 3) for s, v in ratios.items() if v}
-    return {"prototypes": prototypes, "extent_per_radius": extent}

@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from app.domain.scenes import Scene, SceneObject, cell
+from app.demo_world.scenes import Scene, SceneObject, cell
 
 SIZE = 64
 SCALE = 4

@@ -171,3 +171,21 @@ def build_demo_lora(base_dir: str, out_dir: str, seed: int = 0, rank: int = 4) -
     state = diffusers.utils.convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     diffusers.StableDiffusionPipeline.save_lora_weights(str(target), unet_lora_layers=state)
     return str(target)
+
+
+class DiffusersDemoModels:
+    """``DemoModels``: the shipped demo-world model and the random-init builders above."""
+
+    def shipped(self) -> str:
+        from app.adapters.demo_world import model_path
+
+        return model_path()
+
+    def build_pipeline(self, out_dir: str, seed: int) -> str:
+        return build_demo_model(out_dir, seed=seed, replace=True)
+
+    def build_controlnet(self, base_dir: str, out_dir: str, seed: int) -> str:
+        return build_demo_controlnet(base_dir, out_dir, seed=seed, replace=True)
+
+    def build_lora(self, base_dir: str, out_dir: str, seed: int) -> str:
+        return build_demo_lora(base_dir, out_dir, seed=seed)

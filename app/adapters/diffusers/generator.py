@@ -18,10 +18,11 @@ from app.adapters.diffusers.layout import inspect_model
 from app.adapters.diffusers.lora import LoraManager
 from app.adapters.diffusers.modes import mode_arguments, pipeline_for
 from app.adapters.diffusers.prompt_encoding import chunk_count, encode_prompts
+from app.adapters.diffusers.sampler_names import sampler_of
 from app.adapters.diffusers.schedulers import make_scheduler
 from app.adapters.imaging.control import LuminanceDepthEstimator
 from app.domain.errors import GenerationFailed, InvalidParameters, JobCancelled, ModelUnavailable
-from app.domain.generation import DEFAULT_GUIDANCE, GenerationParams, sampler_of
+from app.domain.generation import DEFAULT_GUIDANCE, GenerationParams
 from app.domain.specs import Mode
 from app.ports.generation import DepthEstimator, GeneratedImage, GenerationRequest, ImageGenerator, ProgressSink
 
@@ -122,7 +123,7 @@ class DiffusersImageGenerator(ImageGenerator):
             base = self._loaded(slot, first.model.path)
             controlnet = self._controlnet(first.controlnet.path) if first.controlnet is not None else None
             # Requests of one call share their LoRA set (it is part of the batching key). Adapters stay
-            # loaded unfused and are switched per call: exact base output afterwards, ~1 ms per switch.
+            # loaded unfused and are switched per call: exact base output afterwards, and a cheap switch.
             base_loras = [(info.name, info.path, weight) for info, weight in first.loras]
             slot.loras.activate(base, base_loras)
             return self._run(base, requests, controlnet, progress)
@@ -221,10 +222,9 @@ class DiffusersImageGenerator(ImageGenerator):
         (its images are computed to the end of the call but never returned); when every request is
         cancelled, the call stops at once.
         """
-        # A per-request pipeline sharing the weights, with a fresh scheduler. Measured on the tiny demo model
-        # (CPU, 1 thread, median of 300): a constructor call over base.components 0.62 ms vs from_pipe 4.67 ms
-        # (the scheduler alone is 0.43 ms of both). from_pipe also walks every module with .to(dtype), and
-        # its dtype defaults to float32, which would cast a shared fp16 pipeline in place.
+        # A per-request pipeline sharing the weights, with a fresh scheduler: a constructor call over
+        # base.components, several times cheaper than from_pipe (docs/benchmarks.md). from_pipe also walks every
+        # module with .to(dtype), and its dtype defaults to float32, which would cast a shared fp16 pipeline in place.
         params = requests[0].params
         assert params.mode is not None
         seeds = [r.params.image_seeds() for r in requests]

@@ -1,12 +1,9 @@
 """LoRA adapters for diffusers pipelines: reading LoRA files of several formats, and activating them per request.
 
-Adapters stay loaded but unfused, and each request sets its own (via PEFT's ``set_adapters``). Measured on the tiny
-demo model (CPU, 1 thread, rank-4 LoRA on every attention projection, medians): a UNet step (CFG batch of 2, 32x32
-latents) takes 20.9 ms without LoRA, 22.4 ms with one unfused LoRA (+7 %) and 20.9 ms fused. A per-request switch
-costs ~1 ms unfused (``set_adapters``; 2.8 ms with ``enable_lora``/``disable_lora`` around it) against 4.6 ms fused
-(``set_adapters`` + ``fuse_lora`` + ``unfuse_lora``), which grows with the model. Fusing also breaks exactness:
-``unfuse_lora`` subtracts the delta it added, so base weights drift by rounding (32 of 50 layers, up to 1.2e-7 after
-15 cycles) and a later request without LoRA no longer gets bit-identical base output. Unfused, it does.
+Adapters stay loaded but unfused, and each request sets its own (via PEFT's ``set_adapters``): an unfused LoRA costs
+a little on every step, but switching it is cheaper than fusing and unfusing, whose cost grows with the model. Fusing
+also breaks exactness: ``unfuse_lora`` subtracts the delta it added, so base weights drift by rounding and a later
+request without LoRA no longer gets bit-identical base output. Unfused, it does. docs/benchmarks.md has the timings.
 """
 
 from __future__ import annotations

@@ -22,9 +22,11 @@ from typing import Any
 
 import torch
 
-from app.adapters.editing.base import DeltaHooks, editing_signal, encode, pad_id
+from app.adapters.editing.encoding import encode, pad_id
+from app.adapters.editing.hooks import DeltaHooks
 from app.adapters.editing.network import DafNetwork, NetworkConfig
 from app.adapters.editing.records import RecordedEditor, locked
+from app.adapters.editing.signal import editing_signal
 from app.domain.edits import EditorNotTrained, EditSpec
 from app.domain.errors import ModelUnavailable
 from app.ports.edits import ModelEditor

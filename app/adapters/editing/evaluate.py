@@ -26,7 +26,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from app.adapters.editing.base import Encoded, accuracy, encode, pad_id, teacher_forced, teacher_forced_margins
+from app.adapters.editing.encoding import Encoded, encode, pad_id
+from app.adapters.editing.predictions import accuracy, teacher_forced, teacher_forced_margins
 from app.adapters.editing.records import locked
 from app.domain.edits import CONFIDENT_MARGIN, EditScores, EditSpec, LocalityProbe, ngram_entropy
 from app.domain.errors import InvalidParameters

@@ -12,8 +12,7 @@ chain stays within ``ε`` of the original model.) ``norm_constraint=None`` is un
 Defaults follow EasyEdit's ``hparams/FT`` and ROME's constrained FT (``gpt2-xl_constr.json``): 25
 steps, lr 5e-4, ε 5e-4, and ROME's early stop once the loss is below 1e-2. These are sized for
 billion-parameter models, whose single-layer updates need little magnitude; a tiny model needs a larger
-lr and ε (the tests use lr 2e-2, ε 0.2, which reach a mean NLL of about 0.01 in
-11–25 steps per edit).
+lr and ε (the tests use lr 2e-2 and ε 0.2; docs/model-edits.md has the settings used on SmolLM2).
 
 The record of an edit is the delta increment it added; the applied delta is always the left fold
 ``((0 + d₁) + d₂) + …`` of the stored increments (the first term cloned), in apply, rollback and load
@@ -27,7 +26,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from app.adapters.editing.base import DeltaHooks, last_mlp_modules, pad_id
+from app.adapters.editing.encoding import pad_id
+from app.adapters.editing.hooks import DeltaHooks, last_mlp_modules
 from app.adapters.editing.records import RecordedEditor, locked
 from app.domain.edits import EditSpec
 from app.domain.errors import InvalidParameters, ModelUnavailable

@@ -12,9 +12,9 @@ the first target token.
 
 **Values: one row per target token.** EasyEdit replaces the key token's output with one vector and
 relies on the blocks after the layer to carry it to the later target tokens. After the last block
-nothing carries it (on the tiny test model one shared vector gave "RomRomRomee" for "Rome"), so an
-entry's value holds one row per target token: row ``i`` replaces the output ``i`` positions after the
-match, the position predicting target token ``i + 1``. Past the last row the layer is left alone.
+nothing carries it (one shared vector repeats a fragment of the target), so an entry's value holds one
+row per target token: row ``i`` replaces the output ``i`` positions after the match, the position
+predicting target token ``i + 1``. Past the last row the layer is left alone.
 
 **Routing (every forward).** At each position of each sequence the layer input is compared with the
 codebook keys; the nearest key (ties to the latest entry; retired entries skipped) *matches* when the
@@ -48,7 +48,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from app.adapters.editing.base import last_mlp_modules, linear, pad_id
+from app.adapters.editing.encoding import pad_id
+from app.adapters.editing.hooks import last_mlp_modules, linear
 from app.adapters.editing.records import RecordedEditor, locked
 from app.domain.edits import EditSpec
 from app.domain.errors import InvalidParameters, ModelUnavailable

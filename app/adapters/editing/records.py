@@ -15,17 +15,10 @@ from typing import Any
 
 import torch
 
-from app.adapters.editing.base import (
-    Encoded,
-    RecordFolder,
-    TailRunner,
-    block_of,
-    encode,
-    full_target_logits,
-    pad,
-    pad_id,
-    target_positions,
-)
+from app.adapters.editing.encoding import Encoded, encode, pad, pad_id, target_positions
+from app.adapters.editing.record_folder import RecordFolder
+from app.adapters.editing.signal import full_target_logits
+from app.adapters.editing.tail import TailRunner, block_of
 from app.domain.edits import EditSpec, RollbackOutOfRange
 from app.domain.errors import ModelUnavailable
 

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from app.ports.generation import BatchHandler, JobExecutor, JobHandler
 
@@ -66,6 +66,16 @@ class ThreadJobExecutor(JobExecutor):
             self._runs[job_id] = self._runs.get(job_id, 0) + 1
         with self._ready:
             self._pending.append((job_id, batch_key))
+            self._ready.notify_all()
+
+    def enqueue_many(self, jobs: Sequence[tuple[str, str | None]]) -> None:
+        with self._lock:
+            for job_id, _key in jobs:
+                self._done.setdefault(job_id, threading.Event()).clear()
+                self._cancel.setdefault(job_id, threading.Event())
+                self._runs[job_id] = self._runs.get(job_id, 0) + 1
+        with self._ready:
+            self._pending.extend(jobs)
             self._ready.notify_all()
 
     def cancel(self, job_id: str) -> None:

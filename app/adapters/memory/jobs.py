@@ -8,7 +8,7 @@ from types import TracebackType
 
 from app.domain.errors import ConcurrentUpdate, JobNotFound
 from app.domain.jobs import GenerationJob, JobStatus
-from app.ports.persistence import JobPage, JobReader, JobRepository, UnitOfWork
+from app.ports.persistence import JobRepository, UnitOfWork
 
 
 class InMemoryJobStore:
@@ -95,27 +95,3 @@ class InMemoryUnitOfWorkFactory:
 
     def __call__(self) -> InMemoryUnitOfWork:
         return InMemoryUnitOfWork(self.store)
-
-
-class InMemoryJobReader(JobReader):
-    def __init__(self, store: InMemoryJobStore) -> None:
-        self._store = store
-
-    def get(self, job_id: str, owner: str | None = None) -> GenerationJob:
-        with self._store.lock:
-            row = self._store.rows.get(job_id)
-        if row is None or (owner is not None and row[0].owner != owner):
-            raise JobNotFound(f"No job {job_id}.")
-        return copy.deepcopy(row[0])
-
-    def list(
-        self, owner: str | None = None, status: JobStatus | None = None, limit: int = 20, offset: int = 0
-    ) -> JobPage:
-        with self._store.lock:
-            jobs = [copy.deepcopy(job) for job, _ in self._store.rows.values()]
-        jobs = [j for j in jobs if (owner is None or j.owner == owner) and (status is None or j.status is status)]
-        jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
-        return JobPage(items=jobs[offset : offset + limit], total=len(jobs), limit=limit, offset=offset)
-
-    def ping(self, write: bool = False) -> None:
-        return None

@@ -2,7 +2,7 @@
 
 The scene the turn should produce is the source prompt's scene with the instruction applied (both read
 with the demo world's grammar: ``parse_caption``, ``parse_instruction``); the reward is how well the
-checker's reading of the image matches it (``app.domain.scenes.integrity``: each asked attribute that
+checker's reading of the image matches it (``app.demo_world.integrity.integrity``: each asked attribute that
 is seen counts, extra objects cost). So a candidate scores high only when the image shows the
 instruction applied **and** the rest of the scene kept. When the instruction cannot be read, the
 candidate's own prompt is the reference (the image should at least show what its prompt says).
@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from app.demo_world.instructions import apply, parse_instruction
+from app.demo_world.integrity import IntegrityReport, integrity
+from app.demo_world.parsing import parse_caption
+from app.demo_world.scenes import Scene
+from app.demo_world.vocabulary import DEFAULT_BACKGROUND
 from app.domain.prompt_sessions import COMBINED, ScoreItem
-from app.domain.scene_instructions import apply, parse_instruction
-from app.domain.scenes import DEFAULT_BACKGROUND, IntegrityReport, Scene, integrity, parse_caption
 from app.ports.prompt_sessions import RewardInput, RewardModel
 from app.ports.scenes import SceneReader
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from app.adapters.rewards.aesthetic import image_quality
+from app.demo_world.vocabulary import STYLES
 from app.domain.errors import InvalidParameters, ModelUnavailable
-from app.domain.scenes import STYLES
 from app.ports.generation import RgbImage
 from app.ports.prompt_sessions import RewardInput, RewardModel
 from app.ports.scenes import SceneReader

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import random
 
-from app.domain.scene_instructions import apply, parse_instruction
-from app.domain.scenes import canonical_caption, caption, parse_caption
+from app.demo_world.instructions import apply, parse_instruction
+from app.demo_world.parsing import parse_caption
+from app.demo_world.scenes import canonical_caption, caption
 from app.ports.prompt_sessions import PromptRewriter
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.adapters.sql.engine import translate_errors
+from app.adapters.sql.errors import translate_errors
 from app.adapters.sql.rows import EditRow
 from app.domain.edits import EditNotFound, EditRequest, EditScores, EditSpec, EditStatus, LocalityProbe
 from app.ports.edits import EditLog

@@ -1,19 +1,14 @@
-"""Engines for SQLite (embedded, WAL) and PostgreSQL (psycopg 3), sessions, and error translation."""
+"""Engines for SQLite (embedded, WAL) and PostgreSQL (psycopg 3), and their sessions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.orm.exc import StaleDataError
-
-from app.domain.errors import ConcurrentUpdate, DatabaseUnavailable
 
 CONNECT_TIMEOUT_S = 5
 SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=5000")
@@ -52,37 +47,21 @@ def make_engine(url: str) -> Engine:
     return create_engine(parsed, pool_pre_ping=True)
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions whose loaded rows stay readable after commit."""
-    return sessionmaker(bind=engine, expire_on_commit=False)
+class _SchemaFirst(sessionmaker[Session]):
+    """Sessions that bring the schema to the newest revision before the first one is opened."""
+
+    def __init__(self, engine: Engine, ensure_schema: Callable[[], None]) -> None:
+        super().__init__(bind=engine, expire_on_commit=False)
+        self._ensure_schema = ensure_schema
+
+    def __call__(self, **local_kw: Any) -> Session:
+        self._ensure_schema()
+        return super().__call__(**local_kw)
 
 
-def _short_reason(error: DBAPIError) -> str:
-    text = str(error.orig if error.orig is not None else error).strip()
-    first = text.splitlines()[0].strip() if text else type(error).__name__
-    return first if len(first) <= 200 else first[:197] + "..."
-
-
-UNAVAILABLE = "The database is unavailable; try again shortly."
-
-
-@contextmanager
-def translate_errors() -> Iterator[None]:
-    """Turn SQLAlchemy failures into domain errors (``raise ... from`` the original).
-
-    A stale versioned update or a duplicate key means someone else wrote the record first
-    (``ConcurrentUpdate``); a lost or refused connection means ``DatabaseUnavailable``.
-    Other errors (programming mistakes) pass through untouched.
-    """
-    try:
-        yield
-    except StaleDataError as error:
-        raise ConcurrentUpdate("The job was changed by someone else; reload it and try again.") from error
-    except IntegrityError as error:
-        raise ConcurrentUpdate("The record conflicts with a stored one.", detail=_short_reason(error)) from error
-    except (OperationalError, InterfaceError) as error:
-        raise DatabaseUnavailable(UNAVAILABLE, detail=_short_reason(error)) from error
-    except DBAPIError as error:
-        if error.connection_invalidated:
-            raise DatabaseUnavailable(UNAVAILABLE, detail=_short_reason(error)) from error
-        raise
+def session_factory(engine: Engine, ensure_schema: Callable[[], None] | None = None) -> sessionmaker[Session]:
+    """Sessions whose loaded rows stay readable after commit; with ``ensure_schema`` (``Schema.ensure``),
+    the first session of the process migrates the database first."""
+    if ensure_schema is None:
+        return sessionmaker(bind=engine, expire_on_commit=False)
+    return _SchemaFirst(engine, ensure_schema)

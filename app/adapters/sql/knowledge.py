@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.adapters.sql.engine import translate_errors
+from app.adapters.sql.errors import translate_errors
 from app.adapters.sql.rows import CalibrationRow, KnowledgeQueryRow
 from app.domain.knowledge import Calibration, Decision, KnowledgeQuery, KnowledgeQueryNotFound, Passage, Signals
 from app.ports.knowledge import CalibrationStore, KnowledgeQueryStore, QueryPage

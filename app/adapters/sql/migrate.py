@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
-from app.adapters.sql.engine import make_engine, normalize_url, translate_errors
+from app.adapters.sql.engine import make_engine, normalize_url
+from app.adapters.sql.errors import translate_errors
 
 VERSION_TABLE = "atelier_alembic_version"
 
@@ -53,3 +55,26 @@ def current(url: str) -> str | None:
             return context.get_current_revision()
     finally:
         engine.dispose()
+
+
+class AlembicSchema:
+    """``Schema`` for one database URL: ``ensure`` migrates once per process, under a lock, and tries again
+    after a failure (a database that was down at start-up is migrated when it comes back)."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._ready = False
+        self._lock = threading.Lock()
+
+    def upgrade(self) -> None:
+        with self._lock:
+            upgrade(self._url)
+            self._ready = True
+
+    def ensure(self) -> None:
+        if self._ready:
+            return
+        with self._lock:
+            if not self._ready:
+                upgrade(self._url)
+                self._ready = True

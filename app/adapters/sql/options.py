@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.adapters.sql.engine import translate_errors
+from app.adapters.sql.errors import translate_errors
 from app.adapters.sql.rows import OwnerOptionsRow
 from app.domain.errors import ConcurrentUpdate
 from app.ports.clock import Clock

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.adapters.sql.engine import translate_errors
+from app.adapters.sql.errors import translate_errors
 from app.adapters.sql.rows import PromptSessionRow, PromptTurnRow
 from app.domain.errors import ConcurrentUpdate
 from app.domain.prompt_sessions import Candidate, PromptSession, PromptSessionNotFound, Turn, TurnSettings

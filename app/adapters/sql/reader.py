@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.adapters.sql.engine import translate_errors
+from app.adapters.sql.errors import translate_errors
 from app.adapters.sql.rows import JobRow, to_entity
 from app.domain.errors import JobNotFound
 from app.domain.jobs import GenerationJob, JobStatus

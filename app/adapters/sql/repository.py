@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.adapters.sql.engine import translate_errors
+from app.adapters.sql.errors import translate_errors
 from app.adapters.sql.rows import JobRow, from_entity, to_entity
 from app.domain.errors import JobNotFound
 from app.domain.jobs import GenerationJob, JobStatus

@@ -1,11 +1,14 @@
-"""Reading documents to ingest (txt, md, jsonl; folders recursively) and labelled question sets (jsonl)."""
+"""Reading documents to ingest (txt, md, jsonl; folders recursively), labelled question sets (jsonl) and
+edit files (ZsRE, CounterFact)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app.domain.edits import EditSpec
 from app.domain.errors import InvalidParameters, RequestTooLarge
 from app.domain.knowledge import MAX_DOCUMENT_CHARS
 
@@ -93,3 +96,18 @@ def read_labelled(path: str, split: str | None = None, limit: int | None = None)
     if not items:
         raise InvalidParameters(f"{path} holds no questions" + (f" in split {split!r}." if split else "."))
     return items
+
+
+class FileDocumentReader:
+    """``DocumentReader`` over the local file system."""
+
+    def documents(self, paths: Sequence[str]) -> list[tuple[str, str]]:
+        return read_documents(list(paths))
+
+    def labelled(self, path: str, split: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        return read_labelled(path, split, limit)
+
+    def edits(self, path: str, limit: int | None = None) -> list[EditSpec]:
+        from app.adapters.storage.edit_files import load_edit_file
+
+        return load_edit_file(path, limit)

@@ -17,7 +17,7 @@ from app.adapters.imaging.ops import decode_image
 from app.domain.errors import GenerationFailed, ImageNotFound, InvalidParameters, StorageUnavailable
 from app.domain.jobs import ImageRef, image_id_for, job_id_of
 from app.domain.specs import validate_input_id
-from app.ports.generation import GeneratedImage, ImageStore, InputImage
+from app.ports.generation import GeneratedImage, ImageStore, InputImage, RgbImage
 
 
 class FileImageStore(ImageStore):
@@ -63,6 +63,19 @@ class FileImageStore(ImageStore):
         if not target.is_file():
             raise ImageNotFound(f"No image {image_id}.")
         return str(target)
+
+    def read(self, image_id: str) -> RgbImage:
+        target = Path(self.path(image_id))
+        try:
+            with Image.open(target) as picture:
+                rgb = picture.convert("RGB")
+        except FileNotFoundError as error:  # deleted since it was found
+            raise ImageNotFound(f"No image {image_id}.") from error
+        except OSError as error:
+            raise StorageUnavailable(
+                f"Image {image_id} cannot be read right now; try again later.", detail=str(error)
+            ) from error
+        return RgbImage(rgb.width, rgb.height, rgb.tobytes())
 
     def delete_job(self, job_id: str) -> None:
         folder = self._root / job_id[:2]

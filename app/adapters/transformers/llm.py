@@ -15,16 +15,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from app.domain.errors import InvalidParameters, ModelUnavailable, RequestTooLarge
 from app.ports.knowledge import AnswerGradient, Generation, LanguageModel, StopRule
 
-# Measured on SmolLM2-135M: "Answer the question with a short phrase." derails it into French and German
-# ("What is the capital of France?" -> "L'Alma, la France, ..."); this wording answers 16 of 20 capitals.
+# A wording that keeps SmolLM2-135M answering in English with a short answer; a longer one derailed it into
+# other languages (docs/knowledge.md).
 DEFAULT_SYSTEM = "Give a short answer."
 CONTEXT_INSTRUCTION = "Answer the question using the context."
 GRAD_PARAMS = ("last_mlp_down", "lm_head", "last_layer")
 # question_state reads the block output at this share of the model's depth (SmolLM2-135M: block 24 of
-# 30). In an offline experiment on SmolLM2, a probe fitted to the GECE labels of 200 geonames calibration questions
-# tells a wrong plain answer on 200 test questions with AUROC 0.59-0.66 from blocks 4-20, 0.70 from
-# block 24, 0.72 from block 28 and 0.71 from the last, as in probing work (SAPLMA and after) where
-# late-middle layers best know whether the model knows.
+# 30): late-middle layers best know whether the model knows, as in probing work (SAPLMA and after);
+# docs/knowledge.md has the probe's reading per block.
 STATE_DEPTH = 0.8
 _CHAT_END = "<|im_end|>"
 

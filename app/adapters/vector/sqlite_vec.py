@@ -1,27 +1,9 @@
 """The embedded knowledge index: one SQLite file holding chunk texts and a sqlite-vec ``vec0`` table.
 
-Why sqlite-vec and not FAISS. Measured on 20 000 random L2-normalised 384-d vectors and 200 random
-queries, k=5, one thread, on a 2-core machine shared with another CPU-bound job (faiss-cpu 1.15.1,
-sqlite-vec 0.1.9 on SQLite 3.50.4 from sqlean.py 3.50.4.5):
-
-=====================================  ======  =======  ========  ===================  ========
-store                                  build   search   recall@5  replace one source   on disk
-=====================================  ======  =======  ========  ===================  ========
-FAISS IndexFlatIP (IDMap2) + sidecar   0.09 s  0.74 ms  1.000     34 ms (rewrite all)  35.6 MiB
-FAISS HNSW M=32, efSearch=64           3.1 s   0.23 ms  0.431     3.1 s (rebuild)      40.7 MiB
-FAISS HNSW M=32, efSearch=1024         3.1 s   2.4 ms   0.998     3.1 s (rebuild)      40.7 MiB
-sqlite-vec vec0, cosine (brute force)  0.42 s  9.3 ms   1.000     10 ms (transaction)  37.7 MiB
-=====================================  ======  =======  ========  ===================  ========
-
-(Recall is against exact brute force; random high-dimensional data is HNSW's worst case.) Crash
-safety, a writer killed with SIGKILL mid-loop, six trials each: FAISS written in place left an
-unreadable index 6/6; FAISS written to a temporary file and renamed (index and sidecar each) left the
-index and the texts disagreeing 3/6; sqlite-vec reopened consistent 6/6 (``integrity_check`` ok,
-every source whole).
-
-So the index is sqlite-vec, although its exact search is ~12x slower than a flat FAISS scan: 9 ms
-at 20 000 chunks is nothing beside a language-model answer, and it grows linearly (~90 ms expected
-at 200 000; past that, use pgvector with HNSW). What it gives that FAISS does not:
+Why sqlite-vec and not FAISS: its exact search is slower than a flat FAISS scan, but at the sizes of an
+embedded index that is nothing beside a language-model answer, and it grows linearly (past a few hundred
+thousand chunks, use pgvector with HNSW). It also survived writers killed mid-write where FAISS files did
+not (docs/benchmarks.md has the comparison). What it gives that FAISS does not:
 
 - persistence in one file, texts and vectors together, with no sidecar to keep in step;
 - ``replace_source`` as one transaction: a reader sees the old chunks or the new ones, never a mix,

@@ -129,7 +129,7 @@ def rewrite(
     """
     if (prompt is None) == (session_id is None):
         raise click.UsageError("Give a PROMPT to start a session, or --session ID to continue one.")
-    atelier = open_atelier(ctx)
+    atelier = open_atelier(ctx, start_worker=True, recover=False)  # a turn's renders are jobs a worker runs
     if session_id is None:
         assert prompt is not None
         session = atelier.prompts.start(prompt, model=model)

@@ -186,7 +186,7 @@ def evaluate(
 
 
 def _builtin_test(limit: int | None) -> list[Any]:
-    from app.adapters.knowledge_data.dafset import build_edits
+    from app.lab.edits.dafset import build_edits
 
     specs = [r.to_spec() for rs in build_edits(0).values() for r in rs if r.split == "test"]
     return specs[:limit] if limit else specs
@@ -256,7 +256,10 @@ def train(
         "extra_cities": extra_cities,
     }
     with progress_bar(f"training {editor}", quiet or as_json, "steps") as progress:
-        summary = open_atelier(ctx).edits.train(
+        from app.lab.edits.training_run import train_served_editor
+
+        summary = train_served_editor(
+            open_atelier(ctx).container,
             editor,
             work_dir=work,
             restart=restart,
@@ -280,9 +283,9 @@ def train(
 @click.option("--json", "as_json", is_flag=True)
 def make_dataset(out_dir: str, seed: int, as_json: bool) -> None:
     """Write the DAFSet-style counterfactual edits (popular, long-tail, robust) as ZsRE-shaped JSON."""
-    from app.entrypoints.edits import Edits
+    from app.lab.edits.dafset import write_dafset
 
-    counts = Edits.make_dataset(out_dir, seed)
+    counts = write_dafset(out_dir, seed)
     if as_json:
         echo_json(counts)
     else:

@@ -192,9 +192,9 @@ def evaluate(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def make_dataset(out_dir: str, seed: int, as_json: bool) -> None:
     """Write a long-tail QA set from geonames (OUT_DIR/questions.jsonl) and its corpus (OUT_DIR/corpus/)."""
-    from app.entrypoints.knowledge import Knowledge
+    from app.lab.knowledge.geonames import write_dataset
 
-    counts = Knowledge.make_dataset(out_dir, seed)
+    counts = write_dataset(out_dir, seed)
     if as_json:
         echo_json(counts)
     else:

@@ -168,8 +168,16 @@ def train_demo(
         bars[stage].update(done, total, info)
 
     try:
-        result = open_atelier(ctx).train_demo(
-            out_dir=out, work_dir=work, progress=progress, restart=restart, register=register, **overrides
+        from app.lab.demo_world.runs import train_demo as run
+
+        result = run(
+            open_atelier(ctx).container,
+            out_dir=out,
+            work_dir=work,
+            progress=progress,
+            restart=restart,
+            register=register,
+            **overrides,
         )
         for bar in bars.values():
             bar.close()

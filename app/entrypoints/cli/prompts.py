@@ -53,8 +53,9 @@ def list_sessions(ctx: click.Context, limit: int, as_json: bool) -> None:
 @click.pass_context
 def train_preference(ctx: click.Context, simulate: str | None, turns: int, k: int, seed: int, as_json: bool) -> None:
     """Fit the Bradley–Terry preference reward (chosen candidate ≻ the others of its turn)."""
-    atelier = open_atelier(ctx)
-    report = atelier.prompts.train_preference(simulate=simulate, turns=turns, k=k, seed=seed)
+    from app.lab.prompts.runs import train_preference as run
+
+    report = run(open_atelier(ctx).container, simulate=simulate, turns=turns, k=k, seed=seed)
     if as_json:
         echo_json(report)
         return
@@ -94,10 +95,12 @@ def train_sft(
     """Train the demo world's Chinese prompt rewriter (a small causal LM, from scratch) into the data dir.
 
     Serve it with ATELIER_PROMPT_REWRITER=sft (or prompt_rewriter = "sft" in atelier.toml)."""
+    from app.lab.prompts.runs import train_sft as run
+
     atelier = open_atelier(ctx)
     with progress_bar("training the rewriter", quiet or as_json, "steps") as progress:
-        summary = atelier.prompts.train_sft(
-            data=data, progress=progress, steps=steps, records=records, batch=batch, lr=lr, seed=seed
+        summary = run(
+            atelier.container, data=data, progress=progress, steps=steps, records=records, batch=batch, lr=lr, seed=seed
         )
     if as_json:
         echo_json(summary)
@@ -173,9 +176,12 @@ def train_rl(
     """PPO on the SFT rewriter with the turns' combined reward of real renders (run train-sft first).
 
     Serve it with ATELIER_PROMPT_REWRITER=sft_rl (or prompt_rewriter = "sft_rl" in atelier.toml)."""
-    atelier = open_atelier(ctx)
+    from app.lab.prompts.runs import train_rl as run
+
+    atelier = open_atelier(ctx, start_worker=True, recover=False)  # the rollouts' renders are jobs a worker runs
     with progress_bar("reinforcing the rewriter", quiet or as_json, "iterations") as progress:
-        summary = atelier.prompts.train_rl(
+        summary = run(
+            atelier.container,
             model=model,
             data=data,
             progress=progress,

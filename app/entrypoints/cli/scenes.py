@@ -6,7 +6,7 @@ import random
 
 import click
 
-from app.domain.scenes import SceneObject, SceneSampler, caption
+from app.demo_world.scenes import SceneObject, SceneSampler, caption
 from app.entrypoints.cli.common import AliasOption, echo_json, open_atelier
 
 

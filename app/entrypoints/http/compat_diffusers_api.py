@@ -200,7 +200,7 @@ def _submit(atelier: Atelier, raw: bytes, owner: str, answer: dict[str, Any]) ->
     data = parse_object(raw)
     answer["task_id"] = _task_id(data)
     body = PredictIn.model_validate(data)
-    return atelier.submit(body.prompt, owner=owner, **_params(atelier, body)), body
+    return atelier.container.accept_generation()({**_params(atelier, body), "prompt": body.prompt}, owner), body
 
 
 DOC = {"requestBody": {"required": True, "content": {"application/json": {"schema": PredictIn.model_json_schema()}}}}

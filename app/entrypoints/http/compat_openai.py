@@ -87,7 +87,8 @@ def _submit(atelier: Atelier, raw: bytes, owner: str) -> tuple[GenerationJob, Im
     body = ImagesIn.model_validate(parse_object(raw))
     width, height = (None, None) if body.size in (None, "auto") else parse_size(body.size or "")
     model = _model(atelier, body.model)
-    job = atelier.submit(body.prompt, owner=owner, model=model, num_images=body.n, width=width, height=height)
+    values = {"prompt": body.prompt, "model": model, "num_images": body.n, "width": width, "height": height}
+    job = atelier.container.accept_generation()(values, owner)
     return job, body
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from app.composition import Container
 from app.domain.errors import Unauthorized
 from app.entrypoints.http.auth import Caller
 from app.entrypoints.library import Atelier
@@ -13,6 +14,12 @@ from app.entrypoints.library import Atelier
 def atelier(request: Request) -> Atelier:
     instance: Atelier = request.app.state.atelier
     return instance
+
+
+def container(request: Request) -> Container:
+    """The composition root of the instance: routes resolve their use cases and ports from it."""
+    composed: Container = request.app.state.atelier.container
+    return composed
 
 
 def caller(request: Request) -> Caller:

@@ -7,14 +7,22 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.domain.edits import DEFAULT_EDITOR, EDITORS, MAX_EDIT_CHARS, MAX_LOCALITY, MAX_REPHRASES
+from app.composition import Container
+from app.domain.edits import (
+    DEFAULT_EDITOR,
+    EDITORS,
+    MAX_EDIT_CHARS,
+    MAX_LOCALITY,
+    MAX_REPHRASES,
+    EditSpec,
+    LocalityProbe,
+)
 from app.entrypoints.http import deps
 from app.entrypoints.http.openapi import errors
-from app.entrypoints.http.schemas import EditOut, EditPageOut, RollbackOut
-from app.entrypoints.library import Atelier
+from app.entrypoints.http.schemas_edits import EditOut, EditPageOut, RollbackOut
 
 router = APIRouter(tags=["edits"])
-AtelierDep = Annotated[Atelier, Depends(deps.atelier)]
+UseCases = Annotated[Container, Depends(deps.container)]
 OwnerDep = Annotated[str, Depends(deps.owner)]
 
 
@@ -37,6 +45,16 @@ class EditIn(BaseModel):
     )
     editor: str = Field(DEFAULT_EDITOR, description=f"One of {', '.join(EDITORS)}.")
 
+    def spec(self) -> EditSpec:
+        """The edit as the domain states it (validated there)."""
+        return EditSpec(
+            self.prompt,
+            self.target,
+            subject=self.subject,
+            rephrases=tuple(self.rephrases),
+            locality=tuple(LocalityProbe(p.prompt, p.answer) for p in self.locality),
+        )
+
 
 class RollbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -51,34 +69,25 @@ class RollbackIn(BaseModel):
     summary="Apply the next edit to the served language model",
     responses=errors(409, 503, codes={409: ["editor_not_trained", "editor_mismatch", "concurrent_update"]}),
 )
-def apply(body: EditIn, atelier: AtelierDep, owner: OwnerDep) -> EditOut:
+def apply(body: EditIn, use: UseCases, owner: OwnerDep) -> EditOut:
     """Applies the edit on top of the active ones with the chosen editor, scores it (reliability,
     generality, locality) and stores it in the edit log before replying. Knowledge queries answer with
     the edited model from then on. 409 `editor_not_trained` names the command that trains a DAFNet or
     MEND checkpoint; 409 `editor_mismatch` when the active edits were made by another editor."""
-    edit = atelier.edits.apply(
-        body.prompt,
-        body.target,
-        editor=body.editor,
-        subject=body.subject,
-        rephrases=body.rephrases,
-        locality=[(p.prompt, p.answer) for p in body.locality],
-        owner=owner,
-    )
-    return EditOut.of(edit)
+    return EditOut.of(use.apply_edit()(body.spec(), body.editor, owner))
 
 
 @router.get("/v1/edits", response_model=EditPageOut, summary="The edit log, newest first", responses=errors(503))
 def list_edits(
-    atelier: AtelierDep,
+    use: UseCases,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=deps.MAX_OFFSET)] = 0,
     active: Annotated[bool, Query(description="Only the active edits, in the order they apply.")] = False,
 ) -> EditPageOut:
     if active:
-        items = atelier.edits.active()
+        items = use.read_edit_log().active()
         return EditPageOut(items=[EditOut.of(e) for e in items], total=len(items), limit=len(items), offset=0)
-    page, total = atelier.edits.log(limit, offset)
+    page, total = use.read_edit_log().page(limit, offset)
     return EditPageOut(items=[EditOut.of(e) for e in page], total=total, limit=limit, offset=offset)
 
 
@@ -88,8 +97,8 @@ def list_edits(
     summary="One edit",
     responses=errors(404, 503, codes={404: ["edit_not_found"]}),
 )
-def get_edit(edit_id: str, atelier: AtelierDep) -> EditOut:
-    return EditOut.of(atelier.edits.get(edit_id))
+def get_edit(edit_id: str, use: UseCases) -> EditOut:
+    return EditOut.of(use.read_edit_log().get(edit_id))
 
 
 @router.post(
@@ -98,7 +107,7 @@ def get_edit(edit_id: str, atelier: AtelierDep) -> EditOut:
     summary="Roll the served model back to an earlier point",
     responses=errors(409, 503, codes={409: ["editor_not_trained", "editor_mismatch"]}),
 )
-def rollback(body: RollbackIn, atelier: AtelierDep) -> RollbackOut:
+def rollback(body: RollbackIn, use: UseCases) -> RollbackOut:
     """Keeps the first `to` active edits; 422 `rollback_out_of_range` past the start or the end."""
-    undone = atelier.edits.rollback(body.to)
+    undone = use.rollback_edits()(body.to)
     return RollbackOut(rolled_back=[EditOut.of(e) for e in undone], active=body.to)

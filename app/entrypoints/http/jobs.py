@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
+from app.composition import Container
 from app.domain.jobs import JobStatus
 from app.entrypoints.http import deps
 from app.entrypoints.http.openapi import errors
@@ -19,6 +20,7 @@ from app.entrypoints.library import Atelier
 router = APIRouter(tags=["jobs"])
 AtelierDep = Annotated[Atelier, Depends(deps.atelier)]
 OwnerDep = Annotated[str, Depends(deps.owner)]
+UseCases = Annotated[Container, Depends(deps.container)]
 
 
 @router.post(
@@ -28,21 +30,20 @@ OwnerDep = Annotated[str, Depends(deps.owner)]
     summary="Queue a text-to-image job",
     responses=errors(404, 503, 507, codes={404: ["unknown_model", "image_not_found"]}),
 )
-def submit(body: JobRequest, atelier: AtelierDep, owner: OwnerDep) -> JobOut:
+def submit(body: JobRequest, use: UseCases, owner: OwnerDep) -> JobOut:
     """The job is stored before the reply; follow it with `GET /v1/jobs/{id}` or `/events`."""
-    values = body.params()
-    return JobOut.of(atelier.submit(values.pop("prompt"), owner=owner, **values))
+    return JobOut.of(use.accept_generation()(body.params(), owner))
 
 
 @router.get("/v1/jobs", response_model=JobPageOut, summary="List your jobs, newest first", responses=errors(503))
 def list_jobs(
-    atelier: AtelierDep,
+    use: UseCases,
     owner: OwnerDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=deps.MAX_OFFSET)] = 0,
 ) -> JobPageOut:
-    page = atelier.jobs(owner=owner, status=status, limit=limit, offset=offset)
+    page = use.job_reader().list(owner=owner, status=status, limit=limit, offset=offset)
     return JobPageOut(items=[JobOut.of(j) for j in page.items], total=page.total, limit=page.limit, offset=page.offset)
 
 
@@ -52,8 +53,8 @@ def list_jobs(
     summary="One job with its progress and images",
     responses=errors(404, 503, codes={404: ["job_not_found"]}),
 )
-def get_job(job_id: str, atelier: AtelierDep, owner: OwnerDep) -> JobOut:
-    return JobOut.of(atelier.job(job_id, owner))
+def get_job(job_id: str, use: UseCases, owner: OwnerDep) -> JobOut:
+    return JobOut.of(use.job_reader().get(job_id, owner))
 
 
 @router.post(
@@ -62,9 +63,9 @@ def get_job(job_id: str, atelier: AtelierDep, owner: OwnerDep) -> JobOut:
     summary="Cancel a queued or running job",
     responses=errors(404, 409, 503, codes={404: ["job_not_found"], 409: ["job_finished", "concurrent_update"]}),
 )
-def cancel(job_id: str, atelier: AtelierDep, owner: OwnerDep) -> JobOut:
+def cancel(job_id: str, use: UseCases, owner: OwnerDep) -> JobOut:
     """A queued job is cancelled at once; a running one stops within one denoising step. 409 if finished."""
-    return JobOut.of(atelier.cancel(job_id, owner))
+    return JobOut.of(use.cancel_job()(job_id, owner))
 
 
 @router.get(

@@ -7,16 +7,16 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.composition import Container
 from app.domain.errors import Forbidden
 from app.domain.knowledge import MAX_QUESTION_CHARS, MAX_TOP_K, SHARED_COLLECTION
 from app.entrypoints.http import deps
 from app.entrypoints.http.auth import Caller
 from app.entrypoints.http.openapi import errors
-from app.entrypoints.http.schemas import IngestReportOut, KnowledgeQueryOut, KnowledgeQueryPageOut
-from app.entrypoints.library import Atelier
+from app.entrypoints.http.schemas_knowledge import IngestReportOut, KnowledgeQueryOut, KnowledgeQueryPageOut
 
 router = APIRouter(tags=["knowledge"])
-AtelierDep = Annotated[Atelier, Depends(deps.atelier)]
+UseCases = Annotated[Container, Depends(deps.container)]
 OwnerDep = Annotated[str, Depends(deps.owner)]
 CallerDep = Annotated[Caller, Depends(deps.caller)]
 
@@ -56,12 +56,12 @@ class DocumentsIn(BaseModel):
     summary="Ask a question",
     responses=errors(409, 503, codes={409: ["not_calibrated"], 503: ["index_unavailable", "model_unavailable"]}),
 )
-def ask(body: QueryIn, atelier: AtelierDep, owner: OwnerDep) -> KnowledgeQueryOut:
+def ask(body: QueryIn, use: UseCases, owner: OwnerDep) -> KnowledgeQueryOut:
     """The model answers alone; when the calibrated detector judges the question long-tail, the top-k
     passages are retrieved and it answers again with them. The reply holds the answer, the
     `decision` (`parametric` or `retrieved`), the signals behind it, the passages with their scores
     and the seconds per stage. The query is stored before the reply (`GET /v1/knowledge/queries/{id}`)."""
-    query = atelier.knowledge.ask(body.question, owner=owner, top_k=body.top_k, retrieval=body.retrieval)
+    query = use.ask_question()(body.question, owner, top_k=body.top_k, retrieval=body.retrieval)
     return KnowledgeQueryOut.of(query)
 
 
@@ -71,8 +71,8 @@ def ask(body: QueryIn, atelier: AtelierDep, owner: OwnerDep) -> KnowledgeQueryOu
     summary="One answered question",
     responses=errors(404, 503, codes={404: ["knowledge_query_not_found"]}),
 )
-def get_query(query_id: str, atelier: AtelierDep, owner: OwnerDep) -> KnowledgeQueryOut:
-    return KnowledgeQueryOut.of(atelier.knowledge.query(query_id, owner))
+def get_query(query_id: str, use: UseCases, owner: OwnerDep) -> KnowledgeQueryOut:
+    return KnowledgeQueryOut.of(use.knowledge_queries().get(query_id, owner))
 
 
 @router.get(
@@ -82,12 +82,12 @@ def get_query(query_id: str, atelier: AtelierDep, owner: OwnerDep) -> KnowledgeQ
     responses=errors(503),
 )
 def list_queries(
-    atelier: AtelierDep,
+    use: UseCases,
     owner: OwnerDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=deps.MAX_OFFSET)] = 0,
 ) -> KnowledgeQueryPageOut:
-    page = atelier.knowledge.queries(owner, limit, offset)
+    page = use.knowledge_queries().list(owner, limit, offset)
     items = [KnowledgeQueryOut.of(q) for q in page.items]
     return KnowledgeQueryPageOut(items=items, total=page.total, limit=limit, offset=offset)
 
@@ -99,12 +99,12 @@ def list_queries(
     summary="Ingest documents into the knowledge index",
     responses=errors(403, 503, codes={503: ["index_unavailable"]}),
 )
-def ingest(body: DocumentsIn, atelier: AtelierDep, caller: CallerDep) -> IngestReportOut:
+def ingest(body: DocumentsIn, use: UseCases, caller: CallerDep) -> IngestReportOut:
     """Chunks, embeds and indexes the documents into the caller's collection (or, `shared` with an admin key,
     the shared one); all are validated before any is stored. A source ingested again into the same collection
     replaces its chunks; another key's document of the same name is another document."""
     if body.shared and not caller.admin:
         raise Forbidden("Publishing to the shared collection needs an admin key.")
     collection = SHARED_COLLECTION if body.shared else caller.owner
-    report = atelier.knowledge.ingest_texts([(d.source, d.text) for d in body.documents], collection=collection)
+    report = use.ingest_documents()([(d.source, d.text) for d in body.documents], None, collection)
     return IngestReportOut.of(report)

@@ -86,6 +86,12 @@ STATUSES: dict[int, tuple[str, str, str]] = {
         "at once (`too_many_queued_jobs`); `Retry-After` says when to try again.",
         "More than 600 requests a minute with this key; retry in 2 s.",
     ),
+    500: (
+        e.GenerationFailed.code,
+        "An image the request waited for could not be made: its job failed (`generation_failed` or the job's "
+        "own code), was cancelled (`cancelled`) or did not finish in time (`render_timeout`).",
+        e.GenerationFailed.default_message,
+    ),
     503: (
         e.BackendUnavailable.code,
         "A backend cannot be reached right now: the database (`database_unavailable`), a model's files "

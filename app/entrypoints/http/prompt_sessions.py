@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.domain.prompt_sessions import MAX_CANDIDATES, MAX_INSTRUCTION_CHARS, MAX_PROMPT_CHARS
 from app.entrypoints.http import deps
 from app.entrypoints.http.openapi import errors
-from app.entrypoints.http.schemas import PromptSessionOut, PromptSessionPageOut, TurnOut
+from app.entrypoints.http.schemas_prompt_sessions import PromptSessionOut, PromptSessionPageOut, TurnOut
 from app.entrypoints.library import Atelier
 
 router = APIRouter(tags=["prompt sessions"])
@@ -98,14 +98,29 @@ def get_session(session_id: str, atelier: AtelierDep, owner: OwnerDep) -> Prompt
     response_model=TurnOut,
     summary="Take a turn",
     responses=errors(
-        404, 409, 503, 507, codes={404: ["prompt_session_not_found", "unknown_model"], 409: ["concurrent_update"]}
+        404,
+        409,
+        422,
+        429,
+        500,
+        503,
+        507,
+        codes={
+            404: ["prompt_session_not_found", "unknown_model"],
+            409: ["concurrent_update"],
+            422: ["invalid_parameters", "job_too_large"],
+            429: ["rate_limited", "too_many_queued_jobs"],
+            500: ["generation_failed", "cancelled", "render_timeout"],
+        },
     ),
 )
 def take_turn(session_id: str, body: TurnIn, atelier: AtelierDep, owner: OwnerDep) -> TurnOut:
     """Rewrites the current prompt following the instruction, renders the first `k` distinct rewrites with
     one seed, scores them (content integrity, and the other rewards configured) and returns them ranked,
     best first; the best one is chosen. The turn is stored before the reply. When the rewriter gives
-    nothing usable the current prompt is rendered and `note` says so."""
+    nothing usable the current prompt is rendered and `note` says so. Each render is an ordinary job
+    (queued, batched with jobs of the same key, listed in `GET /v1/jobs`); if one fails or is cancelled
+    the turn fails with 500 and nothing of it is stored."""
     options = body.model_dump(exclude={"instruction"})
     return TurnOut.of(atelier.prompts.turn(session_id, body.instruction, owner=owner, **options))
 

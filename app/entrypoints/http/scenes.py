@@ -7,12 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.container import decode_base64
-from app.domain.errors import ImageNotFound
-from app.domain.jobs import job_id_of
 from app.entrypoints.http import deps
 from app.entrypoints.http.openapi import errors
-from app.entrypoints.http.schemas import SceneReadingOut
+from app.entrypoints.http.schemas_scenes import SceneReadingOut
 from app.entrypoints.library import Atelier
 
 router = APIRouter(tags=["demo world"])
@@ -23,7 +20,10 @@ OwnerDep = Annotated[str, Depends(deps.owner)]
 class SceneReadIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    image: str = Field(description="A result image id (`<job id>-<n>`), or the image as base64 / data URL.")
+    image: str = Field(
+        description="A result image id (`<job id>-<n>`), an upload id, the image as base64 / a data URL, "
+        "or an http(s) URL where the deployment allows fetching."
+    )
     caption: str | None = Field(None, description="Score the image against this caption (content integrity).")
 
 
@@ -37,11 +37,5 @@ def read_scene(body: SceneReadIn, atelier: AtelierDep, owner: OwnerDep) -> Scene
     """The objects the OpenCV checker sees (shape, colour, position, size, styles) and the background;
     with `caption`, the content-integrity score (`score` in [0, 1], `exact`) and the seen object
     paired with each object the caption asks for."""
-    source: str | bytes
-    try:
-        job_id_of(body.image)
-    except ImageNotFound:  # not an image id: the image itself
-        source = decode_base64(body.image)
-    else:
-        source = atelier.image_path(body.image, owner)
-    return SceneReadingOut.of(atelier.read_scene(source, body.caption, owner))
+    data = atelier.container.resolve_images().encoded(body.image, owner)  # never a path on this machine
+    return SceneReadingOut.of(atelier.read_scene(data, body.caption, owner))

@@ -1,0 +1,134 @@
+"""Typed factories of image generation: the generator, preprocessors, the model catalog's helpers,
+images in and out."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+from app.domain.models import ModelInfo
+from app.ports.generation import (
+    ControlPreprocessor,
+    DemoModels,
+    DepthEstimator,
+    ImageCodec,
+    ImageFetcher,
+    ImageGenerator,
+    ModelCatalog,
+)
+from app.ports.scenes import SceneReader
+from app.settings import Settings
+
+
+def pick_device(device: str) -> str:
+    """``auto``: CUDA when torch sees a GPU, else the CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def diffusers_generator(
+    device: str, safety_checker: bool, cache_bytes: int, depth: DepthEstimator
+) -> Iterator[ImageGenerator]:
+    from app.adapters.diffusers.generator import DiffusersImageGenerator
+
+    generator = DiffusersImageGenerator(
+        device=pick_device(device), safety_checker=safety_checker, cache_bytes=cache_bytes, depth=depth
+    )
+    yield generator
+    generator.unload_all()
+
+
+def depth_estimator() -> DepthEstimator:
+    """One for the generator and the control-map preview, so both draw the same map."""
+    from app.adapters.imaging.control import LuminanceDepthEstimator
+
+    return LuminanceDepthEstimator()
+
+
+def control_preprocessor(depth: DepthEstimator) -> ControlPreprocessor:
+    from app.adapters.imaging.control import OpenCvControlPreprocessor
+
+    return OpenCvControlPreprocessor(depth)
+
+
+def image_codec() -> ImageCodec:
+    from app.adapters.imaging.codec import PillowImageCodec
+
+    return PillowImageCodec()
+
+
+def image_fetcher(settings: Settings) -> ImageFetcher:
+    from app.adapters.imaging.fetch import HttpImageFetcher
+
+    return HttpImageFetcher(
+        settings.fetch_allowed_hosts,
+        max_bytes=settings.fetch_max_bytes,
+        timeout=settings.fetch_timeout,
+        allow_private=settings.fetch_allow_private,
+    )
+
+
+def scene_reader() -> SceneReader:
+    from app.adapters.demo_world.checker import OpenCvSceneReader
+
+    return OpenCvSceneReader()
+
+
+def demo_models() -> DemoModels:
+    from app.adapters.diffusers.demo import DiffusersDemoModels
+
+    return DiffusersDemoModels()
+
+
+def inspect_model(path: str, kind: str) -> dict[str, Any]:
+    """What the catalog records of a model folder or file; a LoRA is read once now, so a broken file
+    is refused at registration, not at a job."""
+    from app.adapters.diffusers.layout import inspect
+
+    details = inspect(path, kind)
+    if kind == "lora":
+        from app.adapters.diffusers.lora import load_lora_state
+
+        load_lora_state(details["file"])
+        details["sha256"] = _file_sha256(details["file"])
+    return details
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def convert_single_file(path: str, out_dir: str, config_dir: str | None) -> str:
+    """An original-layout ``.safetensors``/``.ckpt`` checkpoint as a diffusers folder."""
+    from app.adapters.diffusers.single_file import convert_single_file as convert
+
+    return convert(path, out_dir, config_dir)
+
+
+def model_catalog(settings: Settings) -> ModelCatalog:
+    """The registry in ``<data dir>/models.json``: local folders and files, hub ids when a network exists."""
+    from app.adapters.storage.catalog import JsonModelCatalog
+    from app.adapters.storage.hub import download_from_hub
+
+    return JsonModelCatalog(
+        settings.data_dir,
+        inspector=inspect_model,
+        downloader=download_from_hub,
+        converter=convert_single_file,
+        default_model=settings.default_model,
+    )
+
+
+def test_catalog() -> ModelCatalog:
+    """The test profile's one model, drawn by the pattern generator."""
+    from app.adapters.memory.generation import InMemoryModelCatalog
+
+    return InMemoryModelCatalog([ModelInfo(name="demo", path="memory://demo", source="memory://demo", default_size=64)])

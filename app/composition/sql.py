@@ -1,0 +1,79 @@
+"""The database: one engine per container, sessions that migrate the schema first, and the SQL stores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from app.ports.clock import Clock
+from app.ports.edits import EditLog
+from app.ports.knowledge import CalibrationStore, KnowledgeQueryStore
+from app.ports.options import OwnerOptions
+from app.ports.persistence import JobReader, Schema, UnitOfWorkFactory
+from app.ports.prompt_sessions import PromptSessionStore
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+
+def engine(url: str) -> Iterator[Engine]:
+    from app.adapters.sql.engine import make_engine
+
+    made = make_engine(url)
+    yield made
+    made.dispose()
+
+
+def schema(url: str) -> Schema:
+    from app.adapters.sql.migrate import AlembicSchema
+
+    return AlembicSchema(url)
+
+
+def sessions(bound: Engine, migrated: Schema) -> sessionmaker[Session]:
+    from app.adapters.sql.engine import session_factory
+
+    return session_factory(bound, migrated.ensure)
+
+
+def unit_of_work(made: sessionmaker[Session]) -> UnitOfWorkFactory:
+    from app.adapters.sql.uow import SqlUnitOfWorkFactory
+
+    return SqlUnitOfWorkFactory(made)
+
+
+def job_reader(made: sessionmaker[Session]) -> JobReader:
+    from app.adapters.sql.reader import SqlJobReader
+
+    return SqlJobReader(made)
+
+
+def query_store(made: sessionmaker[Session]) -> KnowledgeQueryStore:
+    from app.adapters.sql.knowledge import SqlKnowledgeQueryStore
+
+    return SqlKnowledgeQueryStore(made)
+
+
+def calibration_store(made: sessionmaker[Session]) -> CalibrationStore:
+    from app.adapters.sql.knowledge import SqlCalibrationStore
+
+    return SqlCalibrationStore(made)
+
+
+def edit_log(made: sessionmaker[Session]) -> EditLog:
+    from app.adapters.sql.edits import SqlEditLog
+
+    return SqlEditLog(made)
+
+
+def prompt_sessions(made: sessionmaker[Session]) -> PromptSessionStore:
+    from app.adapters.sql.prompt_sessions import SqlPromptSessionStore
+
+    return SqlPromptSessionStore(made)
+
+
+def owner_options(made: sessionmaker[Session], clock: Clock) -> OwnerOptions:
+    from app.adapters.sql.options import SqlOwnerOptions
+
+    return SqlOwnerOptions(made, clock)

@@ -1,0 +1,122 @@
+"""AUTOMATIC1111's request fields, and their mapping to Atelier's generation values in one step.
+
+``request_values`` turns a ``txt2img``/``img2img`` body into the dict ``AcceptGeneration`` makes
+``GenerationParams`` of: A1111's sampler names, ``cfg_scale``, ``batch_size × n_iter``, ``init_images``
+with ``resize_mode`` 0-3, the ControlNet extension's ``alwayson_scripts`` and the checkpoint override.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import suppress
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from app.domain.errors import InvalidParameters
+from app.domain.generation import canonical_scheduler
+
+RESIZE = {0: "stretch", 1: "crop", 2: "pad", 3: "stretch"}  # 3: "just resize (latent upscale)"
+CONTROLNET = "alwayson_scripts.controlnet.args[0]"
+CHECKPOINT = "sd_model_checkpoint"
+
+
+class Txt2ImgIn(BaseModel):
+    """The A1111 fields Atelier uses; every other field A1111 clients send is accepted, and those that would
+    change A1111's result are listed in the answer's ``info.ignored_fields``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = -1
+    sampler_name: str | None = None
+    sampler_index: str | None = None
+    scheduler: str | None = None
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int = 50
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    denoising_strength: float | None = None
+    override_settings: dict[str, Any] | None = None
+    alwayson_scripts: dict[str, Any] | None = None
+    send_images: bool = True
+
+
+class Img2ImgIn(Txt2ImgIn):
+    init_images: list[str] | None = None
+    mask: str | None = None
+    resize_mode: int = 0
+
+
+def strip_hash(name: str) -> str:
+    """A1111 titles look like ``name.safetensors [6ce0161689]``."""
+    name = re.sub(r"\s*\[[0-9a-fA-F]*\]\s*$", "", name.strip())
+    return re.sub(r"\.(safetensors|ckpt|pt|bin)$", "", name)
+
+
+def scheduler_of(body: Txt2ImgIn) -> tuple[str | None, bool]:
+    """The scheduler to use, and whether A1111's ``scheduler`` field (the schedule type, ≥1.9) was honoured."""
+    sampler = body.sampler_name or body.sampler_index
+    schedule = body.scheduler if body.scheduler and body.scheduler.lower() not in ("automatic", "") else None
+    if not sampler:
+        return None, schedule is None
+    if schedule:  # "DPM++ 2M" + "Karras"
+        with suppress(InvalidParameters):
+            return canonical_scheduler(f"{sampler} {schedule}"), True
+    return canonical_scheduler(sampler), schedule is None
+
+
+def _control(body: Txt2ImgIn, init: str | None) -> dict[str, Any] | None:
+    """The ControlNet extension's first unit: image, module, model, weight."""
+    scripts = {k.lower(): v for k, v in (body.alwayson_scripts or {}).items()}
+    extension = scripts.get("controlnet")
+    args = extension.get("args") if isinstance(extension, dict) else None
+    unit = args[0] if isinstance(args, list) and args and isinstance(args[0], dict) else None
+    if unit is None or unit.get("enabled") is False:
+        return None
+    image = unit.get("image") or unit.get("input_image") or init
+    image = image.get("image") if isinstance(image, dict) else image
+    if not image:
+        raise InvalidParameters("The ControlNet unit needs an image.", field=CONTROLNET)
+    if not isinstance(image, str):
+        raise InvalidParameters("The ControlNet unit's image must be base64 text.", field=CONTROLNET)
+    module = str(unit.get("module") or "none").lower()
+    kind = "canny" if module.startswith("canny") else "depth" if module.startswith("depth") else module
+    if kind not in ("canny", "depth", "none"):
+        raise InvalidParameters(f"ControlNet module {module!r} is not supported; use canny, depth_* or none.")
+    model = strip_hash(str(unit.get("model") or ""))
+    scale = unit.get("weight", 1.0)
+    return {"image": image, "kind": kind, "model": None if model in ("", "None") else model, "scale": scale}
+
+
+def request_values(body: Txt2ImgIn, checkpoint: str | None) -> dict[str, Any]:
+    count = body.batch_size * body.n_iter
+    if not 1 <= count <= 8:
+        raise InvalidParameters(f"batch_size × n_iter must be 1-8; got {count}.", field="batch_size")
+    values: dict[str, Any] = {
+        "negative_prompt": body.negative_prompt,
+        "seed": None if body.seed == -1 else body.seed,
+        "scheduler": scheduler_of(body)[0],
+        "num_images": count,
+        "steps": body.steps,
+        "guidance_scale": body.cfg_scale,
+        "width": body.width,
+        "height": body.height,
+    }
+    override = (body.override_settings or {}).get(CHECKPOINT)
+    if override or checkpoint:
+        values["model"] = strip_hash(str(override or checkpoint))
+    init = None
+    if isinstance(body, Img2ImgIn):
+        if not body.init_images:
+            raise InvalidParameters("img2img needs init_images.", field="init_images")
+        if body.resize_mode not in RESIZE:
+            raise InvalidParameters(f"resize_mode must be 0-3; got {body.resize_mode}.", field="resize_mode")
+        init = body.init_images[0]
+        strength = 0.75 if body.denoising_strength is None else body.denoising_strength
+        values.update(init_image=init, mask_image=body.mask, strength=strength, resize_mode=RESIZE[body.resize_mode])
+    values["control"] = _control(body, init)
+    return values

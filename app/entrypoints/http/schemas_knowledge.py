@@ -1,0 +1,68 @@
+"""Pydantic shapes of the HTTP edge for knowledge queries (the core never sees them)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from app.domain.knowledge import Decision, KnowledgeQuery
+from app.entrypoints.http.schemas import (
+    Timestamp,
+)
+from app.usecases.ingest_documents import IngestReport
+
+
+class SignalsOut(BaseModel):
+    """What the retrieval decision was based on; null where a signal was not computed."""
+
+    alpha: float | None
+    mean_token_prob: float | None
+    min_token_prob: float | None
+    grad_alignment: float | None
+    neighbour_gece: float | None
+    gece_estimate: float | None
+    threshold: float | None
+    early_estimate: float | None
+    aborted_at: int | None
+    state_probe: float | None
+
+
+class PassageOut(BaseModel):
+    chunk_id: str
+    source: str
+    text: str
+    score: float
+
+
+class KnowledgeQueryOut(BaseModel):
+    id: str
+    owner: str
+    question: str
+    created_at: Timestamp
+    answer: str
+    decision: Decision
+    parametric_answer: str
+    signals: SignalsOut
+    passages: list[PassageOut]
+    timings: dict[str, float] = Field(description="Seconds per stage, `total` included.")
+    model: str
+
+    @classmethod
+    def of(cls, query: KnowledgeQuery) -> KnowledgeQueryOut:
+        return cls.model_validate(query, from_attributes=True)
+
+
+class KnowledgeQueryPageOut(BaseModel):
+    items: list[KnowledgeQueryOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class IngestReportOut(BaseModel):
+    documents: int
+    chunks: int
+    replaced: int = Field(description="Chunks dropped because their source was ingested again.")
+
+    @classmethod
+    def of(cls, report: IngestReport) -> IngestReportOut:
+        return cls.model_validate(report, from_attributes=True)

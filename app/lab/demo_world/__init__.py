@@ -1,0 +1,1 @@
+"""Training and evaluation of the demo world's text-to-image model."""

@@ -1,0 +1,1 @@
+"""Meta-training of editors and the DAFSet builder."""

@@ -1,0 +1,1 @@
+"""The geonames question set and corpus for calibration and the knowledge benchmark."""

@@ -1,0 +1,1 @@
+"""Training of the prompt rewriter (SFT, RL) and fitting of the preference reward."""
