@@ -143,6 +143,9 @@ class Container(containers.DeclarativeContainer):
     await_job = providers.Factory(AwaitJob, executor, job_reader)
     cancel_job = providers.Factory(CancelJob, uow_factory, executor, clock)
     recover_jobs = providers.Factory(RecoverJobs, uow_factory, clock)
+    render_prompts = providers.Factory(  # a turn's candidates and scored prompts, rendered as ordinary jobs
+        RenderPrompts, submit_generation, await_job, cancel_job, images, timeout=settings.provided.job_time_budget
+    )
     preview_control_map = providers.Factory(PreviewControlMap, control_preprocessor)
     read_scene = providers.Factory(ReadScene, scene_reader)
     register_demo_models = providers.Factory(RegisterDemoModels, catalog, demo_models, settings.provided.models_dir)
@@ -210,10 +213,6 @@ class Container(containers.DeclarativeContainer):
     )
     ingest_documents = providers.Factory(IngestDocuments, embedder, knowledge_index)
 
-    render_prompts = providers.Factory(  # a turn's candidates and scored prompts, rendered as ordinary jobs
-        RenderPrompts, submit_generation, await_job, cancel_job, images, timeout=settings.provided.job_time_budget
-    )
-
     # -- prompt sessions -----------------------------------------------------------------------
     prompt_sessions = providers.Selector(
         profile,
@@ -222,7 +221,7 @@ class Container(containers.DeclarativeContainer):
     )
     prompt_rewriter = providers.Singleton(prompts.prompt_rewriter, settings)
     prompt_rewards = providers.Singleton(prompts.prompt_rewards, settings, scene_reader)
-    start_session = providers.Factory(StartSession, prompt_sessions, catalog, clock)
+    start_session = providers.Factory(StartSession, prompt_sessions, catalog, clock, settings.provided.default_model)
     take_turn = providers.Factory(TakeTurn, prompt_sessions, prompt_rewriter, prompt_rewards, render_prompts, clock)
     score_prompts = providers.Factory(ScorePrompts, render_prompts, prompt_rewards)
     choose_candidate = providers.Factory(ChooseCandidate, prompt_sessions, clock)

@@ -9,11 +9,15 @@ from app.ports.prompt_sessions import PromptSessionStore
 
 
 class StartSession:
-    def __init__(self, store: PromptSessionStore, catalog: ModelCatalog, clock: Clock) -> None:
-        self._store, self._catalog, self._clock = store, catalog, clock
+    def __init__(
+        self, store: PromptSessionStore, catalog: ModelCatalog, clock: Clock, default_model: str = "demo"
+    ) -> None:
+        self._store, self._catalog, self._clock, self._default_model = store, catalog, clock, default_model
 
-    def __call__(self, prompt: str, model: str, owner: str = "local") -> PromptSession:
-        """Raises ``InvalidParameters`` (empty prompt) and ``UnknownModel``."""
+    def __call__(self, prompt: str, model: str | None = None, owner: str = "local") -> PromptSession:
+        """``model``: the image model of the session's renders (default: the deployment's). Raises
+        ``InvalidParameters`` (empty prompt) and ``UnknownModel``."""
+        model = model or self._default_model
         self._catalog.get(model)
         session = PromptSession.start(owner, model, prompt, self._clock.now())
         self._store.add(session)

@@ -7,14 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.composition import Container
 from app.domain.prompt_sessions import MAX_CANDIDATES, MAX_INSTRUCTION_CHARS, MAX_PROMPT_CHARS
 from app.entrypoints.http import deps
 from app.entrypoints.http.openapi import errors
 from app.entrypoints.http.schemas_prompt_sessions import PromptSessionOut, PromptSessionPageOut, TurnOut
-from app.entrypoints.library import Atelier
+from app.usecases.take_turn import TurnRequest
 
 router = APIRouter(tags=["prompt sessions"])
-AtelierDep = Annotated[Atelier, Depends(deps.atelier)]
+UseCases = Annotated[Container, Depends(deps.container)]
 OwnerDep = Annotated[str, Depends(deps.owner)]
 
 
@@ -62,8 +63,8 @@ class BranchIn(BaseModel):
     summary="Start a prompt session",
     responses=errors(404, 503, codes={404: ["unknown_model"]}),
 )
-def start(body: SessionIn, atelier: AtelierDep, owner: OwnerDep) -> PromptSessionOut:
-    return PromptSessionOut.of(atelier.prompts.start(body.prompt, model=body.model, owner=owner))
+def start(body: SessionIn, use: UseCases, owner: OwnerDep) -> PromptSessionOut:
+    return PromptSessionOut.of(use.start_session()(body.prompt, body.model, owner))
 
 
 @router.get(
@@ -73,12 +74,12 @@ def start(body: SessionIn, atelier: AtelierDep, owner: OwnerDep) -> PromptSessio
     responses=errors(503),
 )
 def list_sessions(
-    atelier: AtelierDep,
+    use: UseCases,
     owner: OwnerDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=deps.MAX_OFFSET)] = 0,
 ) -> PromptSessionPageOut:
-    items, total = atelier.prompts.list(owner, limit, offset)
+    items, total = use.prompt_sessions().list(owner, limit, offset)
     return PromptSessionPageOut(items=[PromptSessionOut.of(s) for s in items], total=total, limit=limit, offset=offset)
 
 
@@ -88,8 +89,8 @@ def list_sessions(
     summary="One session with its tree of turns",
     responses=errors(404, 503, codes={404: ["prompt_session_not_found"]}),
 )
-def get_session(session_id: str, atelier: AtelierDep, owner: OwnerDep) -> PromptSessionOut:
-    return PromptSessionOut.of(atelier.prompts.get(session_id, owner))
+def get_session(session_id: str, use: UseCases, owner: OwnerDep) -> PromptSessionOut:
+    return PromptSessionOut.of(use.prompt_sessions().get(session_id, owner))
 
 
 @router.post(
@@ -114,7 +115,7 @@ def get_session(session_id: str, atelier: AtelierDep, owner: OwnerDep) -> Prompt
         },
     ),
 )
-def take_turn(session_id: str, body: TurnIn, atelier: AtelierDep, owner: OwnerDep) -> TurnOut:
+def take_turn(session_id: str, body: TurnIn, use: UseCases, owner: OwnerDep) -> TurnOut:
     """Rewrites the current prompt following the instruction, renders the first `k` distinct rewrites with
     one seed, scores them (content integrity, and the other rewards configured) and returns them ranked,
     best first; the best one is chosen. The turn is stored before the reply. When the rewriter gives
@@ -122,7 +123,7 @@ def take_turn(session_id: str, body: TurnIn, atelier: AtelierDep, owner: OwnerDe
     (queued, batched with jobs of the same key, listed in `GET /v1/jobs`); if one fails or is cancelled
     the turn fails with 500 and nothing of it is stored."""
     options = body.model_dump(exclude={"instruction"})
-    return TurnOut.of(atelier.prompts.turn(session_id, body.instruction, owner=owner, **options))
+    return TurnOut.of(use.take_turn()(session_id, TurnRequest(body.instruction, **options), owner))
 
 
 @router.post(
@@ -131,9 +132,9 @@ def take_turn(session_id: str, body: TurnIn, atelier: AtelierDep, owner: OwnerDe
     summary="Choose a candidate",
     responses=errors(404, 409, 503, codes={404: ["prompt_session_not_found", "turn_not_found"]}),
 )
-def choose(session_id: str, turn: int, body: ChooseIn, atelier: AtelierDep, owner: OwnerDep) -> TurnOut:
+def choose(session_id: str, turn: int, body: ChooseIn, use: UseCases, owner: OwnerDep) -> TurnOut:
     """Pick candidate `index`, or send `prompt` to use one written by hand; the next turn grows from it."""
-    return TurnOut.of(atelier.prompts.choose(session_id, turn, index=body.index, prompt=body.prompt, owner=owner))
+    return TurnOut.of(use.choose_candidate()(session_id, turn, index=body.index, prompt=body.prompt, owner=owner))
 
 
 @router.post(
@@ -142,8 +143,8 @@ def choose(session_id: str, turn: int, body: ChooseIn, atelier: AtelierDep, owne
     summary="Undo the last turn (back to its parent)",
     responses=errors(404, 409, 503, codes={404: ["prompt_session_not_found"]}),
 )
-def undo(session_id: str, atelier: AtelierDep, owner: OwnerDep) -> PromptSessionOut:
-    return PromptSessionOut.of(atelier.prompts.undo(session_id, owner))
+def undo(session_id: str, use: UseCases, owner: OwnerDep) -> PromptSessionOut:
+    return PromptSessionOut.of(use.move_head().undo(session_id, owner))
 
 
 @router.post(
@@ -152,5 +153,5 @@ def undo(session_id: str, atelier: AtelierDep, owner: OwnerDep) -> PromptSession
     summary="Grow the next turn from an earlier one",
     responses=errors(404, 409, 503, codes={404: ["prompt_session_not_found", "turn_not_found"]}),
 )
-def branch(session_id: str, body: BranchIn, atelier: AtelierDep, owner: OwnerDep) -> PromptSessionOut:
-    return PromptSessionOut.of(atelier.prompts.branch(session_id, body.turn, owner))
+def branch(session_id: str, body: BranchIn, use: UseCases, owner: OwnerDep) -> PromptSessionOut:
+    return PromptSessionOut.of(use.move_head().branch(session_id, body.turn, owner))

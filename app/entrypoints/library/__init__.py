@@ -41,7 +41,7 @@ class Atelier:
         self._worker_started = False
         self.knowledge = Knowledge(self.container)
         self.edits = Edits(self.container)
-        self.prompts = Prompts(self.container, settings.default_model)
+        self.prompts = Prompts(self.container)
 
     @classmethod
     def open(
@@ -117,11 +117,6 @@ class Atelier:
     def submit(self, prompt: str, *, owner: str = "local", **params: Any) -> GenerationJob:
         """Queue a job; it is in the database when this returns."""
         job: GenerationJob = self.container.accept_generation()({"prompt": prompt, **params}, owner)
-        return job
-
-    def submit_params(self, params: GenerationParams, owner: str = "local") -> GenerationJob:
-        """Queue a job of validated parameters (whose images are stored uploads)."""
-        job: GenerationJob = self.container.submit_generation()(owner, params)
         return job
 
     def generate(

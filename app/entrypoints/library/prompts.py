@@ -19,12 +19,12 @@ from app.usecases.take_turn import TurnRequest
 
 
 class Prompts:
-    def __init__(self, container: Container, default_model: str) -> None:
-        self._container, self._default_model = container, default_model
+    def __init__(self, container: Container) -> None:
+        self._container = container
 
     def start(self, prompt: str, *, model: str | None = None, owner: str = "local") -> PromptSession:
         """A new session whose anchor (original intent) is ``prompt``; ``model`` defaults to the default one."""
-        session: PromptSession = self._container.start_session()(prompt, model or self._default_model, owner)
+        session: PromptSession = self._container.start_session()(prompt, model, owner)
         return session
 
     def turn(self, session_id: str, instruction: str, *, owner: str | None = None, **options: Any) -> Turn:
