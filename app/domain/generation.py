@@ -37,6 +37,7 @@ MAX_STEPS = 150
 MAX_IMAGES = 8
 MAX_GUIDANCE = 30.0
 DEFAULT_GUIDANCE = 7.5  # A1111's, for a model that recommends none
+DEFAULT_STEPS = 20  # A1111's
 MAX_SEED = 2**63 - 1
 
 # Canonical scheduler names (A1111 spelling). Aliases are matched after
@@ -127,7 +128,7 @@ class GenerationParams:
     negative_prompt: str = ""
     width: int | None = None
     height: int | None = None
-    steps: int = 20
+    steps: int | None = None  # None: the model's recommended number (its family's), fixed by resolved()
     guidance_scale: float | None = None  # None: the model's recommended scale, else DEFAULT_GUIDANCE
     seed: int | None = None
     num_images: int = 1
@@ -145,7 +146,8 @@ class GenerationParams:
         self._check_text()
         validate_model_name(self.model)
         validate_size(self.width, self.height)
-        _check_int(self.steps, "steps", 1, MAX_STEPS)
+        if self.steps is not None:
+            _check_int(self.steps, "steps", 1, MAX_STEPS)
         _check_int(self.num_images, "num_images", 1, MAX_IMAGES)
         if self.guidance_scale is not None:
             object.__setattr__(
@@ -191,6 +193,7 @@ class GenerationParams:
             Mode.INPAINT: ("init_image", "mask_image"),
             Mode.OUTPAINT: ("init_image", "outpaint"),
             Mode.CONTROLNET: ("control",),
+            Mode.INSTRUCT: ("init_image",),
         }.get(mode, ())
         for field in needs:
             if getattr(self, field) is None:
@@ -219,10 +222,11 @@ class GenerationParams:
         default_size: int,
         input_size: tuple[int, int] | None = None,
         default_guidance: float | None = None,
+        default_steps: int = DEFAULT_STEPS,
     ) -> GenerationParams:
         """Fill the open values and record a random seed. The size defaults to the input image's
         (grown by the outpaint borders, rounded down to a multiple of 8) or the model's native size;
-        the guidance scale to the model's recommended one, else A1111's 7.5."""
+        the guidance scale to the model's recommended one, else A1111's 7.5; the steps to the model's."""
         width, height = default_size, default_size
         if input_size is not None:
             width, height = input_size
@@ -235,10 +239,18 @@ class GenerationParams:
             width=self.width or width,
             height=self.height or height,
             seed=random_seed() if self.seed is None else self.seed,
+            steps=default_steps if self.steps is None else self.steps,
             guidance_scale=self.guidance_scale
             if self.guidance_scale is not None
             else (default_guidance if default_guidance is not None else DEFAULT_GUIDANCE),
         )
+
+    @property
+    def step_count(self) -> int:
+        """The resolved number of denoising steps."""
+        if self.steps is None:
+            raise InvalidParameters("The steps are not resolved yet.", code="unresolved_steps", field="steps")
+        return self.steps
 
     def image_seeds(self) -> list[int]:
         """Seed of each image: consecutive from the job's seed (as A1111 does), wrapping at 2^63."""
@@ -355,7 +367,7 @@ def infotext(
     lines = [_prompt_line(params.prompt, params.loras)]
     if params.negative_prompt:
         lines.append(f"Negative prompt: {params.negative_prompt}")
-    fields = [f"Steps: {params.steps}"]
+    fields = [f"Steps: {params.step_count}"]
     if params.scheduler or sampler:
         fields.append(f"Sampler: {params.scheduler or sampler}")
     fields += [

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from app.domain.families import Family, FamilyProfile, profile
 from app.domain.specs import validate_model_name
 
 
@@ -29,6 +30,21 @@ class ModelInfo:
     registered_at: datetime | None = None
     default_guidance: float | None = None  # the model's recommended guidance scale, when it states one
     sha256: str | None = None  # of a LoRA's weights file (A1111's "Lora hashes"), recorded at registration
+    family: Family = Family.SD  # a base model's family (for a LoRA or ControlNet: the family it was made for)
+    default_steps: int | None = None  # the model's recommended steps, when its folder states them
 
     def __post_init__(self) -> None:
         validate_model_name(self.name)
+        object.__setattr__(self, "family", Family(self.family))
+
+    @property
+    def profile(self) -> FamilyProfile:
+        return profile(self.family)
+
+    @property
+    def recommended_guidance(self) -> float:
+        return self.profile.guidance_scale if self.default_guidance is None else self.default_guidance
+
+    @property
+    def recommended_steps(self) -> int:
+        return self.profile.steps if self.default_steps is None else self.default_steps

@@ -34,6 +34,7 @@ class Mode(StrEnum):
     INPAINT = "inpaint"
     OUTPAINT = "outpaint"
     CONTROLNET = "controlnet"
+    INSTRUCT = "instruct"  # edit the init image as the prompt instructs (Qwen-Image-Edit, InstructPix2Pix)
 
 
 class ResizeMode(StrEnum):

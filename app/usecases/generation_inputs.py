@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from app.domain.errors import ImageNotFound, InvalidParameters
+from app.domain.families import Capability, require_mode, unsupported
 from app.domain.generation import GenerationParams
-from app.domain.models import ModelKind
+from app.domain.models import ModelInfo, ModelKind
 from app.domain.prompt_syntax import parse_prompt
 from app.domain.specs import ControlKind, LoraSpec
 from app.ports.generation import GenerationRequest, ImageStore, InputImage, ModelCatalog
@@ -29,6 +30,7 @@ def prepare(
     """Check every reference and fix the open values (size, seed, LoRA list, ControlNet model). With
     ``owner``, uploaded images must be that owner's."""
     model = catalog.get(params.model, ModelKind.BASE)
+    check_capabilities(model, params)
     fields = {"init_image": params.init_image, "mask_image": params.mask_image}
     if params.control is not None:
         fields["control_image"] = params.control.image
@@ -38,6 +40,8 @@ def prepare(
     loras.update({lora.name: lora for lora in params.loras})  # explicit values win over prompt tags
     for name in loras:
         catalog.get(name, ModelKind.LORA)
+    if loras and not model.profile.supports(Capability.LORA):
+        raise unsupported(model.family, Capability.LORA, "loras")
     control = params.control
     if control is not None:
         if control.model is None and control.kind is ControlKind.NONE:
@@ -51,8 +55,27 @@ def prepare(
     return prepared.resolved(
         default_size=model.default_size,
         input_size=(first.width, first.height) if first else None,
-        default_guidance=model.default_guidance,
+        default_guidance=model.recommended_guidance,
+        default_steps=model.recommended_steps,
     )
+
+
+def check_capabilities(model: ModelInfo, params: GenerationParams) -> None:
+    """Refuse what the model's family cannot do (a mode, a negative prompt, A1111 weights), naming both."""
+    assert params.mode is not None
+    require_mode(model.family, params.mode)
+    fam = model.profile
+    if params.negative_prompt.strip() and not fam.supports(Capability.NEGATIVE_PROMPT):
+        raise unsupported(model.family, Capability.NEGATIVE_PROMPT, "negative_prompt", "Leave it empty.")
+    if not fam.supports(Capability.PROMPT_WEIGHTING):
+        parsed = parse_prompt(params.prompt)
+        if any(fragment.is_break or fragment.weight != 1.0 for fragment in parsed.fragments):
+            raise unsupported(
+                model.family,
+                Capability.PROMPT_WEIGHTING,
+                "prompt",
+                "Write the prompt without (text:1.2), [text] or BREAK; escape literal brackets as \\( \\).",
+            )
 
 
 def build_request(params: GenerationParams, catalog: ModelCatalog, images: ImageStore) -> GenerationRequest:

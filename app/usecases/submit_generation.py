@@ -69,10 +69,10 @@ def check_work(params: GenerationParams, max_work: int) -> None:
     """Refuse a job whose width × height × steps × images is over ``max_work`` (0: no limit)."""
     if not max_work or params.width is None or params.height is None:
         return
-    work = params.width * params.height * params.steps * params.num_images
+    work = params.width * params.height * params.step_count * params.num_images
     if work > max_work:
         raise InvalidParameters(
-            f"This job asks for {params.width}×{params.height} pixels × {params.steps} steps × "
+            f"This job asks for {params.width}×{params.height} pixels × {params.step_count} steps × "
             f"{params.num_images} images = {work:,}; this deployment allows at most {max_work:,} per job. "
             "Lower the size, the steps or the number of images.",
             code="job_too_large",

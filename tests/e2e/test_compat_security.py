@@ -431,7 +431,7 @@ async def test_a1111_scheduler_that_cannot_be_honoured_is_reported(client: httpx
 
 
 def resolved(**values: Any) -> GenerationParams:
-    return GenerationParams(prompt="猫", model="demo", seed=3, width=64, height=64, **values)
+    return GenerationParams(prompt="猫", model="demo", seed=3, width=64, height=64, steps=20, **values)
 
 
 def test_infotext_names_the_sampler_that_ran_or_none() -> None:
@@ -453,9 +453,10 @@ def test_infotext_writes_loras_the_a1111_way() -> None:
     digest = "0123456789abcdef" * 4
     text = infotext(listed, 3, lora_hashes={"poem": digest})
     assert text.splitlines()[-1].endswith('Lora hashes: "poem: 0123456789ab"')
-    tagged = GenerationParams(prompt="猫 <lora:poem:0.5>", model="demo", seed=1, loras=(LoraSpec("poem", 0.8),))
+    base = {"prompt": "猫 <lora:poem:0.5>", "model": "demo", "seed": 1, "steps": 20}
+    tagged = GenerationParams(**base, loras=(LoraSpec("poem", 0.8),))
     assert infotext(tagged, 1).splitlines()[0] == "猫 <lora:poem:0.8>"  # the weight that was applied
-    same = GenerationParams(prompt="猫 <lora:poem:0.5>", model="demo", seed=1, loras=(LoraSpec("poem", 0.5),))
+    same = GenerationParams(**base, loras=(LoraSpec("poem", 0.5),))
     assert infotext(same, 1).splitlines()[0] == "猫 <lora:poem:0.5>"
 
 

@@ -104,11 +104,18 @@ def test_dict_round_trip_with_every_spec_is_json_native() -> None:
 
 def test_infotext_names_the_mode_strength_loras_and_control() -> None:
     text = infotext(
-        params(control=ControlSpec(image=INIT, scale=0.8), loras=(LoraSpec("poem", 0.7),), seed=1, width=64, height=64),
+        params(
+            control=ControlSpec(image=INIT, scale=0.8),
+            loras=(LoraSpec("poem", 0.7),),
+            seed=1,
+            width=64,
+            height=64,
+            steps=20,
+        ),
         1,
     )
     assert "Mode: controlnet" in text and "ControlNet: canny, scale 0.8" in text
     assert "<lora:poem:0.7>" in text.splitlines()[0] and "Lora hashes" not in text  # no hash known: no entry
-    hashed = infotext(params(loras=(LoraSpec("poem", 0.7),), seed=1), 1, lora_hashes={"poem": "ab" * 32})
+    hashed = infotext(params(loras=(LoraSpec("poem", 0.7),), seed=1, steps=20), 1, lora_hashes={"poem": "ab" * 32})
     assert 'Lora hashes: "poem: abababababab"' in hashed
-    assert "Denoising strength: 0.5" in infotext(params(init_image=INIT, strength=0.5, seed=1), 1)
+    assert "Denoising strength: 0.5" in infotext(params(init_image=INIT, strength=0.5, seed=1, steps=20), 1)

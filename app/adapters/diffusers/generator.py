@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib.util
 import logging
 import math
 import threading
@@ -16,21 +17,26 @@ import torch
 
 from app.adapters.diffusers.layout import inspect_model
 from app.adapters.diffusers.lora import LoraManager
-from app.adapters.diffusers.modes import mode_arguments, pipeline_for
+from app.adapters.diffusers.modes import loading_class, mode_arguments, parameters, pipeline_for
+from app.adapters.diffusers.processors import ImageOnlyQwen2VLProcessor
 from app.adapters.diffusers.prompt_encoding import chunk_count, encode_prompts
 from app.adapters.diffusers.sampler_names import sampler_of
 from app.adapters.diffusers.schedulers import make_scheduler
 from app.adapters.imaging.control import LuminanceDepthEstimator
 from app.domain.errors import GenerationFailed, InvalidParameters, JobCancelled, ModelUnavailable
+from app.domain.families import Family, GuidanceKind, profile
 from app.domain.generation import DEFAULT_GUIDANCE, GenerationParams
+from app.domain.prompt_syntax import parse_prompt
 from app.domain.specs import Mode
 from app.ports.generation import DepthEstimator, GeneratedImage, GenerationRequest, ImageGenerator, ProgressSink
 
 _HUGE_MAX_LENGTH = 10_000
 # diffusers is untyped for a strict mypy (lazy module, decorated constructors): pipelines are handled as Any.
 Pipeline = Any
-_PIPELINE_CLASS: Any = diffusers.StableDiffusionPipeline
 _lib: Any = diffusers
+# Families whose prompts Atelier encodes itself (A1111 weighting, 75-token chunks, BREAK); the others'
+# pipelines encode their prompts (two CLIPs, T5, an LLM), each to the length its text encoder reads.
+_OWN_ENCODING = (Family.SD, Family.INSTRUCT_PIX2PIX)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,7 @@ class _Loaded:
     pipe: Pipeline | None = None
     loras: LoraManager = field(default_factory=LoraManager)
     bytes: int = 0  # parameters and buffers of the loaded pipeline
+    family: Family = Family.SD
 
 
 def quiet_libraries() -> None:
@@ -56,7 +63,7 @@ def quiet_libraries() -> None:
 
 
 class DiffusersImageGenerator(ImageGenerator):
-    """Runs Stable-Diffusion-1.x-style pipelines (CLIP or Chinese BERT tokenizers) from local diffusers folders.
+    """Runs the pipelines of every family in ``app.domain.families`` from local diffusers folders.
 
     A model is loaded once, on first use, and kept until :meth:`unload_all`. Runs on the same model are
     serialized by that model's lock; each run gets its own scheduler and seeded generators.
@@ -93,7 +100,7 @@ class DiffusersImageGenerator(ImageGenerator):
         self, requests: list[GenerationRequest], progress: list[ProgressSink]
     ) -> list[list[GeneratedImage] | Exception]:
         """Requests of one batching key (text-to-image, same model, size, steps, scheduler, guidance, LoRAs).
-        They run in groups whose prompts encode to the same number of 75/30-token chunks, so that no
+        They run in groups whose prompts pad to the same length (:func:`padding_group`), so that no
         prompt is padded beyond what it gets alone."""
         if len(requests) != len(progress):
             raise ValueError("one progress sink per request")
@@ -102,8 +109,7 @@ class DiffusersImageGenerator(ImageGenerator):
             base = self._loaded(slot, requests[0].model.path)
             groups: dict[int, list[int]] = {}
             for k, request in enumerate(requests):
-                count = max(chunk_count(base, request.params.prompt), chunk_count(base, request.params.negative_prompt))
-                groups.setdefault(count, []).append(k)
+                groups.setdefault(padding_group(slot.family, base, request.params), []).append(k)
         results: list[list[GeneratedImage] | Exception] = [GenerationFailed()] * len(requests)
         for members in groups.values():
             outcomes = self._locked_run([requests[k] for k in members], [progress[k] for k in members])
@@ -126,12 +132,12 @@ class DiffusersImageGenerator(ImageGenerator):
             # loaded unfused and are switched per call: exact base output afterwards, and a cheap switch.
             base_loras = [(info.name, info.path, weight) for info, weight in first.loras]
             slot.loras.activate(base, base_loras)
-            return self._run(base, requests, controlnet, progress)
+            return self._run(base, slot.family, requests, controlnet, progress)
 
     def _loaded(self, slot: _Loaded, path: str) -> Pipeline:
         """The slot's pipeline, loaded on first use (called with the slot's lock held)."""
         if slot.pipe is None:
-            slot.pipe = self._load(path)
+            slot.pipe, slot.family = self._load(path)
             slot.bytes = _pipeline_bytes(slot.pipe)
             self.loads += 1
             self._evict(keep=slot)
@@ -196,24 +202,38 @@ class DiffusersImageGenerator(ImageGenerator):
         with self._models_lock:
             return self._controlnets.setdefault(path, model)
 
-    def _load(self, path: str) -> Pipeline:
-        inspect_model(path)  # a clear ModelUnavailable for a missing or non-diffusers folder
+    def _load(self, path: str) -> tuple[Pipeline, Family]:
+        # A clear ModelUnavailable for a missing or non-diffusers folder, or an unknown pipeline class.
+        family = Family(inspect_model(path)["family"])
+        if family is Family.KOLORS and importlib.util.find_spec("sentencepiece") is None:
+            raise ModelUnavailable(
+                "Kolors models need the sentencepiece package (their ChatGLM tokenizer): pip install 'atelier[kolors]'."
+            )
         try:
-            pipe = _PIPELINE_CLASS.from_pretrained(path, local_files_only=True, dtype=self._dtype)
+            parts: dict[str, Any] = {}
+            if family is Family.QWEN_IMAGE_EDIT:  # transformers' own processor needs torchvision for its video half
+                parts["processor"] = ImageOnlyQwen2VLProcessor.from_pretrained(path, subfolder="processor")
+            pipe = loading_class(family).from_pretrained(path, local_files_only=True, dtype=self._dtype, **parts)
             pipe = pipe.to(self._device)
         except Exception as e:
             raise ModelUnavailable(f"Cannot load the diffusers model at {path}: {str(e)[:300]}") from e
-        tokenizer = pipe.tokenizer
-        limit = getattr(tokenizer, "model_max_length", None)
-        is_bert = type(tokenizer).__name__.startswith("Bert")
-        if is_bert and (not isinstance(limit, int) or limit > _HUGE_MAX_LENGTH):
-            # Old PAI folders may not record the 32-token context: the pipeline would pad to ~1e30.
-            tokenizer.model_max_length = pipe.text_encoder.config.max_position_embeddings
+        if family in _OWN_ENCODING:
+            tokenizer = pipe.tokenizer
+            limit = getattr(tokenizer, "model_max_length", None)
+            is_bert = type(tokenizer).__name__.startswith("Bert")
+            if is_bert and (not isinstance(limit, int) or limit > _HUGE_MAX_LENGTH):
+                # Old PAI folders may not record the 32-token context: the pipeline would pad to ~1e30.
+                tokenizer.model_max_length = pipe.text_encoder.config.max_position_embeddings
         pipe.set_progress_bar_config(disable=True)
-        return pipe
+        return pipe, family
 
     def _run(
-        self, base: Pipeline, requests: list[GenerationRequest], controlnet: Any, progress: list[ProgressSink]
+        self,
+        base: Pipeline,
+        family: Family,
+        requests: list[GenerationRequest],
+        controlnet: Any,
+        progress: list[ProgressSink],
     ) -> list[list[GeneratedImage] | Exception]:
         """One pipeline call for requests that share everything but prompts, seeds and image counts.
 
@@ -227,19 +247,26 @@ class DiffusersImageGenerator(ImageGenerator):
         # module with .to(dtype), and its dtype defaults to float32, which would cast a shared fp16 pipeline in place.
         params = requests[0].params
         assert params.mode is not None
+        steps = effective_steps(params)
         seeds = [r.params.image_seeds() for r in requests]
         outcomes: list[list[GeneratedImage] | Exception | None] = [None] * len(requests)
 
-        def on_step_end(pipe: Pipeline, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        def report(done: int, total: int) -> None:
             for k, sink in enumerate(progress):
                 if outcomes[k] is None:
                     try:
-                        sink.step(i + 1, pipe.num_timesteps)
+                        sink.step(done, total)
                     except JobCancelled as cancelled:
                         outcomes[k] = cancelled
             if all(outcome is not None for outcome in outcomes):
                 raise JobCancelled()  # nobody is waiting for this call any more
+
+        def on_step_end(pipe: Pipeline, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            report(i + 1, getattr(pipe, "num_timesteps", None) or steps)
             return kwargs
+
+        def on_step(i: int, t: Any, latents: Any) -> None:  # the older callback (PixArt)
+            report(i + 1, steps)
 
         prompts = [r.params.prompt for r, s in zip(requests, seeds, strict=True) for _ in s]
         negatives = [r.params.negative_prompt for r, s in zip(requests, seeds, strict=True) for _ in s]
@@ -250,21 +277,28 @@ class DiffusersImageGenerator(ImageGenerator):
             components = base.components
             if not self._safety_checker:
                 components = {**components, "safety_checker": None}
-            view = pipeline_for(params.mode, components, scheduler, controlnet)
+            view = pipeline_for(family, params.mode, components, scheduler, controlnet, dict(base.config))
             view.set_progress_bar_config(disable=True)
+            if "callback_on_step_end" in parameters(type(view), "__call__"):
+                callbacks: dict[str, Any] = {"callback_on_step_end": on_step_end}
+            else:
+                callbacks = {"callback": on_step, "callback_steps": 1}
             with torch.inference_mode():
-                positive, negative = encode_prompts(base, prompts, negatives, self._device)
+                if family in _OWN_ENCODING:
+                    positive, negative = encode_prompts(base, prompts, negatives, self._device)
+                    text: dict[str, Any] = {"prompt_embeds": positive, "negative_prompt_embeds": negative}
+                    scale = params.guidance_scale
+                    text["guidance_scale"] = DEFAULT_GUIDANCE if scale is None else scale
+                else:
+                    text = prompt_arguments(family, view, prompts, negatives, params.guidance_scale)
                 output = view(
-                    prompt_embeds=positive,
-                    negative_prompt_embeds=negative,
-                    width=params.width,
-                    height=params.height,
-                    num_inference_steps=effective_steps(params),
-                    guidance_scale=DEFAULT_GUIDANCE if params.guidance_scale is None else params.guidance_scale,
+                    **text,
+                    **size_arguments(view, params),
+                    num_inference_steps=steps,
                     num_images_per_prompt=1,
                     generator=generators,
                     output_type="np",
-                    callback_on_step_end=on_step_end,
+                    **callbacks,
                     **mode_arguments(requests[0], self._depth),
                 )
         except JobCancelled as cancelled:
@@ -283,12 +317,63 @@ class DiffusersImageGenerator(ImageGenerator):
             failed.__cause__ = e
             return [failed] * len(requests)
         sampler = sampler_of(type(scheduler).__name__, dict(getattr(scheduler, "config", {})))
-        images = _to_images(output.images, output.nsfw_content_detected, flat_seeds, sampler)
+        nsfw = getattr(output, "nsfw_content_detected", None)
+        images = _to_images(np.asarray(output.images), nsfw, flat_seeds, sampler)
         results: list[list[GeneratedImage] | Exception] = []
         for k, s in enumerate(seeds):
             mine, images = images[: len(s)], images[len(s) :]
             results.append(outcomes[k] or mine)
         return results
+
+
+def padding_group(family: Family, base: Pipeline, params: GenerationParams) -> int:
+    """Prompts that pad to the same length in a batch: what they get alone. SD's are cut into 75-token chunks;
+    CogView4 pads a batch to its longest prompt, rounded up to 16 tokens; the others pad to a fixed length."""
+    if family in _OWN_ENCODING:
+        return max(chunk_count(base, params.prompt), chunk_count(base, params.negative_prompt))
+    if family is Family.COGVIEW4:
+        texts = [parse_prompt(params.prompt).plain_text, parse_prompt(params.negative_prompt).plain_text]
+        return max(-(-len(base.tokenizer(text).input_ids) // 16) for text in texts)
+    return 0
+
+
+def prompt_arguments(
+    family: Family, view: Pipeline, prompts: list[str], negatives: list[str], guidance: float | None
+) -> dict[str, Any]:
+    """Prompt and guidance arguments for a family whose pipeline encodes its own prompts.
+
+    The scale is A1111's convention everywhere (1 = no guidance): a distilled model takes it as its guidance
+    input, a true-CFG model (Qwen-Image) as ``true_cfg_scale`` with a negative prompt (" " when empty, which
+    turns CFG on), and Z-Image, whose pipeline computes ``pos + s * (pos - neg)``, gets ``s = scale - 1``."""
+    fam = profile(family)
+    scale = fam.guidance_scale if guidance is None else guidance
+    accepted = parameters(type(view), "__call__")
+    # Their prompts are read as plain text: LoRA tags out, escaped brackets as the brackets they stand for
+    # (A1111 weights were refused at submission for these families).
+    prompts = [parse_prompt(p).plain_text for p in prompts]
+    negatives = [parse_prompt(n).plain_text for n in negatives]
+    arguments: dict[str, Any] = {"prompt": prompts}
+    if fam.guidance is GuidanceKind.TRUE_CFG:
+        arguments["true_cfg_scale"] = scale
+        if scale > 1:
+            arguments["negative_prompt"] = [n or " " for n in negatives]
+    elif family is Family.Z_IMAGE:
+        arguments["guidance_scale"] = max(0.0, scale - 1.0)
+        arguments["negative_prompt"] = negatives
+    elif fam.guidance is GuidanceKind.DISTILLED:
+        arguments["guidance_scale"] = scale
+    else:
+        arguments["guidance_scale"] = scale
+        arguments["negative_prompt"] = negatives
+    if "use_resolution_binning" in accepted:
+        arguments["use_resolution_binning"] = False  # the requested size, not the nearest trained aspect ratio
+    return arguments
+
+
+def size_arguments(view: Pipeline, params: GenerationParams) -> dict[str, Any]:
+    """Width and height for pipelines that take them (image-to-image pipelines take the image's size)."""
+    accepted = parameters(type(view), "__call__")
+    return {name: getattr(params, name) for name in ("width", "height") if name in accepted}
 
 
 def _pipeline_bytes(pipe: Pipeline) -> int:
@@ -302,9 +387,9 @@ def _pipeline_bytes(pipe: Pipeline) -> int:
 
 def effective_steps(params: GenerationParams) -> int:
     """Denoising with strength s runs int(steps * s) steps (diffusers, A1111); make that at least one."""
-    if params.mode in (Mode.IMG2IMG, Mode.INPAINT, Mode.OUTPAINT) and int(params.steps * params.strength) < 1:
+    if params.mode in (Mode.IMG2IMG, Mode.INPAINT, Mode.OUTPAINT) and int(params.step_count * params.strength) < 1:
         return math.ceil(1 / params.strength)
-    return params.steps
+    return params.step_count
 
 
 def _to_images(

@@ -30,8 +30,10 @@ ActiveLora = tuple[str, str, float]  # (registered LoRA name, path, weight)
 DEFAULT_MAX_LOADED = 8
 WEIGHT_FILES = ("pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin")
 _TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-_DIFFUSERS_PREFIXES = ("unet.", "text_encoder.")  # diffusers/PEFT files
-_KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_")  # kohya/A1111 files: diffusers converts them itself
+# diffusers/PEFT files: UNet families, transformer families (FLUX, SD3, Qwen-Image, Z-Image, Sana, ...)
+_DIFFUSERS_PREFIXES = ("unet.", "transformer.", "text_encoder.", "text_encoder_2.")
+# kohya/A1111 files (also kohya's FLUX ones): diffusers converts them itself
+_KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "lora_transformer_")
 _UNET_ROOTS = ("down_blocks.", "mid_block.", "up_blocks.")  # unprefixed UNet keys (2023 attention processors)
 
 # PEFT warns on every load into a model that has an adapter, and on evicting the last active one: both expected.
@@ -59,7 +61,8 @@ def lora_file(path: str) -> Path:
 def load_lora_state(path: str) -> dict[str, torch.Tensor]:
     """Read a LoRA and return its state dict keyed as ``pipe.load_lora_weights`` expects.
 
-    Reads diffusers/PEFT files (``unet.``/``text_encoder.`` keys), kohya/A1111 files (``lora_unet_*``) and the
+    Reads diffusers/PEFT files (``unet.``/``transformer.``/``text_encoder.`` keys), kohya/A1111 files
+    (``lora_unet_*``, ``lora_transformer_*``) and the
     2023 attention-processor format of PAI and old diffusers (``...attn1.processor.to_q_lora.down.weight``,
     no prefix). diffusers would load the last one silently as nothing, so its keys get the ``unet.`` prefix, which
     diffusers' converter then maps onto the PEFT layers. Raises ``ModelUnavailable`` when the path cannot be
@@ -114,9 +117,9 @@ class LoraManager:
 
     Call :meth:`activate` under the pipeline's lock at the start of every run, with that run's LoRAs (an empty
     list for none): a request's LoRAs never reach another request's image. At most ``max_loaded`` LoRAs stay
-    loaded; the least recently used one is deleted to make room. The adapters live in the UNet and text encoder,
-    so any pipeline sharing them (a per-request view) may be passed; given another UNet (the model was reloaded),
-    the manager forgets what it had loaded.
+    loaded; the least recently used one is deleted to make room. The adapters live in the denoiser (UNet or
+    transformer) and text encoders, so any pipeline sharing them (a per-request view) may be passed; given
+    another denoiser (the model was reloaded), the manager forgets what it had loaded.
     """
 
     def __init__(self, max_loaded: int = DEFAULT_MAX_LOADED) -> None:
@@ -124,7 +127,7 @@ class LoraManager:
             raise ValueError("max_loaded must be at least 1")
         self.max_loaded = max_loaded
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()  # least recently used first
-        self._unet: weakref.ref[Any] | None = None
+        self._denoiser: weakref.ref[Any] | None = None
 
     def loaded(self) -> list[str]:
         """Names of the loaded LoRAs, least recently used first."""
@@ -132,9 +135,10 @@ class LoraManager:
 
     def activate(self, pipe: Pipeline, loras: list[ActiveLora]) -> None:
         """Make exactly ``loras`` (name, path, weight) active on ``pipe``, loading any not loaded yet."""
-        if self._unet is None or self._unet() is not pipe.unet:
+        denoiser = getattr(pipe, "unet", None) or pipe.transformer
+        if self._denoiser is None or self._denoiser() is not denoiser:
             self._loaded.clear()
-            self._unet = weakref.ref(pipe.unet)
+            self._denoiser = weakref.ref(denoiser)
         names = [name for name, _, _ in loras]
         if len(set(names)) != len(names):
             raise _invalid("A LoRA is listed twice.")

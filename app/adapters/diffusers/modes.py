@@ -1,32 +1,35 @@
-"""One pipeline class and its mode-specific arguments per generation mode.
+"""One pipeline class and its mode-specific arguments per model family and generation mode.
 
 Every mode shares the loaded model's weights: the pipeline for a request is built from the
 base pipeline's components (plus a ControlNet for ``controlnet``), so switching modes loads
 nothing. Input images are fitted to the requested size here (``resize_mode``), masks are
 binarised, outpainting canvases are filled (``copy``/``reflect``) and their new border masked.
+
+``families.PIPELINES`` is the adapter's half of the capability table in ``app.domain.families``.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import diffusers
 from PIL import Image
 
+from app.adapters.diffusers.families import PIPELINES
 from app.adapters.imaging.control import conditioning_map
 from app.adapters.imaging.ops import normalize_mask, outpaint_canvas, resize_for, to_rgb
+from app.domain.families import Family
 from app.domain.specs import Mode
 from app.ports.generation import DepthEstimator, GenerationRequest
 
 _lib: Any = diffusers
-PIPELINES: dict[Mode, str] = {
-    Mode.TXT2IMG: "StableDiffusionPipeline",
-    Mode.IMG2IMG: "StableDiffusionImg2ImgPipeline",
-    Mode.INPAINT: "StableDiffusionInpaintPipeline",
-    Mode.OUTPAINT: "StableDiffusionInpaintPipeline",
-    Mode.CONTROLNET: "StableDiffusionControlNetPipeline",
-}
+
+
+def loading_class(family: Family) -> Any:
+    """The pipeline class a family's folder is loaded with (its first mode's)."""
+    return getattr(_lib, next(iter(PIPELINES[family].values())))
 
 
 def _open(path: str) -> Image.Image:
@@ -53,6 +56,8 @@ def mode_arguments(request: GenerationRequest, depth: DepthEstimator) -> dict[st
     )
     if params.mode is Mode.IMG2IMG:
         return {"image": fit(_open(request.inputs["init"])), "strength": params.strength}
+    if params.mode is Mode.INSTRUCT:
+        return {"image": fit(_open(request.inputs["init"]))}
     if params.mode is Mode.INPAINT:
         mask = normalize_mask(_open(request.inputs["mask"]), width, height)
         return {"image": fit(_open(request.inputs["init"])), "mask_image": mask, "strength": params.strength}
@@ -72,11 +77,36 @@ def mode_arguments(request: GenerationRequest, depth: DepthEstimator) -> dict[st
     return {}
 
 
-def pipeline_for(mode: Mode, components: dict[str, Any], scheduler: Any, controlnet: Any = None) -> Any:
-    """A pipeline of the mode's class over shared components and a fresh scheduler."""
-    cls = getattr(_lib, PIPELINES[mode])
-    extra: dict[str, Any] = {"scheduler": scheduler}
+def parameters(cls: Any, method: str = "__init__") -> set[str]:
+    """The keyword parameters of a pipeline class's constructor (or another method)."""
+    return set(inspect.signature(getattr(cls, method)).parameters)
+
+
+def pipeline_for(
+    family: Family,
+    mode: Mode,
+    components: dict[str, Any],
+    scheduler: Any,
+    controlnet: Any = None,
+    config: dict[str, Any] | None = None,
+) -> Any:
+    """A pipeline of the family's class for ``mode`` over shared components and a fresh scheduler.
+
+    Only the components the class takes are passed: a text-to-image folder may carry parts (an image
+    encoder, a feature extractor) that another mode's class has no slot for, and the reverse is left None.
+    The loaded pipeline's registered settings (``config``: the refiner's ``requires_aesthetics_score``,
+    SDXL's ``force_zeros_for_empty_prompt``) go to the new class where it takes them."""
+    cls = getattr(_lib, PIPELINES[family][mode])
+    accepted = parameters(cls)
+    settings = {
+        name: value
+        for name, value in (config or {}).items()
+        if name in accepted and name not in components and not name.startswith("_")
+    }
+    extra: dict[str, Any] = {**settings, "scheduler": scheduler}
     if mode is Mode.CONTROLNET:
         extra["controlnet"] = controlnet
-    requires_checker = components.get("safety_checker") is not None
-    return cls(**{**components, **extra, "requires_safety_checker": requires_checker})
+    if "requires_safety_checker" in accepted:
+        extra["requires_safety_checker"] = components.get("safety_checker") is not None
+    shared = {name: value for name, value in components.items() if name in accepted}
+    return cls(**{**shared, **extra})

@@ -29,10 +29,10 @@ class PatternImageGenerator(ImageGenerator):
         params = request.params
         with self._lock:
             self.calls.append(request)
-        for step in range(params.steps):
+        for step in range(params.step_count):
             if self.step_seconds:
                 time.sleep(self.step_seconds)
-            progress.step(step + 1, params.steps)
+            progress.step(step + 1, params.step_count)
         assert params.width is not None and params.height is not None
         return [self._paint(params, seed) for seed in params.image_seeds()]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app.domain.errors import InvalidParameters, ModelAlreadyRegistered, UnknownModel
+from app.domain.families import Family
 from app.domain.models import ModelInfo, ModelKind
 from app.domain.specs import validate_model_name
 from app.ports.generation import ModelCatalog
@@ -105,6 +106,8 @@ class JsonModelCatalog(ModelCatalog):
             registered_at=datetime.now(UTC),
             default_guidance=_guidance(details.get("default_guidance")),
             sha256=details.get("sha256"),
+            family=Family(details.get("family", Family.SD.value)),
+            default_steps=_steps(details.get("default_steps")),
         )
         with self._lock:
             entries = self._read()
@@ -167,6 +170,8 @@ def _to_entry(info: ModelInfo) -> dict[str, Any]:
         "registered_at": info.registered_at.isoformat() if info.registered_at else None,
         "default_guidance": info.default_guidance,
         "sha256": info.sha256,
+        "family": info.family.value,
+        "default_steps": info.default_steps,
     }
 
 
@@ -182,7 +187,13 @@ def _to_info(name: str, entry: dict[str, Any]) -> ModelInfo:
         registered_at=datetime.fromisoformat(registered) if registered else None,
         default_guidance=_guidance(entry.get("default_guidance")),
         sha256=entry.get("sha256"),
+        family=Family(entry.get("family", Family.SD.value)),
+        default_steps=_steps(entry.get("default_steps")),
     )
+
+
+def _steps(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _guidance(value: Any) -> float | None:

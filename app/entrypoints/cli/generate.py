@@ -20,7 +20,7 @@ from app.entrypoints.library import Atelier
 @click.option("--negative", default="", help="Negative prompt.")
 @click.option("--model", default=None, help="Registered model name (default: the deployment's default, 'demo').")
 @click.option("--size", default=None, help="WIDTHxHEIGHT, multiples of 8 (default: the model's native size).")
-@click.option("--steps", default=20, show_default=True, type=int, help="Denoising steps (1-150).")
+@click.option("--steps", default=None, type=int, help="Denoising steps (1-150; default: the model's recommended).")
 @click.option(
     "--guidance",
     default=None,
@@ -62,7 +62,7 @@ def generate(
     negative: str,
     model: str | None,
     size: str | None,
-    steps: int,
+    steps: int | None,
     guidance: float | None,
     seed: int | None,
     num_images: int,
@@ -148,8 +148,8 @@ def denoising_steps(params: GenerationParams) -> int:
     """The denoising steps a job runs (what its progress counts): ``steps``, or with an init image and
     a strength below 1 about ``steps * strength`` (at least one), as the diffusers pipelines do."""
     if params.mode in (Mode.IMG2IMG, Mode.INPAINT, Mode.OUTPAINT) and params.strength < 1:
-        return max(1, int(params.steps * params.strength))
-    return params.steps
+        return max(1, int(params.step_count * params.strength))
+    return params.step_count
 
 
 def _inputs(

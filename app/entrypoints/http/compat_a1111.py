@@ -281,7 +281,7 @@ def progress(atelier: AtelierDep, owner: OwnerDep) -> dict[str, Any]:
         fraction = job.progress
         eta = max(0.0, elapsed / fraction - elapsed) if fraction > 0 else 0.0
         state.update(interrupted=job.cancel_requested, job=job.id, job_timestamp=started.strftime("%Y%m%d%H%M%S"))
-        state.update(sampling_step=round(fraction * job.params.steps), sampling_steps=job.params.steps)
+        state.update(sampling_step=round(fraction * job.params.step_count), sampling_steps=job.params.step_count)
     return {"progress": fraction, "eta_relative": eta, "state": state, "current_image": None, "textinfo": None}
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSche
 from pydantic.json_schema import SkipJsonSchema
 
 from app.domain.jobs import GenerationJob
-from app.domain.models import ModelInfo
+from app.domain.models import ModelInfo, ModelKind
 from app.domain.text import repaired_tree
 
 
@@ -63,14 +63,18 @@ class JobRequest(BaseModel):
     model: str | None = Field(None, description="A registered model name; the server default when omitted.")
     width: int | None = Field(None, description="Multiple of 8; the model's native size when omitted.")
     height: int | None = None
-    steps: int = 20
+    steps: int | None = Field(None, description="1 to 150; the model's recommended number when omitted.")
     guidance_scale: float | None = Field(
-        None, description="Classifier-free guidance; the model's recommended scale when omitted (demo: 3), else 7.5."
+        None, description="Guidance scale; the model's recommended scale when omitted (GET /v1/models)."
     )
     seed: int | None = Field(None, description="Absent or -1: a random seed, recorded on the job.")
     num_images: int = Field(1, description="1 to 8.")
     scheduler: str | None = Field(None, description="Euler a, Euler, Heun, DPM++ 2M, DPM++ 2M Karras, DDIM, ...")
-    mode: str | None = Field(None, description="txt2img, img2img, inpaint, outpaint or controlnet.")
+    mode: str | None = Field(
+        None,
+        description="txt2img, img2img, inpaint, outpaint, controlnet or instruct (edit init_image as the prompt says);"
+        " the model's capabilities (GET /v1/models) say which it has.",
+    )
     init_image: str | None = None
     mask_image: str | None = Field(None, description="White (or opaque) = repaint.")
     strength: float = Field(0.75, description="Denoising strength for img2img, inpaint and outpaint.")
@@ -158,19 +162,38 @@ class ModelOut(BaseModel):
         description="Where it was registered from (a server path or a hub id); admin keys only, else null."
     )
     kind: str
+    family: str = Field(description="sd, sdxl, sdxl-refiner, kolors, hunyuandit, sd3, flux, qwen-image, ...")
+    family_label: str = Field(description="The family's name for people, e.g. 'Stable Diffusion XL'.")
+    capabilities: list[str] = Field(
+        description="What a request may ask of it: txt2img, img2img, inpaint, outpaint, controlnet, instruct, lora,"
+        " long_prompts, prompt_weighting, negative_prompt."
+    )
+    modes: list[str] = Field(description="The generation modes among its capabilities.")
+    guidance: str = Field(description="How its guidance scale works: cfg, distilled, true_cfg or none.")
     default_size: int
+    default_steps: int = Field(description="The steps a request that gives none runs.")
+    default_guidance: float | None = Field(description="The guidance scale a request that gives none runs.")
+    default_scheduler: str | None = Field(description="Null: the model's own scheduler.")
     tokenizer: str
-    default_guidance: float | None = None
 
     @classmethod
     def of(cls, info: ModelInfo, show_source: bool = False) -> ModelOut:
+        fam = info.profile
+        base = info.kind is ModelKind.BASE
         return cls(
             name=info.name,
             source=info.source if show_source else None,
             kind=info.kind.value,
+            family=info.family.value,
+            family_label=fam.label,
+            capabilities=sorted(c.value for c in fam.capabilities) if base else [],
+            modes=[m.value for m in fam.modes()] if base else [],
+            guidance=fam.guidance.value,
             default_size=info.default_size,
+            default_steps=info.recommended_steps,
+            default_guidance=info.recommended_guidance if base else None,
+            default_scheduler=fam.scheduler,
             tokenizer=info.tokenizer,
-            default_guidance=info.default_guidance,
         )
 
 

@@ -13,7 +13,8 @@ const TEXTS = {
     seed: "种子", reuseSeed: "重用上次种子", randomSeed: "随机", numImages: "数量", loras: "LoRA",
     addLora: "添加 LoRA", remove: "移除", weight: "权重", default: "默认", native: "默认", serverDefault: "服务器默认",
     "i2i.mode": "模式", "mode.img2img": "图生图", "mode.inpaint": "局部重绘", "mode.outpaint": "扩图",
-    "mode.controlnet": "ControlNet", "mode.txt2img": "文生图",
+    "mode.controlnet": "ControlNet", "mode.txt2img": "文生图", "mode.instruct": "指令编辑",
+    noTxt2img: "该模型不能文生图（{modes}）", noNegative: "该模型不支持反向提示词",
     "i2i.init": "输入图像", "i2i.strength": "重绘幅度", "i2i.resize": "缩放方式",
     "resize.stretch": "拉伸", "resize.crop": "裁剪", "resize.pad": "填充",
     "i2i.maskHint": "在图像上涂抹需要重绘的区域", "i2i.brush": "画笔大小", "i2i.clearMask": "清除蒙版",
@@ -64,7 +65,8 @@ const TEXTS = {
     numImages: "Images", loras: "LoRA", addLora: "Add LoRA", remove: "Remove", weight: "Weight", default: "Default",
     native: "default", serverDefault: "Server default",
     "i2i.mode": "Mode", "mode.img2img": "Image to image", "mode.inpaint": "Inpaint", "mode.outpaint": "Outpaint",
-    "mode.controlnet": "ControlNet", "mode.txt2img": "Text to image",
+    "mode.controlnet": "ControlNet", "mode.txt2img": "Text to image", "mode.instruct": "Instruction edit",
+    noTxt2img: "This model cannot generate from text ({modes})", noNegative: "This model takes no negative prompt",
     "i2i.init": "Input image", "i2i.strength": "Denoising strength", "i2i.resize": "Resize mode",
     "resize.stretch": "Stretch", "resize.crop": "Crop", "resize.pad": "Pad",
     "i2i.maskHint": "Paint over the area to repaint", "i2i.brush": "Brush size", "i2i.clearMask": "Clear mask",
@@ -282,6 +284,7 @@ function fillCatalogSelects() {
     select.replaceChildren(el("option", { value: "", text: t("serverDefault") }),
       ...catalog.base.map((m) => el("option", { value: m.name, text: m.name })));
     select.value = value;
+    select.dispatchEvent(new Event("change"));
   });
   $$(".p-scheduler").forEach((select) => {
     const value = select.value;
@@ -306,6 +309,21 @@ function buildParams(prefix) {
   });
   field("random-seed").addEventListener("click", () => { field("seed").value = -1; });
   field("add-lora").addEventListener("click", () => addLora(prefix));
+  field("model").addEventListener("change", () => applyModel(prefix));
+}
+/* Offer only what the chosen model's family can do (GET /v1/models lists its modes and capabilities);
+   the server default may be any model, so it leaves everything offered. */
+const modelHooks = {};
+function applyModel(prefix) {
+  const field = (name) => $(`#${prefix}-${name}`);
+  const model = catalog.base.find((m) => m.name === field("model").value);
+  const negative = !model || model.capabilities.includes("negative_prompt");
+  field("negative").disabled = !negative;
+  field("negative").placeholder = negative ? "" : t("noNegative");
+  if (!negative) field("negative").value = "";
+  field("steps").placeholder = model ? String(model.default_steps) : t("native");
+  field("guidance").placeholder = model && model.default_guidance != null ? String(model.default_guidance) : t("native");
+  if (modelHooks[prefix]) modelHooks[prefix](model);
 }
 function addLora(prefix, name, weight) {
   const row = el("div", { class: "lora-row" },
@@ -431,6 +449,11 @@ async function submitJob(form, container, body, prefix) {
 function initTxt2img() {
   buildParams("t2i");
   const form = $("#t2i-form");
+  modelHooks.t2i = (model) => {
+    const able = !model || model.modes.includes("txt2img");
+    $("#t2i-generate").disabled = !able;
+    $("#t2i-generate").title = able ? "" : t("noTxt2img", { modes: model.modes.map((m) => t(`mode.${m}`)).join(", ") });
+  };
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     guarded(form, () => submitJob(form, $("#t2i-results"), readParams("t2i"), "t2i"), $("#t2i-generate"));
@@ -445,11 +468,17 @@ function initImg2img() {
   const mode = $("#i2i-mode");
   const showMode = () => {
     $$("[data-modes]", form).forEach((node) => { node.hidden = !node.dataset.modes.split(" ").includes(mode.value); });
-    $("#i2i-canvas-wrap").hidden = !i2i.init || !["img2img", "inpaint", "outpaint"].includes(mode.value);
+    $("#i2i-canvas-wrap").hidden = !i2i.init || !["img2img", "inpaint", "outpaint", "instruct"].includes(mode.value);
     $("#i2i-mask").hidden = mode.value !== "inpaint";
   };
   mode.addEventListener("change", showMode);
   i2i.showMode = showMode;
+  modelHooks.i2i = (model) => {
+    const options = [...mode.options];
+    options.forEach((option) => { option.disabled = !!model && !model.modes.includes(option.value); });
+    if (mode.selectedOptions[0]?.disabled) mode.value = (options.find((o) => !o.disabled) || options[0]).value;
+    showMode();
+  };
   $("#i2i-init-file").addEventListener("change", (event) => {
     const file = event.target.files[0];
     if (file) guarded(form, () => setInitImage(file, file.name));
@@ -543,7 +572,7 @@ async function submitImg2img() {
     body.control = { image: up.id, kind: $("#i2i-control-kind").value, scale: num($("#i2i-control-scale")) ?? 1 };
   } else {
     if (i2i.init) body.init_image = (await upload(i2i.init, i2i.initName)).id;
-    body.strength = num($("#i2i-strength"));
+    if (mode !== "instruct") body.strength = num($("#i2i-strength"));
     body.resize_mode = $("#i2i-resize").value;
     if (mode === "inpaint" && i2i.init) body.mask_image = (await upload(await maskBlob(), "mask.png")).id;
     if (mode === "outpaint") {

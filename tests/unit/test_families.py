@@ -1,0 +1,99 @@
+"""The capability table: the domain's profiles and the adapter's pipeline classes agree, and requests
+are checked against the model's family before anything is stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import diffusers
+import pytest
+
+from app.adapters.diffusers.families import PIPELINES, family_of_class
+from app.adapters.diffusers.generator import prompt_arguments
+from app.domain.errors import InvalidParameters
+from app.domain.families import PROFILES, Capability, Family, GuidanceKind, profile, require_mode
+from app.domain.generation import GenerationParams
+from app.domain.models import ModelInfo
+from app.domain.specs import Mode
+from app.usecases.generation_inputs import check_capabilities
+
+MODE_CAPABILITIES = {Capability(mode.value) for mode in Mode}
+
+
+@pytest.mark.parametrize("family", list(Family))
+def test_a_family_has_a_mode_exactly_when_a_pipeline_class_runs_it(family: Family) -> None:
+    fam = PROFILES[family]
+    assert {Capability(m.value) for m in PIPELINES[family]} == fam.capabilities & MODE_CAPABILITIES
+    for class_name in PIPELINES[family].values():
+        assert hasattr(diffusers, class_name), class_name
+    assert fam.size % 8 == 0 and 1 <= fam.steps <= 150 and fam.guidance_scale >= 0
+
+
+def test_saved_pipeline_classes_name_their_family() -> None:
+    assert family_of_class("StableDiffusionXLPipeline") is Family.SDXL
+    assert family_of_class("StableDiffusionXLImg2ImgPipeline") is Family.SDXL  # the refiner is told by its parts
+    assert family_of_class("QwenImageEditPipeline") is Family.QWEN_IMAGE_EDIT
+    assert family_of_class("FluxControlNetPipeline") is Family.FLUX
+    assert family_of_class("WuerstchenPipeline") is None
+
+
+def model(family: Family) -> ModelInfo:
+    return ModelInfo(name="m", path="/m", source="/m", family=family)
+
+
+def params(**values: Any) -> GenerationParams:
+    return GenerationParams(**{"prompt": "a cat", "model": "m", **values})
+
+
+def test_requests_outside_the_profile_are_refused_naming_family_and_capability() -> None:
+    with pytest.raises(InvalidParameters, match=r"HunyuanDiT models cannot do img2img\. Its modes: txt2img\.") as e:
+        check_capabilities(model(Family.HUNYUANDIT), params(init_image="upload-" + "0" * 32))
+    assert (e.value.code, e.value.field) == ("unsupported_capability", "mode")
+    with pytest.raises(InvalidParameters, match=r"FLUX\.1 models cannot do negative prompt"):
+        check_capabilities(model(Family.FLUX), params(negative_prompt="blurry"))
+    with pytest.raises(InvalidParameters, match="Stable Diffusion XL models cannot do prompt weighting"):
+        check_capabilities(model(Family.SDXL), params(prompt="(a cat:1.2)"))
+    with pytest.raises(InvalidParameters, match=r"Qwen-Image-Edit models cannot do txt2img\. Its modes: instruct\."):
+        require_mode(Family.QWEN_IMAGE_EDIT, Mode.TXT2IMG)
+    # what the family has passes: weights on SD, an escaped bracket anywhere, an empty negative prompt on FLUX
+    check_capabilities(model(Family.SD), params(prompt="(a cat:1.2) BREAK grass", negative_prompt="dog"))
+    check_capabilities(model(Family.FLUX), params(prompt=r"a sign saying \(hello\)", negative_prompt=" "))
+    check_capabilities(model(Family.QWEN_IMAGE_EDIT), params(mode="instruct", init_image="upload-" + "0" * 32))
+
+
+def test_open_steps_and_guidance_take_the_model_then_the_family_defaults() -> None:
+    flux = model(Family.FLUX)
+    resolved = params().resolved(
+        default_size=flux.default_size, default_guidance=flux.recommended_guidance, default_steps=flux.recommended_steps
+    )
+    assert (resolved.steps, resolved.guidance_scale) == (28, 3.5)
+    tiny = ModelInfo(name="m", path="/m", source="/m", family=Family.FLUX, default_steps=2, default_guidance=1.5)
+    assert (tiny.recommended_steps, tiny.recommended_guidance) == (2, 1.5)
+    assert params(steps=9).resolved(default_size=64, default_steps=28).steps == 9
+
+
+class _View:
+    """Stands for a pipeline whose __call__ takes the binning switch."""
+
+    def __call__(self, prompt: Any = None, use_resolution_binning: bool = True) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("family", "scale", "expected"),
+    [
+        (Family.SDXL, 5.0, {"guidance_scale": 5.0, "negative_prompt": ["blurry", ""]}),
+        (Family.FLUX, 3.5, {"guidance_scale": 3.5}),
+        (Family.QWEN_IMAGE, 4.0, {"true_cfg_scale": 4.0, "negative_prompt": ["blurry", " "]}),
+        (Family.QWEN_IMAGE, 1.0, {"true_cfg_scale": 1.0}),
+        (Family.Z_IMAGE, 1.0, {"guidance_scale": 0.0, "negative_prompt": ["blurry", ""]}),
+        (Family.Z_IMAGE, 4.0, {"guidance_scale": 3.0, "negative_prompt": ["blurry", ""]}),
+    ],
+)
+def test_the_guidance_scale_is_passed_as_each_family_reads_it(
+    family: Family, scale: float, expected: dict[str, Any]
+) -> None:
+    arguments = prompt_arguments(family, _View(), ["<lora:x:1>a \\(cat\\)", "dog"], ["blurry", ""], scale)
+    assert arguments.pop("prompt") == ["a (cat)", "dog"]
+    assert arguments.pop("use_resolution_binning") is False
+    assert arguments == expected
+    assert profile(family).guidance in GuidanceKind
