@@ -48,6 +48,13 @@ class Settings:
     max_job_work: int = 1024 * 1024 * 50 * 4
     job_time_budget: float = 900.0
     device: str = "auto"
+    # The image pipelines' runtime (docs/deployment.md#gpu): dtype auto (fp32 on the CPU; bf16 or fp16 on CUDA by
+    # family), float32, float16 or bfloat16; offload auto (model CPU offload for a model over the cache budget),
+    # none, model or sequential; torch.compile of the denoiser; VAE tiling above this many pixels per image.
+    dtype: str = "auto"
+    offload: str = "auto"
+    compile: bool = False
+    vae_tiling_pixels: int = 1536 * 1536
     host: str = "127.0.0.1"
     port: int = 8000
     max_request_bytes: int = 30_000_000  # room for base64 images in JSON
@@ -77,6 +84,10 @@ class Settings:
     # SFT and RL; "smollm2"; or a causal-LM
     # folder or hub id).
     prompt_rewriter: str = "rule"
+    # The model of prompt-session turns that edit the current image (strategy edit or both) when neither the
+    # turn nor its session names one; a registered model of a family that edits by instruction. Unset: such a
+    # turn must name one.
+    edit_model: str | None = None
     # The aesthetic reward: a CLIP folder and a LAION aesthetic predictor state dict (both, or neither:
     # the demo world's image-quality score).
     aesthetic_clip: str | None = None
@@ -156,6 +167,10 @@ _ENV = {
     "max_job_work": "ATELIER_MAX_JOB_WORK",
     "job_time_budget": "ATELIER_JOB_TIME_BUDGET",
     "device": "ATELIER_DEVICE",
+    "dtype": "ATELIER_DTYPE",
+    "offload": "ATELIER_OFFLOAD",
+    "compile": "ATELIER_COMPILE",
+    "vae_tiling_pixels": "ATELIER_VAE_TILING_PIXELS",
     "host": "ATELIER_HOST",
     "port": "ATELIER_PORT",
     "max_request_bytes": "ATELIER_MAX_REQUEST_BYTES",
@@ -174,6 +189,7 @@ _ENV = {
     "wordnet_dir": "ATELIER_WORDNET_DIR",
     "knowledge_max_new_tokens": "ATELIER_KNOWLEDGE_MAX_NEW_TOKENS",
     "prompt_rewriter": "ATELIER_PROMPT_REWRITER",
+    "edit_model": "ATELIER_EDIT_MODEL",
     "aesthetic_clip": "ATELIER_AESTHETIC_CLIP",
     "aesthetic_predictor": "ATELIER_AESTHETIC_PREDICTOR",
     "integrity_clip": "ATELIER_INTEGRITY_CLIP",

@@ -9,7 +9,7 @@
 
 Tiny models are noise generators: these figures are about the serving path, not image quality.
 
-    python -m benchmarks.families [--families sdxl,flux] [--steps 4] [--rounds 3] [--jobs 8]
+    python -m benchmarks.families [--families sdxl,flux] [--steps 20] [--rounds 3] [--jobs 8]
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from typing import Any
 from benchmarks._common import emit, environment, summary
 
 SWITCHED = ("sdxl", "sd3", "flux")
+PROMPT = "a red house by a lake"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--families", default="", help="comma-separated; default: every family with txt2img")
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--switches", type=int, default=6)
@@ -41,7 +42,7 @@ def main() -> None:
     import diffusers
     import torch
 
-    from app.adapters.diffusers.generator import quiet_libraries
+    from app.adapters.diffusers.generator import prompt_arguments, quiet_libraries
     from app.adapters.diffusers.tiny import BUILDERS, build_tiny
     from app.domain.families import Family, profile
     from app.domain.specs import Mode
@@ -65,18 +66,20 @@ def main() -> None:
             index = json.loads((Path(folders[family]) / "model_index.json").read_text())
             pipe: Any = getattr(diffusers, index["_class_name"]).from_pretrained(folders[family], local_files_only=True)
             pipe.set_progress_bar_config(disable=True)
-            extra = {"use_resolution_binning": False} if family in ("pixart-sigma", "sana", "hunyuandit") else {}
+            # The arguments Atelier passes for this family's guidance convention (true CFG on for Qwen-Image,
+            # no resolution binning, ...), so that both sides do the same work.
+            text = prompt_arguments(Family(family), pipe, [PROMPT], [""], None)
 
-            def raw(seed: int, pipe: Any = pipe, size: int = size, extra: dict[str, Any] = extra) -> float:
+            def raw(seed: int, pipe: Any = pipe, size: int = size, text: dict[str, Any] = text) -> float:
                 start = time.perf_counter()
                 generator = torch.Generator().manual_seed(seed)
-                pipe("a red house by a lake", width=size, height=size, num_inference_steps=args.steps,
-                     generator=generator, **extra)  # fmt: skip
+                arguments = {k: list(v) if isinstance(v, list) else v for k, v in text.items()}  # fresh lists
+                pipe(**arguments, width=size, height=size, num_inference_steps=args.steps, generator=generator)
                 return time.perf_counter() - start
 
             def served(seed: int, settings: dict[str, Any] = settings) -> float:
                 start = time.perf_counter()
-                job = serial.wait(serial.submit("a red house by a lake", seed=seed, **settings).id)
+                job = serial.wait(serial.submit(PROMPT, seed=seed, **settings).id)
                 assert job.status.value == "succeeded", job.error_message
                 return time.perf_counter() - start
 

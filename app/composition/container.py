@@ -39,7 +39,7 @@ from app.usecases.read_edit_log import ReadEditLog
 from app.usecases.read_scene import ReadScene
 from app.usecases.recover_jobs import RecoverJobs
 from app.usecases.register_demo_models import RegisterDemoModels
-from app.usecases.render_prompts import RenderPrompts
+from app.usecases.render_prompts import KeepAsInput, RenderPrompts
 from app.usecases.resolve_images import ResolveImages
 from app.usecases.restore_edits import RestoreEdits
 from app.usecases.rollback_edits import RollbackEdits
@@ -93,13 +93,7 @@ class Container(containers.DeclarativeContainer):
     depth_estimator = providers.Singleton(generation.depth_estimator)
     generator = providers.Selector(
         profile,
-        sql=providers.Resource(
-            generation.diffusers_generator,
-            settings.provided.device,
-            settings.provided.safety_checker,
-            settings.provided.model_cache_bytes,
-            depth_estimator,
-        ),
+        sql=providers.Resource(generation.diffusers_generator, settings, depth_estimator),
         test=providers.Singleton(PatternImageGenerator),
     )
     control_preprocessor = providers.Singleton(generation.control_preprocessor, depth_estimator)
@@ -222,7 +216,18 @@ class Container(containers.DeclarativeContainer):
     prompt_rewriter = providers.Singleton(prompts.prompt_rewriter, settings)
     prompt_rewards = providers.Singleton(prompts.prompt_rewards, settings, scene_reader)
     start_session = providers.Factory(StartSession, prompt_sessions, catalog, clock, settings.provided.default_model)
-    take_turn = providers.Factory(TakeTurn, prompt_sessions, prompt_rewriter, prompt_rewards, render_prompts, clock)
+    keep_as_input = providers.Factory(KeepAsInput, images, codec)  # an edit turn's current image, as an upload
+    take_turn = providers.Factory(
+        TakeTurn,
+        prompt_sessions,
+        prompt_rewriter,
+        prompt_rewards,
+        render_prompts,
+        clock,
+        catalog=catalog,
+        inputs=keep_as_input,
+        edit_model=settings.provided.edit_model,
+    )
     score_prompts = providers.Factory(ScorePrompts, render_prompts, prompt_rewards)
     choose_candidate = providers.Factory(ChooseCandidate, prompt_sessions, clock)
     move_head = providers.Factory(MoveHead, prompt_sessions, clock)

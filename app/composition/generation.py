@@ -30,13 +30,22 @@ def pick_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def diffusers_generator(
-    device: str, safety_checker: bool, cache_bytes: int, depth: DepthEstimator
-) -> Iterator[ImageGenerator]:
+def diffusers_generator(settings: Settings, depth: DepthEstimator) -> Iterator[ImageGenerator]:
     from app.adapters.diffusers.generator import DiffusersImageGenerator
+    from app.adapters.diffusers.runtime import RuntimeOptions
 
+    options = RuntimeOptions(
+        device=pick_device(settings.device),
+        dtype=settings.dtype,
+        offload=settings.offload,
+        compile=settings.compile,
+        vae_tiling_pixels=settings.vae_tiling_pixels,
+    )
     generator = DiffusersImageGenerator(
-        device=pick_device(device), safety_checker=safety_checker, cache_bytes=cache_bytes, depth=depth
+        safety_checker=settings.safety_checker,
+        cache_bytes=settings.model_cache_bytes,
+        depth=depth,
+        options=options,
     )
     yield generator
     generator.unload_all()

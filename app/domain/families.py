@@ -44,6 +44,9 @@ class Capability(StrEnum):
     LONG_PROMPTS = "long_prompts"  # prompts beyond one 77-token CLIP window are read whole
     PROMPT_WEIGHTING = "prompt_weighting"  # A1111's (word:1.2) attention syntax
     NEGATIVE_PROMPT = "negative_prompt"
+    HIRES = "hires"  # A1111's hires fix: generate, enlarge, denoise again (needs text-to-image and img2img)
+    LATENT_UPSCALE = "latent_upscale"  # hires fix enlarging the latents (A1111's "Latent" upscalers)
+    CLIP_SKIP = "clip_skip"  # read an earlier layer of the CLIP text encoder
 
 
 class GuidanceKind(StrEnum):
@@ -75,6 +78,9 @@ class FamilyProfile:
     steps: int
     guidance_scale: float
     scheduler: str | None = None  # None: the model's own scheduler
+    # The A1111 sampler names a request may pick; None: all of them. Flow-matching models run their own
+    # flow-matching Euler ("Euler"), and Sana its own flow DPM-Solver (no name to pick).
+    samplers: tuple[str, ...] | None = None
 
     def supports(self, capability: Capability) -> bool:
         return capability in self.capabilities
@@ -96,7 +102,18 @@ PROFILES: dict[Family, FamilyProfile] = {
         FamilyProfile(
             Family.SD,
             "Stable Diffusion 1.x/2.x",
-            _caps(C.TXT2IMG, *_EDITS, C.CONTROLNET, C.LORA, C.LONG_PROMPTS, C.PROMPT_WEIGHTING, C.NEGATIVE_PROMPT),
+            _caps(
+                C.TXT2IMG,
+                *_EDITS,
+                C.CONTROLNET,
+                C.LORA,
+                C.LONG_PROMPTS,
+                C.PROMPT_WEIGHTING,
+                C.NEGATIVE_PROMPT,
+                C.HIRES,
+                C.LATENT_UPSCALE,
+                C.CLIP_SKIP,
+            ),
             GuidanceKind.CFG,
             size=512,
             steps=20,
@@ -105,7 +122,7 @@ PROFILES: dict[Family, FamilyProfile] = {
         FamilyProfile(
             Family.INSTRUCT_PIX2PIX,
             "InstructPix2Pix",
-            _caps(C.INSTRUCT, C.LORA, C.LONG_PROMPTS, C.PROMPT_WEIGHTING, C.NEGATIVE_PROMPT),
+            _caps(C.INSTRUCT, C.LORA, C.LONG_PROMPTS, C.PROMPT_WEIGHTING, C.NEGATIVE_PROMPT, C.CLIP_SKIP),
             GuidanceKind.CFG,
             size=512,
             steps=20,
@@ -114,7 +131,7 @@ PROFILES: dict[Family, FamilyProfile] = {
         FamilyProfile(
             Family.SDXL,
             "Stable Diffusion XL",
-            _caps(C.TXT2IMG, *_EDITS, C.LORA, C.NEGATIVE_PROMPT),
+            _caps(C.TXT2IMG, *_EDITS, C.LORA, C.NEGATIVE_PROMPT, C.HIRES, C.LATENT_UPSCALE, C.CLIP_SKIP),
             GuidanceKind.CFG,
             size=1024,
             steps=30,
@@ -123,7 +140,7 @@ PROFILES: dict[Family, FamilyProfile] = {
         FamilyProfile(
             Family.SDXL_REFINER,
             "Stable Diffusion XL refiner",
-            _caps(*_EDITS, C.NEGATIVE_PROMPT),
+            _caps(*_EDITS, C.NEGATIVE_PROMPT, C.CLIP_SKIP),
             GuidanceKind.CFG,
             size=1024,
             steps=30,
@@ -132,7 +149,7 @@ PROFILES: dict[Family, FamilyProfile] = {
         FamilyProfile(
             Family.KOLORS,
             "Kolors",
-            _caps(C.TXT2IMG, C.IMG2IMG, C.LORA, C.LONG_PROMPTS, C.NEGATIVE_PROMPT),
+            _caps(C.TXT2IMG, C.IMG2IMG, C.LORA, C.LONG_PROMPTS, C.NEGATIVE_PROMPT, C.HIRES, C.LATENT_UPSCALE),
             GuidanceKind.CFG,
             size=1024,
             steps=50,
@@ -150,29 +167,32 @@ PROFILES: dict[Family, FamilyProfile] = {
         FamilyProfile(
             Family.SD3,
             "Stable Diffusion 3",
-            _caps(C.TXT2IMG, *_EDITS, C.LORA, C.LONG_PROMPTS, C.NEGATIVE_PROMPT),
+            _caps(C.TXT2IMG, *_EDITS, C.LORA, C.LONG_PROMPTS, C.NEGATIVE_PROMPT, C.HIRES, C.CLIP_SKIP),
             GuidanceKind.CFG,
             size=1024,
             steps=28,
             guidance_scale=7.0,
+            samplers=("Euler",),
         ),
         FamilyProfile(
             Family.FLUX,
             "FLUX.1",
-            _caps(C.TXT2IMG, *_EDITS, C.LORA, C.LONG_PROMPTS),
+            _caps(C.TXT2IMG, *_EDITS, C.LORA, C.LONG_PROMPTS, C.HIRES),
             GuidanceKind.DISTILLED,
             size=1024,
             steps=28,
             guidance_scale=3.5,
+            samplers=("Euler",),
         ),
         FamilyProfile(
             Family.QWEN_IMAGE,
             "Qwen-Image",
-            _caps(C.TXT2IMG, *_EDITS, C.LORA, C.LONG_PROMPTS, C.NEGATIVE_PROMPT),
+            _caps(C.TXT2IMG, *_EDITS, C.LORA, C.LONG_PROMPTS, C.NEGATIVE_PROMPT, C.HIRES),
             GuidanceKind.TRUE_CFG,
             size=1328,
             steps=50,
             guidance_scale=4.0,
+            samplers=("Euler",),
         ),
         FamilyProfile(
             Family.QWEN_IMAGE_EDIT,
@@ -182,24 +202,27 @@ PROFILES: dict[Family, FamilyProfile] = {
             size=1024,
             steps=50,
             guidance_scale=4.0,
+            samplers=("Euler",),
         ),
         FamilyProfile(
             Family.Z_IMAGE,
             "Z-Image",
-            _caps(C.TXT2IMG, *_EDITS, C.LORA, C.LONG_PROMPTS, C.NEGATIVE_PROMPT),
+            _caps(C.TXT2IMG, *_EDITS, C.LORA, C.LONG_PROMPTS, C.NEGATIVE_PROMPT, C.HIRES),
             GuidanceKind.CFG,
             size=1024,
             steps=9,
             guidance_scale=1.0,
+            samplers=("Euler",),
         ),
         FamilyProfile(
             Family.COGVIEW4,
             "CogView4",
-            _caps(C.TXT2IMG, C.LONG_PROMPTS, C.NEGATIVE_PROMPT),
+            _caps(C.TXT2IMG, C.LORA, C.LONG_PROMPTS, C.NEGATIVE_PROMPT),
             GuidanceKind.CFG,
             size=1024,
             steps=50,
             guidance_scale=3.5,
+            samplers=("Euler",),
         ),
         FamilyProfile(
             Family.PIXART_SIGMA,
@@ -218,6 +241,7 @@ PROFILES: dict[Family, FamilyProfile] = {
             size=1024,
             steps=20,
             guidance_scale=4.5,
+            samplers=(),
         ),
     )
 }
@@ -246,6 +270,19 @@ def unsupported(family: Family, capability: Capability, field: str, hint: str = 
         f"{label} models cannot do {capability.value.replace('_', ' ')}.{' ' + hint if hint else ''}",
         code="unsupported_capability",
         field=field,
+    )
+
+
+def require_sampler(family: Family, sampler: str | None) -> None:
+    """Refuse a sampler the family's scheduler cannot be swapped for (``sampler`` in canonical A1111 spelling)."""
+    allowed = PROFILES[family].samplers
+    if sampler is None or allowed is None or sampler in allowed:
+        return
+    choices = f"choose {', '.join(allowed)} or none" if allowed else "leave it empty: the model runs its own"
+    raise InvalidParameters(
+        f"{PROFILES[family].label} models cannot use the {sampler} sampler; {choices}.",
+        code="unsupported_capability",
+        field="scheduler",
     )
 
 

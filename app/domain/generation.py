@@ -20,6 +20,8 @@ from app.domain.errors import InvalidParameters
 from app.domain.specs import (
     MAX_LORAS,
     ControlSpec,
+    HiresSpec,
+    HiresUpscaler,
     LoraSpec,
     Mode,
     OutpaintSpec,
@@ -38,7 +40,16 @@ MAX_IMAGES = 8
 MAX_GUIDANCE = 30.0
 DEFAULT_GUIDANCE = 7.5  # A1111's, for a model that recommends none
 DEFAULT_STEPS = 20  # A1111's
+# A1111's names of the hires upscalers (its infotext and /sdapi/v1/upscalers, latent_upscale_modes).
+A1111_UPSCALERS = {
+    HiresUpscaler.LATENT: "Latent",
+    HiresUpscaler.LATENT_NEAREST: "Latent (nearest)",
+    HiresUpscaler.LANCZOS: "Lanczos",
+    HiresUpscaler.NEAREST: "Nearest",
+}
+MAX_CLIP_SKIP = 12
 MAX_SEED = 2**63 - 1
+MIN_REFINER_SWITCH, MAX_REFINER_SWITCH = 0.01, 0.99  # the base and the refiner each get a share of the schedule
 
 # Canonical scheduler names (A1111 spelling). Aliases are matched after
 # lower-casing and dropping spaces, '_', '-', '+' and '.': "euler_a", "DPM++ 2M Karras",
@@ -49,6 +60,11 @@ SCHEDULERS = (
     "Heun",
     "DPM++ 2M",
     "DPM++ 2M Karras",
+    "DPM++ 2M SDE",
+    "DPM++ 2M SDE Karras",
+    "DPM++ SDE",
+    "DPM++ SDE Karras",
+    "LCM",
     "DDIM",
     "DDPM",
     "PNDM",
@@ -141,6 +157,10 @@ class GenerationParams:
     outpaint: OutpaintSpec | None = None
     control: ControlSpec | None = None
     loras: tuple[LoraSpec, ...] = ()
+    refiner: str | None = None  # a registered SDXL refiner that runs the last steps of text-to-image
+    refiner_switch: float = 0.8  # the fraction of the steps the base model runs first (A1111's refiner_switch_at)
+    hires: HiresSpec | None = None  # A1111's hires fix (text-to-image only)
+    clip_skip: int = 1  # A1111's: 1 reads the CLIP text encoder's last layer, 2 the one before, ...
 
     def __post_init__(self) -> None:
         self._check_text()
@@ -158,6 +178,51 @@ class GenerationParams:
         if self.scheduler is not None:
             object.__setattr__(self, "scheduler", canonical_scheduler(self.scheduler))
         self._check_inputs()
+        self._check_refiner()
+        _check_int(self.clip_skip, "clip_skip", 1, MAX_CLIP_SKIP)
+        if self.hires is not None:
+            if self.mode is not Mode.TXT2IMG:
+                raise InvalidParameters(
+                    f"Hires fix is part of text-to-image; mode {self.mode} takes no hires settings.",
+                    code="invalid_hires",
+                    field="hires",
+                )
+            if self.width is not None and self.height is not None:
+                width, height = self.hires.target(self.width, self.height)
+                try:
+                    validate_size(width, height)
+                except InvalidParameters as e:
+                    raise InvalidParameters(
+                        f"Hires fix would make {width}x{height} images: {e} Lower hr_scale or the size.",
+                        code="invalid_hires",
+                        field="hires",
+                    ) from e
+
+    @property
+    def output_size(self) -> tuple[int | None, int | None]:
+        """The size of the images the job returns: the second pass's with hires fix."""
+        if self.hires is not None and self.width is not None and self.height is not None:
+            return self.hires.target(self.width, self.height)
+        return self.width, self.height
+
+    def _check_refiner(self) -> None:
+        switch = _check_float(self.refiner_switch, "refiner_switch", MIN_REFINER_SWITCH, MAX_REFINER_SWITCH)
+        object.__setattr__(self, "refiner_switch", switch)
+        if self.refiner is None:
+            return
+        validate_model_name(self.refiner, "refiner")
+        if self.mode is not Mode.TXT2IMG:
+            raise InvalidParameters(
+                f"A refiner continues a text-to-image run; mode {self.mode} has none. Leave refiner out.",
+                code="refiner_needs_txt2img",
+                field="refiner",
+            )
+        if self.hires is not None:
+            raise InvalidParameters(
+                "A refiner and hires fix cannot be combined yet; leave one of them out.",
+                code="invalid_refiner",
+                field="refiner",
+            )
 
     def _check_text(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -273,6 +338,8 @@ class GenerationParams:
             known["outpaint"] = OutpaintSpec.parse(outpaint)
         if isinstance(known.get("control"), dict):
             known["control"] = ControlSpec(**known["control"])
+        if isinstance(known.get("hires"), dict):
+            known["hires"] = HiresSpec(**known["hires"])
         known["loras"] = tuple(LoraSpec.of(lora) for lora in known.get("loras") or ())
         return cls(**known)
 
@@ -311,12 +378,15 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def batch_key(params: GenerationParams) -> str | None:
     """Jobs with equal keys can share one pipeline call: text-to-image with the same model, size,
-    steps, scheduler, guidance and LoRA set (prompts, negative prompts, seeds and image counts may
-    differ). Other modes carry per-job input images and run alone."""
+    steps, scheduler, guidance, LoRA set, clip skip and hires settings (prompts, negative prompts, seeds and
+    image counts may differ). Other modes carry per-job input images and run alone."""
     if params.mode is not Mode.TXT2IMG:
         return None
     loras = sorted((lora.name, lora.weight) for lora in params.loras)
     fields = [params.model, params.width, params.height, params.steps, params.scheduler, params.guidance_scale, loras]
+    fields += [params.clip_skip, _plain(asdict(params.hires)) if params.hires else None]
+    if params.refiner is not None:  # jobs of one call share the refiner and the switch
+        fields += [params.refiner, params.refiner_switch]
     return json.dumps(fields, separators=(",", ":"))
 
 
@@ -386,5 +456,19 @@ def infotext(
         fields.append(f"Lora hashes: {_quoted(', '.join(hashes))}")
     if params.control is not None:
         fields.append(f"ControlNet: {params.control.kind}, scale {params.control.scale:g}")
+    if params.refiner is not None:  # as A1111 writes them
+        fields += [f"Refiner: {params.refiner}", f"Refiner switch at: {params.refiner_switch:g}"]
+    if params.clip_skip > 1:
+        fields.append(f"Clip skip: {params.clip_skip}")
+    if params.hires is not None:
+        hires = params.hires
+        fields.append(f"Denoising strength: {hires.denoise:g}")
+        if hires.width or hires.height:
+            fields.append(f"Hires resize: {hires.width}x{hires.height}")
+        else:
+            fields.append(f"Hires upscale: {hires.scale:g}")
+        if hires.steps:
+            fields.append(f"Hires steps: {hires.steps}")
+        fields.append(f"Hires upscaler: {A1111_UPSCALERS[hires.upscaler]}")
     lines.append(", ".join(fields))
     return "\n".join(lines)

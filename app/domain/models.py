@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -32,10 +32,20 @@ class ModelInfo:
     sha256: str | None = None  # of a LoRA's weights file (A1111's "Lora hashes"), recorded at registration
     family: Family = Family.SD  # a base model's family (for a LoRA or ControlNet: the family it was made for)
     default_steps: int | None = None  # the model's recommended steps, when its folder states them
+    # A LoRA's: the family its file shows it was made for (metadata, layer names, widths); None when it does not
+    # tell, or it was registered before Atelier read it.
+    made_for: Family | None = None
+    # The layers a LoRA changes, or a base model's denoiser has, as hashes of name and sizes (None: not read).
+    # A LoRA fits a model whose layers include all of its own (app.usecases.lora_fit).
+    layers: frozenset[int] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         validate_model_name(self.name)
         object.__setattr__(self, "family", Family(self.family))
+        if self.made_for is not None:
+            object.__setattr__(self, "made_for", Family(self.made_for))
+        if self.layers is not None:
+            object.__setattr__(self, "layers", frozenset(self.layers))
 
     @property
     def profile(self) -> FamilyProfile:

@@ -14,6 +14,14 @@ two prompts (characters, not words, because the prompts are mostly Chinese and u
 candidate whose drift exceeds ``RewardWeights.max_drift`` is flagged and ranked after every candidate
 that is not; it is still shown, because a long chain of instructions may rightly move far from where it
 began.
+
+Two ways to take a turn (``TurnStrategy``): **rewrite** the prompt (the candidates are renders of rewritten
+prompts) or **edit** the current image with the instruction (the candidates are instruct-mode renders of
+the image the head turn chose, one per seed, by a model whose family edits by instruction); **both** ranks
+the two kinds together by the same rewards. A candidate records its ``kind``. An edit leaves the prompt as
+it was: an edit candidate's ``prompt`` is the prompt before the turn, so choosing it keeps the current
+prompt and makes its image the **current image**, the one the next edit starts from (a later rewrite turn
+renders its prompts afresh, without the edit).
 """
 
 from __future__ import annotations
@@ -23,14 +31,40 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from enum import StrEnum
 
 from app.domain.errors import InvalidParameters, NotFound
 from app.domain.text import require_text
 
 MAX_INSTRUCTION_CHARS = 500
 MAX_PROMPT_CHARS = 1000
-MAX_CANDIDATES = 16
+MAX_CANDIDATES = 16  # of each kind a turn renders
+MAX_TURN_CANDIDATES = 2 * MAX_CANDIDATES  # a ``both`` turn: the rewrites and the edits
+MAX_MODEL_NAME = 128
 REWARDS = ("aesthetic", "preference", "integrity")
+
+
+class TurnStrategy(StrEnum):
+    """How a turn makes its candidates: rewrite the prompt, edit the current image, or both, ranked together."""
+
+    REWRITE = "rewrite"
+    EDIT = "edit"
+    BOTH = "both"
+
+    @property
+    def rewrites(self) -> bool:
+        return self is not TurnStrategy.EDIT
+
+    @property
+    def edits(self) -> bool:
+        return self is not TurnStrategy.REWRITE
+
+
+class CandidateKind(StrEnum):
+    """How a candidate was made: the render of a (rewritten) prompt, or an instruct edit of the current image."""
+
+    REWRITE = "rewrite"
+    EDIT = "edit"
 
 
 class PromptSessionNotFound(NotFound):
@@ -55,6 +89,18 @@ def clean_text(value: str, field_name: str, limit: int) -> str:
     if len(text) > limit:
         raise InvalidParameters(f"{field_name} is longer than {limit} characters.", field=field_name)
     return require_text(text, field_name)
+
+
+def clean_model_name(value: str | None, field_name: str) -> str | None:
+    """An optional model name: None stays None; anything else must be a non-empty name of at most
+    ``MAX_MODEL_NAME`` characters (whether it is registered is the catalog's to say)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_MODEL_NAME:
+        raise InvalidParameters(
+            f"{field_name} must be a model name of 1 to {MAX_MODEL_NAME} characters.", field=field_name
+        )
+    return value.strip()
 
 
 _PUNCTUATION = re.compile(r"[\s，,。.、;；:：!！?？\"'“”‘’()（）]+")
@@ -124,6 +170,12 @@ class RewardWeights:
 COMBINED = "reward"  # the key of the weighted combination in a row of scores
 
 
+def edit_reward_prompt(prompt: str, instruction: str) -> str:
+    """The text an edit candidate's image is judged against (it has no prompt of its own that says what
+    it shows): the prompt before the turn and the instruction joined, as the ``concat`` rewriter writes them."""
+    return f"{prompt.rstrip('，,。. ')}，{instruction.strip()}"
+
+
 @dataclass(frozen=True)
 class ScoreItem:
     """A prompt to render and score outside any session: a rewrite of ``source_prompt`` following
@@ -137,8 +189,12 @@ class ScoreItem:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One rewritten prompt of a turn. ``source``: ``rewriter``, ``current`` (the prompt before the turn,
-    when rewriting was off or gave nothing usable) or ``user`` (written by the user when choosing)."""
+    """One candidate of a turn. ``source`` says where its prompt came from: ``rewriter``, ``current`` (the
+    prompt before the turn: rewriting was off or gave nothing usable, or the candidate is an edit) or
+    ``user`` (written by the user when choosing). ``kind`` says how its image was made: ``rewrite`` (its
+    prompt rendered) or ``edit`` (``edited_image``, the current image, edited as the turn's instruction
+    says). ``seed``: the seed its image was drawn with (None in turns stored before it was recorded: the
+    turn's seed)."""
 
     prompt: str
     source: str = "rewriter"
@@ -147,6 +203,9 @@ class Candidate:
     drift: float = 0.0
     drifted: bool = False
     image_id: str | None = None
+    kind: CandidateKind = CandidateKind.REWRITE
+    seed: int | None = None
+    edited_image: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -157,13 +216,19 @@ class Candidate:
             "drift": self.drift,
             "drifted": self.drifted,
             "image_id": self.image_id,
+            "kind": self.kind.value,
+            "seed": self.seed,
+            "edited_image": self.edited_image,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Candidate:
+        """Also reads the dicts of turns stored before edits existed (every candidate then a rewrite)."""
         scores = data.get("scores") or {}
         score = data.get("score")
         image = data.get("image_id")
+        seed = data.get("seed")
+        edited = data.get("edited_image")
         return cls(
             prompt=str(data["prompt"]),
             source=str(data.get("source", "rewriter")),
@@ -172,12 +237,16 @@ class Candidate:
             drift=float(data.get("drift", 0.0)),  # type: ignore[arg-type]
             drifted=bool(data.get("drifted", False)),
             image_id=None if image is None else str(image),
+            kind=CandidateKind(str(data.get("kind", CandidateKind.REWRITE.value))),
+            seed=None if seed is None else int(seed),  # type: ignore[call-overload]
+            edited_image=None if edited is None else str(edited),
         )
 
 
 def rank(candidates: Sequence[Candidate], weights: RewardWeights) -> list[Candidate]:
     """Scored and sorted: candidates within ``max_drift`` first, then by combined score (best first);
-    ties keep the rewriter's order."""
+    ties keep the given order (the rewriter's; in a ``both`` turn the rewrites before the edits). Both kinds
+    are ranked by the same rewards."""
     scored = [replace(c, score=weights.combine(c.scores), drifted=c.drift > weights.max_drift) for c in candidates]
     order = sorted(range(len(scored)), key=lambda i: (scored[i].drifted, -(scored[i].score or 0.0), i))
     return [scored[i] for i in order]
@@ -185,7 +254,8 @@ def rank(candidates: Sequence[Candidate], weights: RewardWeights) -> list[Candid
 
 @dataclass(frozen=True)
 class TurnSettings:
-    """What renders a turn's candidates: the same seed for all of them, so only the prompt changes."""
+    """What renders a turn's candidates: the same seed for all rewrites, so only the prompt changes; edit
+    candidate ``i`` is drawn with ``seed + i`` (the same image and instruction, so only the seed changes)."""
 
     seed: int
     steps: int = 20
@@ -224,7 +294,9 @@ class TurnSettings:
 class Turn:
     """One instruction applied: ``number`` counts from 1 within the session; ``parent`` is the turn whose
     chosen prompt it started from (None: the anchor). ``chosen`` is the final prompt (stored for replay
-    with ``settings.seed``); ``chosen_index`` the candidate it came from (None: written by the user)."""
+    with ``settings.seed``); ``chosen_index`` the candidate it came from (None: written by the user).
+    ``strategy``: how the candidates were made; ``edit_model``: the model that drew the edits (None when
+    there were none)."""
 
     number: int
     parent: int | None
@@ -238,15 +310,24 @@ class Turn:
     note: str | None = None  # e.g. why the current prompt was kept
     created_at: datetime | None = None
     picked: bool = False  # the user chose (a candidate or their own prompt), not the ranking
+    strategy: TurnStrategy = TurnStrategy.REWRITE
+    edit_model: str | None = None
 
     @property
     def chosen_candidate(self) -> Candidate | None:
         return None if self.chosen_index is None else self.candidates[self.chosen_index]
 
+    @property
+    def chosen_image(self) -> str | None:
+        """The image of the chosen candidate (None: a prompt written by hand, which has no image)."""
+        chosen = self.chosen_candidate
+        return None if chosen is None else chosen.image_id
+
 
 @dataclass
 class PromptSession:
-    """A user's session with one image model. ``head`` is the turn the next one grows from (None: the anchor)."""
+    """A user's session with one image model. ``head`` is the turn the next one grows from (None: the anchor).
+    ``edit_model``: the model its edit turns use when a turn names none (None: the deployment's)."""
 
     id: str
     owner: str
@@ -257,9 +338,12 @@ class PromptSession:
     turns: list[Turn] = field(default_factory=list)
     head: int | None = None
     version: int = 0
+    edit_model: str | None = None
 
     @classmethod
-    def start(cls, owner: str, model: str, anchor: str, now: datetime) -> PromptSession:
+    def start(
+        cls, owner: str, model: str, anchor: str, now: datetime, *, edit_model: str | None = None
+    ) -> PromptSession:
         if not model or not isinstance(model, str):
             raise InvalidParameters("model must not be empty.", field="model")
         return cls(
@@ -269,6 +353,7 @@ class PromptSession:
             anchor=clean_text(anchor, "prompt", MAX_PROMPT_CHARS),
             created_at=now,
             updated_at=now,
+            edit_model=clean_model_name(edit_model, "edit_model"),
         )
 
     def turn(self, number: int) -> Turn:
@@ -280,6 +365,12 @@ class PromptSession:
     def current_prompt(self) -> str:
         """The prompt the next instruction applies to."""
         return self.anchor if self.head is None else self.turn(self.head).chosen
+
+    @property
+    def current_image(self) -> str | None:
+        """The image the next edit applies to: the head turn's chosen candidate's (None at the anchor, or
+        when the head's prompt was written by hand)."""
+        return None if self.head is None else self.turn(self.head).chosen_image
 
     def path(self) -> list[Turn]:
         """The turns from the first one to the head, in order."""
@@ -300,13 +391,15 @@ class PromptSession:
         *,
         rewrite: bool = True,
         note: str | None = None,
+        strategy: TurnStrategy = TurnStrategy.REWRITE,
+        edit_model: str | None = None,
     ) -> Turn:
         """Append a turn grown from the head with ``candidates`` (ranked, best first, at least one); the best
         one is chosen; the head moves to the new turn."""
         if not candidates:
             raise InvalidParameters("A turn needs at least one candidate.", field="candidates")
-        if len(candidates) > MAX_CANDIDATES:
-            raise InvalidParameters(f"A turn has at most {MAX_CANDIDATES} candidates.", field="candidates")
+        if len(candidates) > MAX_TURN_CANDIDATES:
+            raise InvalidParameters(f"A turn has at most {MAX_TURN_CANDIDATES} candidates.", field="candidates")
         turn = Turn(
             number=len(self.turns) + 1,
             parent=self.head,
@@ -319,6 +412,8 @@ class PromptSession:
             rewrite=rewrite,
             note=note,
             created_at=now,
+            strategy=TurnStrategy(strategy),
+            edit_model=edit_model,
         )
         self.turns.append(turn)
         self.head = turn.number
@@ -326,7 +421,9 @@ class PromptSession:
         return turn
 
     def choose(self, number: int, now: datetime, *, index: int | None = None, prompt: str | None = None) -> Turn:
-        """Pick candidate ``index`` of turn ``number`` or a prompt the user wrote; the head moves there."""
+        """Pick candidate ``index`` of turn ``number`` or a prompt the user wrote; the head moves there. An edit
+        candidate keeps the prompt (its ``prompt`` is the one before the turn) and its image becomes the
+        current image."""
         turn = self.turn(number)
         if (index is None) == (prompt is None):
             raise InvalidParameters("Choose either a candidate index or a prompt.", field="index")

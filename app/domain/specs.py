@@ -170,3 +170,67 @@ class OutpaintSpec:
             )
         left, right, up, down = (int(p) for p in parts)
         return cls(left, right, up, down, parse_enum(OutpaintFill, fill, "outpaint_fill"))
+
+
+class HiresUpscaler(StrEnum):
+    """How the first pass is enlarged before the second (A1111's ``hr_upscaler``): the latents, bilinearly or
+    by nearest neighbour, or the decoded image by Lanczos or nearest neighbour."""
+
+    LATENT = "latent"
+    LATENT_NEAREST = "latent-nearest"
+    LANCZOS = "lanczos"
+    NEAREST = "nearest"
+
+    @property
+    def in_latent_space(self) -> bool:
+        return self in (HiresUpscaler.LATENT, HiresUpscaler.LATENT_NEAREST)
+
+    @classmethod
+    def parse(cls, value: Any) -> HiresUpscaler:
+        """Atelier's names and A1111's (``Latent``, ``Latent (nearest)``, ``Lanczos``, ``Nearest``)."""
+        text = str(value).strip().lower().replace(" (nearest)", "-nearest").replace(" ", "-")
+        return parse_enum(cls, text, "hr_upscaler")  # type: ignore[no-any-return]
+
+
+MAX_HIRES_SCALE = 4.0
+
+
+@dataclass(frozen=True)
+class HiresSpec:
+    """A1111's hires fix: generate, enlarge ``scale`` times (or to ``width`` x ``height``), then denoise the
+    enlarged picture again with ``denoise`` strength for ``steps`` steps (0: the first pass's)."""
+
+    scale: float = 2.0
+    upscaler: HiresUpscaler = HiresUpscaler.LATENT
+    steps: int = 0
+    denoise: float = 0.7
+    width: int = 0
+    height: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", _number(self.scale, "hr_scale", 1.0, MAX_HIRES_SCALE))
+        object.__setattr__(self, "upscaler", HiresUpscaler.parse(self.upscaler))
+        object.__setattr__(self, "denoise", _number(self.denoise, "denoising_strength", 0.01, 1.0))
+        for name, high in (("steps", 150), ("width", 2048), ("height", 2048)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+                field = {"steps": "hr_second_pass_steps", "width": "hr_resize_x", "height": "hr_resize_y"}[name]
+                raise InvalidParameters(
+                    f"{field} must be an integer from 0 to {high}, got {value!r}.", code=f"invalid_{field}", field=field
+                )
+        if self.scale == 1.0 and not (self.width or self.height):
+            raise InvalidParameters(
+                "Hires fix needs hr_scale above 1 or a target size (hr_resize_x, hr_resize_y).",
+                code="invalid_hr_scale",
+                field="hr_scale",
+            )
+
+    def target(self, width: int, height: int) -> tuple[int, int]:
+        """The second pass's size for a first pass of ``width`` x ``height``: the explicit size (one side given:
+        the other keeps the aspect ratio), else ``scale`` times, each side rounded down to a multiple of 8."""
+        if self.width or self.height:
+            w = self.width or round(self.height * width / height)
+            h = self.height or round(self.width * height / width)
+        else:
+            w, h = round(width * self.scale), round(height * self.scale)
+        return w - w % 8, h - h % 8

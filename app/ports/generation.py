@@ -60,6 +60,7 @@ class GenerationRequest:
     inputs: dict[str, str] = field(default_factory=dict)
     loras: tuple[tuple[ModelInfo, float], ...] = ()
     controlnet: ModelInfo | None = None
+    refiner: ModelInfo | None = None  # an SDXL refiner that runs the last steps (``params.refiner_switch``)
 
 
 class ImageGenerator(Protocol):

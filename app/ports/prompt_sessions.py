@@ -22,7 +22,10 @@ class PromptRewriter(Protocol):
 @dataclass(frozen=True)
 class RewardInput:
     """What a reward judges: the image rendered from ``prompt``, which rewrote ``source_prompt`` following
-    ``instruction`` (content integrity asks whether the instruction was applied and the rest kept)."""
+    ``instruction`` (content integrity asks whether the instruction was applied and the rest kept). For an
+    edit of the current image, which has no prompt of its own, ``prompt`` states what the edit should show:
+    ``source_prompt`` and ``instruction`` joined (``edit_reward_prompt``), so a reward that reads the prompt
+    judges both kinds of candidate against what the turn asks."""
 
     image: RgbImage
     prompt: str

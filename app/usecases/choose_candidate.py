@@ -1,4 +1,8 @@
-"""Choose a turn's candidate, or a prompt written by hand: the next turn grows from it."""
+"""Choose a turn's candidate, or a prompt written by hand: the next turn grows from it.
+
+Choosing an edit candidate keeps the prompt (an edit's prompt is the one before its turn) and makes its
+image the current image, the one the next edit turn edits; a prompt written by hand has no image, so an
+edit turn from it is refused until a rewrite turn renders one."""
 
 from __future__ import annotations
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from app.domain.errors import ImageNotFound, InvalidParameters
-from app.domain.families import Capability, require_mode, unsupported
+from app.domain.families import PROFILES, Capability, Family, require_mode, require_sampler, unsupported
 from app.domain.generation import GenerationParams
 from app.domain.models import ModelInfo, ModelKind
 from app.domain.prompt_syntax import parse_prompt
 from app.domain.specs import ControlKind, LoraSpec
 from app.ports.generation import GenerationRequest, ImageStore, InputImage, ModelCatalog
+from app.usecases.lora_fit import check_lora_fit
 
 
 def _input(images: ImageStore, input_id: str, field: str, owner: str | None) -> InputImage:
@@ -42,6 +43,9 @@ def prepare(
         catalog.get(name, ModelKind.LORA)
     if loras and not model.profile.supports(Capability.LORA):
         raise unsupported(model.family, Capability.LORA, "loras")
+    check_lora_fit(model, [catalog.get(name, ModelKind.LORA) for name in loras])
+    if params.refiner is not None:
+        check_refiner(model, catalog.get(params.refiner, ModelKind.BASE))
     control = params.control
     if control is not None:
         if control.model is None and control.kind is ControlKind.NONE:
@@ -64,7 +68,17 @@ def check_capabilities(model: ModelInfo, params: GenerationParams) -> None:
     """Refuse what the model's family cannot do (a mode, a negative prompt, A1111 weights), naming both."""
     assert params.mode is not None
     require_mode(model.family, params.mode)
+    require_sampler(model.family, params.scheduler)
     fam = model.profile
+    if params.hires is not None:
+        if not fam.supports(Capability.HIRES):
+            raise unsupported(model.family, Capability.HIRES, "hires", "It needs text-to-image and img2img.")
+        if params.hires.upscaler.in_latent_space and not fam.supports(Capability.LATENT_UPSCALE):
+            raise unsupported(
+                model.family, Capability.LATENT_UPSCALE, "hr_upscaler", "Use the Lanczos or Nearest upscaler."
+            )
+    if params.clip_skip > 1 and not fam.supports(Capability.CLIP_SKIP):
+        raise unsupported(model.family, Capability.CLIP_SKIP, "clip_skip", "Its text encoder is not CLIP; use 1.")
     if params.negative_prompt.strip() and not fam.supports(Capability.NEGATIVE_PROMPT):
         raise unsupported(model.family, Capability.NEGATIVE_PROMPT, "negative_prompt", "Leave it empty.")
     if not fam.supports(Capability.PROMPT_WEIGHTING):
@@ -76,6 +90,24 @@ def check_capabilities(model: ModelInfo, params: GenerationParams) -> None:
                 "prompt",
                 "Write the prompt without (text:1.2), [text] or BREAK; escape literal brackets as \\( \\).",
             )
+
+
+def check_refiner(model: ModelInfo, refiner: ModelInfo) -> None:
+    """A refiner is an SDXL refiner model, and it continues what an SDXL base model started."""
+    wanted = PROFILES[Family.SDXL_REFINER].label
+    if refiner.family is not Family.SDXL_REFINER:
+        raise InvalidParameters(
+            f"The refiner {refiner.name!r} is a {refiner.profile.label} model; a refiner must be a {wanted} model.",
+            code="invalid_refiner",
+            field="refiner",
+        )
+    if model.family is not Family.SDXL:
+        raise InvalidParameters(
+            f"A {wanted} continues a {PROFILES[Family.SDXL].label} base model; {model.name!r} is a "
+            f"{model.profile.label} model.",
+            code="invalid_refiner",
+            field="refiner",
+        )
 
 
 def build_request(params: GenerationParams, catalog: ModelCatalog, images: ImageStore) -> GenerationRequest:
@@ -95,4 +127,5 @@ def build_request(params: GenerationParams, catalog: ModelCatalog, images: Image
         inputs=inputs,
         loras=tuple((catalog.get(lora.name, ModelKind.LORA), lora.weight) for lora in params.loras),
         controlnet=controlnet,
+        refiner=catalog.get(params.refiner, ModelKind.BASE) if params.refiner is not None else None,
     )

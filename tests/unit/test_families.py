@@ -3,6 +3,7 @@ are checked against the model's family before anything is stored."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import diffusers
@@ -14,7 +15,7 @@ from app.domain.errors import InvalidParameters
 from app.domain.families import PROFILES, Capability, Family, GuidanceKind, profile, require_mode
 from app.domain.generation import GenerationParams
 from app.domain.models import ModelInfo
-from app.domain.specs import Mode
+from app.domain.specs import HiresSpec, HiresUpscaler, Mode
 from app.usecases.generation_inputs import check_capabilities
 
 MODE_CAPABILITIES = {Capability(mode.value) for mode in Mode}
@@ -55,6 +56,12 @@ def test_requests_outside_the_profile_are_refused_naming_family_and_capability()
         check_capabilities(model(Family.SDXL), params(prompt="(a cat:1.2)"))
     with pytest.raises(InvalidParameters, match=r"Qwen-Image-Edit models cannot do txt2img\. Its modes: instruct\."):
         require_mode(Family.QWEN_IMAGE_EDIT, Mode.TXT2IMG)
+    with pytest.raises(InvalidParameters, match=r"FLUX\.1 models cannot use the Euler a sampler; choose Euler or none"):
+        check_capabilities(model(Family.FLUX), params(scheduler="euler_a"))
+    with pytest.raises(InvalidParameters, match="leave it empty: the model runs its own"):
+        check_capabilities(model(Family.SANA), params(scheduler="Euler"))
+    check_capabilities(model(Family.FLUX), params(scheduler="Euler"))
+    check_capabilities(model(Family.SDXL), params(scheduler="DPM++ 2M Karras"))
     # what the family has passes: weights on SD, an escaped bracket anywhere, an empty negative prompt on FLUX
     check_capabilities(model(Family.SD), params(prompt="(a cat:1.2) BREAK grass", negative_prompt="dog"))
     check_capabilities(model(Family.FLUX), params(prompt=r"a sign saying \(hello\)", negative_prompt=" "))
@@ -97,3 +104,71 @@ def test_the_guidance_scale_is_passed_as_each_family_reads_it(
     assert arguments.pop("use_resolution_binning") is False
     assert arguments == expected
     assert profile(family).guidance in GuidanceKind
+
+
+def test_hires_fix_and_clip_skip_are_checked_against_the_family() -> None:
+    hires = HiresSpec(scale=2, upscaler="Latent")
+    with pytest.raises(InvalidParameters, match="HunyuanDiT models cannot do hires") as e:
+        check_capabilities(model(Family.HUNYUANDIT), params(hires=hires))
+    assert e.value.field == "hires"
+    with pytest.raises(InvalidParameters, match=r"FLUX\.1 models cannot do latent upscale\. Use the Lanczos") as e:
+        check_capabilities(model(Family.FLUX), params(hires=hires))
+    assert e.value.field == "hr_upscaler"
+    check_capabilities(model(Family.FLUX), params(hires=HiresSpec(scale=2, upscaler="Lanczos")))
+    check_capabilities(model(Family.SDXL), params(hires=hires, clip_skip=2))
+    with pytest.raises(InvalidParameters, match="Qwen-Image models cannot do clip skip"):
+        check_capabilities(model(Family.QWEN_IMAGE), params(clip_skip=2))
+    with pytest.raises(InvalidParameters, match="Hires fix is part of text-to-image") as e:
+        params(hires=hires, init_image="upload-" + "0" * 32)
+    assert e.value.code == "invalid_hires"
+
+
+def test_the_hires_target_size_and_its_limits() -> None:
+    assert HiresSpec(scale=1.5).target(512, 768) == (768, 1152)
+    assert HiresSpec(width=1000).target(512, 768) == (1000, 1496)  # the other side keeps the ratio, /8
+    assert HiresSpec(upscaler="Latent (nearest)").upscaler is HiresUpscaler.LATENT_NEAREST
+    with pytest.raises(InvalidParameters, match="hr_scale above 1"):
+        HiresSpec(scale=1)
+    with pytest.raises(InvalidParameters, match="hr_upscaler must be one of"):
+        HiresSpec(upscaler="ESRGAN_4x")
+    with pytest.raises(InvalidParameters, match=r"Hires fix would make 3072x3072 images: width must be"):
+        params(width=1536, height=1536, hires=HiresSpec(scale=2))
+    assert params(width=512, height=512, hires=HiresSpec(scale=2)).output_size == (1024, 1024)
+
+
+def _documented_table() -> str:
+    def yn(fam: Any, capability: Capability) -> str:
+        return "yes" if fam.supports(capability) else "no"
+
+    rows = [
+        "| family (`family`) | modes | LoRA | long prompts | A1111 weights | negative prompt | hires fix | clip skip"
+        " | guidance | defaults (size, steps, scale) | samplers |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for fam in PROFILES.values():
+        hires = "no"
+        if fam.supports(Capability.HIRES):
+            hires = "yes (latent, pixel)" if fam.supports(Capability.LATENT_UPSCALE) else "yes (pixel)"
+        samplers = "all"
+        if fam.samplers is not None:
+            samplers = ", ".join(fam.samplers) + " (its own)" if fam.samplers else "its own only"
+        cells = [
+            f"{fam.label} (`{fam.family.value}`)",
+            ", ".join(m.value for m in fam.modes()),
+            yn(fam, Capability.LORA),
+            yn(fam, Capability.LONG_PROMPTS),
+            yn(fam, Capability.PROMPT_WEIGHTING),
+            yn(fam, Capability.NEGATIVE_PROMPT),
+            hires,
+            yn(fam, Capability.CLIP_SKIP),
+            fam.guidance.value.replace("_", " "),
+            f"{fam.size}, {fam.steps}, {fam.guidance_scale:g}",
+            samplers,
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def test_the_documented_capability_table_is_the_domains() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "families.md").read_text(encoding="utf-8")
+    assert _documented_table() in docs

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from app.adapters.imaging.codec import PillowImageCodec
 from app.adapters.rewards.integrity import CheckerIntegrityReward, expected_scene
 from app.adapters.rewriting.rules import ConcatPromptRewriter, RulePromptRewriter
 from app.demo_world.parsing import parse_caption
@@ -31,7 +32,7 @@ from app.usecases.await_job import AwaitJob
 from app.usecases.cancel_job import CancelJob
 from app.usecases.choose_candidate import ChooseCandidate
 from app.usecases.move_head import MoveHead
-from app.usecases.render_prompts import RenderPrompts
+from app.usecases.render_prompts import KeepAsInput, RenderPrompts
 from app.usecases.run_generation import RunGeneration
 from app.usecases.start_session import StartSession
 from app.usecases.submit_generation import SubmitGeneration
@@ -163,7 +164,10 @@ class World:
             self.timeout,
         )
         self.start = StartSession(self.store, catalog, self.clock)
-        self.turn = TakeTurn(self.store, self.rewriter, [self.integrity], self.render, self.clock)
+        inputs = KeepAsInput(self.images, PillowImageCodec())  # edit turns: tests/unit/test_instruct_turns.py
+        self.turn = TakeTurn(
+            self.store, self.rewriter, [self.integrity], self.render, self.clock, catalog=catalog, inputs=inputs
+        )
         self.choose = ChooseCandidate(self.store, self.clock)
         self.move = MoveHead(self.store, self.clock)
 

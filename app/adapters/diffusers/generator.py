@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.util
 import logging
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,11 +17,14 @@ import diffusers
 import numpy as np
 import torch
 
+from app.adapters.diffusers import hires, runtime
 from app.adapters.diffusers.layout import inspect_model
 from app.adapters.diffusers.lora import LoraManager
 from app.adapters.diffusers.modes import loading_class, mode_arguments, parameters, pipeline_for
 from app.adapters.diffusers.processors import ImageOnlyQwen2VLProcessor
 from app.adapters.diffusers.prompt_encoding import chunk_count, encode_prompts
+from app.adapters.diffusers.refiner import run_with_refiner
+from app.adapters.diffusers.runtime import RuntimeOptions
 from app.adapters.diffusers.sampler_names import sampler_of
 from app.adapters.diffusers.schedulers import make_scheduler
 from app.adapters.imaging.control import LuminanceDepthEstimator
@@ -76,9 +81,10 @@ class DiffusersImageGenerator(ImageGenerator):
         depth: DepthEstimator | None = None,
         safety_checker: bool = True,
         cache_bytes: int = 8 * 2**30,
+        options: RuntimeOptions | None = None,
     ) -> None:
-        self._device = device
-        self._dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        self._options = options or RuntimeOptions(device=device)
+        self._device = self._options.device
         self._models: OrderedDict[str, _Loaded] = OrderedDict()  # least recently used first
         self._cache_bytes = cache_bytes
         self.loads = 0  # pipelines loaded from disk so far (a reload after eviction counts again)
@@ -132,16 +138,41 @@ class DiffusersImageGenerator(ImageGenerator):
             # loaded unfused and are switched per call: exact base output afterwards, and a cheap switch.
             base_loras = [(info.name, info.path, weight) for info, weight in first.loras]
             slot.loras.activate(base, base_loras)
-            return self._run(base, slot.family, requests, controlnet, progress)
+            with self._refiner(first) as refiner:
+                outcomes = self._run(base, slot.family, requests, controlnet, progress, refiner)
+        if any(isinstance(o, GenerationFailed) and o.code == "out_of_memory" for o in outcomes):
+            # The device is full: make room for the next job by dropping every other idle pipeline.
+            self._evict(keep=slot, budget=0)
+        return outcomes
 
     def _loaded(self, slot: _Loaded, path: str) -> Pipeline:
         """The slot's pipeline, loaded on first use (called with the slot's lock held)."""
         if slot.pipe is None:
-            slot.pipe, slot.family = self._load(path)
-            slot.bytes = _pipeline_bytes(slot.pipe)
+            slot.pipe, slot.family, where = self._load(path)
+            slot.bytes = _pipeline_bytes(slot.pipe, offloaded=where != "device")
             self.loads += 1
             self._evict(keep=slot)
         return slot.pipe
+
+    def adopt(self, key: str, pipe: Pipeline, family: Family) -> None:
+        """Serve a pipeline already in memory under the model path ``key`` (a host application's own, or a
+        benchmark's random-init full-size model): requests for ``key`` run on it, as on a loaded folder."""
+        slot = self._slot(key)
+        with slot.lock:
+            pipe.set_progress_bar_config(disable=True)
+            slot.pipe, slot.family, slot.bytes = pipe, family, _pipeline_bytes(pipe)
+            self._evict(keep=slot)
+
+    @contextlib.contextmanager
+    def _refiner(self, request: GenerationRequest) -> Iterator[tuple[Pipeline, Family] | None]:
+        """The request's refiner pipeline and family, loaded on first use, its lock held while the run uses it.
+        Always taken after the base model's lock: a refiner is never the base of a two-stage run."""
+        if request.refiner is None:
+            yield None
+            return
+        slot = self._slot(request.refiner.path)
+        with slot.lock:
+            yield self._loaded(slot, request.refiner.path), slot.family
 
     def unload_all(self) -> None:
         """Drop every loaded pipeline (waiting for runs in progress) and free their memory."""
@@ -168,13 +199,14 @@ class DiffusersImageGenerator(ImageGenerator):
             self._models.move_to_end(path)
             return slot
 
-    def _evict(self, keep: _Loaded) -> None:
-        """Unload least recently used pipelines until the loaded ones fit the cache budget. A pipeline
-        in use (its lock held) is skipped; the one just loaded always stays, even alone over budget."""
+    def _evict(self, keep: _Loaded, budget: int | None = None) -> None:
+        """Unload least recently used pipelines until the loaded ones fit the cache budget (or ``budget``).
+        A pipeline in use (its lock held) is skipped; ``keep`` always stays, even alone over budget."""
+        limit = self._cache_bytes if budget is None else budget
         with self._models_lock:
             total = sum(slot.bytes for slot in self._models.values() if slot.pipe is not None)
             for path, slot in list(self._models.items()):
-                if total <= self._cache_bytes:
+                if total <= limit:
                     break
                 if slot is keep or slot.pipe is None or not slot.lock.acquire(blocking=False):
                     continue
@@ -195,14 +227,16 @@ class DiffusersImageGenerator(ImageGenerator):
         if cached is not None:
             return cached
         try:
-            model = _lib.ControlNetModel.from_pretrained(path, local_files_only=True, dtype=self._dtype)
+            dtype = runtime.dtype_for(Family.SD, self._options)
+            model = _lib.ControlNetModel.from_pretrained(path, local_files_only=True, dtype=dtype)
             model = model.to(self._device).eval()
         except Exception as e:
             raise ModelUnavailable(f"Cannot load the ControlNet at {path}: {str(e)[:300]}") from e
         with self._models_lock:
             return self._controlnets.setdefault(path, model)
 
-    def _load(self, path: str) -> tuple[Pipeline, Family]:
+    def _load(self, path: str) -> tuple[Pipeline, Family, str]:
+        """The pipeline of the folder, its family and where it was placed (``runtime.placement``)."""
         # A clear ModelUnavailable for a missing or non-diffusers folder, or an unknown pipeline class.
         family = Family(inspect_model(path)["family"])
         if family is Family.KOLORS and importlib.util.find_spec("sentencepiece") is None:
@@ -213,8 +247,11 @@ class DiffusersImageGenerator(ImageGenerator):
             parts: dict[str, Any] = {}
             if family is Family.QWEN_IMAGE_EDIT:  # transformers' own processor needs torchvision for its video half
                 parts["processor"] = ImageOnlyQwen2VLProcessor.from_pretrained(path, subfolder="processor")
-            pipe = loading_class(family).from_pretrained(path, local_files_only=True, dtype=self._dtype, **parts)
-            pipe = pipe.to(self._device)
+            dtype = runtime.dtype_for(family, self._options)
+            where = runtime.placement(self._options, runtime.weights_bytes(path, dtype), self._cache_bytes)
+            pipe = loading_class(family).from_pretrained(path, local_files_only=True, dtype=dtype, **parts)
+            pipe = runtime.place(pipe, where, self._device)
+            runtime.prepare(pipe, self._options)
         except Exception as e:
             raise ModelUnavailable(f"Cannot load the diffusers model at {path}: {str(e)[:300]}") from e
         if family in _OWN_ENCODING:
@@ -225,7 +262,7 @@ class DiffusersImageGenerator(ImageGenerator):
                 # Old PAI folders may not record the 32-token context: the pipeline would pad to ~1e30.
                 tokenizer.model_max_length = pipe.text_encoder.config.max_position_embeddings
         pipe.set_progress_bar_config(disable=True)
-        return pipe, family
+        return pipe, family, where
 
     def _run(
         self,
@@ -234,6 +271,7 @@ class DiffusersImageGenerator(ImageGenerator):
         requests: list[GenerationRequest],
         controlnet: Any,
         progress: list[ProgressSink],
+        refiner: tuple[Pipeline, Family] | None = None,
     ) -> list[list[GeneratedImage] | Exception]:
         """One pipeline call for requests that share everything but prompts, seeds and image counts.
 
@@ -250,8 +288,13 @@ class DiffusersImageGenerator(ImageGenerator):
         steps = effective_steps(params)
         seeds = [r.params.image_seeds() for r in requests]
         outcomes: list[list[GeneratedImage] | Exception | None] = [None] * len(requests)
+        hires_steps = hires.second_pass_steps(params.hires, steps) if params.hires else None
+        # Progress over both passes with hires fix: the first reports from 0, the second from ``offset``.
+        phase = {"offset": 0, "total": steps + hires_steps[1] if hires_steps else 0}
 
         def report(done: int, total: int) -> None:
+            if phase["total"]:
+                done, total = min(phase["offset"] + done, phase["total"]), phase["total"]
             for k, sink in enumerate(progress):
                 if outcomes[k] is None:
                     try:
@@ -273,34 +316,70 @@ class DiffusersImageGenerator(ImageGenerator):
         flat_seeds = [seed for s in seeds for seed in s]
         generators = [torch.Generator(self._device).manual_seed(seed) for seed in flat_seeds]
         try:
-            scheduler = make_scheduler(params.scheduler, base.scheduler.config)
+            scheduler = make_scheduler(params.scheduler, base.scheduler, flat_seeds)
             components = base.components
             if not self._safety_checker:
                 components = {**components, "safety_checker": None}
             view = pipeline_for(family, params.mode, components, scheduler, controlnet, dict(base.config))
             view.set_progress_bar_config(disable=True)
+            runtime.tile_for(base, params.width or 0, params.height or 0, self._options)
             if "callback_on_step_end" in parameters(type(view), "__call__"):
                 callbacks: dict[str, Any] = {"callback_on_step_end": on_step_end}
             else:
                 callbacks = {"callback": on_step, "callback_steps": 1}
             with torch.inference_mode():
                 if family in _OWN_ENCODING:
-                    positive, negative = encode_prompts(base, prompts, negatives, self._device)
+                    positive, negative = encode_prompts(base, prompts, negatives, self._device, params.clip_skip)
                     text: dict[str, Any] = {"prompt_embeds": positive, "negative_prompt_embeds": negative}
                     scale = params.guidance_scale
                     text["guidance_scale"] = DEFAULT_GUIDANCE if scale is None else scale
                 else:
-                    text = prompt_arguments(family, view, prompts, negatives, params.guidance_scale)
-                output = view(
+                    text = prompt_arguments(family, view, prompts, negatives, params.guidance_scale, params.clip_skip)
+                arguments = {
                     **text,
-                    **size_arguments(view, params),
-                    num_inference_steps=steps,
-                    num_images_per_prompt=1,
-                    generator=generators,
-                    output_type="np",
+                    **size_arguments(view, params.width, params.height),
+                    "num_inference_steps": steps,
+                    "num_images_per_prompt": 1,
+                    "generator": generators,
+                    "output_type": hires.first_pass_output(params.hires),
                     **callbacks,
                     **mode_arguments(requests[0], self._depth),
-                )
+                }
+                if refiner is None:
+                    output = view(**arguments)
+                else:  # the SDXL refiner runs the last steps on the base's latents
+                    runtime.tile_for(refiner[0], params.width or 0, params.height or 0, self._options)
+                    output = run_with_refiner(
+                        view,
+                        *refiner,
+                        arguments,
+                        switch=params.refiner_switch,
+                        scheduler=params.scheduler,
+                        report=report,
+                        seeds=flat_seeds,
+                    )
+                if params.hires is not None and hires_steps is not None:
+                    phase["offset"] = steps
+                    width, height = params.hires.target(params.width or 0, params.height or 0)
+                    scheduler = make_scheduler(params.scheduler, base.scheduler, flat_seeds)
+                    second = pipeline_for(family, Mode.IMG2IMG, components, scheduler, None, dict(base.config))
+                    second.set_progress_bar_config(disable=True)
+                    runtime.tile_for(base, width, height, self._options)
+                    if family not in _OWN_ENCODING:  # some pipelines rewrite the prompt lists they are given
+                        text = prompt_arguments(
+                            family, second, prompts, negatives, params.guidance_scale, params.clip_skip
+                        )
+                    output = second(
+                        **text,
+                        **size_arguments(second, width, height),
+                        image=hires.enlarge(output.images, params.hires, width, height, hires.vae_factor(base)),
+                        strength=params.hires.denoise,
+                        num_inference_steps=hires_steps[0],
+                        num_images_per_prompt=1,
+                        generator=generators,
+                        output_type="np",
+                        **callbacks,
+                    )
         except JobCancelled as cancelled:
             return [outcome or cancelled for outcome in outcomes]
         except (torch.OutOfMemoryError, RuntimeError, ValueError) as e:
@@ -338,7 +417,12 @@ def padding_group(family: Family, base: Pipeline, params: GenerationParams) -> i
 
 
 def prompt_arguments(
-    family: Family, view: Pipeline, prompts: list[str], negatives: list[str], guidance: float | None
+    family: Family,
+    view: Pipeline,
+    prompts: list[str],
+    negatives: list[str],
+    guidance: float | None,
+    clip_skip: int = 1,
 ) -> dict[str, Any]:
     """Prompt and guidance arguments for a family whose pipeline encodes its own prompts.
 
@@ -365,24 +449,28 @@ def prompt_arguments(
     else:
         arguments["guidance_scale"] = scale
         arguments["negative_prompt"] = negatives
+    if clip_skip > 1 and "clip_skip" in accepted:
+        arguments["clip_skip"] = clip_skip - 1  # diffusers counts the layers skipped before the penultimate
     if "use_resolution_binning" in accepted:
         arguments["use_resolution_binning"] = False  # the requested size, not the nearest trained aspect ratio
     return arguments
 
 
-def size_arguments(view: Pipeline, params: GenerationParams) -> dict[str, Any]:
-    """Width and height for pipelines that take them (image-to-image pipelines take the image's size)."""
+def size_arguments(view: Pipeline, width: int | None, height: int | None) -> dict[str, Any]:
+    """Width and height for pipelines that take them (most image-to-image pipelines take the image's size)."""
     accepted = parameters(type(view), "__call__")
-    return {name: getattr(params, name) for name in ("width", "height") if name in accepted}
+    return {name: value for name, value in (("width", width), ("height", height)) if name in accepted}
 
 
-def _pipeline_bytes(pipe: Pipeline) -> int:
-    total = 0
-    for component in pipe.components.values():
-        if isinstance(component, torch.nn.Module):
-            tensors = [*component.parameters(), *component.buffers()]
-            total += sum(t.numel() * t.element_size() for t in tensors)
-    return total
+def _pipeline_bytes(pipe: Pipeline, offloaded: bool = False) -> int:
+    """Parameter and buffer bytes at the loaded dtype the pipeline holds on its device: all of them, or with
+    CPU offload the largest component's (one component is on the device at a time)."""
+    sizes = [
+        sum(t.numel() * t.element_size() for t in (*component.parameters(), *component.buffers()))
+        for component in pipe.components.values()
+        if isinstance(component, torch.nn.Module)
+    ]
+    return max(sizes, default=0) if offloaded else sum(sizes)
 
 
 def effective_steps(params: GenerationParams) -> int:

@@ -90,6 +90,15 @@ def load_lora_state(path: str) -> dict[str, torch.Tensor]:
     raise _invalid(f"{file.name} holds no LoRA weights in a known format.")
 
 
+def tensor_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+    """The shapes of a torch-saved LoRA's tensors (``weights_only``); a safetensors file's are read from its
+    header instead (``layout.safetensors_header``)."""
+    raw = torch.load(file, map_location="cpu", weights_only=True)
+    if not isinstance(raw, dict):
+        return {}
+    return {k: tuple(v.shape) for k, v in raw.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+
+
 def _signature(path: str) -> tuple[str, int, int]:
     """Identifies the file's current content cheaply, so a replaced file is loaded again."""
     file = lora_file(path)

@@ -22,13 +22,14 @@ _MIN_RELATIVE_MEAN = 1e-3
 
 
 def encode_prompts(
-    pipe: Any, prompts: list[str], negative_prompts: list[str], device: torch.device | str
+    pipe: Any, prompts: list[str], negative_prompts: list[str], device: torch.device | str, clip_skip: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``prompt_embeds`` and ``negative_prompt_embeds``, both ``(batch, chunks * model_max_length, hidden)``.
 
     Every prompt and negative prompt is padded with empty chunks to the largest chunk count of the batch, as
     ``StableDiffusionPipeline`` needs equal shapes. ``<lora:...>`` tags are dropped here: callers that apply LoRAs
-    read them with :func:`app.domain.prompt_syntax.parse_prompt`.
+    read them with :func:`app.domain.prompt_syntax.parse_prompt`. ``clip_skip`` is A1111's: 1 reads the text
+    encoder's last layer, 2 the one before it (then its final LayerNorm, as A1111 does), and so on.
     """
     if not prompts or len(prompts) != len(negative_prompts):
         raise ValueError(f"Need one negative prompt per prompt, got {len(prompts)} and {len(negative_prompts)}.")
@@ -36,7 +37,8 @@ def encode_prompts(
     positive = [_chunks(pipe, text, length - 2) for text in prompts]
     negative = [_chunks(pipe, text, length - 2) for text in negative_prompts]
     count = max(len(chunks) for chunks in positive + negative)
-    return _encode(pipe, positive, count, length, device), _encode(pipe, negative, count, length, device)
+    encoded = [_encode(pipe, texts, count, length, device, clip_skip) for texts in (positive, negative)]
+    return encoded[0], encoded[1]
 
 
 def frame_tokens(tokenizer: Any) -> tuple[int, int, int]:
@@ -96,7 +98,7 @@ def _chunks(pipe: Any, text: str, size: int) -> list[_Chunk]:
 
 
 def _encode(
-    pipe: Any, prompts: list[list[_Chunk]], count: int, length: int, device: torch.device | str
+    pipe: Any, prompts: list[list[_Chunk]], count: int, length: int, device: torch.device | str, clip_skip: int = 1
 ) -> torch.Tensor:
     begin, end, pad = frame_tokens(pipe.tokenizer)
     rows: list[list[int]] = []
@@ -112,7 +114,14 @@ def _encode(
     input_ids = torch.tensor(rows, dtype=torch.long, device=device)
     mask = torch.tensor(masks, device=device) if getattr(encoder.config, "use_attention_mask", False) else None
     with torch.no_grad():
-        hidden = encoder(input_ids, attention_mask=mask)[0].to(dtype=encoder.dtype, device=device)
+        if clip_skip > 1:
+            states = encoder(input_ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            hidden = states[-min(clip_skip, len(states) - 1)]  # never below the first layer
+            norm = getattr(getattr(encoder, "text_model", None), "final_layer_norm", None)
+            hidden = norm(hidden) if norm is not None else hidden
+        else:
+            hidden = encoder(input_ids, attention_mask=mask)[0]
+        hidden = hidden.to(dtype=encoder.dtype, device=device)
     hidden = apply_weights(hidden, torch.tensor(weights, device=device))
     return hidden.reshape(len(prompts), count * length, hidden.shape[-1])
 

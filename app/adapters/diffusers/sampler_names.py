@@ -15,7 +15,7 @@ _DIFFUSERS_SAMPLERS = {
     "LMSDiscreteScheduler": "LMS",
     "KDPM2DiscreteScheduler": "DPM2",
     "KDPM2AncestralDiscreteScheduler": "DPM2 a",
-    "DPMSolverSinglestepScheduler": "DPM++ SDE",
+    "DPMSolverSDEScheduler": "DPM++ SDE",
     "DPMSolverMultistepScheduler": "DPM++ 2M",
     "DDIMScheduler": "DDIM",
     "DDPMScheduler": "DDPM",

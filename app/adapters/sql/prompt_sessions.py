@@ -10,7 +10,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.adapters.sql.errors import translate_errors
 from app.adapters.sql.rows import PromptSessionRow, PromptTurnRow
 from app.domain.errors import ConcurrentUpdate
-from app.domain.prompt_sessions import Candidate, PromptSession, PromptSessionNotFound, Turn, TurnSettings
+from app.domain.prompt_sessions import (
+    Candidate,
+    PromptSession,
+    PromptSessionNotFound,
+    Turn,
+    TurnSettings,
+    TurnStrategy,
+)
 from app.ports.prompt_sessions import PromptSessionStore
 
 
@@ -30,6 +37,8 @@ def turn_to_row(session_id: str, turn: Turn) -> PromptTurnRow:
         note=turn.note,
         created_at=turn.created_at,
         picked=turn.picked,
+        strategy=turn.strategy.value,
+        edit_model=turn.edit_model,
     )
 
 
@@ -47,6 +56,8 @@ def turn_from_row(row: PromptTurnRow) -> Turn:
         note=row.note,
         created_at=row.created_at,
         picked=row.picked,
+        strategy=TurnStrategy(row.strategy or TurnStrategy.REWRITE),
+        edit_model=row.edit_model,
     )
 
 
@@ -61,6 +72,7 @@ def session_from_rows(row: PromptSessionRow, turns: list[PromptTurnRow]) -> Prom
         turns=[turn_from_row(t) for t in sorted(turns, key=lambda t: t.number)],
         head=row.head,
         version=row.version,
+        edit_model=row.edit_model,
     )
 
 
@@ -83,6 +95,7 @@ class SqlPromptSessionStore(PromptSessionStore):
                     version=1,
                     created_at=session.created_at,
                     updated_at=session.updated_at,
+                    edit_model=session.edit_model,
                 )
             )
             db.add_all(turn_to_row(session.id, t) for t in session.turns)

@@ -260,6 +260,7 @@ class PromptSessionRow(Base):
     version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    edit_model: Mapped[str | None] = mapped_column(String(128))  # the edit turns' default model (migration 0008)
 
     __table_args__ = (Index(None, "owner", "updated_at"),)
 
@@ -284,6 +285,10 @@ class PromptTurnRow(Base):
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     picked: Mapped[bool] = mapped_column(Boolean)
+    # How the candidates were made (rewrite, edit, both) and the edits' model (migration 0008); a candidate's
+    # kind, seed and edited image live in its dict in ``candidates``.
+    strategy: Mapped[str] = mapped_column(String(16), default="rewrite")
+    edit_model: Mapped[str | None] = mapped_column(String(128))
 
 
 class OwnerOptionsRow(Base):

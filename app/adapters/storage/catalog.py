@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import re
@@ -26,7 +28,9 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class JsonModelCatalog(ModelCatalog):
-    """``<data dir>/models.json``: name -> kind, folder or file, source, native size, tokenizer kind.
+    """``<data dir>/models.json``: name -> kind, folder or file, source, native size, tokenizer kind, family,
+    and what ``app.usecases.lora_fit`` compares: the family a LoRA was made for (``made_for``) and the hashed
+    layers of a LoRA or a base model's denoiser (``layers``, base64 of sorted 32-bit hashes).
 
     ``inspector(path, kind)`` reads a diffusers folder or LoRA file (and rejects anything else);
     ``downloader(hub_id, cache_dir)`` fetches a hub id when a network exists;
@@ -108,6 +112,8 @@ class JsonModelCatalog(ModelCatalog):
             sha256=details.get("sha256"),
             family=Family(details.get("family", Family.SD.value)),
             default_steps=_steps(details.get("default_steps")),
+            made_for=_family(details.get("made_for")),
+            layers=_layers(details.get("layers")),
         )
         with self._lock:
             entries = self._read()
@@ -172,6 +178,8 @@ def _to_entry(info: ModelInfo) -> dict[str, Any]:
         "sha256": info.sha256,
         "family": info.family.value,
         "default_steps": info.default_steps,
+        "made_for": info.made_for.value if info.made_for else None,
+        "layers": encode_layers(info.layers),
     }
 
 
@@ -189,6 +197,8 @@ def _to_info(name: str, entry: dict[str, Any]) -> ModelInfo:
         sha256=entry.get("sha256"),
         family=Family(entry.get("family", Family.SD.value)),
         default_steps=_steps(entry.get("default_steps")),
+        made_for=_family(entry.get("made_for")),
+        layers=decode_layers(entry.get("layers")),
     )
 
 
@@ -198,3 +208,36 @@ def _steps(value: Any) -> int | None:
 
 def _guidance(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _family(value: Any) -> Family | None:
+    try:
+        return Family(value) if value else None
+    except ValueError:  # a family this version does not know
+        return None
+
+
+def _layers(value: Any) -> frozenset[int] | None:
+    if value is None or isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
+        return None
+    return frozenset(int(v) for v in value)
+
+
+def encode_layers(layers: frozenset[int] | None) -> str | None:
+    """Hashed layers as the catalog keeps them: base64 of the sorted 32-bit hashes (~4 kB for an SDXL UNet)."""
+    if layers is None:
+        return None
+    return base64.b64encode(b"".join(h.to_bytes(4, "big") for h in sorted(layers))).decode("ascii")
+
+
+def decode_layers(text: Any) -> frozenset[int] | None:
+    """The inverse of :func:`encode_layers`; None for a missing or damaged entry (no structural check then)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(data) % 4:
+        return None
+    return frozenset(int.from_bytes(data[i : i + 4], "big") for i in range(0, len(data), 4))

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from app.domain.errors import AtelierError
-from app.domain.prompt_sessions import PromptSession, Turn
+from app.domain.prompt_sessions import CandidateKind, PromptSession, Turn, TurnStrategy
 from app.entrypoints.cli.common import AliasOption, open_atelier
 from app.entrypoints.library import Atelier
 
@@ -21,6 +21,7 @@ HELP = """Commands (anything else is an instruction):
   :use TEXT      use TEXT (written by hand) as the prompt of the last turn shown
   :undo          go back to the turn before (the original prompt after the first)
   :branch N      grow the next turn from turn N (0: from the original prompt)
+  :strategy S    how the next turns make candidates: rewrite (the prompt), edit (the current image) or both
   :show          the session: its turns and the current prompt
   :help          this list
   :quit          leave (the session is stored; continue it with --session)
@@ -53,13 +54,16 @@ def _turn_dict(atelier: Atelier, session: str, turn: Turn) -> dict[str, Any]:
         "chosen": turn.chosen,
         "chosen_index": turn.chosen_index,
         "seed": turn.settings.seed,
+        "strategy": turn.strategy.value,
+        "edit_model": turn.edit_model,
         "note": turn.note,
         "candidates": [{**c.to_dict(), "path": _image_path(atelier, c.image_id)} for c in turn.candidates],
     }
 
 
 def _print_turn(atelier: Atelier, turn: Turn) -> None:
-    click.echo(f"turn {turn.number} (seed {turn.settings.seed}): {turn.instruction}")
+    how = "" if turn.strategy is TurnStrategy.REWRITE else f", {turn.strategy.value} with {turn.edit_model}"
+    click.echo(f"turn {turn.number} (seed {turn.settings.seed}{how}): {turn.instruction}")
     if turn.note:
         click.echo(f"  note: {turn.note}")
     for i, c in enumerate(turn.candidates):
@@ -67,9 +71,12 @@ def _print_turn(atelier: Atelier, turn: Turn) -> None:
         scores = " ".join(f"{k}={v:.2f}" for k, v in c.scores.items())
         flag = "  (drifted)" if c.drifted else ""
         score = "-" if c.score is None else f"{c.score:.3f}"
-        click.echo(f" {mark}[{i}] {score}  {c.prompt}{flag}")
+        made = f"edit of {c.edited_image} (seed {c.seed}): " if c.kind is CandidateKind.EDIT else ""
+        click.echo(f" {mark}[{i}] {score}  {made}{c.prompt}{flag}")
         click.echo(f"       {scores}  drift={c.drift:.2f}  {_image_path(atelier, c.image_id) or ''}")
     click.echo(f"  current prompt: {turn.chosen}")
+    if turn.chosen_image:
+        click.echo(f"  current image: {_image_path(atelier, turn.chosen_image) or turn.chosen_image}")
 
 
 def _print_session(session: PromptSession) -> None:
@@ -102,6 +109,19 @@ def _print_session(session: PromptSession) -> None:
 @click.option("--seed", type=int, help="One seed for every turn (default: a random one per turn).")
 @click.option("--steps", default=20, show_default=True, help="Denoising steps of each rendered candidate.")
 @click.option("--no-rewrite", is_flag=True, help="Render the prompt as it is (no rewriting).")
+@click.option(
+    "--strategy",
+    type=click.Choice([s.value for s in TurnStrategy]),
+    default=TurnStrategy.REWRITE.value,
+    show_default=True,
+    help="How a turn makes its candidates: rewrite the prompt, edit the current image with the instruction "
+    "(needs a current image: the first turn rewrites), or both, ranked together. :strategy changes it.",
+)
+@click.option(
+    "--edit-model",
+    help="The model of edit turns, of a family that edits by instruction (Qwen-Image-Edit, InstructPix2Pix); "
+    "a new session keeps it. Default: the session's, else ATELIER_EDIT_MODEL.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (for scripts).")
 @click.pass_context
 def rewrite(
@@ -114,6 +134,8 @@ def rewrite(
     seed: int | None,
     steps: int,
     no_rewrite: bool,
+    strategy: str,
+    edit_model: str | None,
     as_json: bool,
 ) -> None:
     """Rewrite the image prompt PROMPT over several turns (a prompt session). Each line read is an
@@ -126,13 +148,14 @@ def rewrite(
     Examples:
       atelier rewrite "一个红色的圆形在左上角，白色背景" --seed 7
       printf '把圆形换成蓝色\\n:pick 1\\n' | atelier rewrite "一个红色的圆形在中间" --json
+      printf '把圆形换成蓝色\\n:strategy edit\\n加一个小三角形\\n' | atelier rewrite "一个红色的圆形" --edit-model qe
     """
     if (prompt is None) == (session_id is None):
         raise click.UsageError("Give a PROMPT to start a session, or --session ID to continue one.")
     atelier = open_atelier(ctx, start_worker=True, recover=False)  # a turn's renders are jobs a worker runs
     if session_id is None:
         assert prompt is not None
-        session = atelier.prompts.start(prompt, model=model)
+        session = atelier.prompts.start(prompt, model=model, edit_model=edit_model)
     else:
         session = atelier.prompts.get(session_id)
 
@@ -198,10 +221,25 @@ def rewrite(
                     _turn_dict(atelier, session.id, turn),
                     partial(click.echo, f"  current prompt: {turn.chosen}"),
                 )
+            elif command == ":strategy":
+                if arg not in [s.value for s in TurnStrategy]:
+                    raise click.UsageError(f"Use :strategy {'|'.join(s.value for s in TurnStrategy)}.")
+                strategy = arg
+                show({"session": session.id, "strategy": strategy}, partial(click.echo, f"  strategy: {strategy}"))
             elif command.startswith(":"):
                 raise click.UsageError(f"Unknown command {command}; :help lists them.")
             else:
-                turn = atelier.prompts.turn(session.id, text, n=n, k=k, seed=seed, steps=steps, rewrite=not no_rewrite)
+                turn = atelier.prompts.turn(
+                    session.id,
+                    text,
+                    strategy=strategy,
+                    edit_model=edit_model,
+                    n=n,
+                    k=k,
+                    seed=seed,
+                    steps=steps,
+                    rewrite=not no_rewrite,
+                )
                 last = turn.number
                 show(_turn_dict(atelier, session.id, turn), partial(_print_turn, atelier, turn))
         except (AtelierError, click.UsageError) as error:

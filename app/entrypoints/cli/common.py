@@ -32,22 +32,24 @@ def open_atelier(ctx: click.Context, *, start_worker: bool = False, recover: boo
     return atelier
 
 
-def _plain(value: Any) -> Any:
+def to_plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Enum):
         return value.value
     if is_dataclass(value) and not isinstance(value, type):
-        return {k: _plain(v) for k, v in asdict(value).items()}
+        return {k: to_plain(v) for k, v in asdict(value).items()}
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: to_plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [to_plain(v) for v in value]
+    if isinstance(value, frozenset | set):
+        return sorted(to_plain(v) for v in value)
     return value
 
 
 def job_dict(job: GenerationJob, atelier: Atelier | None = None) -> dict[str, Any]:
-    data: dict[str, Any] = _plain(job)
+    data: dict[str, Any] = to_plain(job)
     data["seed"] = job.seed
     if atelier is not None:
         for image in data["images"]:
@@ -59,7 +61,7 @@ def job_dict(job: GenerationJob, atelier: Atelier | None = None) -> dict[str, An
 
 
 def echo_json(data: Any) -> None:
-    click.echo(json.dumps(_plain(data), ensure_ascii=False, indent=2))
+    click.echo(json.dumps(to_plain(data), ensure_ascii=False, indent=2))
 
 
 def job_line(job: GenerationJob) -> str:

@@ -10,7 +10,7 @@ import click
 
 from app.domain.generation import SCHEDULERS, GenerationParams, parse_size
 from app.domain.jobs import GenerationJob, JobStatus
-from app.domain.specs import Mode, OutpaintSpec
+from app.domain.specs import HiresSpec, HiresUpscaler, Mode, OutpaintSpec
 from app.entrypoints.cli.common import AliasOption, Progress, echo_json, job_dict, open_atelier, quiet_option
 from app.entrypoints.library import Atelier
 
@@ -50,6 +50,16 @@ from app.entrypoints.library import Atelier
 @click.option("--control-model", default=None, help="Registered ControlNet (default: the one named like KIND).")
 @click.option("--control-scale", default=1.0, show_default=True, type=float, help="ControlNet conditioning scale.")
 @click.option("--lora", "loras", multiple=True, metavar="NAME:WEIGHT", help="A registered LoRA; repeatable.")
+@click.option("--hires", "hires_scale", type=float, metavar="SCALE", help="Hires fix: enlarge SCALE times.")
+@click.option(
+    "--hires-upscaler",
+    type=click.Choice(["latent", "latent-nearest", "lanczos", "nearest"]),
+    default="latent",
+    show_default=True,
+)
+@click.option("--hires-steps", type=int, default=0, show_default=True, help="Second-pass steps (0: as --steps).")
+@click.option("--hires-denoise", type=float, default=0.7, show_default=True, help="Second-pass denoising strength.")
+@click.option("--clip-skip", type=int, default=None, help="A1111's clip skip (CLIP families): 2 = penultimate layer.")
 @click.option(
     "--out", "out_dir", default=".", show_default=True, type=click.Path(file_okay=False), help="Folder for PNGs."
 )
@@ -77,6 +87,11 @@ def generate(
     control_model: str | None,
     control_scale: float,
     loras: tuple[str, ...],
+    hires_scale: float | None,
+    hires_upscaler: str,
+    hires_steps: int,
+    hires_denoise: float,
+    clip_skip: int | None,
     out_dir: str,
     as_json: bool,
     quiet: bool,
@@ -93,6 +108,10 @@ def generate(
     inputs = _inputs(atelier, init_image, mask, control, control_model, control_scale)
     if outpaint:
         inputs["outpaint"] = OutpaintSpec.parse(outpaint, outpaint_fill)
+    if hires_scale is not None:
+        inputs["hires"] = HiresSpec(hires_scale, HiresUpscaler(hires_upscaler), hires_steps, hires_denoise)
+    if clip_skip is not None:
+        inputs["clip_skip"] = clip_skip
     job = atelier.submit(
         prompt,
         negative_prompt=negative,
@@ -149,6 +168,8 @@ def denoising_steps(params: GenerationParams) -> int:
     a strength below 1 about ``steps * strength`` (at least one), as the diffusers pipelines do."""
     if params.mode in (Mode.IMG2IMG, Mode.INPAINT, Mode.OUTPAINT) and params.strength < 1:
         return max(1, int(params.step_count * params.strength))
+    if params.hires is not None:
+        return params.step_count + max(1, int((params.hires.steps or params.step_count) * params.hires.denoise))
     return params.step_count
 
 

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from app.entrypoints.cli.common import Progress, echo_json, echo_table, open_atelier, quiet_option
+from app.entrypoints.cli.common import Progress, echo_json, echo_table, open_atelier, quiet_option, to_plain
 
 
 @click.group()
@@ -25,19 +25,21 @@ def list_models(ctx: click.Context, kind: str | None, as_json: bool) -> None:
     """Registered base models, LoRAs and ControlNets, under a header naming the columns (--json for scripts)."""
     infos = open_atelier(ctx).models(kind)
     if as_json:
-        echo_json(infos)
+        # The layer fingerprints that decide whether a LoRA fits are internal (hundreds of hashes): left out.
+        echo_json([{k: v for k, v in to_plain(info).items() if k != "layers"} for info in infos])
         return
     rows = [
         [
             info.name,
             info.kind.value,
+            info.family.value if info.kind.value == "base" else (info.made_for or "-"),
             f"{info.default_size}px" if info.kind.value == "base" else "-",
             info.tokenizer,
             info.source,
         ]
         for info in infos
     ]
-    echo_table(("NAME", "KIND", "SIZE", "TOKENIZER", "SOURCE"), rows)
+    echo_table(("NAME", "KIND", "FAMILY", "SIZE", "TOKENIZER", "SOURCE"), rows)
     if not infos:
         click.echo("no models registered; run `atelier models init-demo`", err=True)
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.domain.errors import AtelierError, Conflict, GenerationFailed, InvalidParameters
-from app.domain.generation import SCHEDULERS, infotext
+from app.domain.generation import A1111_UPSCALERS, SCHEDULERS, infotext
 from app.domain.jobs import GenerationJob, JobStatus
 from app.domain.models import ModelKind
 from app.entrypoints.http import deps
@@ -48,11 +48,13 @@ from app.entrypoints.http.compat_schemas import (
     A1111,
     A1111ImagesOut,
     A1111Interrupted,
+    A1111LatentUpscaleMode,
     A1111Lora,
     A1111Options,
     A1111Progress,
     A1111Sampler,
     A1111SdModel,
+    A1111Upscaler,
 )
 from app.entrypoints.http.errors import headers_of, status_of
 from app.entrypoints.library import Atelier
@@ -327,6 +329,27 @@ def sd_models(request: Request, atelier: AtelierDep, _owner: OwnerDep) -> list[d
 )
 def samplers(_owner: OwnerDep) -> list[dict[str, Any]]:
     return [{"name": name, "aliases": [], "options": {}} for name in SCHEDULERS]
+
+
+@router.get(
+    "/sdapi/v1/upscalers",
+    summary="Upscalers hr_upscaler takes",
+    **A1111.answers(list[A1111Upscaler], "The hires-fix upscalers: pixel ones here, latent ones too."),
+)
+def upscalers(_owner: OwnerDep) -> list[dict[str, Any]]:
+    """As A1111 lists them: the pixel upscalers (no model files: Lanczos, Nearest), and `hr_upscaler` also takes
+    the latent modes of `/sdapi/v1/latent-upscale-modes` (SD, SDXL and Kolors models)."""
+    pixel = [name for upscaler, name in A1111_UPSCALERS.items() if not upscaler.in_latent_space]
+    return [{"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4.0} for name in pixel]
+
+
+@router.get(
+    "/sdapi/v1/latent-upscale-modes",
+    summary="Latent upscale modes hr_upscaler takes",
+    **A1111.answers(list[A1111LatentUpscaleMode], "The latent hires-fix upscalers."),
+)
+def latent_upscale_modes(_owner: OwnerDep) -> list[dict[str, Any]]:
+    return [{"name": name} for upscaler, name in A1111_UPSCALERS.items() if upscaler.in_latent_space]
 
 
 @router.get(

@@ -29,9 +29,19 @@ TXT2IMG_HONOURED = frozenset(
         "do_not_save_grid",  # no grid is ever made
         "override_settings",  # sd_model_checkpoint; its other keys are checked one by one
         "alwayson_scripts",  # the first ControlNet unit; the rest are checked one by one
+        "refiner_checkpoint",
+        "refiner_switch_at",
+        "enable_hr",
+        "hr_scale",
+        "hr_upscaler",
+        "hr_second_pass_steps",
+        "hr_resize_x",
+        "hr_resize_y",
+        "denoising_strength",  # txt2img: the hires pass's
     }
 )
 IMG2IMG_HONOURED = TXT2IMG_HONOURED | {"init_images", "mask", "resize_mode", "denoising_strength"}
+_HONOURED_SETTINGS = frozenset({"sd_model_checkpoint", "CLIP_stop_at_last_layers"})
 _NEUTRAL: tuple[Any, ...] = (None, False, "", [], {})  # False == 0: a numeric zero is neutral too
 # A1111's defaults (and its common clients') of fields Atelier does not honour, beyond null / false / empty.
 DEFAULTS: dict[str, tuple[Any, ...]] = {
@@ -92,7 +102,7 @@ def ignored_fields(data: dict[str, Any], img2img: bool, scheduler_honoured: bool
     overrides = data.get("override_settings")
     if isinstance(overrides, dict):
         ignored += [
-            f"override_settings.{k}" for k in overrides if k != "sd_model_checkpoint" and _in_effect(overrides, k)
+            f"override_settings.{k}" for k in overrides if k not in _HONOURED_SETTINGS and _in_effect(overrides, k)
         ]
     scripts = data.get("alwayson_scripts")
     if isinstance(scripts, dict):

@@ -2,7 +2,10 @@
 
 ``request_values`` turns a ``txt2img``/``img2img`` body into the dict ``AcceptGeneration`` makes
 ``GenerationParams`` of: A1111's sampler names, ``cfg_scale``, ``batch_size × n_iter``, ``init_images``
-with ``resize_mode`` 0-3, the ControlNet extension's ``alwayson_scripts`` and the checkpoint override.
+with ``resize_mode`` 0-3, the ControlNet extension's ``alwayson_scripts``, the checkpoint override, clip skip
+(``override_settings.CLIP_stop_at_last_layers``), hires fix (``enable_hr`` and its ``hr_*`` fields) and the SDXL
+refiner (``refiner_checkpoint``, ``refiner_switch_at``). ``steps`` and ``cfg_scale`` left out take the model's
+recommended values.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from app.domain.generation import canonical_scheduler
 RESIZE = {0: "stretch", 1: "crop", 2: "pad", 3: "stretch"}  # 3: "just resize (latent upscale)"
 CONTROLNET = "alwayson_scripts.controlnet.args[0]"
 CHECKPOINT = "sd_model_checkpoint"
+CLIP_SKIP = "CLIP_stop_at_last_layers"  # A1111's clip skip, an override setting
 
 
 class Txt2ImgIn(BaseModel):
@@ -35,14 +39,22 @@ class Txt2ImgIn(BaseModel):
     scheduler: str | None = None
     batch_size: int = 1
     n_iter: int = 1
-    steps: int = 50
-    cfg_scale: float = 7.0
+    steps: int | None = None  # omitted: the model's recommended steps and scale (GET /v1/models)
+    cfg_scale: float | None = None
     width: int = 512
     height: int = 512
     denoising_strength: float | None = None
+    enable_hr: bool = False  # hires fix: hr_scale (or hr_resize_x/y), hr_upscaler, hr_second_pass_steps
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
     override_settings: dict[str, Any] | None = None
     alwayson_scripts: dict[str, Any] | None = None
     send_images: bool = True
+    refiner_checkpoint: str | None = None  # an SDXL refiner's title; "None" or empty: no refiner
+    refiner_switch_at: float | None = None  # the fraction of the steps before the refiner takes over (0.8)
 
 
 class Img2ImgIn(Txt2ImgIn):
@@ -106,9 +118,26 @@ def request_values(body: Txt2ImgIn, checkpoint: str | None) -> dict[str, Any]:
         "width": body.width,
         "height": body.height,
     }
-    override = (body.override_settings or {}).get(CHECKPOINT)
+    settings = body.override_settings or {}
+    if settings.get(CLIP_SKIP) is not None:
+        values["clip_skip"] = settings[CLIP_SKIP]
+    if body.enable_hr and not isinstance(body, Img2ImgIn):
+        values["hires"] = {
+            "scale": body.hr_scale,
+            "upscaler": body.hr_upscaler or "Latent",
+            "steps": body.hr_second_pass_steps,
+            "denoise": 0.7 if body.denoising_strength is None else body.denoising_strength,
+            "width": body.hr_resize_x,
+            "height": body.hr_resize_y,
+        }
+    override = settings.get(CHECKPOINT)
     if override or checkpoint:
         values["model"] = strip_hash(str(override or checkpoint))
+    refiner = strip_hash(body.refiner_checkpoint or "")
+    if refiner and refiner != "None":  # A1111's "no refiner" value; the switch means nothing without one
+        values["refiner"] = refiner
+        if body.refiner_switch_at is not None:
+            values["refiner_switch"] = body.refiner_switch_at
     init = None
     if isinstance(body, Img2ImgIn):
         if not body.init_images:

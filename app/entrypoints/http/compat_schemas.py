@@ -103,6 +103,18 @@ class A1111Sampler(BaseModel):
     options: dict[str, str]
 
 
+class A1111Upscaler(BaseModel):
+    name: str = Field(description="What `hr_upscaler` takes.")
+    model_name: str | None
+    model_path: str | None
+    model_url: str | None
+    scale: float
+
+
+class A1111LatentUpscaleMode(BaseModel):
+    name: str
+
+
 class A1111Lora(BaseModel):
     name: str
     alias: str

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.composition import Container
-from app.domain.prompt_sessions import MAX_CANDIDATES, MAX_INSTRUCTION_CHARS, MAX_PROMPT_CHARS
+from app.domain.prompt_sessions import MAX_CANDIDATES, MAX_INSTRUCTION_CHARS, MAX_MODEL_NAME, MAX_PROMPT_CHARS
 from app.entrypoints.http import deps
 from app.entrypoints.http.openapi import errors
 from app.entrypoints.http.schemas_prompt_sessions import PromptSessionOut, PromptSessionPageOut, TurnOut
@@ -26,6 +26,14 @@ class SessionIn(BaseModel):
         description="The original intent (the anchor every turn is measured against).", max_length=MAX_PROMPT_CHARS
     )
     model: str | None = Field(None, description="The image model (default: the server's default model).")
+    edit_model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_MODEL_NAME,
+        description="The model of the session's turns that edit the current image (`strategy` `edit` or `both`) "
+        "when a turn names none; its family must edit by instruction (Qwen-Image-Edit, InstructPix2Pix). "
+        "Default: the server's edit model, if it has one.",
+    )
 
 
 class TurnIn(BaseModel):
@@ -33,7 +41,9 @@ class TurnIn(BaseModel):
 
     instruction: str = Field(description="What to change, e.g. 把圆形换成蓝色.", max_length=MAX_INSTRUCTION_CHARS)
     n: int = Field(8, ge=1, le=64, description="Rewrites sampled.")
-    k: int = Field(4, ge=1, le=MAX_CANDIDATES, description="Candidates rendered and ranked.")
+    k: int = Field(
+        4, ge=1, le=MAX_CANDIDATES, description="Candidates rendered and ranked (of each kind with `strategy` `both`)."
+    )
     seed: int | None = Field(None, ge=0, lt=2**32, description="One seed for every candidate (default: random).")
     rewrite: bool = Field(True, description="False: render the current prompt as it is.")
     steps: int = Field(20, ge=1, le=150)
@@ -41,6 +51,22 @@ class TurnIn(BaseModel):
     height: int | None = None
     guidance_scale: float | None = None
     negative_prompt: str = ""
+    strategy: Literal["rewrite", "edit", "both"] = Field(
+        "rewrite",
+        description="How the candidates are made. `rewrite`: the prompt is rewritten and each rewrite rendered. "
+        "`edit`: the current image (the image of the head turn's chosen candidate) is edited as the instruction "
+        "says by the edit model, `k` times with the seeds `seed` … `seed + k - 1`; the prompt stays, so choosing "
+        "an edit changes the current image, not the current prompt. `both`: the rewrites and the edits, ranked "
+        "together by the same rewards. `edit` and `both` need a current image (422 `no_current_image` at the "
+        "original prompt or after a prompt written by hand).",
+    )
+    edit_model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_MODEL_NAME,
+        description="The model that draws the edits (default: the session's edit model, else the server's); "
+        "a registered model of a family that edits by instruction (422 `unsupported_capability` otherwise).",
+    )
 
 
 class ChooseIn(BaseModel):
@@ -61,10 +87,12 @@ class BranchIn(BaseModel):
     status_code=201,
     response_model=PromptSessionOut,
     summary="Start a prompt session",
-    responses=errors(404, 503, codes={404: ["unknown_model"]}),
+    responses=errors(
+        404, 422, 503, codes={404: ["unknown_model"], 422: ["invalid_parameters", "unsupported_capability"]}
+    ),
 )
 def start(body: SessionIn, use: UseCases, owner: OwnerDep) -> PromptSessionOut:
-    return PromptSessionOut.of(use.start_session()(body.prompt, body.model, owner))
+    return PromptSessionOut.of(use.start_session()(body.prompt, body.model, owner, body.edit_model))
 
 
 @router.get(
@@ -107,9 +135,15 @@ def get_session(session_id: str, use: UseCases, owner: OwnerDep) -> PromptSessio
         503,
         507,
         codes={
-            404: ["prompt_session_not_found", "unknown_model"],
+            404: ["prompt_session_not_found", "unknown_model", "image_not_found"],
             409: ["concurrent_update"],
-            422: ["invalid_parameters", "job_too_large"],
+            422: [
+                "invalid_parameters",
+                "job_too_large",
+                "no_current_image",
+                "missing_edit_model",
+                "unsupported_capability",
+            ],
             429: ["rate_limited", "too_many_queued_jobs"],
             500: ["generation_failed", "cancelled", "render_timeout"],
         },
@@ -121,7 +155,11 @@ def take_turn(session_id: str, body: TurnIn, use: UseCases, owner: OwnerDep) -> 
     best first; the best one is chosen. The turn is stored before the reply. When the rewriter gives
     nothing usable the current prompt is rendered and `note` says so. Each render is an ordinary job
     (queued, batched with jobs of the same key, listed in `GET /v1/jobs`); if one fails or is cancelled
-    the turn fails with 500 and nothing of it is stored."""
+    the turn fails with 500 and nothing of it is stored.
+
+    With `strategy` `edit` the candidates are instruct-mode edits of the current image by the edit model
+    (the instruction is their prompt; each keeps the current prompt); with `both` the rewrites and the edits
+    are ranked together. Each candidate's `kind` says which it is."""
     options = body.model_dump(exclude={"instruction"})
     return TurnOut.of(use.take_turn()(session_id, TurnRequest(body.instruction, **options), owner))
 

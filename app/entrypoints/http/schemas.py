@@ -51,6 +51,21 @@ class OutpaintIn(BaseModel):
     fill: str = Field("copy", description="How the new border starts before it is painted: copy or reflect.")
 
 
+class HiresIn(BaseModel):
+    """A1111's hires fix: generate, enlarge, then denoise the enlarged picture again (text-to-image only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scale: float = Field(2.0, description="Enlargement, 1-4 (ignored when width or height is given).")
+    upscaler: str = Field(
+        "latent", description="latent, latent-nearest (SD, SDXL, Kolors), lanczos or nearest; A1111's names work too."
+    )
+    steps: int = Field(0, description="Steps of the second pass; 0: the first pass's.")
+    denoise: float = Field(0.7, description="Denoising strength of the second pass, 0.01-1.")
+    width: int = Field(0, description="Target width instead of scale (0: from scale or the height's ratio).")
+    height: int = Field(0, description="Target height instead of scale.")
+
+
 class JobRequest(BaseModel):
     """A generation request. The mode follows from the inputs unless given: `control` → controlnet,
     `outpaint` → outpaint, `mask_image` → inpaint, `init_image` → img2img, none → txt2img.
@@ -82,6 +97,16 @@ class JobRequest(BaseModel):
     outpaint: OutpaintIn | None = None
     control: ControlIn | None = None
     loras: list[LoraIn] = Field(default_factory=list, description="Also `<lora:name:weight>` in the prompt.")
+    refiner: str | None = Field(
+        None, description="A registered SDXL refiner that runs the last steps (txt2img with an SDXL model)."
+    )
+    refiner_switch: float | None = Field(
+        None, description="The fraction of the steps the base model runs before the refiner, 0.01-0.99 (0.8)."
+    )
+    hires: HiresIn | None = Field(None, description="Hires fix; the images come out at the enlarged size.")
+    clip_skip: int | None = Field(
+        None, description="A1111's clip skip: 1 (default) reads CLIP's last layer, 2 the one before (CLIP families)."
+    )
 
     def params(self) -> dict[str, Any]:
         values = self.model_dump(exclude_none=True)
@@ -174,6 +199,10 @@ class ModelOut(BaseModel):
     default_steps: int = Field(description="The steps a request that gives none runs.")
     default_guidance: float | None = Field(description="The guidance scale a request that gives none runs.")
     default_scheduler: str | None = Field(description="Null: the model's own scheduler.")
+    samplers: list[str] | None = Field(
+        description="The sampler names a request may pick (GET /sdapi/v1/samplers spelling); null: any of them,"
+        " empty: only the model's own."
+    )
     tokenizer: str
 
     @classmethod
@@ -193,6 +222,7 @@ class ModelOut(BaseModel):
             default_steps=info.recommended_steps,
             default_guidance=info.recommended_guidance if base else None,
             default_scheduler=fam.scheduler,
+            samplers=None if fam.samplers is None else list(fam.samplers),
             tokenizer=info.tokenizer,
         )
 

@@ -7,6 +7,9 @@ with Atelier.open() as atelier:
         print(c.score, c.prompt, atelier.image_path(c.image_id))
     atelier.prompts.choose(session.id, turn.number, index=1)   # or prompt="..." written by hand
     atelier.prompts.undo(session.id)
+
+    # Edit the current image instead (or as well: strategy="both"), with a model that edits by instruction:
+    edited = atelier.prompts.turn(session.id, "加一个小三角形", strategy="edit", edit_model="qwen-edit", seed=7)
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from app.composition import Container
-from app.domain.prompt_sessions import PromptSession, Turn
+from app.domain.prompt_sessions import PromptSession, Turn, TurnStrategy
+from app.domain.specs import parse_enum
 from app.usecases.take_turn import TurnRequest
 
 
@@ -22,16 +26,33 @@ class Prompts:
     def __init__(self, container: Container) -> None:
         self._container = container
 
-    def start(self, prompt: str, *, model: str | None = None, owner: str = "local") -> PromptSession:
-        """A new session whose anchor (original intent) is ``prompt``; ``model`` defaults to the default one."""
-        session: PromptSession = self._container.start_session()(prompt, model, owner)
+    def start(
+        self, prompt: str, *, model: str | None = None, edit_model: str | None = None, owner: str = "local"
+    ) -> PromptSession:
+        """A new session whose anchor (original intent) is ``prompt``; ``model`` defaults to the default one;
+        ``edit_model``: the model of its edit turns when a turn names none (default: the deployment's)."""
+        session: PromptSession = self._container.start_session()(prompt, model, owner, edit_model)
         return session
 
-    def turn(self, session_id: str, instruction: str, *, owner: str | None = None, **options: Any) -> Turn:
-        """Rewrite the current prompt following ``instruction``, render and rank the candidates.
+    def turn(
+        self,
+        session_id: str,
+        instruction: str,
+        *,
+        strategy: str = "rewrite",
+        edit_model: str | None = None,
+        owner: str | None = None,
+        **options: Any,
+    ) -> Turn:
+        """Follow ``instruction``: render the candidates and rank them, best first (the best is chosen).
 
-        ``options``: the fields of ``TurnRequest`` (``n``, ``k``, ``seed``, ``rewrite``, ``steps``, ...)."""
-        turn: Turn = self._container.take_turn()(session_id, TurnRequest(instruction, **options), owner)
+        ``strategy``: ``rewrite`` (the current prompt rewritten), ``edit`` (the current image edited by
+        ``edit_model``, default the session's, else the deployment's) or ``both``, ranked together.
+        ``options``: the other fields of ``TurnRequest`` (``n``, ``k``, ``seed``, ``rewrite``, ``steps``, ...)."""
+        request = TurnRequest(
+            instruction, strategy=parse_enum(TurnStrategy, strategy, "strategy"), edit_model=edit_model, **options
+        )
+        turn: Turn = self._container.take_turn()(session_id, request, owner)
         return turn
 
     def choose(
