@@ -21,7 +21,14 @@ from app.adapters.memory.options import InMemoryOwnerOptions
 from app.adapters.memory.prompt_sessions import InMemoryPromptSessionStore
 from app.demo_world.scenes import Scene
 from app.domain.edits import EditorMismatch, EditorNotTrained, EditScores, EditSpec, RollbackOutOfRange
-from app.domain.errors import ImageNotFound, IndexUnavailable, InvalidImage, InvalidParameters, ModelUnavailable
+from app.domain.errors import (
+    ImageNotFound,
+    IndexUnavailable,
+    InvalidImage,
+    InvalidParameters,
+    JobCancelled,
+    ModelUnavailable,
+)
 from app.domain.gece import cosine
 from app.domain.jobs import ImageRef, image_id_for
 from app.domain.knowledge import Chunk, Passage
@@ -82,6 +89,19 @@ __all__ = [
     "PatternImageGenerator",
     "demo_catalog",
 ]
+
+
+class RecordingProgress:
+    """A ProgressSink that records its calls and cancels (raises ``JobCancelled``) at step ``cancel_at``."""
+
+    def __init__(self, cancel_at: int | None = None) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.cancel_at = cancel_at
+
+    def step(self, done: int, total: int) -> None:
+        self.calls.append((done, total))
+        if done == self.cancel_at:
+            raise JobCancelled()
 
 
 class FakeClock(Clock):

@@ -29,21 +29,9 @@ from app.domain.errors import JobCancelled, ModelUnavailable
 from app.domain.generation import SCHEDULERS, GenerationParams
 from app.domain.models import ModelInfo
 from app.ports.generation import GeneratedImage, GenerationRequest
+from tests.fakes import RecordingProgress
 
 SIZE = 64
-
-
-class RecordingProgress:
-    """A ProgressSink that records its calls and can cancel at a given step."""
-
-    def __init__(self, cancel_at: int | None = None) -> None:
-        self.calls: list[tuple[int, int]] = []
-        self.cancel_at = cancel_at
-
-    def step(self, done: int, total: int) -> None:
-        self.calls.append((done, total))
-        if done == self.cancel_at:
-            raise JobCancelled()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -20,6 +20,7 @@ from app.domain.generation import GenerationParams
 from app.domain.models import ModelInfo
 from app.domain.specs import HiresSpec, HiresUpscaler, Mode, OutpaintSpec
 from app.ports.generation import GeneratedImage, GenerationRequest
+from tests.fakes import RecordingProgress
 
 SIZE = 64
 EDIT_MODES = (Mode.IMG2IMG, Mode.INPAINT, Mode.OUTPAINT, Mode.INSTRUCT)
@@ -49,17 +50,6 @@ def model(folders: dict[str, str], family: str) -> ModelInfo:
         build_tiny(family, path)
     details = inspect_model(path)
     return ModelInfo(name=family, path=path, source=path, family=Family(details["family"]))
-
-
-class Progress:
-    def __init__(self, cancel_at: int | None = None) -> None:
-        self.calls: list[tuple[int, int]] = []
-        self.cancel_at = cancel_at
-
-    def step(self, done: int, total: int) -> None:
-        self.calls.append((done, total))
-        if done == self.cancel_at:
-            raise JobCancelled()
 
 
 def picture(tmp_path: Path, name: str, colour: str = "red", size: int = SIZE) -> str:
@@ -97,7 +87,7 @@ def test_every_mode_of_the_family_runs(
             extra["outpaint"] = OutpaintSpec(left=16, right=16)
         if mode is Mode.CONTROLNET:
             continue  # the SD ControlNet path has its own tests
-        progress = Progress()
+        progress = RecordingProgress()
         request = GenerationRequest(info, params(family, mode=mode, **extra), inputs=inputs)
         [image] = generator.generate(request, progress)
         assert (image.width, image.height) == (SIZE, SIZE), mode
@@ -115,8 +105,8 @@ def test_a_batch_gives_each_request_the_images_it_gets_alone(
         GenerationRequest(info, params(family, prompt="a cat", seed=3, negative_prompt=negative)),
         GenerationRequest(info, params(family, prompt="一座很高的红色房子在湖边 a tall red house by a lake", seed=9)),
     ]
-    alone = [generator.generate(r, Progress()) for r in requests]
-    together = generator.generate_batch(requests, [Progress(), Progress()])
+    alone = [generator.generate(r, RecordingProgress()) for r in requests]
+    together = generator.generate_batch(requests, [RecordingProgress(), RecordingProgress()])
     for single, batched in zip(alone, together, strict=True):
         assert isinstance(batched, list)
         # Equal but for float rounding: batch-size-dependent kernels differ by ~1e-6 before the 8-bit quantisation.
@@ -128,15 +118,15 @@ def test_euler_on_a_flow_matching_model_is_its_own_scheduler(
     folders: dict[str, str], generator: DiffusersImageGenerator
 ) -> None:
     info = model(folders, "flux")
-    [own] = generator.generate(GenerationRequest(info, params("flux")), Progress())
-    [euler] = generator.generate(GenerationRequest(info, params("flux", scheduler="Euler")), Progress())
+    [own] = generator.generate(GenerationRequest(info, params("flux")), RecordingProgress())
+    [euler] = generator.generate(GenerationRequest(info, params("flux", scheduler="Euler")), RecordingProgress())
     assert own.rgb == euler.rgb
 
 
 @pytest.mark.parametrize("family", ["sdxl", "flux", "qwen-image"])
 def test_cancel_stops_within_a_step(family: str, folders: dict[str, str], generator: DiffusersImageGenerator) -> None:
     info = model(folders, family)
-    progress = Progress(cancel_at=1)
+    progress = RecordingProgress(cancel_at=1)
     with pytest.raises(JobCancelled):
         generator.generate(GenerationRequest(info, params(family, steps=6)), progress)
     assert [done for done, _ in progress.calls] == [1]
@@ -147,10 +137,10 @@ def test_the_model_cache_switches_families_without_reloading(
 ) -> None:
     infos = [model(folders, family) for family in ("sdxl", "sd3", "pixart-sigma")]
     for info in infos:
-        generator.generate(GenerationRequest(info, params(info.name)), Progress())
+        generator.generate(GenerationRequest(info, params(info.name)), RecordingProgress())
     loads = generator.loads
     for info in reversed(infos):
-        generator.generate(GenerationRequest(info, params(info.name)), Progress())
+        generator.generate(GenerationRequest(info, params(info.name)), RecordingProgress())
     assert generator.loads == loads
     sizes = dict(generator.loaded_models())
     assert all(sizes[info.path] > 0 for info in infos)
@@ -163,13 +153,13 @@ def test_hires_fix_generates_enlarges_and_denoises_again(
     family: str, upscaler: str, folders: dict[str, str], generator: DiffusersImageGenerator
 ) -> None:
     info = model(folders, family)
-    progress = Progress()
+    progress = RecordingProgress()
     spec = HiresSpec(scale=1.5, upscaler=HiresUpscaler(upscaler), steps=4, denoise=0.5)
     [image] = generator.generate(GenerationRequest(info, params(family, steps=3, hires=spec)), progress)
     assert (image.width, image.height) == (96, 96)
     assert progress.calls[-1] == (5, 5)  # 3 first-pass steps, then 4 × 0.5 at the larger size
     assert [done for done, _ in progress.calls] == sorted(done for done, _ in progress.calls)
-    [plain] = generator.generate(GenerationRequest(info, params(family, steps=3)), Progress())
+    [plain] = generator.generate(GenerationRequest(info, params(family, steps=3)), RecordingProgress())
     assert (plain.width, plain.height) == (64, 64)
 
 
@@ -178,6 +168,6 @@ def test_clip_skip_reads_an_earlier_clip_layer(
     family: str, folders: dict[str, str], generator: DiffusersImageGenerator
 ) -> None:
     info = model(folders, family)
-    [last] = generator.generate(GenerationRequest(info, params(family)), Progress())
-    [skipped] = generator.generate(GenerationRequest(info, params(family, clip_skip=2)), Progress())
+    [last] = generator.generate(GenerationRequest(info, params(family)), RecordingProgress())
+    [skipped] = generator.generate(GenerationRequest(info, params(family, clip_skip=2)), RecordingProgress())
     assert last.rgb != skipped.rgb

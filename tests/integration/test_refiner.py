@@ -20,6 +20,7 @@ from app.domain.families import Family
 from app.domain.generation import GenerationParams
 from app.domain.models import ModelInfo
 from app.ports.generation import GeneratedImage, GenerationRequest
+from tests.fakes import RecordingProgress
 
 SIZE, STEPS, PROMPT = 64, 4, "一只猫在草地上 a cat"
 
@@ -110,17 +111,6 @@ def _request(folders: dict[str, str], switch: float = 0.5, seed: int = 3, prompt
     return GenerationRequest(_info(folders, "sdxl"), params, refiner=_info(folders, "sdxl-refiner"))
 
 
-class Progress:
-    def __init__(self, cancel_at: int | None = None) -> None:
-        self.calls: list[tuple[int, int]] = []
-        self.cancel_at = cancel_at
-
-    def step(self, done: int, total: int) -> None:
-        self.calls.append((done, total))
-        if done == self.cancel_at:
-            raise JobCancelled()
-
-
 def _pixels(image: GeneratedImage) -> np.ndarray:
     return np.frombuffer(image.rgb, dtype=np.uint8).reshape(image.height, image.width, 3)
 
@@ -132,15 +122,15 @@ def _as_generated(images: np.ndarray) -> np.ndarray:
 def test_the_generator_runs_the_refiner_as_a_second_stage(
     folders: dict[str, str], pipes: dict[str, Any], generator: DiffusersImageGenerator
 ) -> None:
-    progress = Progress()
+    progress = RecordingProgress()
     [image] = generator.generate(_request(folders, switch=0.5), progress)
     assert np.array_equal(_pixels(image), _as_generated(reference(pipes, 0.5)))
     assert progress.calls[-1] == (STEPS, STEPS) and [done for done, _ in progress.calls] == [1, 2, 3, 4]
     assert {path for path, _ in generator.loaded_models()} >= {folders["sdxl"], folders["sdxl-refiner"]}
-    [later] = generator.generate(_request(folders, switch=0.75), Progress())
+    [later] = generator.generate(_request(folders, switch=0.75), RecordingProgress())
     assert not np.array_equal(_pixels(later), _pixels(image))  # the switch moves the hand-over
     plain_params = GenerationParams(prompt=PROMPT, model="sdxl", width=SIZE, height=SIZE, steps=STEPS, seed=3)
-    [plain] = generator.generate(GenerationRequest(_info(folders, "sdxl"), plain_params), Progress())
+    [plain] = generator.generate(GenerationRequest(_info(folders, "sdxl"), plain_params), RecordingProgress())
     assert not np.array_equal(_pixels(plain), _pixels(image))
 
 
@@ -148,8 +138,8 @@ def test_a_batch_with_a_refiner_gives_each_request_its_own_images(
     folders: dict[str, str], generator: DiffusersImageGenerator
 ) -> None:
     requests = [_request(folders, seed=5), _request(folders, seed=9, prompt="一座红色的房子 a red house")]
-    alone = [generator.generate(request, Progress()) for request in requests]
-    together = generator.generate_batch(requests, [Progress(), Progress()])
+    alone = [generator.generate(request, RecordingProgress()) for request in requests]
+    together = generator.generate_batch(requests, [RecordingProgress(), RecordingProgress()])
     for single, batched in zip(alone, together, strict=True):
         assert isinstance(batched, list)
         # Equal but for float rounding (batch-size-dependent kernels), as without a refiner.
@@ -161,7 +151,7 @@ def test_a_two_stage_run_can_be_cancelled_in_either_stage(
     folders: dict[str, str], generator: DiffusersImageGenerator
 ) -> None:
     for step in (1, 3):  # in the base's steps, then in the refiner's
-        progress = Progress(cancel_at=step)
+        progress = RecordingProgress(cancel_at=step)
         with pytest.raises(JobCancelled):
             generator.generate(_request(folders), progress)
         assert progress.calls[-1][0] == step

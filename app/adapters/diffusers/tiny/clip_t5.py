@@ -142,10 +142,15 @@ def _vae_kl(seed: int, blocks: int, sample_size: int) -> Any:
 
 
 def _sdxl_unet(seed: int, refiner: bool) -> Any:
-    # diffusers' SDXL dummy UNet (2 and 4 channels). The refiner conditions on text_encoder_2 alone
-    # (cross-attention 32, not 32 + 32) and on an aesthetic score instead of a target size (5 time
-    # ids, not 6: 5 * 8 + 32 = 72). diffusers' refiner test uses 32/64 channels; 2/4 keeps it tiny.
+    # The refiner conditions on text_encoder_2 alone (cross-attention 32, not 32 + 32) and on an aesthetic
+    # score instead of a target size (5 time ids, not 6: 5 * 8 + 32 = 72).
     torch.manual_seed(seed)
+    return text_time_unet(projection=72 if refiner else 80, cross_attention=32 if refiner else 64)
+
+
+def text_time_unet(projection: int, cross_attention: int) -> Any:
+    """diffusers' SDXL dummy UNet (SDXL, its refiner, Kolors): size and time ids added to the time embedding
+    (``text_time``), 2 and 4 channels (diffusers' refiner test uses 32/64; 2/4 keeps it tiny)."""
     return diffusers.UNet2DConditionModel(
         block_out_channels=(2, 4),
         layers_per_block=2,
@@ -159,8 +164,8 @@ def _sdxl_unet(seed: int, refiner: bool) -> Any:
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=72 if refiner else 80,
-        cross_attention_dim=32 if refiner else 64,
+        projection_class_embeddings_input_dim=projection,
+        cross_attention_dim=cross_attention,
         norm_num_groups=1,
     ).eval()
 

@@ -25,6 +25,7 @@ import transformers as _transformers
 
 from app.adapters.diffusers.generator import quiet_libraries
 from app.adapters.diffusers.tiny import llm_tokenizers
+from app.adapters.diffusers.tiny.clip_t5 import text_time_unet
 from app.adapters.storage.folders import building
 
 # Both libraries are untyped for a strict mypy (lazy modules, decorated constructors).
@@ -286,23 +287,8 @@ def build_cogview4(out_dir: str, seed: int = 0) -> str:
 
 
 def _kolors_unet() -> Any:
-    return diffusers.UNet2DConditionModel(
-        block_out_channels=(2, 4),
-        layers_per_block=2,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=56,  # 6 time ids × 8 + the pooled text state (8)
-        cross_attention_dim=8,
-        norm_num_groups=1,
-    )
+    # SDXL's tiny UNet over ChatGLM's states: 6 time ids × 8 + the pooled text state (8); cross-attention 8.
+    return text_time_unet(projection=56, cross_attention=8)
 
 
 def _chatglm_text_encoder(tokenizer: Any) -> Any:

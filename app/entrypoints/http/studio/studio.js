@@ -32,6 +32,8 @@ const TEXTS = {
     "chat.current": "当前提示词", "chat.undo": "撤销", "chat.branchFrom": "从此轮分支", "chat.branch": "分支",
     "chat.origin": "原始提示词", "chat.instruction": "修改指令", "chat.instructionHint": "例如：把圆形换成蓝色",
     "chat.rewrite": "改写提示词", "chat.n": "采样数", "chat.k": "渲染数", "chat.send": "发送",
+    "chat.strategy": "方式", "chat.strategy.rewrite": "改写提示词", "chat.strategy.edit": "编辑当前图像",
+    "chat.strategy.both": "两者一起排序", "chat.editModel": "编辑模型",
     "chat.turn": "第 {n} 轮", "chat.from": "（接在第 {p} 轮之后）", "chat.fromOrigin": "（接在原始提示词之后）",
     "chat.choose": "选这个", "chat.chosen": "已选", "chat.editHint": "编辑提示词后使用", "chat.useEdited": "使用编辑后的提示词",
     "chat.busy": "正在改写并渲染候选…", "chat.score": "总分", "chat.drift": "偏离", "chat.drifted": "偏离原意",
@@ -84,6 +86,8 @@ const TEXTS = {
     "chat.current": "Current prompt", "chat.undo": "Undo", "chat.branchFrom": "Branch from", "chat.branch": "Branch",
     "chat.origin": "Original prompt", "chat.instruction": "Instruction", "chat.instructionHint": "e.g. 把圆形换成蓝色",
     "chat.rewrite": "Rewrite the prompt", "chat.n": "Samples", "chat.k": "Rendered", "chat.send": "Send",
+    "chat.strategy": "Strategy", "chat.strategy.rewrite": "Rewrite the prompt", "chat.strategy.edit": "Edit the image",
+    "chat.strategy.both": "Both, ranked together", "chat.editModel": "Edit model",
     "chat.turn": "Turn {n}", "chat.from": " (after turn {p})", "chat.fromOrigin": " (after the original prompt)",
     "chat.choose": "Pick", "chat.chosen": "Chosen", "chat.editHint": "Edit the prompt, then use it",
     "chat.useEdited": "Use edited prompt", "chat.busy": "Rewriting and rendering candidates…", "chat.score": "score",
@@ -286,6 +290,13 @@ function fillCatalogSelects() {
     select.value = value;
     select.dispatchEvent(new Event("change"));
   });
+  const editSelect = $("#chat-edit-model");
+  if (editSelect) {  // models that edit by instruction; the session's or the server's when none is picked
+    const value = editSelect.value;
+    editSelect.replaceChildren(el("option", { value: "", text: t("default") }),
+      ...catalog.base.filter((m) => m.modes.includes("instruct")).map((m) => el("option", { value: m.name, text: m.name })));
+    editSelect.value = value;
+  }
   $$(".p-scheduler").forEach((select) => {
     const value = select.value;
     select.replaceChildren(el("option", { value: "", text: t("default") }),
@@ -678,6 +689,7 @@ function initChat() {
       const body = {
         instruction: $("#chat-instruction").value, rewrite: $("#chat-rewrite").checked,
         n: num($("#chat-n")), k: num($("#chat-k")), steps: num($("#chat-steps")),
+        strategy: $("#chat-strategy").value, edit_model: $("#chat-edit-model").value || undefined,
       };
       const seed = seedOf($("#chat-seed"));
       if (seed !== undefined) body.seed = seed;
