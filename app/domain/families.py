@@ -131,7 +131,18 @@ PROFILES: dict[Family, FamilyProfile] = {
         FamilyProfile(
             Family.SDXL,
             "Stable Diffusion XL",
-            _caps(C.TXT2IMG, *_EDITS, C.LORA, C.NEGATIVE_PROMPT, C.HIRES, C.LATENT_UPSCALE, C.CLIP_SKIP),
+            _caps(
+                C.TXT2IMG,
+                *_EDITS,
+                C.CONTROLNET,
+                C.LORA,
+                C.LONG_PROMPTS,
+                C.PROMPT_WEIGHTING,
+                C.NEGATIVE_PROMPT,
+                C.HIRES,
+                C.LATENT_UPSCALE,
+                C.CLIP_SKIP,
+            ),
             GuidanceKind.CFG,
             size=1024,
             steps=30,
@@ -140,7 +151,7 @@ PROFILES: dict[Family, FamilyProfile] = {
         FamilyProfile(
             Family.SDXL_REFINER,
             "Stable Diffusion XL refiner",
-            _caps(*_EDITS, C.NEGATIVE_PROMPT, C.CLIP_SKIP),
+            _caps(*_EDITS, C.LONG_PROMPTS, C.PROMPT_WEIGHTING, C.NEGATIVE_PROMPT, C.CLIP_SKIP),
             GuidanceKind.CFG,
             size=1024,
             steps=30,
@@ -167,7 +178,7 @@ PROFILES: dict[Family, FamilyProfile] = {
         FamilyProfile(
             Family.SD3,
             "Stable Diffusion 3",
-            _caps(C.TXT2IMG, *_EDITS, C.LORA, C.LONG_PROMPTS, C.NEGATIVE_PROMPT, C.HIRES, C.CLIP_SKIP),
+            _caps(C.TXT2IMG, *_EDITS, C.CONTROLNET, C.LORA, C.LONG_PROMPTS, C.NEGATIVE_PROMPT, C.HIRES, C.CLIP_SKIP),
             GuidanceKind.CFG,
             size=1024,
             steps=28,
@@ -177,7 +188,7 @@ PROFILES: dict[Family, FamilyProfile] = {
         FamilyProfile(
             Family.FLUX,
             "FLUX.1",
-            _caps(C.TXT2IMG, *_EDITS, C.LORA, C.LONG_PROMPTS, C.HIRES),
+            _caps(C.TXT2IMG, *_EDITS, C.CONTROLNET, C.LORA, C.LONG_PROMPTS, C.HIRES),
             GuidanceKind.DISTILLED,
             size=1024,
             steps=28,
@@ -187,7 +198,7 @@ PROFILES: dict[Family, FamilyProfile] = {
         FamilyProfile(
             Family.QWEN_IMAGE,
             "Qwen-Image",
-            _caps(C.TXT2IMG, *_EDITS, C.LORA, C.LONG_PROMPTS, C.NEGATIVE_PROMPT, C.HIRES),
+            _caps(C.TXT2IMG, *_EDITS, C.CONTROLNET, C.LORA, C.LONG_PROMPTS, C.NEGATIVE_PROMPT, C.HIRES),
             GuidanceKind.TRUE_CFG,
             size=1328,
             steps=50,
@@ -245,6 +256,10 @@ PROFILES: dict[Family, FamilyProfile] = {
         ),
     )
 }
+
+
+# Families whose several ControlNet units share one (union) ControlNet that reads each control image in turn.
+ONE_CONTROLNET_FAMILIES = frozenset({Family.QWEN_IMAGE})
 
 
 def profile(family: Family | str) -> FamilyProfile:

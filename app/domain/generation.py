@@ -18,6 +18,7 @@ from typing import Any
 
 from app.domain.errors import InvalidParameters
 from app.domain.specs import (
+    MAX_CONTROLS,
     MAX_LORAS,
     ControlSpec,
     HiresSpec,
@@ -155,7 +156,7 @@ class GenerationParams:
     strength: float = 0.75
     resize_mode: ResizeMode = ResizeMode.STRETCH
     outpaint: OutpaintSpec | None = None
-    control: ControlSpec | None = None
+    controls: tuple[ControlSpec, ...] = ()  # ControlNet units, applied together (A1111's multi-ControlNet)
     loras: tuple[LoraSpec, ...] = ()
     refiner: str | None = None  # a registered SDXL refiner that runs the last steps of text-to-image
     refiner_switch: float = 0.8  # the fraction of the steps the base model runs first (A1111's refiner_switch_at)
@@ -247,6 +248,17 @@ class GenerationParams:
         object.__setattr__(self, "resize_mode", parse_enum(ResizeMode, self.resize_mode, "resize_mode"))
         if not isinstance(self.loras, tuple):
             object.__setattr__(self, "loras", tuple(self.loras))
+        if not isinstance(self.controls, (list, tuple)):
+            raise InvalidParameters(
+                "controls must be a list of ControlNet units.", code="invalid_controls", field="controls"
+            )
+        object.__setattr__(self, "controls", tuple(ControlSpec.of(unit) for unit in self.controls))
+        if len(self.controls) > MAX_CONTROLS:
+            raise InvalidParameters(
+                f"At most {MAX_CONTROLS} ControlNet units per request; got {len(self.controls)}.",
+                code="invalid_controls",
+                field="controls",
+            )
         if len(self.loras) > MAX_LORAS or len({lora.name for lora in self.loras}) != len(self.loras):
             raise InvalidParameters(
                 f"At most {MAX_LORAS} different LoRAs per request.", code="invalid_loras", field="loras"
@@ -257,15 +269,15 @@ class GenerationParams:
             Mode.IMG2IMG: ("init_image",),
             Mode.INPAINT: ("init_image", "mask_image"),
             Mode.OUTPAINT: ("init_image", "outpaint"),
-            Mode.CONTROLNET: ("control",),
+            Mode.CONTROLNET: ("controls",),
             Mode.INSTRUCT: ("init_image",),
         }.get(mode, ())
         for field in needs:
-            if getattr(self, field) is None:
+            if not getattr(self, field):
                 raise InvalidParameters(f"Mode {mode.value} needs {field}.", code=f"missing_{field}", field=field)
 
     def _inferred_mode(self) -> Mode:
-        if self.control is not None:
+        if self.controls:
             return Mode.CONTROLNET
         if self.outpaint is not None:
             return Mode.OUTPAINT
@@ -278,8 +290,8 @@ class GenerationParams:
     @property
     def input_ids(self) -> list[str]:
         """Every uploaded image the request refers to."""
-        ids = [self.init_image, self.mask_image, self.control.image if self.control else None]
-        return [i for i in ids if i is not None]
+        ids = [self.init_image, self.mask_image, *(unit.image for unit in self.controls)]
+        return list(dict.fromkeys(i for i in ids if i is not None))
 
     def resolved(
         self,
@@ -336,8 +348,10 @@ class GenerationParams:
             known["outpaint"] = OutpaintSpec(**outpaint)
         elif isinstance(outpaint, str):
             known["outpaint"] = OutpaintSpec.parse(outpaint)
-        if isinstance(known.get("control"), dict):
-            known["control"] = ControlSpec(**known["control"])
+        legacy = data.get("control")  # jobs stored before several units: one ``control`` object
+        if isinstance(legacy, dict) and not known.get("controls"):
+            known["controls"] = [legacy]
+        known["controls"] = tuple(ControlSpec.of(unit) for unit in known.get("controls") or ())
         if isinstance(known.get("hires"), dict):
             known["hires"] = HiresSpec(**known["hires"])
         known["loras"] = tuple(LoraSpec.of(lora) for lora in known.get("loras") or ())
@@ -454,8 +468,10 @@ def infotext(
     hashes = [f"{lora.name}: {known[lora.name][:SHORT_HASH]}" for lora in params.loras if known.get(lora.name)]
     if hashes:
         fields.append(f"Lora hashes: {_quoted(', '.join(hashes))}")
-    if params.control is not None:
-        fields.append(f"ControlNet: {params.control.kind}, scale {params.control.scale:g}")
+    for k, unit in enumerate(params.controls):  # as A1111's ControlNet extension writes its units
+        described = f"Module: {unit.kind}, Model: {unit.model or unit.kind}, Weight: {unit.scale:g}"
+        described += f", Guidance Start: {unit.start:g}, Guidance End: {unit.end:g}"
+        fields.append(f"ControlNet {k}: {_quoted(described)}")
     if params.refiner is not None:  # as A1111 writes them
         fields += [f"Refiner: {params.refiner}", f"Refiner switch at: {params.refiner_switch:g}"]
     if params.clip_skip > 1:

@@ -112,15 +112,21 @@ class ControlKind(StrEnum):
     NONE = "none"
 
 
+MAX_CONTROLS = 4  # ControlNet units per request (A1111's default allows 3)
+
+
 @dataclass(frozen=True)
 class ControlSpec:
-    """ControlNet conditioning: an uploaded image, its preprocessor, the ControlNet model and its scale.
+    """One ControlNet unit: an uploaded image, its preprocessor, the ControlNet model, its scale, and the part of
+    the denoising it acts on (A1111's ``guidance_start``/``guidance_end``, fractions of the steps).
     ``model`` None means the ControlNet registered under the preprocessor's name (``canny``, ``depth``)."""
 
     image: str
     kind: ControlKind = ControlKind.CANNY
     model: str | None = None
     scale: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
 
     def __post_init__(self) -> None:
         validate_input_id(self.image, "control_image")
@@ -128,6 +134,30 @@ class ControlSpec:
         if self.model is not None:
             validate_model_name(self.model, field="control_model")
         object.__setattr__(self, "scale", _number(self.scale, "control_scale", 0.0, 2.0))
+        object.__setattr__(self, "start", _number(self.start, "control_start", 0.0, 1.0))
+        object.__setattr__(self, "end", _number(self.end, "control_end", 0.0, 1.0))
+        if self.start >= self.end:
+            raise InvalidParameters(
+                f"A ControlNet unit acts from control_start to control_end; {self.start:g} is not before {self.end:g}.",
+                code="invalid_control_end",
+                field="control_end",
+            )
+
+    @classmethod
+    def of(cls, value: Any) -> ControlSpec:
+        """From a ControlSpec or a mapping of its fields."""
+        if isinstance(value, ControlSpec):
+            return value
+        if isinstance(value, dict):
+            unknown = set(value) - set(cls.__dataclass_fields__)
+            if unknown:
+                raise InvalidParameters(
+                    f"A ControlNet unit has no field {sorted(unknown)[0]!r}.", code="invalid_controls", field="controls"
+                )
+            return cls(**value)
+        raise InvalidParameters(
+            f"A ControlNet unit is an object with an image, got {value!r}.", code="invalid_controls", field="controls"
+        )
 
 
 class OutpaintFill(StrEnum):

@@ -53,13 +53,13 @@ class InputImage:
 @dataclass(frozen=True)
 class GenerationRequest:
     """Everything one run needs, resolved: the models by their registry entries and the
-    uploaded inputs by local path (``init``, ``mask``, ``control``)."""
+    uploaded inputs by local path (``init``, ``mask``, and ``control0``, ``control1``, ... per ControlNet unit)."""
 
     model: ModelInfo
     params: GenerationParams
     inputs: dict[str, str] = field(default_factory=dict)
     loras: tuple[tuple[ModelInfo, float], ...] = ()
-    controlnet: ModelInfo | None = None
+    controlnets: tuple[ModelInfo, ...] = ()  # one per ControlNet unit of ``params.controls``, in order
     refiner: ModelInfo | None = None  # an SDXL refiner that runs the last steps (``params.refiner_switch``)
 
 

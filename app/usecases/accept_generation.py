@@ -24,8 +24,17 @@ class AcceptGeneration:
 
     def params(self, values: Mapping[str, Any], owner: str = "local") -> GenerationParams:
         """Validated parameters of ``values`` (``None`` values are omitted). Specs may be given plainly:
-        ``loras=["poem:0.7"]``, ``outpaint="64,64,0,0"``, ``control={"image": id}``."""
+        ``loras=["poem:0.7"]``, ``outpaint="64,64,0,0"``, ``controls=[{"image": id, "kind": "depth"}]`` (or one unit
+        as ``control={"image": id}``)."""
         given = {k: v for k, v in values.items() if v is not None}
+        if "control" in given:  # one ControlNet unit, the shorthand for a one-unit ``controls``
+            if given.get("controls"):
+                raise InvalidParameters(
+                    "Give one ControlNet unit as control or several as controls, not both.",
+                    code="invalid_controls",
+                    field="control",
+                )
+            given["controls"] = [given.pop("control")]
         unknown = set(given) - set(GenerationParams.__dataclass_fields__)
         if unknown:
             raise InvalidParameters(f"Unknown parameters: {', '.join(sorted(unknown))}.", code="unknown_parameter")

@@ -7,11 +7,19 @@ from __future__ import annotations
 from dataclasses import replace
 
 from app.domain.errors import ImageNotFound, InvalidParameters
-from app.domain.families import PROFILES, Capability, Family, require_mode, require_sampler, unsupported
+from app.domain.families import (
+    ONE_CONTROLNET_FAMILIES,
+    PROFILES,
+    Capability,
+    Family,
+    require_mode,
+    require_sampler,
+    unsupported,
+)
 from app.domain.generation import GenerationParams
 from app.domain.models import ModelInfo, ModelKind
 from app.domain.prompt_syntax import parse_prompt
-from app.domain.specs import ControlKind, LoraSpec
+from app.domain.specs import ControlKind, ControlSpec, LoraSpec
 from app.ports.generation import GenerationRequest, ImageStore, InputImage, ModelCatalog
 from app.usecases.lora_fit import check_lora_fit
 
@@ -33,10 +41,9 @@ def prepare(
     model = catalog.get(params.model, ModelKind.BASE)
     check_capabilities(model, params)
     fields = {"init_image": params.init_image, "mask_image": params.mask_image}
-    if params.control is not None:
-        fields["control_image"] = params.control.image
+    fields |= {f"controls[{k}].image": unit.image for k, unit in enumerate(params.controls)}
     found = {field: _input(images, value, field, owner) for field, value in fields.items() if value is not None}
-    first = found.get("init_image") or found.get("control_image")
+    first = found.get("init_image") or found.get("controls[0].image")
     loras = {lora.name: lora for lora in (LoraSpec(n, w) for n, w in parse_prompt(params.prompt).loras)}
     loras.update({lora.name: lora for lora in params.loras})  # explicit values win over prompt tags
     for name in loras:
@@ -46,16 +53,8 @@ def prepare(
     check_lora_fit(model, [catalog.get(name, ModelKind.LORA) for name in loras])
     if params.refiner is not None:
         check_refiner(model, catalog.get(params.refiner, ModelKind.BASE))
-    control = params.control
-    if control is not None:
-        if control.model is None and control.kind is ControlKind.NONE:
-            raise InvalidParameters(
-                "A control image without a preprocessor needs control_model.",
-                code="missing_control_model",
-                field="control",
-            )
-        control = replace(control, model=catalog.get(control.model or control.kind.value, ModelKind.CONTROLNET).name)
-    prepared = replace(params, loras=tuple(loras.values()), control=control)
+    controls = check_controls(model, params.controls, catalog)
+    prepared = replace(params, loras=tuple(loras.values()), controls=controls)
     return prepared.resolved(
         default_size=model.default_size,
         input_size=(first.width, first.height) if first else None,
@@ -92,6 +91,36 @@ def check_capabilities(model: ModelInfo, params: GenerationParams) -> None:
             )
 
 
+def check_controls(
+    model: ModelInfo, controls: tuple[ControlSpec, ...], catalog: ModelCatalog
+) -> tuple[ControlSpec, ...]:
+    """Each unit with its ControlNet named; every ControlNet made for the base model's family."""
+    named: list[ControlSpec] = []
+    for k, unit in enumerate(controls):
+        field = f"controls[{k}].model"
+        if unit.model is None and unit.kind is ControlKind.NONE:
+            raise InvalidParameters(
+                "A control image without a preprocessor needs control_model.", code="missing_control_model", field=field
+            )
+        controlnet = catalog.get(unit.model or unit.kind.value, ModelKind.CONTROLNET)
+        if controlnet.family is not model.family:
+            raise InvalidParameters(
+                f"The ControlNet {controlnet.name!r} was made for {controlnet.profile.label} models; {model.name!r} "
+                f"is a {model.profile.label} model. Use a ControlNet made for it.",
+                code="controlnet_family_mismatch",
+                field=field,
+            )
+        named.append(replace(unit, model=controlnet.name))
+    if len({unit.model for unit in named}) > 1 and model.family in ONE_CONTROLNET_FAMILIES:
+        raise InvalidParameters(
+            f"{model.profile.label} models take several control images through one (union) ControlNet; these units "
+            f"name {', '.join(sorted(str(unit.model) for unit in named))}. Use the same ControlNet in every unit.",
+            code="unsupported_capability",
+            field="controls",
+        )
+    return tuple(named)
+
+
 def check_refiner(model: ModelInfo, refiner: ModelInfo) -> None:
     """A refiner is an SDXL refiner model, and it continues what an SDXL base model started."""
     wanted = PROFILES[Family.SDXL_REFINER].label
@@ -117,15 +146,14 @@ def build_request(params: GenerationParams, catalog: ModelCatalog, images: Image
         inputs["init"] = images.input_image(params.init_image).path
     if params.mask_image is not None:
         inputs["mask"] = images.input_image(params.mask_image).path
-    controlnet = None
-    if params.control is not None:
-        inputs["control"] = images.input_image(params.control.image).path
-        controlnet = catalog.get(params.control.model or params.control.kind.value, ModelKind.CONTROLNET)
+    for k, unit in enumerate(params.controls):
+        inputs[f"control{k}"] = images.input_image(unit.image).path
+    controlnets = tuple(catalog.get(unit.model or unit.kind.value, ModelKind.CONTROLNET) for unit in params.controls)
     return GenerationRequest(
         model=catalog.get(params.model, ModelKind.BASE),
         params=params,
         inputs=inputs,
         loras=tuple((catalog.get(lora.name, ModelKind.LORA), lora.weight) for lora in params.loras),
-        controlnet=controlnet,
+        controlnets=controlnets,
         refiner=catalog.get(params.refiner, ModelKind.BASE) if params.refiner is not None else None,
     )

@@ -64,6 +64,10 @@ class ResolveImages:
             return self.upload(value, owner).id if inline else value
 
         values = {**values, **{k: ref(values[k]) for k in ("init_image", "mask_image") if k in values}}
-        if isinstance(values.get("control"), dict) and "image" in values["control"]:
-            values["control"] = {**values["control"], "image": ref(values["control"]["image"])}
+        units = values.get("controls")
+        if isinstance(units, (list, tuple)):
+            values["controls"] = [
+                {**unit, "image": ref(unit["image"])} if isinstance(unit, dict) and "image" in unit else unit
+                for unit in units
+            ]
         return values

@@ -162,7 +162,27 @@ def test_every_mode_from_the_command_line(data_dir: str, tmp_path: Path) -> None
         assert code == 0, stderr
         job = json.loads(stdout)
         assert job["status"] == "succeeded" and job["params"]["mode"] == mode
-    assert (job["params"]["control"]["model"], job["params"]["control"]["scale"]) == ("canny", 0.5)
+    assert [(unit["model"], unit["scale"]) for unit in job["params"]["controls"]] == [("canny", 0.5)]
+    two = [
+        "--control",
+        f"canny:{photo}",
+        "--control",
+        f"depth:{photo}",
+        "--control-scale",
+        "0.5",
+        "--control-scale",
+        "1",
+    ]
+    code, stdout, stderr = run(data_dir, "generate", "猫", "--steps", "1", "--out", str(tmp_path), "--json", *two)
+    assert code == 0, stderr
+    units = json.loads(stdout)["params"]["controls"]
+    assert [(unit["kind"], unit["model"], unit["scale"]) for unit in units] == [
+        ("canny", "canny", 0.5),
+        ("depth", "depth", 1),
+    ]
+    three_scales = [*two, "--control-scale", "0.2"]
+    code, _, stderr = run(data_dir, "generate", "猫", *three_scales)
+    assert code == 2 and "once per --control (2)" in stderr
     code, _, stderr = run(data_dir, "generate", "猫", "--control", "canny")
     assert code == 2 and "KIND:IMAGE" in stderr
     code, _, stderr = run(data_dir, "generate", "猫", "--mask", str(hole))

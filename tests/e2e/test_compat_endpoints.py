@@ -120,7 +120,8 @@ async def test_diffusers_api_image_modes(compat: httpx.AsyncClient, atelier: Ate
         if mode == "outpaint":
             assert (params.outpaint.left, params.outpaint.down, params.outpaint.fill.value) == (128, 128, "reflect")
             assert (params.width, params.height) == (96 + 256, 72 + 256)
-    assert (params.control.kind.value, params.control.model, params.control.scale) == ("depth", "depth", 0.5)
+    [control] = params.controls
+    assert (control.kind.value, control.model, control.scale) == ("depth", "depth", 0.5)
 
 
 @pytest.mark.parametrize(
@@ -248,7 +249,7 @@ async def test_a1111_img2img_and_controlnet_fields(compat: httpx.AsyncClient, at
     unit = {"input_image": png(), "module": "depth_midas", "model": "depth [a1b2c3d4]", "weight": 0.6}
     reply = await compat.post("/sdapi/v1/txt2img", json={**small, "alwayson_scripts": {"controlnet": {"args": [unit]}}})
     assert reply.status_code == 200, reply.text
-    control = newest(atelier).params.control
+    [control] = newest(atelier).params.controls
     assert (control.kind.value, control.model, control.scale) == ("depth", "depth", 0.6)
     unit = {"image": png(), "module": "openpose"}
     reply = await compat.post("/sdapi/v1/txt2img", json={**small, "alwayson_scripts": {"controlnet": {"args": [unit]}}})
@@ -353,7 +354,11 @@ async def test_real_models_controlnet_and_img2img(data_dir: str) -> None:
         answer = reply.json()
         assert (answer["success"], answer["seed"]) == (1, "5")
         job = newest(atelier)
-        assert (job.params.mode.value, job.params.control.model, job.params.width) == ("controlnet", "canny", native)
+        assert (job.params.mode.value, job.params.controls[0].model, job.params.width) == (
+            "controlnet",
+            "canny",
+            native,
+        )
         assert answer["is_nsfw"] == [bool(job.images[0].nsfw)]
         body = {"prompt": "一只猫", "init_images": [png((64, 64))], "denoising_strength": 0.5, "steps": 2}
         reply = await c.post("/sdapi/v1/img2img", json={**body, "width": 64, "height": 64, "seed": 3})

@@ -401,11 +401,11 @@ async def test_a1111_reports_ignored_inpainting_fields_and_controlnet_units(
     unit = {"image": png(), "module": "canny", "model": "canny"}
     units = [unit, {**unit, "weight": 0.5}, {**unit, "enabled": False}]
     reply = await client.post("/sdapi/v1/img2img", json={**small, "alwayson_scripts": {"controlnet": {"args": units}}})
-    assert json.loads(reply.json()["info"])["ignored_fields"] == ["alwayson_scripts.controlnet.args[1]"]
-    assert atelier.jobs(limit=1).items[0].params.control is not None
+    assert json.loads(reply.json()["info"])["ignored_fields"] == []  # every enabled unit is honoured
+    assert [unit.scale for unit in atelier.jobs(limit=1).items[0].params.controls] == [1.0, 0.5]
     odd = {**small, "alwayson_scripts": {"controlnet": {"args": 5}}}
     reply = await client.post("/sdapi/v1/img2img", json=odd)
-    assert reply.status_code == 200 and atelier.jobs(limit=1).items[0].params.control is None
+    assert reply.status_code == 200 and atelier.jobs(limit=1).items[0].params.controls == ()
 
 
 async def test_a1111_scheduler_that_cannot_be_honoured_is_reported(client: httpx.AsyncClient, atelier: Atelier) -> None:

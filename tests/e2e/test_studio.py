@@ -257,7 +257,7 @@ def test_controlnet_preview_and_generate(page: Any, server: str, tmp_path: Path)
     card = page.locator("#i2i-results .job-card").first
     card.locator("img.result").wait_for()
     job = _job_of(card, server)
-    assert job["params"]["mode"] == "controlnet" and job["params"]["control"]["kind"] == "canny"
+    assert job["params"]["mode"] == "controlnet" and job["params"]["controls"][0]["kind"] == "canny"
 
 
 def test_gallery_open_rerun_and_send_to_img2img(page: Any, server: str) -> None:

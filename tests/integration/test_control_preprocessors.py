@@ -178,13 +178,13 @@ def test_the_preview_draws_the_map_a_controlnet_job_sees(tmp_path: Path, kind: C
         width=64,
         height=80,
         resize_mode=mode,
-        control=ControlSpec(image="upload-" + "a" * 32, kind=kind),
+        controls=(ControlSpec(image="upload-" + "a" * 32, kind=kind),),
     )
     request = GenerationRequest(
         model=ModelInfo(name="demo", path="unused", source="unused"),
         params=params,
-        inputs={"control": str(path)},
-        controlnet=ModelInfo(name=kind.value, path="unused", source="unused", kind=ModelKind.CONTROLNET),
+        inputs={"control0": str(path)},
+        controlnets=(ModelInfo(name=kind.value, path="unused", source="unused", kind=ModelKind.CONTROLNET),),
     )
     depth = LuminanceDepthEstimator()
     seen = modes.control_map(request, depth)

@@ -82,8 +82,8 @@ def test_controlnet_canny_and_depth_change_the_image(atelier: Atelier) -> None:
     plain = pixels(atelier, atelier.generate("房子", steps=3, seed=4))
     for kind in ("canny", "depth"):
         job = atelier.generate("房子", control={"image": control.id, "kind": kind, "scale": 1.0}, steps=3, seed=4)
-        assert job.params.mode is Mode.CONTROLNET and job.params.control is not None
-        assert job.params.control.model == kind  # the ControlNet registered under the preprocessor's name
+        assert job.params.mode is Mode.CONTROLNET and len(job.params.controls) == 1
+        assert job.params.controls[0].model == kind  # the ControlNet registered under the preprocessor's name
         assert np.abs(pixels(atelier, job) - plain).mean() > 0.5
     off = atelier.generate("房子", control={"image": control.id, "scale": 0.0}, steps=3, seed=4)
     assert np.abs(pixels(atelier, off) - plain).max() <= 1  # scale 0: the ControlNet adds nothing
@@ -95,8 +95,8 @@ def test_the_control_map_preview_is_what_the_controlnet_sees(atelier: Atelier, m
     seen: list[Image.Image] = []
     real = modes.control_map
 
-    def recording(request: GenerationRequest, depth: DepthEstimator) -> Image.Image:
-        seen.append(real(request, depth))  # the conditioning image the ControlNet pipeline is called with
+    def recording(request: GenerationRequest, depth: DepthEstimator, unit: int = 0) -> Image.Image:
+        seen.append(real(request, depth, unit))  # the conditioning image the ControlNet pipeline is called with
         return seen[-1]
 
     monkeypatch.setattr(modes, "control_map", recording)

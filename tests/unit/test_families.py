@@ -52,8 +52,9 @@ def test_requests_outside_the_profile_are_refused_naming_family_and_capability()
     assert (e.value.code, e.value.field) == ("unsupported_capability", "mode")
     with pytest.raises(InvalidParameters, match=r"FLUX\.1 models cannot do negative prompt"):
         check_capabilities(model(Family.FLUX), params(negative_prompt="blurry"))
-    with pytest.raises(InvalidParameters, match="Stable Diffusion XL models cannot do prompt weighting"):
-        check_capabilities(model(Family.SDXL), params(prompt="(a cat:1.2)"))
+    with pytest.raises(InvalidParameters, match="Kolors models cannot do prompt weighting"):
+        check_capabilities(model(Family.KOLORS), params(prompt="(a cat:1.2)"))
+    check_capabilities(model(Family.SDXL), params(prompt="(a cat:1.2) BREAK [grass]"))
     with pytest.raises(InvalidParameters, match=r"Qwen-Image-Edit models cannot do txt2img\. Its modes: instruct\."):
         require_mode(Family.QWEN_IMAGE_EDIT, Mode.TXT2IMG)
     with pytest.raises(InvalidParameters, match=r"FLUX\.1 models cannot use the Euler a sampler; choose Euler or none"):
@@ -172,3 +173,30 @@ def _documented_table() -> str:
 def test_the_documented_capability_table_is_the_domains() -> None:
     docs = (Path(__file__).parents[2] / "docs" / "families.md").read_text(encoding="utf-8")
     assert _documented_table() in docs
+
+
+def test_control_units_need_controlnets_of_the_models_family_and_qwen_image_one_union_controlnet() -> None:
+    from app.adapters.memory.generation import InMemoryModelCatalog
+    from app.domain.models import ModelKind
+    from app.domain.specs import ControlSpec
+    from app.usecases.generation_inputs import check_controls
+
+    def net(name: str, family: Family) -> ModelInfo:
+        return ModelInfo(name=name, path=name, source=name, kind=ModelKind.CONTROLNET, family=family)
+
+    names = {"canny": Family.SD, "xl-edges": Family.SDXL, "q-union": Family.QWEN_IMAGE, "q-other": Family.QWEN_IMAGE}
+    catalog = InMemoryModelCatalog([net(name, family) for name, family in names.items()])
+    image = "upload-" + "0" * 32
+    units = (ControlSpec(image=image), ControlSpec(image=image, kind="depth", model="xl-edges"))
+    with pytest.raises(InvalidParameters, match=r"'canny' was made for Stable Diffusion 1\.x/2\.x models") as e:
+        check_controls(model(Family.SDXL), units, catalog)
+    assert (e.value.code, e.value.field) == ("controlnet_family_mismatch", "controls[0].model")
+    named = check_controls(model(Family.SDXL), units[1:] * 2, catalog)
+    assert [unit.model for unit in named] == ["xl-edges", "xl-edges"]
+    assert check_controls(model(Family.SD), units[:1], catalog)[0].model == "canny"  # named like the preprocessor
+    union = (ControlSpec(image=image, model="q-union"),) * 2
+    assert len(check_controls(model(Family.QWEN_IMAGE), union, catalog)) == 2
+    with pytest.raises(InvalidParameters, match="one \\(union\\) ControlNet; these units name q-other, q-union"):
+        check_controls(model(Family.QWEN_IMAGE), (union[0], ControlSpec(image=image, model="q-other")), catalog)
+    with pytest.raises(InvalidParameters, match="needs control_model"):
+        check_controls(model(Family.SD), (ControlSpec(image=image, kind="none"),), catalog)

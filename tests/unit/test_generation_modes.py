@@ -25,7 +25,7 @@ def params(**values: Any) -> GenerationParams:
         ({"init_image": INIT}, Mode.IMG2IMG),
         ({"init_image": INIT, "mask_image": MASK}, Mode.INPAINT),
         ({"init_image": INIT, "outpaint": OutpaintSpec(left=64)}, Mode.OUTPAINT),
-        ({"control": ControlSpec(image=INIT)}, Mode.CONTROLNET),
+        ({"controls": (ControlSpec(image=INIT),)}, Mode.CONTROLNET),
     ],
 )
 def test_the_mode_is_inferred_from_the_inputs(values: dict[str, Any], mode: Mode) -> None:
@@ -38,7 +38,7 @@ def test_the_mode_is_inferred_from_the_inputs(values: dict[str, Any], mode: Mode
         ({"mode": "img2img"}, "missing_init_image"),
         ({"mode": "inpaint", "init_image": INIT}, "missing_mask_image"),
         ({"mode": "outpaint", "init_image": INIT}, "missing_outpaint"),
-        ({"mode": "controlnet"}, "missing_control"),
+        ({"mode": "controlnet"}, "missing_controls"),
         ({"mode": "dream"}, "invalid_mode"),
         ({"init_image": "../../etc/passwd"}, "invalid_init_image"),
         ({"init_image": INIT + "\n"}, "invalid_init_image"),
@@ -92,7 +92,10 @@ def test_dict_round_trip_with_every_spec_is_json_native() -> None:
         init_image=INIT,
         mask_image=MASK,
         outpaint=OutpaintSpec(left=8, fill=OutpaintFill.REFLECT),
-        control=ControlSpec(image=INIT, kind=ControlKind.DEPTH, model="depth-cn", scale=0.5),
+        controls=(
+            ControlSpec(image=INIT, kind=ControlKind.DEPTH, model="depth-cn", scale=0.5),
+            ControlSpec(image=MASK, kind=ControlKind.CANNY, start=0.2, end=0.6),
+        ),
         loras=(LoraSpec("poem", 0.7), LoraSpec("style", -1.0)),
         resize_mode=ResizeMode.CROP,
         mode=Mode.OUTPAINT,
@@ -105,7 +108,7 @@ def test_dict_round_trip_with_every_spec_is_json_native() -> None:
 def test_infotext_names_the_mode_strength_loras_and_control() -> None:
     text = infotext(
         params(
-            control=ControlSpec(image=INIT, scale=0.8),
+            controls=(ControlSpec(image=INIT, scale=0.8), ControlSpec(image=MASK, kind="depth", model="d", end=0.5)),
             loras=(LoraSpec("poem", 0.7),),
             seed=1,
             width=64,
@@ -114,7 +117,11 @@ def test_infotext_names_the_mode_strength_loras_and_control() -> None:
         ),
         1,
     )
-    assert "Mode: controlnet" in text and "ControlNet: canny, scale 0.8" in text
+    assert (
+        "Mode: controlnet" in text
+        and 'ControlNet 0: "Module: canny, Model: canny, Weight: 0.8, Guidance Start: 0, Guidance End: 1"' in text
+    )
+    assert 'ControlNet 1: "Module: depth, Model: d, Weight: 1, Guidance Start: 0, Guidance End: 0.5"' in text
     assert "<lora:poem:0.7>" in text.splitlines()[0] and "Lora hashes" not in text  # no hash known: no entry
     hashed = infotext(params(loras=(LoraSpec("poem", 0.7),), seed=1, steps=20), 1, lora_hashes={"poem": "ab" * 32})
     assert 'Lora hashes: "poem: abababababab"' in hashed

@@ -25,6 +25,7 @@ PIPELINES: dict[Family, dict[Mode, str]] = {
     Family.SDXL: {
         Mode.TXT2IMG: "StableDiffusionXLPipeline",
         **_edits("StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"),
+        Mode.CONTROLNET: "StableDiffusionXLControlNetPipeline",
     },
     Family.SDXL_REFINER: _edits("StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"),
     Family.KOLORS: {Mode.TXT2IMG: "KolorsPipeline", Mode.IMG2IMG: "KolorsImg2ImgPipeline"},
@@ -32,11 +33,17 @@ PIPELINES: dict[Family, dict[Mode, str]] = {
     Family.SD3: {
         Mode.TXT2IMG: "StableDiffusion3Pipeline",
         **_edits("StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline"),
+        Mode.CONTROLNET: "StableDiffusion3ControlNetPipeline",
     },
-    Family.FLUX: {Mode.TXT2IMG: "FluxPipeline", **_edits("FluxImg2ImgPipeline", "FluxInpaintPipeline")},
+    Family.FLUX: {
+        Mode.TXT2IMG: "FluxPipeline",
+        **_edits("FluxImg2ImgPipeline", "FluxInpaintPipeline"),
+        Mode.CONTROLNET: "FluxControlNetPipeline",
+    },
     Family.QWEN_IMAGE: {
         Mode.TXT2IMG: "QwenImagePipeline",
         **_edits("QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline"),
+        Mode.CONTROLNET: "QwenImageControlNetPipeline",
     },
     Family.QWEN_IMAGE_EDIT: {Mode.INSTRUCT: "QwenImageEditPipeline"},
     Family.Z_IMAGE: {Mode.TXT2IMG: "ZImagePipeline", **_edits("ZImageImg2ImgPipeline", "ZImageInpaintPipeline")},
@@ -51,12 +58,27 @@ PIPELINES: dict[Family, dict[Mode, str]] = {
 _ALSO: dict[str, Family] = {
     "StableDiffusionPipelineSafe": Family.SD,
     "AltDiffusionPipeline": Family.SD,
-    "StableDiffusionXLControlNetPipeline": Family.SDXL,
-    "StableDiffusion3ControlNetPipeline": Family.SD3,
-    "FluxControlNetPipeline": Family.FLUX,
     "HunyuanDiTControlNetPipeline": Family.HUNYUANDIT,
-    "QwenImageControlNetPipeline": Family.QWEN_IMAGE,
 }
+
+# The ControlNet classes each family's ControlNet pipeline takes, and the class that runs several of them
+# together (Qwen-Image's runs one union ControlNet over several control images).
+CONTROLNETS: dict[Family, tuple[str, str]] = {
+    Family.SD: ("ControlNetModel", "MultiControlNetModel"),
+    Family.SDXL: ("ControlNetModel", "MultiControlNetModel"),
+    Family.SD3: ("SD3ControlNetModel", "SD3MultiControlNetModel"),
+    Family.FLUX: ("FluxControlNetModel", "FluxMultiControlNetModel"),
+    Family.QWEN_IMAGE: ("QwenImageControlNetModel", "QwenImageMultiControlNetModel"),
+}
+
+
+def controlnet_family(config: dict[str, object]) -> Family | None:
+    """The family a ControlNet's ``config.json`` was made for: SD 1.x/2.x and SDXL share one class and differ
+    in the UNet's added time embedding (SDXL's ``text_time``)."""
+    name = config.get("_class_name")
+    if name == "ControlNetModel":
+        return Family.SDXL if config.get("addition_embed_type") == "text_time" else Family.SD
+    return next((family for family, (single, _) in CONTROLNETS.items() if single == name), None)
 
 
 def family_of_class(class_name: str) -> Family | None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib.util
+import json
 import logging
 import math
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import diffusers
@@ -18,19 +20,21 @@ import numpy as np
 import torch
 
 from app.adapters.diffusers import hires, runtime
+from app.adapters.diffusers.families import CONTROLNETS
 from app.adapters.diffusers.layout import inspect_model
 from app.adapters.diffusers.lora import LoraManager
 from app.adapters.diffusers.modes import loading_class, mode_arguments, parameters, pipeline_for
 from app.adapters.diffusers.processors import ImageOnlyQwen2VLProcessor
 from app.adapters.diffusers.prompt_encoding import chunk_count, encode_prompts
+from app.adapters.diffusers.prompt_encoding_sdxl import encode_sdxl_prompts, sdxl_chunk_count
 from app.adapters.diffusers.refiner import run_with_refiner
 from app.adapters.diffusers.runtime import RuntimeOptions
 from app.adapters.diffusers.sampler_names import sampler_of
 from app.adapters.diffusers.schedulers import make_scheduler
 from app.adapters.imaging.control import LuminanceDepthEstimator
 from app.domain.errors import GenerationFailed, InvalidParameters, JobCancelled, ModelUnavailable
-from app.domain.families import Family, GuidanceKind, profile
-from app.domain.generation import DEFAULT_GUIDANCE, GenerationParams
+from app.domain.families import ONE_CONTROLNET_FAMILIES, Family, GuidanceKind, profile
+from app.domain.generation import GenerationParams
 from app.domain.prompt_syntax import parse_prompt
 from app.domain.specs import Mode
 from app.ports.generation import DepthEstimator, GeneratedImage, GenerationRequest, ImageGenerator, ProgressSink
@@ -39,9 +43,11 @@ _HUGE_MAX_LENGTH = 10_000
 # diffusers is untyped for a strict mypy (lazy module, decorated constructors): pipelines are handled as Any.
 Pipeline = Any
 _lib: Any = diffusers
-# Families whose prompts Atelier encodes itself (A1111 weighting, 75-token chunks, BREAK); the others'
-# pipelines encode their prompts (two CLIPs, T5, an LLM), each to the length its text encoder reads.
+# Families whose prompts Atelier encodes itself (A1111 weighting, 75-token chunks, BREAK): SD's one CLIP (or
+# BERT), SDXL's two CLIPs; the others' pipelines encode their prompts (CLIPs and T5, an LLM), each to the length
+# its text encoder reads.
 _OWN_ENCODING = (Family.SD, Family.INSTRUCT_PIX2PIX)
+_SDXL_ENCODING = (Family.SDXL, Family.SDXL_REFINER)
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +139,7 @@ class DiffusersImageGenerator(ImageGenerator):
         slot = self._slot(first.model.path)
         with slot.lock:
             base = self._loaded(slot, first.model.path)
-            controlnet = self._controlnet(first.controlnet.path) if first.controlnet is not None else None
+            controlnet = self._controlnet_for(first)
             # Requests of one call share their LoRA set (it is part of the batching key). Adapters stay
             # loaded unfused and are switched per call: exact base output afterwards, and a cheap switch.
             base_loras = [(info.name, info.path, weight) for info, weight in first.loras]
@@ -220,15 +226,33 @@ class DiffusersImageGenerator(ImageGenerator):
         if self._device.startswith("cuda"):
             torch.cuda.empty_cache()
 
-    def _controlnet(self, path: str) -> Any:
-        """A registered ControlNet, loaded once and kept (shared by every base model)."""
+    def _controlnet_for(self, request: GenerationRequest) -> Any:
+        """The request's ControlNet, or its units' together in the family's multi-ControlNet class (Qwen-Image's
+        runs its one union ControlNet over every control image). None without ControlNet units."""
+        units = request.controlnets
+        if not units:
+            return None
+        family = request.model.family
+        if len(units) == 1:
+            return self._controlnet(units[0].path, family)
+        if family in ONE_CONTROLNET_FAMILIES:  # one union ControlNet (the same in every unit, checked at submission)
+            units = units[:1]
+        models = [self._controlnet(info.path, family) for info in units]
+        return getattr(_lib, CONTROLNETS[family][1])(models)
+
+    def _controlnet(self, path: str, family: Family) -> Any:
+        """A registered ControlNet, loaded once and kept (shared by every base model of its family)."""
         with self._models_lock:
             cached = self._controlnets.get(path)
         if cached is not None:
             return cached
         try:
-            dtype = runtime.dtype_for(Family.SD, self._options)
-            model = _lib.ControlNetModel.from_pretrained(path, local_files_only=True, dtype=dtype)
+            dtype = runtime.dtype_for(family, self._options)
+            with open(Path(path) / "config.json", encoding="utf-8") as handle:
+                name = json.load(handle)["_class_name"]
+            if name not in {single for single, _ in CONTROLNETS.values()}:
+                raise ValueError(f"{name} is not a ControlNet class")
+            model = getattr(_lib, name).from_pretrained(path, local_files_only=True, dtype=dtype)
             model = model.to(self._device).eval()
         except Exception as e:
             raise ModelUnavailable(f"Cannot load the ControlNet at {path}: {str(e)[:300]}") from e
@@ -263,6 +287,28 @@ class DiffusersImageGenerator(ImageGenerator):
                 tokenizer.model_max_length = pipe.text_encoder.config.max_position_embeddings
         pipe.set_progress_bar_config(disable=True)
         return pipe, family, where
+
+    def _text(
+        self,
+        pipe: Pipeline,
+        family: Family,
+        view: Pipeline | None,
+        prompts: list[str],
+        negatives: list[str],
+        params: GenerationParams,
+    ) -> dict[str, Any]:
+        """The prompt and guidance arguments of a call: embeddings Atelier encodes (SD, SDXL: A1111 syntax, long
+        prompts), or the prompts for the pipeline ``view`` to encode with the family's guidance convention."""
+        if family not in _OWN_ENCODING + _SDXL_ENCODING:
+            return prompt_arguments(family, view, prompts, negatives, params.guidance_scale, params.clip_skip)
+        scale = profile(family).guidance_scale if params.guidance_scale is None else params.guidance_scale
+        if family in _SDXL_ENCODING:
+            return {
+                **encode_sdxl_prompts(pipe, prompts, negatives, self._device, params.clip_skip),
+                "guidance_scale": scale,
+            }
+        positive, negative = encode_prompts(pipe, prompts, negatives, self._device, params.clip_skip)
+        return {"prompt_embeds": positive, "negative_prompt_embeds": negative, "guidance_scale": scale}
 
     def _run(
         self,
@@ -328,13 +374,7 @@ class DiffusersImageGenerator(ImageGenerator):
             else:
                 callbacks = {"callback": on_step, "callback_steps": 1}
             with torch.inference_mode():
-                if family in _OWN_ENCODING:
-                    positive, negative = encode_prompts(base, prompts, negatives, self._device, params.clip_skip)
-                    text: dict[str, Any] = {"prompt_embeds": positive, "negative_prompt_embeds": negative}
-                    scale = params.guidance_scale
-                    text["guidance_scale"] = DEFAULT_GUIDANCE if scale is None else scale
-                else:
-                    text = prompt_arguments(family, view, prompts, negatives, params.guidance_scale, params.clip_skip)
+                text = self._text(base, family, view, prompts, negatives, params)
                 arguments = {
                     **text,
                     **size_arguments(view, params.width, params.height),
@@ -357,6 +397,7 @@ class DiffusersImageGenerator(ImageGenerator):
                         scheduler=params.scheduler,
                         report=report,
                         seeds=flat_seeds,
+                        refiner_text=self._text(refiner[0], refiner[1], None, prompts, negatives, params),
                     )
                 if params.hires is not None and hires_steps is not None:
                     phase["offset"] = steps
@@ -365,10 +406,8 @@ class DiffusersImageGenerator(ImageGenerator):
                     second = pipeline_for(family, Mode.IMG2IMG, components, scheduler, None, dict(base.config))
                     second.set_progress_bar_config(disable=True)
                     runtime.tile_for(base, width, height, self._options)
-                    if family not in _OWN_ENCODING:  # some pipelines rewrite the prompt lists they are given
-                        text = prompt_arguments(
-                            family, second, prompts, negatives, params.guidance_scale, params.clip_skip
-                        )
+                    if family not in _OWN_ENCODING + _SDXL_ENCODING:  # some pipelines rewrite the prompt lists
+                        text = self._text(base, family, second, prompts, negatives, params)
                     output = second(
                         **text,
                         **size_arguments(second, width, height),
@@ -406,10 +445,12 @@ class DiffusersImageGenerator(ImageGenerator):
 
 
 def padding_group(family: Family, base: Pipeline, params: GenerationParams) -> int:
-    """Prompts that pad to the same length in a batch: what they get alone. SD's are cut into 75-token chunks;
-    CogView4 pads a batch to its longest prompt, rounded up to 16 tokens; the others pad to a fixed length."""
+    """Prompts that pad to the same length in a batch: what they get alone. SD's and SDXL's are cut into 75-token
+    chunks; CogView4 pads a batch to its longest prompt, rounded up to 16 tokens; the others pad to a fixed length."""
     if family in _OWN_ENCODING:
         return max(chunk_count(base, params.prompt), chunk_count(base, params.negative_prompt))
+    if family in _SDXL_ENCODING:
+        return max(sdxl_chunk_count(base, params.prompt), sdxl_chunk_count(base, params.negative_prompt))
     if family is Family.COGVIEW4:
         texts = [parse_prompt(params.prompt).plain_text, parse_prompt(params.negative_prompt).plain_text]
         return max(-(-len(base.tokenizer(text).input_ids) // 16) for text in texts)

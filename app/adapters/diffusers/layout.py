@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from app.adapters.diffusers.families import family_of_class
+from app.adapters.diffusers.families import CONTROLNETS, controlnet_family, family_of_class
 from app.domain.errors import ModelUnavailable
 from app.domain.families import Family, profile, supported_families
 
@@ -142,11 +142,18 @@ def lora_file(path: str) -> Path:
 
 
 def inspect_controlnet(path: str) -> dict[str, Any]:
-    """A diffusers ControlNet folder: ``config.json`` naming ``ControlNetModel``."""
+    """A diffusers ControlNet folder: ``config.json`` naming a ControlNet class, and the family it was made for."""
     config = _read_json(Path(path) / "config.json")
-    if config is None or config.get("_class_name") != "ControlNetModel":
-        raise ModelUnavailable(f"{path} is not a diffusers ControlNet folder (config.json with ControlNetModel).")
-    return {"default_size": FALLBACK_SIZE, "tokenizer": "none", "pipeline": "ControlNetModel"}
+    family = controlnet_family(config) if config is not None else None
+    if config is None or family is None:
+        classes = ", ".join(sorted({single for single, _ in CONTROLNETS.values()}))
+        raise ModelUnavailable(f"{path} is not a diffusers ControlNet folder (config.json naming one of: {classes}).")
+    return {
+        "default_size": FALLBACK_SIZE,
+        "tokenizer": "none",
+        "pipeline": str(config["_class_name"]),
+        "family": family.value,
+    }
 
 
 def inspect(path: str, kind: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """One pipeline class and its mode-specific arguments per model family and generation mode.
 
 Every mode shares the loaded model's weights: the pipeline for a request is built from the
-base pipeline's components (plus a ControlNet for ``controlnet``), so switching modes loads
+base pipeline's components (plus the ControlNets for ``controlnet``), so switching modes loads
 nothing. Input images are fitted to the requested size here (``resize_mode``), masks are
 binarised, outpainting canvases are filled (``copy``/``reflect``) and their new border masked.
 
@@ -38,12 +38,29 @@ def _open(path: str) -> Image.Image:
         return picture.copy()
 
 
-def control_map(request: GenerationRequest, depth: DepthEstimator) -> Image.Image:
-    """The conditioning image a ControlNet sees: the upload fitted to the size, then preprocessed."""
-    params, control = request.params, request.params.control
-    assert control is not None and params.width and params.height
-    image = _open(request.inputs["control"])
+def control_map(request: GenerationRequest, depth: DepthEstimator, unit: int = 0) -> Image.Image:
+    """The conditioning image a ControlNet unit sees: its upload fitted to the size, then preprocessed."""
+    params, control = request.params, request.params.controls[unit]
+    assert params.width and params.height
+    image = _open(request.inputs[f"control{unit}"])
     return conditioning_map(image, control.kind, params.width, params.height, params.resize_mode, depth)
+
+
+def control_arguments(request: GenerationRequest, depth: DepthEstimator) -> dict[str, Any]:
+    """The ControlNet units' maps, scales and step ranges: single values for one unit, lists for several (as
+    diffusers' multi-ControlNet takes them). SD's pipelines call the map ``image``, the others ``control_image``."""
+    units = request.params.controls
+    family = request.model.family
+    accepted = parameters(getattr(_lib, PIPELINES[family][Mode.CONTROLNET]), "__call__")
+    values: dict[str, list[Any]] = {
+        "image" if "image" in accepted else "control_image": [
+            control_map(request, depth, k) for k in range(len(units))
+        ],
+        "controlnet_conditioning_scale": [unit.scale for unit in units],
+        "control_guidance_start": [unit.start for unit in units],
+        "control_guidance_end": [unit.end for unit in units],
+    }
+    return {name: value[0] if len(units) == 1 else value for name, value in values.items()}
 
 
 def mode_arguments(request: GenerationRequest, depth: DepthEstimator) -> dict[str, Any]:
@@ -72,14 +89,19 @@ def mode_arguments(request: GenerationRequest, depth: DepthEstimator) -> dict[st
             mask = mask.resize((width, height), Image.Resampling.NEAREST)
         return {"image": canvas, "mask_image": mask, "strength": params.strength}
     if params.mode is Mode.CONTROLNET:
-        assert params.control is not None
-        return {"image": control_map(request, depth), "controlnet_conditioning_scale": params.control.scale}
+        return control_arguments(request, depth)
     return {}
 
 
-def parameters(cls: Any, method: str = "__init__") -> set[str]:
-    """The keyword parameters of a pipeline class's constructor (or another method)."""
-    return set(inspect.signature(getattr(cls, method)).parameters)
+_PARAMETERS: dict[tuple[Any, str], frozenset[str]] = {}
+
+
+def parameters(cls: Any, method: str = "__init__") -> frozenset[str]:
+    """The keyword parameters of a pipeline class's constructor (or another method), read once per class."""
+    found = _PARAMETERS.get((cls, method))
+    if found is None:
+        found = _PARAMETERS[(cls, method)] = frozenset(inspect.signature(getattr(cls, method)).parameters)
+    return found
 
 
 def pipeline_for(

@@ -55,12 +55,14 @@ def run_with_refiner(
     scheduler: str | None,
     report: Report,
     seeds: list[int] | None = None,
+    refiner_text: dict[str, Any] | None = None,
 ) -> Any:
     """The output of ``base_view(**arguments)`` with the last ``1 - switch`` of the schedule run by ``refiner``
     (the loaded refiner pipeline, of family ``family``) with a fresh ``scheduler`` (an A1111 name; None: its
     own; ``seeds`` as the base's scheduler got them). ``arguments`` are the base call's: prompts, guidance,
     size, ``num_inference_steps``, ``generator`` (one per image) and ``output_type``; ``report(done, total)``
-    receives the progress of both stages (and may raise to stop)."""
+    receives the progress of both stages (and may raise to stop). ``refiner_text``: the refiner's own prompt
+    embeddings (from its text encoder), in place of the base call's prompts."""
     steps = int(arguments["num_inference_steps"])
     view = refiner_view(refiner, family, scheduler, seeds)
     counted = {"base": 0, "refiner": 0, "total": steps}
@@ -80,6 +82,8 @@ def run_with_refiner(
     base_arguments |= {"denoising_end": switch, "output_type": "latent", "callback_on_step_end": base_step}
     latents = base_view(**base_arguments).images
     refine = {k: arguments[k] for k in _SHARED if k in arguments}
+    if refiner_text is not None:
+        refine = {k: v for k, v in refine.items() if k not in ("prompt", "negative_prompt")} | refiner_text
     output = view(
         **refine,
         image=latents,

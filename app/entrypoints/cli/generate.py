@@ -46,9 +46,26 @@ from app.entrypoints.library import Atelier
 @click.option("--resize-mode", type=click.Choice(["stretch", "crop", "pad"]), default="stretch", show_default=True)
 @click.option("--outpaint", metavar="L,R,U,D", help="Pixels to add on each side of --init-image, then paint.")
 @click.option("--outpaint-fill", type=click.Choice(["copy", "reflect"]), default="copy", show_default=True)
-@click.option("--control", metavar="KIND:IMAGE", help="ControlNet: canny:edges.png, depth:photo.png or none:map.png.")
-@click.option("--control-model", default=None, help="Registered ControlNet (default: the one named like KIND).")
-@click.option("--control-scale", default=1.0, show_default=True, type=float, help="ControlNet conditioning scale.")
+@click.option(
+    "--control",
+    "controls",
+    multiple=True,
+    metavar="KIND:IMAGE",
+    help="A ControlNet unit: canny:edges.png, depth:photo.png or none:map.png; repeat for several units.",
+)
+@click.option(
+    "--control-model",
+    "control_models",
+    multiple=True,
+    help="Registered ControlNet (default: the one named like KIND); once for every unit, or once per --control.",
+)
+@click.option(
+    "--control-scale",
+    "control_scales",
+    multiple=True,
+    type=float,
+    help="ControlNet conditioning scale (1.0); once for every unit, or once per --control.",
+)
 @click.option("--lora", "loras", multiple=True, metavar="NAME:WEIGHT", help="A registered LoRA; repeatable.")
 @click.option("--hires", "hires_scale", type=float, metavar="SCALE", help="Hires fix: enlarge SCALE times.")
 @click.option(
@@ -83,9 +100,9 @@ def generate(
     resize_mode: str,
     outpaint: str | None,
     outpaint_fill: str,
-    control: str | None,
-    control_model: str | None,
-    control_scale: float,
+    controls: tuple[str, ...],
+    control_models: tuple[str, ...],
+    control_scales: tuple[float, ...],
     loras: tuple[str, ...],
     hires_scale: float | None,
     hires_upscaler: str,
@@ -105,7 +122,8 @@ def generate(
     """
     width, height = parse_size(size) if size else (None, None)
     atelier = open_atelier(ctx, start_worker=True, recover=False)
-    inputs = _inputs(atelier, init_image, mask, control, control_model, control_scale)
+    inputs = _inputs(atelier, init_image, mask)
+    inputs["controls"] = _controls(atelier, controls, control_models, control_scales)
     if outpaint:
         inputs["outpaint"] = OutpaintSpec.parse(outpaint, outpaint_fill)
     if hires_scale is not None:
@@ -173,24 +191,38 @@ def denoising_steps(params: GenerationParams) -> int:
     return params.step_count
 
 
-def _inputs(
-    atelier: Atelier,
-    init_image: str | None,
-    mask: str | None,
-    control: str | None,
-    control_model: str | None,
-    control_scale: float,
-) -> dict[str, Any]:
+def _inputs(atelier: Atelier, init_image: str | None, mask: str | None) -> dict[str, Any]:
     """Upload the image files the options name; return the request fields that refer to them."""
     fields: dict[str, Any] = {}
     if init_image:
         fields["init_image"] = atelier.upload(Path(init_image).read_bytes()).id
     if mask:
         fields["mask_image"] = atelier.upload(Path(mask).read_bytes()).id
-    if control:
+    return fields
+
+
+def _per_unit(values: tuple[Any, ...], count: int, default: Any, option: str) -> list[Any]:
+    """One value per ControlNet unit from an option given never, once (for every unit) or once per unit."""
+    if not values:
+        return [default] * count
+    if len(values) == 1:
+        return list(values) * count
+    if len(values) != count:
+        raise click.BadParameter(f"give it once, or once per --control ({count})", param_hint=option)
+    return list(values)
+
+
+def _controls(
+    atelier: Atelier, controls: tuple[str, ...], models: tuple[str, ...], scales: tuple[float, ...]
+) -> list[dict[str, Any]]:
+    """Upload each --control image; the units with their models and scales."""
+    units = []
+    models_ = _per_unit(models, len(controls), None, "--control-model")
+    scales_ = _per_unit(scales, len(controls), 1.0, "--control-scale")
+    for control, model, scale in zip(controls, models_, scales_, strict=True):
         kind, sep, path = control.partition(":")
         if not sep or not Path(path).is_file():
             raise click.BadParameter("use KIND:IMAGE with an existing image file", param_hint="--control")
         image = atelier.upload(Path(path).read_bytes()).id
-        fields["control"] = {"image": image, "kind": kind, "model": control_model, "scale": control_scale}
-    return fields
+        units.append({"image": image, "kind": kind, "model": model, "scale": scale})
+    return units

@@ -188,7 +188,8 @@ GENERATION_ERRORS = (404, 422, 429, 500, 503, 504, 507)
 async def txt2img(request: Request, raw: RawBody, atelier: AtelierDep) -> JSONResponse:
     """A1111 fields: prompt, negative_prompt, seed (-1 random), sampler_name, scheduler, batch_size × n_iter (≤ 8),
     steps, cfg_scale, width, height, override_settings.sd_model_checkpoint (else your `/sdapi/v1/options`
-    checkpoint), alwayson_scripts.controlnet.args[0], send_images; `<lora:name:w>` in the prompt. Answers
+    checkpoint), alwayson_scripts.controlnet.args (every enabled unit), send_images; `<lora:name:w>` in the
+    prompt. Answers
     `{images, parameters, info}` (info is a JSON string; its `ignored_fields` lists the fields sent that would
     change A1111's result but that Atelier does not honour, such as `enable_hr: true` or `restore_faces: true`).
     504 `wait_timeout` when the job outlasts the deployment's wait; it keeps running (`/v1/jobs/{id}`)."""

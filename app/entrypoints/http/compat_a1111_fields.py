@@ -28,7 +28,7 @@ TXT2IMG_HONOURED = frozenset(
         "save_images",  # every result is kept (GET /v1/images/{id})
         "do_not_save_grid",  # no grid is ever made
         "override_settings",  # sd_model_checkpoint; its other keys are checked one by one
-        "alwayson_scripts",  # the first ControlNet unit; the rest are checked one by one
+        "alwayson_scripts",  # every enabled ControlNet unit; other scripts are reported one by one
         "refiner_checkpoint",
         "refiner_switch_at",
         "enable_hr",
@@ -106,13 +106,7 @@ def ignored_fields(data: dict[str, Any], img2img: bool, scheduler_honoured: bool
         ]
     scripts = data.get("alwayson_scripts")
     if isinstance(scripts, dict):
-        for name, script in scripts.items():
-            if name.lower() != "controlnet":
-                if _in_effect(scripts, name):
-                    ignored.append(f"alwayson_scripts.{name}")
-                continue
-            args = script.get("args") if isinstance(script, dict) else None
-            units = enumerate(args if isinstance(args, list) else [])  # the route uses the first unit only
-            on = [i for i, unit in units if i > 0 and isinstance(unit, dict) and unit.get("enabled") is not False]
-            ignored += [f"alwayson_scripts.{name}.args[{i}]" for i in on]
+        for name in scripts:
+            if name.lower() != "controlnet" and _in_effect(scripts, name):
+                ignored.append(f"alwayson_scripts.{name}")
     return ignored

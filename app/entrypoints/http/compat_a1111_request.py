@@ -20,7 +20,7 @@ from app.domain.errors import InvalidParameters
 from app.domain.generation import canonical_scheduler
 
 RESIZE = {0: "stretch", 1: "crop", 2: "pad", 3: "stretch"}  # 3: "just resize (latent upscale)"
-CONTROLNET = "alwayson_scripts.controlnet.args[0]"
+CONTROLNET = "alwayson_scripts.controlnet.args"
 CHECKPOINT = "sd_model_checkpoint"
 CLIP_SKIP = "CLIP_stop_at_last_layers"  # A1111's clip skip, an override setting
 
@@ -81,27 +81,41 @@ def scheduler_of(body: Txt2ImgIn) -> tuple[str | None, bool]:
     return canonical_scheduler(sampler), schedule is None
 
 
-def _control(body: Txt2ImgIn, init: str | None) -> dict[str, Any] | None:
-    """The ControlNet extension's first unit: image, module, model, weight."""
+def _controls(body: Txt2ImgIn, init: str | None) -> list[dict[str, Any]]:
+    """The ControlNet extension's enabled units: image, module, model, weight, guidance start and end."""
     scripts = {k.lower(): v for k, v in (body.alwayson_scripts or {}).items()}
     extension = scripts.get("controlnet")
     args = extension.get("args") if isinstance(extension, dict) else None
-    unit = args[0] if isinstance(args, list) and args and isinstance(args[0], dict) else None
-    if unit is None or unit.get("enabled") is False:
-        return None
+    units = args if isinstance(args, list) else []
+    return [
+        _unit(unit, init, f"{CONTROLNET}[{k}]")
+        for k, unit in enumerate(units)
+        if isinstance(unit, dict) and unit.get("enabled") is not False
+    ]
+
+
+def _unit(unit: dict[str, Any], init: str | None, field: str) -> dict[str, Any]:
     image = unit.get("image") or unit.get("input_image") or init
     image = image.get("image") if isinstance(image, dict) else image
     if not image:
-        raise InvalidParameters("The ControlNet unit needs an image.", field=CONTROLNET)
+        raise InvalidParameters("The ControlNet unit needs an image.", field=field)
     if not isinstance(image, str):
-        raise InvalidParameters("The ControlNet unit's image must be base64 text.", field=CONTROLNET)
+        raise InvalidParameters("The ControlNet unit's image must be base64 text.", field=field)
     module = str(unit.get("module") or "none").lower()
     kind = "canny" if module.startswith("canny") else "depth" if module.startswith("depth") else module
     if kind not in ("canny", "depth", "none"):
-        raise InvalidParameters(f"ControlNet module {module!r} is not supported; use canny, depth_* or none.")
+        raise InvalidParameters(
+            f"ControlNet module {module!r} is not supported; use canny, depth_* or none.", field=field
+        )
     model = strip_hash(str(unit.get("model") or ""))
-    scale = unit.get("weight", 1.0)
-    return {"image": image, "kind": kind, "model": None if model in ("", "None") else model, "scale": scale}
+    return {
+        "image": image,
+        "kind": kind,
+        "model": None if model in ("", "None") else model,
+        "scale": unit.get("weight", 1.0),
+        "start": unit.get("guidance_start", 0.0),
+        "end": unit.get("guidance_end", 1.0),
+    }
 
 
 def request_values(body: Txt2ImgIn, checkpoint: str | None) -> dict[str, Any]:
@@ -147,5 +161,5 @@ def request_values(body: Txt2ImgIn, checkpoint: str | None) -> dict[str, Any]:
         init = body.init_images[0]
         strength = 0.75 if body.denoising_strength is None else body.denoising_strength
         values.update(init_image=init, mask_image=body.mask, strength=strength, resize_mode=RESIZE[body.resize_mode])
-    values["control"] = _control(body, init)
+    values["controls"] = _controls(body, init)
     return values

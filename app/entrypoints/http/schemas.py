@@ -39,6 +39,8 @@ class ControlIn(BaseModel):
     kind: str = Field("canny", description="Preprocessor: canny, depth, or none (the image already is a control map).")
     model: str | None = Field(None, description="A registered ControlNet; default: the one named like the kind.")
     scale: float = Field(1.0, description="controlnet_conditioning_scale, 0-2.")
+    start: float = Field(0.0, description="The fraction of the steps after which the unit starts acting, 0-1.")
+    end: float = Field(1.0, description="The fraction of the steps after which it stops, above start, up to 1.")
 
 
 class OutpaintIn(BaseModel):
@@ -67,7 +69,7 @@ class HiresIn(BaseModel):
 
 
 class JobRequest(BaseModel):
-    """A generation request. The mode follows from the inputs unless given: `control` → controlnet,
+    """A generation request. The mode follows from the inputs unless given: `control(s)` → controlnet,
     `outpaint` → outpaint, `mask_image` → inpaint, `init_image` → img2img, none → txt2img.
     Images are upload ids or base64 (data URLs too). Omitted values take the model's or the server's defaults."""
 
@@ -95,7 +97,12 @@ class JobRequest(BaseModel):
     strength: float = Field(0.75, description="Denoising strength for img2img, inpaint and outpaint.")
     resize_mode: str = Field("stretch", description="How inputs are fitted to the size: stretch, crop or pad.")
     outpaint: OutpaintIn | None = None
-    control: ControlIn | None = None
+    control: ControlIn | None = Field(None, description="One ControlNet unit (the same as `controls` with one).")
+    controls: list[ControlIn] | None = Field(
+        None,
+        description="Up to 4 ControlNet units applied together (multi-ControlNet); each ControlNet must be made"
+        " for the model's family.",
+    )
     loras: list[LoraIn] = Field(default_factory=list, description="Also `<lora:name:weight>` in the prompt.")
     refiner: str | None = Field(
         None, description="A registered SDXL refiner that runs the last steps (txt2img with an SDXL model)."

@@ -109,8 +109,8 @@ class Atelier:
     # -- generation ------------------------------------------------------------------
     def params(self, prompt: str, *, owner: str = "local", **values: Any) -> GenerationParams:
         """Validated parameters; the model defaults to the deployment's default model. Specs may be
-        given plainly: ``loras=["poem:0.7"]``, ``outpaint="64,64,0,0"``, ``control={"image": id}``.
-        Images given inline (base64, URLs) are stored as ``owner``'s uploads."""
+        given plainly: ``loras=["poem:0.7"]``, ``outpaint="64,64,0,0"``, ``controls=[{"image": id}, ...]`` (one
+        unit: ``control={"image": id}``). Images given inline (base64, URLs) are stored as ``owner``'s uploads."""
         params: GenerationParams = self.container.accept_generation().params({"prompt": prompt, **values}, owner)
         return params
 

@@ -233,12 +233,12 @@ def _build_sd3(seed: int) -> Any:
     # diffusers' SD3 inpainting dummy transformer: patch 1 over 16-channel latents, as SD3's own
     # (StableDiffusion3InpaintPipeline refuses other widths; the text-to-image test's 4 would too).
     # The pooled projection is both CLIPs' 32-dim projections side by side; joint attention is T5's
-    # width (the CLIPs' 64 are cut to it).
+    # width (the CLIPs' 64 are cut to it). Two blocks: the last one reads no ControlNet residual.
     transformer = diffusers.SD3Transformer2DModel(
         sample_size=32,
         patch_size=1,
         in_channels=16,
-        num_layers=1,
+        num_layers=2,
         attention_head_dim=8,
         num_attention_heads=4,
         caption_projection_dim=32,
