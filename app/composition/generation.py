@@ -122,6 +122,13 @@ def convert_single_file(path: str, out_dir: str, config_dir: str | None) -> str:
     return convert(path, out_dir, config_dir)
 
 
+def convert_vae_file(path: str, out_dir: str, config_dir: str | None) -> str:
+    """An A1111-style single-file VAE as a diffusers autoencoder folder."""
+    from app.adapters.diffusers.single_file import convert_vae_file as convert
+
+    return convert(path, out_dir, config_dir)
+
+
 def model_catalog(settings: Settings) -> ModelCatalog:
     """The registry in ``<data dir>/models.json``: local folders and files, hub ids when a network exists."""
     from app.adapters.storage.catalog import JsonModelCatalog
@@ -133,6 +140,7 @@ def model_catalog(settings: Settings) -> ModelCatalog:
         downloader=download_from_hub,
         converter=convert_single_file,
         default_model=settings.default_model,
+        vae_converter=convert_vae_file,
     )
 
 

@@ -162,6 +162,7 @@ class GenerationParams:
     refiner_switch: float = 0.8  # the fraction of the steps the base model runs first (A1111's refiner_switch_at)
     hires: HiresSpec | None = None  # A1111's hires fix (text-to-image only)
     clip_skip: int = 1  # A1111's: 1 reads the CLIP text encoder's last layer, 2 the one before, ...
+    vae: str | None = None  # a registered VAE that replaces the model's own (A1111's sd_vae); None: the model's
 
     def __post_init__(self) -> None:
         self._check_text()
@@ -181,6 +182,8 @@ class GenerationParams:
         self._check_inputs()
         self._check_refiner()
         _check_int(self.clip_skip, "clip_skip", 1, MAX_CLIP_SKIP)
+        if self.vae is not None:
+            validate_model_name(self.vae, "vae")
         if self.hires is not None:
             if self.mode is not Mode.TXT2IMG:
                 raise InvalidParameters(
@@ -401,6 +404,8 @@ def batch_key(params: GenerationParams) -> str | None:
     fields += [params.clip_skip, _plain(asdict(params.hires)) if params.hires else None]
     if params.refiner is not None:  # jobs of one call share the refiner and the switch
         fields += [params.refiner, params.refiner_switch]
+    if params.vae is not None:
+        fields.append(params.vae)
     return json.dumps(fields, separators=(",", ":"))
 
 
@@ -476,6 +481,8 @@ def infotext(
         fields += [f"Refiner: {params.refiner}", f"Refiner switch at: {params.refiner_switch:g}"]
     if params.clip_skip > 1:
         fields.append(f"Clip skip: {params.clip_skip}")
+    if params.vae is not None:
+        fields.append(f"VAE: {params.vae}")
     if params.hires is not None:
         hires = params.hires
         fields.append(f"Denoising strength: {hires.denoise:g}")

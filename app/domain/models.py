@@ -14,6 +14,7 @@ class ModelKind(StrEnum):
     BASE = "base"
     LORA = "lora"
     CONTROLNET = "controlnet"
+    VAE = "vae"  # an image autoencoder that replaces a base model's own for a request (A1111's sd_vae)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class ModelInfo:
     # The layers a LoRA changes, or a base model's denoiser has, as hashes of name and sizes (None: not read).
     # A LoRA fits a model whose layers include all of its own (app.usecases.lora_fit).
     layers: frozenset[int] | None = field(default=None, repr=False)
+    # The latent space of a base model's VAE, or of a VAE: its class, latent channels and downscale factor
+    # (``AutoencoderKL:4:8``). A VAE fits a model with the same (None: not read).
+    latent: str | None = None
 
     def __post_init__(self) -> None:
         validate_model_name(self.name)

@@ -61,6 +61,7 @@ class GenerationRequest:
     loras: tuple[tuple[ModelInfo, float], ...] = ()
     controlnets: tuple[ModelInfo, ...] = ()  # one per ControlNet unit of ``params.controls``, in order
     refiner: ModelInfo | None = None  # an SDXL refiner that runs the last steps (``params.refiner_switch``)
+    vae: ModelInfo | None = None  # a registered VAE that replaces the model's own (``params.vae``)
 
 
 class ImageGenerator(Protocol):

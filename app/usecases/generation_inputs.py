@@ -53,6 +53,8 @@ def prepare(
     check_lora_fit(model, [catalog.get(name, ModelKind.LORA) for name in loras])
     if params.refiner is not None:
         check_refiner(model, catalog.get(params.refiner, ModelKind.BASE))
+    if params.vae is not None:
+        check_vae(model, catalog.get(params.vae, ModelKind.VAE))
     controls = check_controls(model, params.controls, catalog)
     prepared = replace(params, loras=tuple(loras.values()), controls=controls)
     return prepared.resolved(
@@ -121,6 +123,24 @@ def check_controls(
     return tuple(named)
 
 
+def check_vae(model: ModelInfo, vae: ModelInfo) -> None:
+    """A VAE replaces the model's own when it works in the same latent space (class, channels, downscale)."""
+    if model.latent is None or vae.latent is None or model.latent == vae.latent:
+        return
+    raise InvalidParameters(
+        f"The VAE {vae.name!r} ({_latent_words(vae.latent)}) does not fit {model.name!r}, a {model.profile.label} "
+        f"model whose VAE is {_latent_words(model.latent)}. Use a VAE made for it.",
+        code="vae_mismatch",
+        field="vae",
+    )
+
+
+def _latent_words(latent: str) -> str:
+    kind, _, rest = latent.partition(":")
+    channels, _, factor = rest.partition(":")
+    return f"{kind}, {channels} latent channel{'' if channels == '1' else 's'}, {factor}x downscale"
+
+
 def check_refiner(model: ModelInfo, refiner: ModelInfo) -> None:
     """A refiner is an SDXL refiner model, and it continues what an SDXL base model started."""
     wanted = PROFILES[Family.SDXL_REFINER].label
@@ -156,4 +176,5 @@ def build_request(params: GenerationParams, catalog: ModelCatalog, images: Image
         loras=tuple((catalog.get(lora.name, ModelKind.LORA), lora.weight) for lora in params.loras),
         controlnets=controlnets,
         refiner=catalog.get(params.refiner, ModelKind.BASE) if params.refiner is not None else None,
+        vae=catalog.get(params.vae, ModelKind.VAE) if params.vae is not None else None,
     )

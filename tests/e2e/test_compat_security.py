@@ -269,32 +269,46 @@ async def test_model_lists_show_paths_to_admins_only(tmp_path: Path) -> None:
 async def test_a1111_options_choose_the_checkpoint_per_key(tmp_path: Path) -> None:
     atelier = open_test_atelier(tmp_path, api_keys=("alice", "bob"))
     atelier.add_model("other", "other")
+    atelier.add_model("clear-vae", "clear-vae", kind="vae")
     small = {"prompt": "猫", "steps": 1, "width": 64, "height": 64}
     async with (
         client_for(atelier, Authorization="Bearer alice") as alice,
         client_for(atelier, Authorization="Bearer bob") as bob,
     ):
-        assert (await alice.get("/sdapi/v1/options")).json() == {"sd_model_checkpoint": "demo"}
+        defaults = {"sd_vae": "Automatic", "CLIP_stop_at_last_layers": 1}
+        assert (await alice.get("/sdapi/v1/options")).json() == {**defaults, "sd_model_checkpoint": "demo"}
         missing = await alice.post("/sdapi/v1/options", json={"sd_model_checkpoint": "missing [abc123]"})
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_model"
         assert missing.json()["detail"] == missing.json()["error"]["message"]
-        changes = {"sd_model_checkpoint": "other.safetensors [1a2b3c4d]", "CLIP_stop_at_last_layers": 2, "sd_vae": "x"}
+        unknown_vae = await alice.post("/sdapi/v1/options", json={"sd_vae": "x"})
+        assert unknown_vae.status_code == 404 and "named 'x'" in unknown_vae.json()["error"]["message"]
+        changes = {
+            "sd_model_checkpoint": "other.safetensors [1a2b3c4d]",
+            "CLIP_stop_at_last_layers": 2,
+            "sd_vae": "clear-vae.safetensors",
+            "eta_noise_seed_delta": 31337,
+        }
         stored = await alice.post("/sdapi/v1/options", json=changes)
         assert stored.status_code == 200 and stored.json() is None
         options = (await alice.get("/sdapi/v1/options")).json()
-        assert options == {"sd_model_checkpoint": "other", "CLIP_stop_at_last_layers": 2, "sd_vae": "x"}
-        assert (await bob.get("/sdapi/v1/options")).json() == {"sd_model_checkpoint": "demo"}
+        assert options == {**changes, "sd_model_checkpoint": "other", "sd_vae": "clear-vae"}
+        assert (await bob.get("/sdapi/v1/options")).json() == {**defaults, "sd_model_checkpoint": "demo"}
+        vaes = (await alice.get("/sdapi/v1/sd-vae")).json()
+        assert vaes == [{"model_name": "clear-vae", "filename": "clear-vae"}]  # no server path for a user key
 
         assert (await alice.post("/sdapi/v1/txt2img", json=small)).status_code == 200
-        assert atelier.jobs(limit=1).items[0].params.model == "other"
-        override = {**small, "override_settings": {"sd_model_checkpoint": "demo"}}
+        params = atelier.jobs(limit=1).items[0].params
+        assert (params.model, params.vae, params.clip_skip) == ("other", "clear-vae", 2)  # the options apply
+        override = {**small, "override_settings": {"sd_model_checkpoint": "demo", "sd_vae": "Automatic"}}
         assert (await alice.post("/sdapi/v1/txt2img", json=override)).status_code == 200
-        assert atelier.jobs(limit=1).items[0].params.model == "demo"
+        params = atelier.jobs(limit=1).items[0].params
+        assert (params.model, params.vae) == ("demo", None)
         assert (await bob.post("/sdapi/v1/txt2img", json=small)).status_code == 200
-        assert atelier.jobs(limit=1).items[0].params.model == "demo"
+        params = atelier.jobs(limit=1).items[0].params
+        assert (params.model, params.vae, params.clip_skip) == ("demo", None, 1)
 
         assert (await alice.post("/sdapi/v1/options", json={"sd_vae": None})).status_code == 200
-        assert "sd_vae" not in (await alice.get("/sdapi/v1/options")).json()
+        assert (await alice.get("/sdapi/v1/options")).json()["sd_vae"] == "Automatic"
         refused = await alice.post("/sdapi/v1/options", content=b"[1]")
         assert refused.status_code in (400, 422) and refused.json()["error"]["code"]
     atelier.close()

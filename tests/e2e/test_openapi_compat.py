@@ -44,6 +44,7 @@ STATUSES: dict[tuple[str, str], set[int]] = {
     ("/sdapi/v1/upscalers", "get"): {401, 429},
     ("/sdapi/v1/latent-upscale-modes", "get"): {401, 429},
     ("/sdapi/v1/loras", "get"): {401, 429, 503},
+    ("/sdapi/v1/sd-vae", "get"): {401, 429, 503},
     (OPENAI, "post"): {400, 401, 404, 413, 429, 500, 503, 504},
     (PREDICT, "post"): {401, 413, 429, 460, 462, 469},
 }
@@ -150,7 +151,13 @@ async def test_a1111_answers_match_the_document(client: httpx.AsyncClient, docum
     assert not schema_errors(info, info_schema, document) and info["ignored_fields"] == ["restore_faces"]
     reply = await client.post(IMG2IMG, json={**SMALL, "init_images": [png()], "send_images": False})
     assert (await check(document, reply, IMG2IMG, "post"))["images"] == []
-    listings = ("/sdapi/v1/sd-models", "/sdapi/v1/samplers", "/sdapi/v1/loras", "/sdapi/v1/upscalers")
+    listings = (
+        "/sdapi/v1/sd-models",
+        "/sdapi/v1/samplers",
+        "/sdapi/v1/loras",
+        "/sdapi/v1/upscalers",
+        "/sdapi/v1/sd-vae",
+    )
     for path in ("/sdapi/v1/progress", *listings, "/sdapi/v1/latent-upscale-modes", OPTIONS):
         await check(document, await client.get(path), path, "get")
     assert await check(document, await client.post("/sdapi/v1/interrupt"), "/sdapi/v1/interrupt", "post") == {}

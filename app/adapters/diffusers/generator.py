@@ -21,7 +21,7 @@ import torch
 
 from app.adapters.diffusers import hires, runtime
 from app.adapters.diffusers.families import CONTROLNETS
-from app.adapters.diffusers.layout import inspect_model
+from app.adapters.diffusers.layout import inspect_model, vae_folder
 from app.adapters.diffusers.lora import LoraManager
 from app.adapters.diffusers.modes import loading_class, mode_arguments, parameters, pipeline_for
 from app.adapters.diffusers.processors import ImageOnlyQwen2VLProcessor
@@ -95,6 +95,7 @@ class DiffusersImageGenerator(ImageGenerator):
         self._cache_bytes = cache_bytes
         self.loads = 0  # pipelines loaded from disk so far (a reload after eviction counts again)
         self._controlnets: dict[str, Any] = {}
+        self._vaes: dict[tuple[str, str], Any] = {}  # (path, dtype) -> a registered VAE, loaded once
         self._depth = depth or LuminanceDepthEstimator()
         self._safety_checker = safety_checker  # off: a model's bundled checker is skipped, is_nsfw is None
         self._models_lock = threading.Lock()
@@ -140,12 +141,13 @@ class DiffusersImageGenerator(ImageGenerator):
         with slot.lock:
             base = self._loaded(slot, first.model.path)
             controlnet = self._controlnet_for(first)
+            vae = self._vae(first.vae.path, slot.family) if first.vae is not None else None
             # Requests of one call share their LoRA set (it is part of the batching key). Adapters stay
             # loaded unfused and are switched per call: exact base output afterwards, and a cheap switch.
             base_loras = [(info.name, info.path, weight) for info, weight in first.loras]
             slot.loras.activate(base, base_loras)
             with self._refiner(first) as refiner:
-                outcomes = self._run(base, slot.family, requests, controlnet, progress, refiner)
+                outcomes = self._run(base, slot.family, requests, controlnet, progress, refiner, vae)
         if any(isinstance(o, GenerationFailed) and o.code == "out_of_memory" for o in outcomes):
             # The device is full: make room for the next job by dropping every other idle pipeline.
             self._evict(keep=slot, budget=0)
@@ -259,6 +261,27 @@ class DiffusersImageGenerator(ImageGenerator):
         with self._models_lock:
             return self._controlnets.setdefault(path, model)
 
+    def _vae(self, path: str, family: Family) -> Any:
+        """A registered VAE at the dtype of the family it serves, loaded once and kept."""
+        dtype = runtime.dtype_for(family, self._options)
+        key = (path, str(dtype))
+        with self._models_lock:
+            cached = self._vaes.get(key)
+        if cached is not None:
+            return cached
+        try:
+            folder = vae_folder(path)
+            with open(folder / "config.json", encoding="utf-8") as handle:
+                name = json.load(handle)["_class_name"]
+            model = getattr(_lib, name).from_pretrained(str(folder), local_files_only=True, dtype=dtype)
+            model = model.to(self._device).eval()
+            if self._options.vae_slicing and hasattr(model, "enable_slicing"):
+                model.enable_slicing()
+        except Exception as e:
+            raise ModelUnavailable(f"Cannot load the VAE at {path}: {str(e)[:300]}") from e
+        with self._models_lock:
+            return self._vaes.setdefault(key, model)
+
     def _load(self, path: str) -> tuple[Pipeline, Family, str]:
         """The pipeline of the folder, its family and where it was placed (``runtime.placement``)."""
         # A clear ModelUnavailable for a missing or non-diffusers folder, or an unknown pipeline class.
@@ -318,6 +341,7 @@ class DiffusersImageGenerator(ImageGenerator):
         controlnet: Any,
         progress: list[ProgressSink],
         refiner: tuple[Pipeline, Family] | None = None,
+        vae: Any = None,
     ) -> list[list[GeneratedImage] | Exception]:
         """One pipeline call for requests that share everything but prompts, seeds and image counts.
 
@@ -366,9 +390,11 @@ class DiffusersImageGenerator(ImageGenerator):
             components = base.components
             if not self._safety_checker:
                 components = {**components, "safety_checker": None}
+            if vae is not None:  # the request's VAE encodes and decodes in place of the model's own
+                components = {**components, "vae": vae}
             view = pipeline_for(family, params.mode, components, scheduler, controlnet, dict(base.config))
             view.set_progress_bar_config(disable=True)
-            runtime.tile_for(base, params.width or 0, params.height or 0, self._options)
+            runtime.tile_for(view, params.width or 0, params.height or 0, self._options)
             if "callback_on_step_end" in parameters(type(view), "__call__"):
                 callbacks: dict[str, Any] = {"callback_on_step_end": on_step_end}
             else:
@@ -398,6 +424,7 @@ class DiffusersImageGenerator(ImageGenerator):
                         report=report,
                         seeds=flat_seeds,
                         refiner_text=self._text(refiner[0], refiner[1], None, prompts, negatives, params),
+                        vae=vae,
                     )
                 if params.hires is not None and hires_steps is not None:
                     phase["offset"] = steps
@@ -405,7 +432,7 @@ class DiffusersImageGenerator(ImageGenerator):
                     scheduler = make_scheduler(params.scheduler, base.scheduler, flat_seeds)
                     second = pipeline_for(family, Mode.IMG2IMG, components, scheduler, None, dict(base.config))
                     second.set_progress_bar_config(disable=True)
-                    runtime.tile_for(base, width, height, self._options)
+                    runtime.tile_for(second, width, height, self._options)
                     if family not in _OWN_ENCODING + _SDXL_ENCODING:  # some pipelines rewrite the prompt lists
                         text = self._text(base, family, second, prompts, negatives, params)
                     output = second(

@@ -33,6 +33,42 @@ def _vae_factor(vae: dict[str, Any]) -> int | None:
     return None
 
 
+def latent_space(vae: dict[str, Any]) -> str | None:
+    """A VAE config's latent space as ``Class:channels:factor`` (``AutoencoderKL:4:8``), None when unreadable."""
+    name = vae.get("_class_name")
+    channels = vae.get("latent_channels", vae.get("z_dim"))
+    factor = _vae_factor(vae)
+    if not isinstance(name, str) or not isinstance(channels, int) or factor is None:
+        return None
+    return f"{name}:{channels}:{factor}"
+
+
+def vae_folder(path: str) -> Path:
+    """The folder of a VAE given as an autoencoder's diffusers folder or as a pipeline folder (its ``vae/``)."""
+    root = Path(path)
+    for folder in (root, root / "vae"):
+        config = _read_json(folder / "config.json")
+        if config is not None and str(config.get("_class_name", "")).startswith("Autoencoder"):
+            return folder
+    raise ModelUnavailable(
+        f"{path} is not a VAE: expected a diffusers autoencoder folder (config.json naming an Autoencoder class), "
+        "a pipeline folder with one in vae/, or a .safetensors/.pt/.ckpt VAE file."
+    )
+
+
+def inspect_vae(path: str) -> dict[str, Any]:
+    """A VAE's folder, class and latent space (what a base model's must equal for it to fit)."""
+    folder = vae_folder(path)
+    config = _read_json(folder / "config.json") or {}
+    return {
+        "default_size": FALLBACK_SIZE,
+        "tokenizer": "none",
+        "pipeline": str(config["_class_name"]),
+        "latent": latent_space(config),
+        "folder": str(folder),
+    }
+
+
 def _default_size(root: Path, family: Family) -> int:
     """The native size: the denoiser's sample size in latent cells times the VAE's factor, else the
     family's recommended size."""
@@ -96,6 +132,7 @@ def inspect_model(path: str) -> dict[str, Any]:
         "tokenizer": _tokenizer_kind(index.get("tokenizer") or index.get("tokenizer_2")),
         "pipeline": pipeline if isinstance(pipeline, str) else "unknown",
         "family": family.value,
+        "latent": latent_space(_read_json(root / "vae" / "config.json") or {}),
     }
     recommended = _recommended(root)
     for key, name in (("guidance_scale", "default_guidance"), ("steps", "default_steps"), ("size", "default_size")):
@@ -157,13 +194,15 @@ def inspect_controlnet(path: str) -> dict[str, Any]:
 
 
 def inspect(path: str, kind: str) -> dict[str, Any]:
-    """Describe a folder or file registered as ``kind`` (``base``, ``lora`` or ``controlnet``). A LoRA's
+    """Describe a folder or file registered as ``kind`` (``base``, ``lora``, ``controlnet`` or ``vae``). A LoRA's
     description and a base model's ``layers`` are what :mod:`app.usecases.lora_fit` compares at submission."""
     if kind == "lora":
         file = lora_file(path)
         return {"default_size": 0, "tokenizer": "none", "pipeline": "lora", "file": str(file), **inspect_lora(file)}
     if kind == "controlnet":
         return inspect_controlnet(path)
+    if kind == "vae":
+        return inspect_vae(path)
     described = inspect_model(path)
     described["layers"] = denoiser_layers(path)
     return described

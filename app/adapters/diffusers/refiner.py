@@ -30,9 +30,11 @@ Report = Callable[[int, int], None]
 _SHARED = ("prompt", "negative_prompt", "guidance_scale", "num_inference_steps", "num_images_per_prompt", "generator")
 
 
-def refiner_view(refiner: Pipeline, family: Family, scheduler: str | None, seeds: list[int] | None = None) -> Pipeline:
+def refiner_view(
+    refiner: Pipeline, family: Family, scheduler: str | None, seeds: list[int] | None = None, vae: Any = None
+) -> Pipeline:
     """The refiner's image-to-image pipeline over its loaded components, with a fresh scheduler (``seeds``: one
-    per image, for the samplers that draw their own noise)."""
+    per image, for the samplers that draw their own noise) and the request's VAE, if it names one."""
     if family is not Family.SDXL_REFINER:
         raise InvalidParameters(
             f"A refiner must be a {PROFILES[Family.SDXL_REFINER].label} model, not a {PROFILES[family].label} one.",
@@ -40,7 +42,8 @@ def refiner_view(refiner: Pipeline, family: Family, scheduler: str | None, seeds
             field="refiner",
         )
     fresh = make_scheduler(scheduler, refiner.scheduler, seeds)
-    view = pipeline_for(family, Mode.IMG2IMG, refiner.components, fresh, None, dict(refiner.config))
+    components = refiner.components if vae is None else {**refiner.components, "vae": vae}
+    view = pipeline_for(family, Mode.IMG2IMG, components, fresh, None, dict(refiner.config))
     view.set_progress_bar_config(disable=True)
     return view
 
@@ -56,15 +59,17 @@ def run_with_refiner(
     report: Report,
     seeds: list[int] | None = None,
     refiner_text: dict[str, Any] | None = None,
+    vae: Any = None,
 ) -> Any:
     """The output of ``base_view(**arguments)`` with the last ``1 - switch`` of the schedule run by ``refiner``
     (the loaded refiner pipeline, of family ``family``) with a fresh ``scheduler`` (an A1111 name; None: its
     own; ``seeds`` as the base's scheduler got them). ``arguments`` are the base call's: prompts, guidance,
     size, ``num_inference_steps``, ``generator`` (one per image) and ``output_type``; ``report(done, total)``
     receives the progress of both stages (and may raise to stop). ``refiner_text``: the refiner's own prompt
-    embeddings (from its text encoder), in place of the base call's prompts."""
+    embeddings (from its text encoder), in place of the base call's prompts; ``vae``: the request's VAE, which
+    decodes in place of the refiner's own."""
     steps = int(arguments["num_inference_steps"])
-    view = refiner_view(refiner, family, scheduler, seeds)
+    view = refiner_view(refiner, family, scheduler, seeds, vae)
     counted = {"base": 0, "refiner": 0, "total": steps}
 
     def base_step(pipe: Pipeline, i: int, t: Any, values: dict[str, Any]) -> dict[str, Any]:

@@ -136,6 +136,18 @@ def checkpoint_family(state: dict[str, Any]) -> Family | None:
 
 
 def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors``/``.ckpt``/``.pt`` checkpoint of a family Atelier converts."""
+    tensors = read_tensors(path)
+    if checkpoint_family(tensors) is None:
+        raise _bad_file(
+            f"{path} is not an original-layout checkpoint of a family Atelier converts (no {UNET_PREFIX}* UNet, "
+            "SD3 joint_blocks or FLUX double_blocks weights). Single files are converted for: "
+            f"{', '.join(PROFILES[f].label for f in CONVERTED_FAMILIES)}."
+        )
+    return tensors
+
+
+def read_tensors(path: str) -> dict[str, torch.Tensor]:
     """The tensors of a ``.safetensors``/``.ckpt``/``.pt`` file (a nested ``state_dict`` unwrapped)."""
     try:
         if path.endswith(".safetensors"):
@@ -149,18 +161,11 @@ def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
         raise _bad_file(f"{path} is not a readable checkpoint: {type(e).__name__}: {_short(e)}.") from e
     while isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    tensors = (
+    return (
         {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
         if isinstance(state, dict)
         else {}
     )
-    if checkpoint_family(tensors) is None:
-        raise _bad_file(
-            f"{path} is not an original-layout checkpoint of a family Atelier converts (no {UNET_PREFIX}* UNet, "
-            "SD3 joint_blocks or FLUX double_blocks weights). Single files are converted for: "
-            f"{', '.join(PROFILES[f].label for f in CONVERTED_FAMILIES)}."
-        )
-    return tensors
 
 
 def _parts(family: Family, state: dict[str, Any]) -> list[_Part]:
@@ -362,4 +367,41 @@ def convert_single_file(path: str, out_dir: str, config_dir: str | None) -> str:
             if name not in converted and isinstance(entry, list) and entry[0] and (Path(config_dir) / name).is_dir():
                 shutil.copytree(Path(config_dir) / name, tmp / name, copy_function=_link_or_copy)
         shutil.copyfile(Path(config_dir) / "model_index.json", tmp / "model_index.json")
+    return str(target)
+
+
+def convert_vae_file(path: str, out_dir: str, config_dir: str | None) -> str:
+    """Write a single-file VAE (A1111's ``.safetensors``/``.pt``: the autoencoder's weights in the original
+    layout, bare or under ``first_stage_model.``) as a diffusers folder at ``out_dir``, with the architecture of
+    ``config_dir``'s ``vae/`` (a diffusers folder whose VAE has the same shape). Raises ``InvalidParameters``
+    for an unreadable file or one whose weights do not all fit that architecture."""
+    if not config_dir or not (Path(config_dir) / "vae" / "config.json").is_file():
+        raise InvalidParameters(
+            f"Converting a VAE file needs the configs of a model folder with a vae/ of the same shape. {_HINT}",
+            field="config",
+        )
+    quiet_libraries()
+    state = read_tensors(path)
+    if _has(state, VAE_PREFIX):  # a whole checkpoint's VAE, or a VAE saved with its checkpoint prefix
+        state = {k.removeprefix(VAE_PREFIX): v for k, v in state.items() if k.startswith(VAE_PREFIX)}
+    if not any(k.startswith(("encoder.", "decoder.")) for k in state):
+        raise _bad_file(f"{path} is not a VAE file: it has no encoder.*/decoder.* weights.")
+    config = json.loads((Path(config_dir) / "vae" / "config.json").read_text(encoding="utf-8"))
+    cls = getattr(diffusers, str(config.get("_class_name")), None)
+    if cls is None or not hasattr(cls, "from_single_file"):
+        raise _mismatch(path, config_dir, f"its VAE class {config.get('_class_name')!r} cannot be read from a file")
+    try:
+        model = cls.from_single_file(
+            state, config=config_dir, subfolder="vae", local_files_only=True, low_cpu_mem_usage=True
+        )
+    except Exception as e:
+        raise _mismatch(path, config_dir, f"vae: {_short(e)}") from e
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    missing = sorted(name for name, tensor in tensors.items() if tensor.is_meta)
+    if missing or len(state) > len(model.state_dict()):
+        detail = f"{len(missing)} weights are missing, e.g. {missing[0]}" if missing else "it has extra weights"
+        raise _mismatch(path, config_dir, f"vae: {detail}")
+    target = Path(out_dir).resolve()
+    with building(target) as tmp:
+        model.save_pretrained(tmp)
     return str(target)

@@ -36,7 +36,8 @@ class JsonModelCatalog(ModelCatalog):
     ``downloader(hub_id, cache_dir)`` fetches a hub id when a network exists;
     ``converter(file, out_dir, config_dir)`` turns a single-file checkpoint into a diffusers folder at
     ``<data dir>/models/converted/<name>``, with the configs of ``config_dir`` (by default the folder of
-    the registered base model ``default_model``).
+    the registered base model ``default_model``); ``vae_converter`` does the same for a VAE file (A1111's
+    ``.safetensors``/``.pt`` VAEs), with the config folder's ``vae`` as the architecture.
     """
 
     def __init__(
@@ -46,6 +47,7 @@ class JsonModelCatalog(ModelCatalog):
         downloader: Downloader,
         converter: Converter | None = None,
         default_model: str | None = "demo",
+        vae_converter: Converter | None = None,
     ) -> None:
         self._file = Path(data_dir) / "models.json"
         self._cached: tuple[tuple[int, int, int] | None, dict[str, dict[str, Any]]] = (None, {})
@@ -54,6 +56,7 @@ class JsonModelCatalog(ModelCatalog):
         self._inspect = inspector
         self._download = downloader
         self._convert = converter
+        self._convert_vae = vae_converter
         self._default_model = default_model
         self._lock = threading.Lock()
 
@@ -79,18 +82,19 @@ class JsonModelCatalog(ModelCatalog):
         replace: bool = False,
         config: str | None = None,
     ) -> ModelInfo:
-        """``config`` (a registered base model or a diffusers folder) only matters for a checkpoint file."""
+        """``config`` (a registered base model or a diffusers folder) only matters for a checkpoint or VAE file."""
         validate_model_name(name)
         if not source or not isinstance(source, str):
             raise InvalidParameters("Give a local diffusers folder or a hub id.", code="invalid_source", field="path")
         local = Path(source).expanduser()
-        checkpoint = kind is ModelKind.BASE and local.is_file() and local.suffix.lower() in CHECKPOINT_SUFFIXES
+        single = local.is_file() and local.suffix.lower() in CHECKPOINT_SUFFIXES
+        convert = {ModelKind.BASE: self._convert, ModelKind.VAE: self._convert_vae}.get(kind) if single else None
         if local.is_dir() or (kind is ModelKind.LORA and local.is_file()):
             path = str(local.resolve())
-        elif checkpoint and self._convert is not None:
+        elif convert is not None:
             if name in self._read() and not replace:  # before the (slow) conversion overwrites its folder
                 raise ModelAlreadyRegistered(f"A model named {name!r} is already registered; pass replace.")
-            path = self._convert(str(local.resolve()), str(self._converted / name), self._config_dir(config))
+            path = convert(str(local.resolve()), str(self._converted / name), self._config_dir(config))
         elif HUB_ID.match(source) and not local.exists():
             path = self._download(source, self._hub_cache)
         else:
@@ -114,6 +118,7 @@ class JsonModelCatalog(ModelCatalog):
             default_steps=_steps(details.get("default_steps")),
             made_for=_family(details.get("made_for")),
             layers=_layers(details.get("layers")),
+            latent=details.get("latent"),
         )
         with self._lock:
             entries = self._read()
@@ -180,6 +185,7 @@ def _to_entry(info: ModelInfo) -> dict[str, Any]:
         "default_steps": info.default_steps,
         "made_for": info.made_for.value if info.made_for else None,
         "layers": encode_layers(info.layers),
+        "latent": info.latent,
     }
 
 
@@ -199,6 +205,7 @@ def _to_info(name: str, entry: dict[str, Any]) -> ModelInfo:
         default_steps=_steps(entry.get("default_steps")),
         made_for=_family(entry.get("made_for")),
         layers=decode_layers(entry.get("layers")),
+        latent=entry["latent"] if isinstance(entry.get("latent"), str) else None,
     )
 
 

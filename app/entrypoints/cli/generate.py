@@ -77,6 +77,7 @@ from app.entrypoints.library import Atelier
 @click.option("--hires-steps", type=int, default=0, show_default=True, help="Second-pass steps (0: as --steps).")
 @click.option("--hires-denoise", type=float, default=0.7, show_default=True, help="Second-pass denoising strength.")
 @click.option("--clip-skip", type=int, default=None, help="A1111's clip skip (CLIP families): 2 = penultimate layer.")
+@click.option("--vae", default=None, help="A registered VAE (models add NAME PATH --kind vae) in place of the model's.")
 @click.option(
     "--out", "out_dir", default=".", show_default=True, type=click.Path(file_okay=False), help="Folder for PNGs."
 )
@@ -109,6 +110,7 @@ def generate(
     hires_steps: int,
     hires_denoise: float,
     clip_skip: int | None,
+    vae: str | None,
     out_dir: str,
     as_json: bool,
     quiet: bool,
@@ -130,6 +132,8 @@ def generate(
         inputs["hires"] = HiresSpec(hires_scale, HiresUpscaler(hires_upscaler), hires_steps, hires_denoise)
     if clip_skip is not None:
         inputs["clip_skip"] = clip_skip
+    if vae is not None:
+        inputs["vae"] = vae
     job = atelier.submit(
         prompt,
         negative_prompt=negative,

@@ -6,6 +6,7 @@ import os
 
 import click
 
+from app.domain.models import ModelInfo, ModelKind
 from app.entrypoints.cli.common import Progress, echo_json, echo_table, open_atelier, quiet_option, to_plain
 
 
@@ -14,7 +15,7 @@ def models() -> None:
     """Models known by name."""
 
 
-KINDS = click.Choice(["base", "lora", "controlnet"])
+KINDS = click.Choice(["base", "lora", "controlnet", "vae"])
 
 
 @models.command("list")
@@ -22,7 +23,8 @@ KINDS = click.Choice(["base", "lora", "controlnet"])
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def list_models(ctx: click.Context, kind: str | None, as_json: bool) -> None:
-    """Registered base models, LoRAs and ControlNets, under a header naming the columns (--json for scripts)."""
+    """Registered base models, LoRAs, ControlNets and VAEs, under a header naming the columns (--json for scripts).
+    FAMILY is the family a model is, or a LoRA or ControlNet was made for; a VAE's is its latent space."""
     infos = open_atelier(ctx).models(kind)
     if as_json:
         # The layer fingerprints that decide whether a LoRA fits are internal (hundreds of hashes): left out.
@@ -32,7 +34,7 @@ def list_models(ctx: click.Context, kind: str | None, as_json: bool) -> None:
         [
             info.name,
             info.kind.value,
-            info.family.value if info.kind.value == "base" else (info.made_for or "-"),
+            _family_column(info),
             f"{info.default_size}px" if info.kind.value == "base" else "-",
             info.tokenizer,
             info.source,
@@ -44,6 +46,14 @@ def list_models(ctx: click.Context, kind: str | None, as_json: bool) -> None:
         click.echo("no models registered; run `atelier models init-demo`", err=True)
 
 
+def _family_column(info: ModelInfo) -> str:
+    if info.kind in (ModelKind.BASE, ModelKind.CONTROLNET):
+        return info.family.value
+    if info.kind is ModelKind.VAE:
+        return info.latent or "-"
+    return info.made_for.value if info.made_for else "-"
+
+
 @models.command("add")
 @click.argument("name")
 @click.argument("path")
@@ -52,17 +62,18 @@ def list_models(ctx: click.Context, kind: str | None, as_json: bool) -> None:
 @click.option(
     "--config",
     default=None,
-    help="For a single-file checkpoint: a diffusers folder, or a registered model, of the same architecture, "
-    "whose configs and tokenizer are used to convert it.",
+    help="For a single-file checkpoint or VAE: a diffusers folder, or a registered model, of the same "
+    "architecture, whose configs (and tokenizer) are used to convert it.",
 )
 @click.pass_context
 def add(ctx: click.Context, name: str, path: str, kind: str, replace: bool, config: str | None) -> None:
     """Register PATH as NAME: a diffusers folder (base model or ControlNet), a single-file .safetensors/.ckpt
     checkpoint (converted once, see --config), a LoRA file or folder (.safetensors, or the PAI .bin format),
-    or a hub id such as org/model when a network exists."""
+    a VAE (--kind vae: an autoencoder folder, a model folder whose vae/ to use, or an A1111 .safetensors/.pt
+    VAE file, converted once), or a hub id such as org/model when a network exists."""
     info = open_atelier(ctx).add_model(name, path, replace=replace, kind=kind, config=config)
     detail = f"{info.default_size}px, {info.tokenizer} tokenizer" if kind == "base" else kind
-    if kind == "base" and os.path.isfile(info.source):
+    if kind in ("base", "vae") and os.path.isfile(info.source):
         detail += f", converted from {info.source}"
     click.echo(f"registered {info.name}: {info.path} ({detail})")
 

@@ -29,11 +29,14 @@ from app.entrypoints.http import deps
 from app.entrypoints.http.compat_a1111_fields import ignored_fields
 from app.entrypoints.http.compat_a1111_request import (
     CHECKPOINT,
+    CLIP_SKIP,
+    VAE,
     Img2ImgIn,
     Txt2ImgIn,
     request_values,
     scheduler_of,
     strip_hash,
+    vae_name,
 )
 from app.entrypoints.http.compat_common import (
     INTERNAL,
@@ -54,6 +57,7 @@ from app.entrypoints.http.compat_schemas import (
     A1111Progress,
     A1111Sampler,
     A1111SdModel,
+    A1111SdVae,
     A1111Upscaler,
 )
 from app.entrypoints.http.errors import headers_of, status_of
@@ -88,7 +92,7 @@ def _submit(atelier: Atelier, raw: bytes, model: type[Txt2ImgIn], owner: str) ->
     """Parse, validate and queue (blocking: runs in the thread pool). Nothing is stored when this raises."""
     data = parse_object(raw)
     body = model.model_validate(data)
-    values = request_values(body, _options(atelier).get(owner).get(CHECKPOINT))
+    values = request_values(body, _options(atelier).get(owner))
     ignored = ignored_fields(data, img2img=isinstance(body, Img2ImgIn), scheduler_honoured=scheduler_of(body)[1])
     job = atelier.container.accept_generation()({**values, "prompt": body.prompt}, owner)
     return _Submitted(job, body, data, ignored)
@@ -210,21 +214,25 @@ async def img2img(request: Request, raw: RawBody, atelier: AtelierDep) -> JSONRe
 
 @router.get(
     "/sdapi/v1/options",
-    summary="Your A1111 options (sd_model_checkpoint is honoured)",
+    summary="Your A1111 options (sd_model_checkpoint, sd_vae and CLIP_stop_at_last_layers are honoured)",
     **A1111.answers(A1111Options, "Your options.", 503),
 )
 def get_options(atelier: AtelierDep, owner: OwnerDep) -> dict[str, Any]:
-    """Your options: `sd_model_checkpoint` (default: the deployment's default model) and whatever other keys you
-    set, echoed back. Only `sd_model_checkpoint` is honoured; other keys (`CLIP_stop_at_last_layers`, `sd_vae`,
-    ...) are kept for clients that read them back but change nothing."""
+    """Your options: `sd_model_checkpoint` (default: the deployment's default model), `sd_vae` (`Automatic`: the
+    model's own) and `CLIP_stop_at_last_layers` (1), which your txt2img/img2img requests use unless their
+    `override_settings` say otherwise, and whatever other keys you set, echoed back but changing nothing."""
     stored = _options(atelier).get(owner)
-    return {**stored, CHECKPOINT: stored.get(CHECKPOINT) or atelier.settings.default_model}
+    defaults = {VAE: "Automatic", CLIP_SKIP: 1}
+    return {**defaults, **stored, CHECKPOINT: stored.get(CHECKPOINT) or atelier.settings.default_model}
 
 
 def _set_options(atelier: Atelier, owner: str, raw: bytes) -> None:
     changes = parse_object(raw)
     if CHECKPOINT in changes and changes[CHECKPOINT] is not None:
         changes[CHECKPOINT] = atelier.model(strip_hash(str(changes[CHECKPOINT]))).name  # UnknownModel: 404
+    if changes.get(VAE) is not None:
+        vae = vae_name(changes[VAE])
+        changes[VAE] = "Automatic" if vae is None else atelier.model(vae, ModelKind.VAE).name
     store = _options(atelier)
     options = {k: v for k, v in {**store.get(owner), **changes}.items() if v is not None}
     if len(options) > MAX_OPTIONS or len(json.dumps(options)) > MAX_OPTIONS_BYTES:
@@ -256,8 +264,10 @@ OPTIONS_DOC = {
 )
 def set_options(request: Request, raw: RawBody, atelier: AtelierDep) -> JSONResponse:
     """`{"sd_model_checkpoint": "name [hash]"}` makes that registered base model the one your txt2img/img2img
-    requests use without `override_settings` (404 for an unknown model). Other keys are stored and echoed back
-    by GET, but not honoured. A `null` value removes a key. Options are per API key and persist."""
+    requests use without `override_settings` (404 for an unknown model); `sd_vae` a registered VAE (`Automatic`
+    or `None`: the model's own; 404 for an unknown VAE), `CLIP_stop_at_last_layers` the clip skip. Other keys
+    are stored and echoed back by GET, but not honoured. A `null` value removes a key. Options are per API key
+    and persist."""
     try:
         _set_options(atelier, deps.owner(request), raw)
     except Exception as error:
@@ -365,3 +375,15 @@ def loras(request: Request, atelier: AtelierDep, _owner: OwnerDep) -> list[dict[
         {"name": m.name, "alias": m.name, "path": m.path if admin else m.name, "metadata": {}}
         for m in atelier.models(ModelKind.LORA)
     ]
+
+
+@router.get(
+    "/sdapi/v1/sd-vae",
+    summary="Registered VAEs (what sd_vae takes)",
+    **A1111.answers(list[A1111SdVae], "The registered VAEs.", 503),
+)
+def sd_vae(request: Request, atelier: AtelierDep, _owner: OwnerDep) -> list[dict[str, Any]]:
+    """As A1111 lists its VAE files; `override_settings.sd_vae` and the `sd_vae` option take a `model_name`
+    (or `Automatic`/`None` for the model's own). Only an admin key sees the server's path."""
+    admin = deps.is_admin(request)
+    return [{"model_name": m.name, "filename": m.path if admin else m.name} for m in atelier.models(ModelKind.VAE)]

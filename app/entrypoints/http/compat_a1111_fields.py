@@ -41,7 +41,7 @@ TXT2IMG_HONOURED = frozenset(
     }
 )
 IMG2IMG_HONOURED = TXT2IMG_HONOURED | {"init_images", "mask", "resize_mode", "denoising_strength"}
-_HONOURED_SETTINGS = frozenset({"sd_model_checkpoint", "CLIP_stop_at_last_layers"})
+_HONOURED_SETTINGS = frozenset({"sd_model_checkpoint", "CLIP_stop_at_last_layers", "sd_vae"})
 _NEUTRAL: tuple[Any, ...] = (None, False, "", [], {})  # False == 0: a numeric zero is neutral too
 # A1111's defaults (and its common clients') of fields Atelier does not honour, beyond null / false / empty.
 DEFAULTS: dict[str, tuple[Any, ...]] = {

@@ -23,6 +23,20 @@ RESIZE = {0: "stretch", 1: "crop", 2: "pad", 3: "stretch"}  # 3: "just resize (l
 CONTROLNET = "alwayson_scripts.controlnet.args"
 CHECKPOINT = "sd_model_checkpoint"
 CLIP_SKIP = "CLIP_stop_at_last_layers"  # A1111's clip skip, an override setting
+VAE = "sd_vae"  # A1111's VAE choice: "Automatic" or "None" (the model's own), or a VAE's name
+_MODEL_OWN_VAE = ("", "automatic", "none")
+VAE_SUFFIXES = (".safetensors", ".pt", ".ckpt")
+
+
+def vae_name(value: Any) -> str | None:
+    """The registered VAE an ``sd_vae`` value names (A1111 lists files: a trailing .safetensors/.pt/.ckpt and a
+    ``[hash]`` are dropped); None for the model's own."""
+    text = strip_hash(str(value or "")).strip()
+    if text.lower() in _MODEL_OWN_VAE:
+        return None
+    for suffix in VAE_SUFFIXES:
+        text = text.removesuffix(suffix)
+    return text
 
 
 class Txt2ImgIn(BaseModel):
@@ -118,7 +132,9 @@ def _unit(unit: dict[str, Any], init: str | None, field: str) -> dict[str, Any]:
     }
 
 
-def request_values(body: Txt2ImgIn, checkpoint: str | None) -> dict[str, Any]:
+def request_values(body: Txt2ImgIn, options: dict[str, Any]) -> dict[str, Any]:
+    """The native request values of an A1111 body; ``options`` (the owner's ``/sdapi/v1/options``) give the
+    checkpoint, VAE and clip skip a body's ``override_settings`` leaves out."""
     count = body.batch_size * body.n_iter
     if not 1 <= count <= 8:
         raise InvalidParameters(f"batch_size × n_iter must be 1-8; got {count}.", field="batch_size")
@@ -132,9 +148,11 @@ def request_values(body: Txt2ImgIn, checkpoint: str | None) -> dict[str, Any]:
         "width": body.width,
         "height": body.height,
     }
-    settings = body.override_settings or {}
+    settings = {**options, **(body.override_settings or {})}
     if settings.get(CLIP_SKIP) is not None:
         values["clip_skip"] = settings[CLIP_SKIP]
+    if settings.get(VAE) is not None:
+        values["vae"] = vae_name(settings[VAE])
     if body.enable_hr and not isinstance(body, Img2ImgIn):
         values["hires"] = {
             "scale": body.hr_scale,
@@ -144,9 +162,8 @@ def request_values(body: Txt2ImgIn, checkpoint: str | None) -> dict[str, Any]:
             "width": body.hr_resize_x,
             "height": body.hr_resize_y,
         }
-    override = settings.get(CHECKPOINT)
-    if override or checkpoint:
-        values["model"] = strip_hash(str(override or checkpoint))
+    if settings.get(CHECKPOINT):
+        values["model"] = strip_hash(str(settings[CHECKPOINT]))
     refiner = strip_hash(body.refiner_checkpoint or "")
     if refiner and refiner != "None":  # A1111's "no refiner" value; the switch means nothing without one
         values["refiner"] = refiner

@@ -122,6 +122,11 @@ class A1111Lora(BaseModel):
     metadata: dict[str, Any]
 
 
+class A1111SdVae(BaseModel):
+    model_name: str = Field(description="What `sd_vae` takes: the VAE's registered name.")
+    filename: str = Field(description="The VAE's name; the server's path for an admin key.")
+
+
 class A1111Options(BaseModel):
     """Your options: `sd_model_checkpoint` and every other key you set, echoed back."""
 

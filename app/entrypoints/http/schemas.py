@@ -114,6 +114,11 @@ class JobRequest(BaseModel):
     clip_skip: int | None = Field(
         None, description="A1111's clip skip: 1 (default) reads CLIP's last layer, 2 the one before (CLIP families)."
     )
+    vae: str | None = Field(
+        None,
+        description="A registered VAE (kind vae) that encodes and decodes in place of the model's own; it must share"
+        " the model's latent space (`latent` in GET /v1/models).",
+    )
 
     def params(self) -> dict[str, Any]:
         values = self.model_dump(exclude_none=True)
@@ -211,6 +216,11 @@ class ModelOut(BaseModel):
         " empty: only the model's own."
     )
     tokenizer: str
+    latent: str | None = Field(
+        None,
+        description="The latent space of its VAE (a base model's) or its own (a VAE's): class, channels, downscale,"
+        " e.g. AutoencoderKL:4:8. A VAE fits the base models with the same; null: not read.",
+    )
 
     @classmethod
     def of(cls, info: ModelInfo, show_source: bool = False) -> ModelOut:
@@ -231,6 +241,7 @@ class ModelOut(BaseModel):
             default_scheduler=fam.scheduler,
             samplers=None if fam.samplers is None else list(fam.samplers),
             tokenizer=info.tokenizer,
+            latent=info.latent,
         )
 
 

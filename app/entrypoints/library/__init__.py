@@ -213,8 +213,8 @@ class Atelier:
     def models(self, kind: ModelKind | str | None = None) -> list[ModelInfo]:
         return self._catalog.list(ModelKind(kind) if kind else None)
 
-    def model(self, name: str) -> ModelInfo:
-        return self._catalog.get(name)
+    def model(self, name: str, kind: ModelKind | str = ModelKind.BASE) -> ModelInfo:
+        return self._catalog.get(name, ModelKind(kind))
 
     def add_model(
         self,
@@ -224,10 +224,10 @@ class Atelier:
         kind: ModelKind | str = ModelKind.BASE,
         config: str | None = None,
     ) -> ModelInfo:
-        """Register a local folder or file (or a hub id, when a network exists) as a base model, LoRA or ControlNet.
-        A single-file ``.safetensors``/``.ckpt`` base model is converted once, with the configs and tokenizer of
-        ``config`` (a registered base model or a diffusers folder of the same architecture; default: the default
-        model)."""
+        """Register a local folder or file (or a hub id, when a network exists) as a base model, LoRA, ControlNet
+        or VAE. A single-file ``.safetensors``/``.ckpt`` base model or VAE is converted once, with the configs (and
+        tokenizer) of ``config`` (a registered base model or a diffusers folder of the same architecture; default:
+        the default model)."""
         return self._catalog.add(name, source, kind=ModelKind(kind), replace=replace, config=config)
 
     def init_demo(self, force: bool = False, seed: int = 0) -> ModelInfo:

@@ -1,5 +1,6 @@
 """ControlNet beyond SD 1.x through the HTTP API: several units on SDXL (native API and A1111's ControlNet
-extension), a ControlNet made for another family refused at submission, and SDXL's long, weighted prompts."""
+extension), a ControlNet made for another family refused at submission; SDXL's long, weighted prompts; a VAE
+per request (native API and A1111's sd_vae)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def atelier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Atelier]:
     for family, name, seed in (("sdxl", "xl-edges", 1), ("sdxl", "xl-map", 2), ("flux", "flux-edges", 1)):
         net = build_tiny_controlnet(family, str(folders / family), str(folders / name), seed=seed)
         instance.add_model(name, net, kind="controlnet")
+    for family in ("sdxl", "flux"):  # a model folder registered as a VAE: its vae/
+        instance.add_model(f"{family}-vae", str(folders / family), kind="vae")
     yield instance
     instance.close()
 
@@ -129,3 +132,26 @@ async def test_sdxl_reads_long_and_weighted_prompts_and_flux_still_refuses_weigh
     assert (await finished(client, reply.json()["id"]))["status"] == "succeeded"
     reply = await client.post("/v1/jobs", json={"prompt": "(a red house:1.3)", **SMALL, "model": "flux"})
     assert reply.status_code == 422 and reply.json()["error"]["code"] == "unsupported_capability"
+
+
+async def test_a_vae_per_request_in_the_native_api_and_a1111s(atelier: Atelier, client: httpx.AsyncClient) -> None:
+    listed = (await client.get("/v1/models", params={"kind": "vae"})).json()
+    latent = {m["name"]: m["latent"] for m in listed}
+    sdxl = next(m for m in (await client.get("/v1/models")).json() if m["name"] == "sdxl")
+    assert latent["sdxl-vae"] == sdxl["latent"] and latent["flux-vae"] != sdxl["latent"]
+    reply = await client.post("/v1/jobs", json={"prompt": "a house", **SMALL, "vae": "sdxl-vae"})
+    assert reply.status_code == 202, reply.text
+    job = await finished(client, reply.json()["id"])
+    assert job["status"] == "succeeded" and job["params"]["vae"] == "sdxl-vae"
+    before = atelier.jobs().total
+    reply = await client.post("/v1/jobs", json={"prompt": "a house", **SMALL, "vae": "flux-vae"})
+    assert reply.status_code == 422 and reply.json()["error"]["code"] == "vae_mismatch"
+    assert atelier.jobs().total == before
+    assert [v["model_name"] for v in (await client.get("/sdapi/v1/sd-vae")).json()] == ["flux-vae", "sdxl-vae"]
+    body = {"prompt": "a house", "width": 64, "height": 64, "steps": 2}
+    body["override_settings"] = {"sd_model_checkpoint": "sdxl", "sd_vae": "sdxl-vae.safetensors"}
+    reply = await client.post("/sdapi/v1/txt2img", json=body)
+    assert reply.status_code == 200, reply.text
+    info = json.loads(reply.json()["info"])
+    assert info["ignored_fields"] == [] and "VAE: sdxl-vae" in info["infotexts"][0]
+    assert atelier.jobs(limit=1).items[0].params.vae == "sdxl-vae"
