@@ -17,11 +17,14 @@ import pytest
 from PIL import Image
 
 from app.adapters.diffusers.tiny import BUILDERS, build_tiny
+from app.domain.families import profile
+from app.domain.specs import Mode
 from app.entrypoints.http.app import create_app
 from app.entrypoints.library import Atelier
 
 FAMILIES = sorted(BUILDERS)
-TXT2IMG = [f for f in FAMILIES if f not in ("sdxl-refiner", "qwen-image-edit")]
+TXT2IMG = [f for f in FAMILIES if Mode.TXT2IMG in profile(f).modes()]
+INSTRUCT = [f for f in FAMILIES if Mode.INSTRUCT in profile(f).modes()]
 pytestmark = pytest.mark.anyio
 
 
@@ -104,6 +107,23 @@ async def test_native_and_openai_apis_generate_with_the_family(
     assert reply.status_code == 200, reply.text
     image = Image.open(io.BytesIO(base64.b64decode(reply.json()["data"][0]["b64_json"])))
     assert image.size == (size, size)
+
+
+@pytest.mark.parametrize("family", INSTRUCT)
+async def test_instruction_editing_through_the_native_api(
+    family: str, atelier: Atelier, client: httpx.AsyncClient, tiny_dir: Path
+) -> None:
+    registered(atelier, tiny_dir, family)
+    size = atelier.model(family).default_size
+    body = {"prompt": "把房子变成红色", "model": family, "mode": "instruct", "init_image": png((size, size)), "seed": 3}
+    reply = await client.post("/v1/jobs", json=body)
+    assert reply.status_code == 202, reply.text
+    job = await finished(client, reply.json()["id"])
+    assert job["status"] == "succeeded" and job["params"]["mode"] == "instruct", job
+    picture = Image.open(io.BytesIO((await client.get(job["images"][0]["url"])).content))
+    assert picture.size == (size, size)
+    reply = await client.post("/v1/jobs", json={"prompt": "a cat", "model": family})  # no image to edit
+    assert reply.status_code == 422 and reply.json()["error"]["code"] == "unsupported_capability"
 
 
 async def test_a_capability_the_family_lacks_is_refused_naming_both(

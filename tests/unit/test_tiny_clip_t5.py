@@ -40,6 +40,8 @@ def test_builds_loads_and_generates(family: str, tmp_path: Path) -> None:
     }
     if "Img2Img" in index["_class_name"]:  # the refiner: image to image only
         kwargs.update(image=torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)), strength=1.0)
+    elif "InstructPix2Pix" in index["_class_name"]:  # an image and an instruction
+        kwargs.update(image=torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)))
     else:
         kwargs.update(height=size, width=size)
     images = pipe(**kwargs).images

@@ -41,6 +41,7 @@ BERT_MAX_TOKENS = 77  # HunyuanDiTPipeline pads BERT prompts to 77 tokens whatev
 NATIVE_SIZE: dict[str, int] = {
     "sdxl": 64,
     "sdxl-refiner": 64,
+    "instruct-pix2pix": 64,
     "sd3": 32,
     "flux": 32,
     "pixart-sigma": 32,
@@ -222,6 +223,40 @@ def _build_sdxl_refiner(seed: int) -> Any:
         image_encoder=None,
         feature_extractor=None,
         requires_aesthetics_score=True,
+    )
+
+
+# --- InstructPix2Pix ----------------------------------------------------------------------------
+
+
+def _build_instruct_pix2pix(seed: int) -> Any:
+    # diffusers' InstructPix2Pix dummy components: an SD UNet whose input is the noisy latents and the encoded
+    # input image side by side (8 channels), with 4 and 8 channels per block to keep it tiny.
+    tokenizer = clip_tokenizer(CLIP_MAX_TOKENS)
+    torch.manual_seed(seed)
+    unet = diffusers.UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=8,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        cross_attention_dim=32,
+        norm_num_groups=4,
+    ).eval()
+    return diffusers.StableDiffusionInstructPix2PixPipeline(
+        vae=_sdxl_vae(seed),
+        text_encoder=_clip(tokenizer, seed, projection=False),
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=diffusers.EulerAncestralDiscreteScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+        ),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
 
 
@@ -467,6 +502,7 @@ def _saver(make: Callable[[int], Any]) -> Callable[..., str]:
 build_sdxl = _saver(_build_sdxl)
 build_sdxl_refiner = _saver(_build_sdxl_refiner)
 build_sd3 = _saver(_build_sd3)
+build_instruct_pix2pix = _saver(_build_instruct_pix2pix)
 build_flux = _saver(_build_flux)
 build_pixart_sigma = _saver(_build_pixart_sigma)
 build_sana = _saver(_build_sana)
@@ -476,6 +512,7 @@ BUILDERS: dict[str, Callable[[str, int], str]] = {
     "sdxl": build_sdxl,
     "sdxl-refiner": build_sdxl_refiner,
     "sd3": build_sd3,
+    "instruct-pix2pix": build_instruct_pix2pix,
     "flux": build_flux,
     "pixart-sigma": build_pixart_sigma,
     "sana": build_sana,
