@@ -42,7 +42,8 @@ def main() -> None:
     import diffusers
     import torch
 
-    from app.adapters.diffusers.generator import prompt_arguments, quiet_libraries
+    from app.adapters.diffusers.call_arguments import prompt_arguments
+    from app.adapters.diffusers.generator import quiet_libraries
     from app.adapters.diffusers.tiny import BUILDERS, build_tiny
     from app.domain.families import Family, profile
     from app.domain.specs import Mode

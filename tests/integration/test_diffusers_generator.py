@@ -192,13 +192,13 @@ def test_demo_tokenizer_splits_chinese_into_characters(demo_dir: str) -> None:
 
 def test_inspect_model(tmp_path: Path, demo_dir: str) -> None:
     described = {"default_size": 64, "tokenizer": "bert", "pipeline": "StableDiffusionPipeline", "family": "sd"}
-    assert inspect_model(demo_dir) == described
+    assert inspect_model(demo_dir) == {**described, "latent": "AutoencoderKL:4:2"}  # class, channels, downscale
     with pytest.raises(ModelUnavailable, match="not a diffusers model folder"):
         inspect_model(str(tmp_path))
     index = '{"_class_name": "PixArtSigmaPipeline", "tokenizer": ["transformers", "T5Tokenizer"]}'
     (tmp_path / "model_index.json").write_text(index)
     described = {"default_size": 1024, "tokenizer": "t5", "pipeline": "PixArtSigmaPipeline", "family": "pixart-sigma"}
-    assert inspect_model(str(tmp_path)) == described
+    assert inspect_model(str(tmp_path)) == {**described, "latent": None}  # no vae/ to read
     (tmp_path / "model_index.json").write_text('{"_class_name": "X"}')
     with pytest.raises(ModelUnavailable, match=r"X pipeline, which Atelier does not serve\. Supported families: Sta"):
         inspect_model(str(tmp_path))

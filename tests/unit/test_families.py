@@ -9,8 +9,8 @@ from typing import Any
 import diffusers
 import pytest
 
+from app.adapters.diffusers.call_arguments import prompt_arguments
 from app.adapters.diffusers.families import PIPELINES, family_of_class
-from app.adapters.diffusers.generator import prompt_arguments
 from app.domain.errors import InvalidParameters
 from app.domain.families import PROFILES, Capability, Family, GuidanceKind, profile, require_mode
 from app.domain.generation import GenerationParams

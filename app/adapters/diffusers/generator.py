@@ -20,22 +20,26 @@ import numpy as np
 import torch
 
 from app.adapters.diffusers import hires, runtime
+from app.adapters.diffusers.call_arguments import (
+    OWN_ENCODING,
+    SDXL_ENCODING,
+    padding_group,
+    size_arguments,
+    text_arguments,
+)
 from app.adapters.diffusers.families import CONTROLNETS
 from app.adapters.diffusers.layout import inspect_model, vae_folder
 from app.adapters.diffusers.lora import LoraManager
 from app.adapters.diffusers.modes import loading_class, mode_arguments, parameters, pipeline_for
 from app.adapters.diffusers.processors import ImageOnlyQwen2VLProcessor
-from app.adapters.diffusers.prompt_encoding import chunk_count, encode_prompts
-from app.adapters.diffusers.prompt_encoding_sdxl import encode_sdxl_prompts, sdxl_chunk_count
 from app.adapters.diffusers.refiner import run_with_refiner
 from app.adapters.diffusers.runtime import RuntimeOptions
 from app.adapters.diffusers.sampler_names import sampler_of
 from app.adapters.diffusers.schedulers import make_scheduler
 from app.adapters.imaging.control import LuminanceDepthEstimator
 from app.domain.errors import GenerationFailed, InvalidParameters, JobCancelled, ModelUnavailable
-from app.domain.families import ONE_CONTROLNET_FAMILIES, Family, GuidanceKind, profile
+from app.domain.families import ONE_CONTROLNET_FAMILIES, Family
 from app.domain.generation import GenerationParams
-from app.domain.prompt_syntax import parse_prompt
 from app.domain.specs import Mode
 from app.ports.generation import DepthEstimator, GeneratedImage, GenerationRequest, ImageGenerator, ProgressSink
 
@@ -43,11 +47,6 @@ _HUGE_MAX_LENGTH = 10_000
 # diffusers is untyped for a strict mypy (lazy module, decorated constructors): pipelines are handled as Any.
 Pipeline = Any
 _lib: Any = diffusers
-# Families whose prompts Atelier encodes itself (A1111 weighting, 75-token chunks, BREAK): SD's one CLIP (or
-# BERT), SDXL's two CLIPs; the others' pipelines encode their prompts (CLIPs and T5, an LLM), each to the length
-# its text encoder reads.
-_OWN_ENCODING = (Family.SD, Family.INSTRUCT_PIX2PIX)
-_SDXL_ENCODING = (Family.SDXL, Family.SDXL_REFINER)
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +300,7 @@ class DiffusersImageGenerator(ImageGenerator):
             runtime.prepare(pipe, self._options)
         except Exception as e:
             raise ModelUnavailable(f"Cannot load the diffusers model at {path}: {str(e)[:300]}") from e
-        if family in _OWN_ENCODING:
+        if family in OWN_ENCODING:
             tokenizer = pipe.tokenizer
             limit = getattr(tokenizer, "model_max_length", None)
             is_bert = type(tokenizer).__name__.startswith("Bert")
@@ -310,28 +309,6 @@ class DiffusersImageGenerator(ImageGenerator):
                 tokenizer.model_max_length = pipe.text_encoder.config.max_position_embeddings
         pipe.set_progress_bar_config(disable=True)
         return pipe, family, where
-
-    def _text(
-        self,
-        pipe: Pipeline,
-        family: Family,
-        view: Pipeline | None,
-        prompts: list[str],
-        negatives: list[str],
-        params: GenerationParams,
-    ) -> dict[str, Any]:
-        """The prompt and guidance arguments of a call: embeddings Atelier encodes (SD, SDXL: A1111 syntax, long
-        prompts), or the prompts for the pipeline ``view`` to encode with the family's guidance convention."""
-        if family not in _OWN_ENCODING + _SDXL_ENCODING:
-            return prompt_arguments(family, view, prompts, negatives, params.guidance_scale, params.clip_skip)
-        scale = profile(family).guidance_scale if params.guidance_scale is None else params.guidance_scale
-        if family in _SDXL_ENCODING:
-            return {
-                **encode_sdxl_prompts(pipe, prompts, negatives, self._device, params.clip_skip),
-                "guidance_scale": scale,
-            }
-        positive, negative = encode_prompts(pipe, prompts, negatives, self._device, params.clip_skip)
-        return {"prompt_embeds": positive, "negative_prompt_embeds": negative, "guidance_scale": scale}
 
     def _run(
         self,
@@ -400,7 +377,7 @@ class DiffusersImageGenerator(ImageGenerator):
             else:
                 callbacks = {"callback": on_step, "callback_steps": 1}
             with torch.inference_mode():
-                text = self._text(base, family, view, prompts, negatives, params)
+                text = text_arguments(base, family, view, prompts, negatives, params, self._device)
                 arguments = {
                     **text,
                     **size_arguments(view, params.width, params.height),
@@ -423,7 +400,9 @@ class DiffusersImageGenerator(ImageGenerator):
                         scheduler=params.scheduler,
                         report=report,
                         seeds=flat_seeds,
-                        refiner_text=self._text(refiner[0], refiner[1], None, prompts, negatives, params),
+                        refiner_text=text_arguments(
+                            refiner[0], refiner[1], None, prompts, negatives, params, self._device
+                        ),
                         vae=vae,
                     )
                 if params.hires is not None and hires_steps is not None:
@@ -433,8 +412,8 @@ class DiffusersImageGenerator(ImageGenerator):
                     second = pipeline_for(family, Mode.IMG2IMG, components, scheduler, None, dict(base.config))
                     second.set_progress_bar_config(disable=True)
                     runtime.tile_for(second, width, height, self._options)
-                    if family not in _OWN_ENCODING + _SDXL_ENCODING:  # some pipelines rewrite the prompt lists
-                        text = self._text(base, family, second, prompts, negatives, params)
+                    if family not in OWN_ENCODING + SDXL_ENCODING:  # some pipelines rewrite the prompt lists
+                        text = text_arguments(base, family, second, prompts, negatives, params, self._device)
                     output = second(
                         **text,
                         **size_arguments(second, width, height),
@@ -469,65 +448,6 @@ class DiffusersImageGenerator(ImageGenerator):
             mine, images = images[: len(s)], images[len(s) :]
             results.append(outcomes[k] or mine)
         return results
-
-
-def padding_group(family: Family, base: Pipeline, params: GenerationParams) -> int:
-    """Prompts that pad to the same length in a batch: what they get alone. SD's and SDXL's are cut into 75-token
-    chunks; CogView4 pads a batch to its longest prompt, rounded up to 16 tokens; the others pad to a fixed length."""
-    if family in _OWN_ENCODING:
-        return max(chunk_count(base, params.prompt), chunk_count(base, params.negative_prompt))
-    if family in _SDXL_ENCODING:
-        return max(sdxl_chunk_count(base, params.prompt), sdxl_chunk_count(base, params.negative_prompt))
-    if family is Family.COGVIEW4:
-        texts = [parse_prompt(params.prompt).plain_text, parse_prompt(params.negative_prompt).plain_text]
-        return max(-(-len(base.tokenizer(text).input_ids) // 16) for text in texts)
-    return 0
-
-
-def prompt_arguments(
-    family: Family,
-    view: Pipeline,
-    prompts: list[str],
-    negatives: list[str],
-    guidance: float | None,
-    clip_skip: int = 1,
-) -> dict[str, Any]:
-    """Prompt and guidance arguments for a family whose pipeline encodes its own prompts.
-
-    The scale is A1111's convention everywhere (1 = no guidance): a distilled model takes it as its guidance
-    input, a true-CFG model (Qwen-Image) as ``true_cfg_scale`` with a negative prompt (" " when empty, which
-    turns CFG on), and Z-Image, whose pipeline computes ``pos + s * (pos - neg)``, gets ``s = scale - 1``."""
-    fam = profile(family)
-    scale = fam.guidance_scale if guidance is None else guidance
-    accepted = parameters(type(view), "__call__")
-    # Their prompts are read as plain text: LoRA tags out, escaped brackets as the brackets they stand for
-    # (A1111 weights were refused at submission for these families).
-    prompts = [parse_prompt(p).plain_text for p in prompts]
-    negatives = [parse_prompt(n).plain_text for n in negatives]
-    arguments: dict[str, Any] = {"prompt": prompts}
-    if fam.guidance is GuidanceKind.TRUE_CFG:
-        arguments["true_cfg_scale"] = scale
-        if scale > 1:
-            arguments["negative_prompt"] = [n or " " for n in negatives]
-    elif family is Family.Z_IMAGE:
-        arguments["guidance_scale"] = max(0.0, scale - 1.0)
-        arguments["negative_prompt"] = negatives
-    elif fam.guidance is GuidanceKind.DISTILLED:
-        arguments["guidance_scale"] = scale
-    else:
-        arguments["guidance_scale"] = scale
-        arguments["negative_prompt"] = negatives
-    if clip_skip > 1 and "clip_skip" in accepted:
-        arguments["clip_skip"] = clip_skip - 1  # diffusers counts the layers skipped before the penultimate
-    if "use_resolution_binning" in accepted:
-        arguments["use_resolution_binning"] = False  # the requested size, not the nearest trained aspect ratio
-    return arguments
-
-
-def size_arguments(view: Pipeline, width: int | None, height: int | None) -> dict[str, Any]:
-    """Width and height for pipelines that take them (most image-to-image pipelines take the image's size)."""
-    accepted = parameters(type(view), "__call__")
-    return {name: value for name, value in (("width", width), ("height", height)) if name in accepted}
 
 
 def _pipeline_bytes(pipe: Pipeline, offloaded: bool = False) -> int:
