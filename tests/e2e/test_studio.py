@@ -56,6 +56,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, demo_models: dict[str, tupl
     data_dir = root / "data"
     with Atelier.open(data_dir=str(data_dir), start_worker=False) as atelier:
         register_demo(atelier, demo_models)
+        atelier.add_model("demo-vae", demo_models["demo"][0], kind="vae")  # the demo model's own vae/
     llm = build_tiny_llama(str(root / "tiny-llm"))
     srv = Server(str(data_dir), env={"ATELIER_LLM": llm, "ATELIER_EMBEDDER": "hashing"})
     srv.start()
@@ -253,11 +254,22 @@ def test_controlnet_preview_and_generate(page: Any, server: str, tmp_path: Path)
     assert "canny" in page.inner_text("#i2i-control-caption")
     page.fill("#i2i-prompt", "一个白色的正方形")
     page.fill("#i2i-steps", "6")
+    page.select_option("#i2i-model", "demo")
+    # the pickers offer the ControlNets made for the model's family and the VAEs of its latent space
+    assert page.eval_on_selector_all("#i2i-control-model option", "os => os.map(o => o.value)") == [
+        "",
+        "canny",
+        "depth",
+    ]
+    assert page.eval_on_selector_all("#i2i-vae option", "os => os.map(o => o.value)") == ["", "demo-vae"]
+    page.select_option("#i2i-control-model", "depth")
+    page.select_option("#i2i-vae", "demo-vae")
     page.click("#i2i-generate")
     card = page.locator("#i2i-results .job-card").first
     card.locator("img.result").wait_for()
     job = _job_of(card, server)
     assert job["params"]["mode"] == "controlnet" and job["params"]["controls"][0]["kind"] == "canny"
+    assert (job["params"]["controls"][0]["model"], job["params"]["vae"]) == ("depth", "demo-vae")
 
 
 def test_gallery_open_rerun_and_send_to_img2img(page: Any, server: str) -> None:

@@ -22,6 +22,7 @@ const TEXTS = {
     "fill.copy": "复制边缘", "fill.reflect": "镜像",
     "cn.image": "控制图像", "cn.kind": "预处理", "cn.canny": "边缘 (canny)", "cn.depth": "深度 (depth)",
     "cn.none": "无（已是控制图）", "cn.scale": "控制强度", "cn.preview": "预览控制图", "cn.needImage": "请先选择控制图像或输入图像。",
+    "cn.model": "ControlNet 模型", "cn.byKind": "按预处理命名", vae: "VAE", modelOwn: "模型自带",
     "cn.previewOf": "{kind} 预处理结果，{w}×{h}",
     refresh: "刷新", prev: "上一页", next: "下一页", page: "第 {page} / {pages} 页，共 {total} 个任务",
     cancel: "取消", download: "下载 PNG", rerunSame: "同种子重新生成", rerunNew: "新种子重新生成",
@@ -76,6 +77,7 @@ const TEXTS = {
     "out.fill": "Border fill", "fill.copy": "Copy edge", "fill.reflect": "Reflect",
     "cn.image": "Control image", "cn.kind": "Preprocessor", "cn.canny": "Edges (canny)", "cn.depth": "Depth",
     "cn.none": "None (already a map)", "cn.scale": "Control scale", "cn.preview": "Preview control map",
+    "cn.model": "ControlNet model", "cn.byKind": "Named like the preprocessor", vae: "VAE", modelOwn: "The model's own",
     "cn.needImage": "Choose a control image or an input image first.", "cn.previewOf": "{kind} map, {w}×{h}",
     refresh: "Refresh", prev: "Previous", next: "Next", page: "Page {page} of {pages}, {total} jobs",
     cancel: "Cancel", download: "Download PNG", rerunSame: "Re-run, same seed", rerunNew: "Re-run, new seed",
@@ -270,12 +272,14 @@ async function guarded(form, action, button) {
 }
 
 /* ---------- shared catalogue: models, LoRAs, samplers ---------- */
-const catalog = { base: [], lora: [], samplers: [] };
+const catalog = { base: [], lora: [], controlnet: [], vae: [], samplers: [] };
 async function loadCatalog() {
   try {
     const [models, samplers] = await Promise.all([api.get("/v1/models"), api.get("/sdapi/v1/samplers")]);
     catalog.base = models.filter((m) => m.kind === "base");
     catalog.lora = models.filter((m) => m.kind === "lora");
+    catalog.controlnet = models.filter((m) => m.kind === "controlnet");
+    catalog.vae = models.filter((m) => m.kind === "vae");
     catalog.samplers = samplers.map((s) => s.name);
   } catch (error) {
     showBanner(error.message);
@@ -334,6 +338,12 @@ function applyModel(prefix) {
   if (!negative) field("negative").value = "";
   field("steps").placeholder = model ? String(model.default_steps) : t("native");
   field("guidance").placeholder = model && model.default_guidance != null ? String(model.default_guidance) : t("native");
+  // VAEs that share the model's latent space (all of them while the server default is chosen)
+  const vae = field("vae"), chosen = vae.value;
+  vae.replaceChildren(el("option", { value: "", text: t("modelOwn") }),
+    ...catalog.vae.filter((v) => !model || !model.latent || !v.latent || v.latent === model.latent)
+      .map((v) => el("option", { value: v.name, text: v.name })));
+  vae.value = [...vae.options].some((o) => o.value === chosen) ? chosen : "";
   if (modelHooks[prefix]) modelHooks[prefix](model);
 }
 function addLora(prefix, name, weight) {
@@ -350,7 +360,7 @@ function readParams(prefix) {
   const optional = {
     model: field("model").value || undefined, width: num(field("width")), height: num(field("height")),
     steps: num(field("steps")), guidance_scale: num(field("guidance")), scheduler: field("scheduler").value || undefined,
-    num_images: num(field("num")),
+    num_images: num(field("num")), vae: field("vae").value || undefined,
   };
   for (const [k, v] of Object.entries(optional)) if (v !== undefined) body[k] = v;
   const seed = seedOf(field("seed"));
@@ -488,6 +498,12 @@ function initImg2img() {
     const options = [...mode.options];
     options.forEach((option) => { option.disabled = !!model && !model.modes.includes(option.value); });
     if (mode.selectedOptions[0]?.disabled) mode.value = (options.find((o) => !o.disabled) || options[0]).value;
+    // ControlNets made for the model's family (all of them while the server default is chosen)
+    const nets = $("#i2i-control-model"), chosen = nets.value;
+    nets.replaceChildren(el("option", { value: "", text: t("cn.byKind") }),
+      ...catalog.controlnet.filter((m) => !model || m.family === model.family)
+        .map((m) => el("option", { value: m.name, text: m.name })));
+    nets.value = [...nets.options].some((o) => o.value === chosen) ? chosen : "";
     showMode();
   };
   $("#i2i-init-file").addEventListener("change", (event) => {
@@ -581,6 +597,7 @@ async function submitImg2img() {
   if (mode === "controlnet") {
     const up = await controlUpload();
     body.control = { image: up.id, kind: $("#i2i-control-kind").value, scale: num($("#i2i-control-scale")) ?? 1 };
+    if ($("#i2i-control-model").value) body.control.model = $("#i2i-control-model").value;
   } else {
     if (i2i.init) body.init_image = (await upload(i2i.init, i2i.initName)).id;
     if (mode !== "instruct") body.strength = num($("#i2i-strength"));
