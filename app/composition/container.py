@@ -121,6 +121,7 @@ class Container(containers.DeclarativeContainer):
         max_queued=settings.provided.max_queued_jobs,
         max_work=settings.provided.max_job_work,
     )
+    job_metrics = providers.Singleton(generation.job_metrics, job_reader, executor.provided.live_workers)
     run_generation = providers.Factory(
         RunGeneration,
         uow_factory,
@@ -130,6 +131,7 @@ class Container(containers.DeclarativeContainer):
         clock,
         settings.provided.progress_interval,
         time_budget=settings.provided.job_time_budget,
+        metrics=job_metrics,
     )
     accept_generation = providers.Factory(
         AcceptGeneration, resolve_images, submit_generation, settings.provided.default_model

@@ -4,7 +4,7 @@ images in and out."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from app.domain.models import ModelInfo
@@ -17,6 +17,8 @@ from app.ports.generation import (
     ImageGenerator,
     ModelCatalog,
 )
+from app.ports.metrics import JobMetrics
+from app.ports.persistence import JobReader
 from app.ports.scenes import SceneReader
 from app.settings import Settings
 
@@ -127,6 +129,13 @@ def convert_vae_file(path: str, out_dir: str, config_dir: str | None) -> str:
     from app.adapters.diffusers.single_file import convert_vae_file as convert
 
     return convert(path, out_dir, config_dir)
+
+
+def job_metrics(reader: JobReader, workers: Callable[[], int]) -> JobMetrics:
+    """Prometheus metrics of this process's jobs and of the shared queue."""
+    from app.adapters.metrics.prometheus import PrometheusMetrics
+
+    return PrometheusMetrics(reader, workers)
 
 
 def model_catalog(settings: Settings) -> ModelCatalog:

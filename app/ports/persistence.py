@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Protocol
 
@@ -15,6 +17,15 @@ class JobPage:
     total: int
     limit: int
     offset: int
+
+
+@dataclass(frozen=True)
+class QueuedModel:
+    """The queued jobs of one model: how many, and when the oldest was submitted."""
+
+    model: str
+    queued: int
+    oldest: datetime
 
 
 class JobRepository(Protocol):
@@ -75,3 +86,9 @@ class JobReader(Protocol):
 
     def ping(self, write: bool = False) -> None:
         """Raises ``DatabaseUnavailable`` when the store cannot be reached (or, with ``write``, written)."""
+
+    def queue(self) -> Sequence[QueuedModel]:
+        """The queued jobs per model, by model name."""
+
+    def status_counts(self) -> dict[JobStatus, int]:
+        """How many jobs each status holds (every owner's)."""

@@ -12,6 +12,7 @@ from app.domain.jobs import GenerationJob, JobStatus
 from app.domain.models import ModelKind
 from app.ports.clock import Clock
 from app.ports.generation import GeneratedImage, ImageGenerator, ImageStore, ModelCatalog, ProgressSink
+from app.ports.metrics import JobMetrics
 from app.ports.persistence import UnitOfWorkFactory
 from app.usecases.generation_inputs import build_request
 
@@ -36,6 +37,7 @@ class RunGeneration:
         clock: Clock,
         progress_interval: float = 0.25,
         time_budget: float = 0.0,
+        metrics: JobMetrics | None = None,
     ) -> None:
         self._uow = uow
         self._catalog = catalog
@@ -44,6 +46,7 @@ class RunGeneration:
         self._clock = clock
         self.progress_interval = progress_interval
         self.time_budget = time_budget  # seconds a job may run (0: no limit)
+        self._metrics = metrics
 
     def __call__(self, job_id: str, cancel_signal: Callable[[], bool]) -> None:
         job = self._claim(job_id)
@@ -55,6 +58,8 @@ class RunGeneration:
             outcome = self._generator.generate(request, _JobProgress(self, job_id, cancel_signal))
         except Exception as error:
             outcome = error
+        if self._metrics is not None:
+            self._metrics.batch_ran(1)
         self._record(job, outcome)
 
     def run_batch(self, job_ids: list[str], cancel_signal: Callable[[str], bool]) -> None:
@@ -70,6 +75,8 @@ class RunGeneration:
         if not ready:
             return
         sinks: list[ProgressSink] = [_JobProgress(self, job.id, _bound(cancel_signal, job.id)) for job in ready]
+        if self._metrics is not None:
+            self._metrics.batch_ran(len(ready))
         try:
             outcomes = self._generator.generate_batch(requests, sinks)
         except Exception as error:
@@ -78,7 +85,17 @@ class RunGeneration:
             self._record(job, outcome)
 
     def _record(self, job: GenerationJob, outcome: list[GeneratedImage] | Exception) -> None:
-        """Store the images and the final status (one short transaction)."""
+        """Store the images and the final status (one short transaction), then report the outcome."""
+        finished = self._store_outcome(job, outcome)
+        if self._metrics is not None and finished.started_at and finished.finished_at:
+            try:
+                family = self._catalog.get(job.params.model, ModelKind.BASE).family.value
+            except UnknownModel:
+                family = "unknown"
+            seconds = (finished.finished_at - finished.started_at).total_seconds()
+            self._metrics.job_finished(str(job.params.mode), family, finished.status.value, seconds)
+
+    def _store_outcome(self, job: GenerationJob, outcome: list[GeneratedImage] | Exception) -> GenerationJob:
         job_id = job.id
         try:
             if isinstance(outcome, Exception):
@@ -90,18 +107,17 @@ class RunGeneration:
             ]
         except TimeBudgetExceeded as over:
             code, text = over.code, f"{over.message} (the budget is {self.time_budget:g} s)"
-            self._update(job_id, lambda j: j.fail(code, text, self._clock.now()))
+            return self._update(job_id, lambda j: j.fail(code, text, self._clock.now()))
         except JobCancelled:
-            self._update(job_id, lambda j: j.mark_cancelled(self._clock.now()))
+            return self._update(job_id, lambda j: j.mark_cancelled(self._clock.now()))
         except AtelierError as error:
             code, text = error.code, error.message
-            self._update(job_id, lambda j: j.fail(code, text, self._clock.now()))
+            return self._update(job_id, lambda j: j.fail(code, text, self._clock.now()))
         except Exception as e:  # a bug or an unexpected library error: keep the worker alive
             log.error("job %s failed", job_id, exc_info=e)
             message = "Image generation failed unexpectedly; the server log has the details."
-            self._update(job_id, lambda j: j.fail("generation_failed", message, self._clock.now()))
-        else:
-            self._update(job_id, lambda j: j.succeed(refs, self._clock.now()))
+            return self._update(job_id, lambda j: j.fail("generation_failed", message, self._clock.now()))
+        return self._update(job_id, lambda j: j.succeed(refs, self._clock.now()))
 
     def _claim(self, job_id: str) -> GenerationJob | None:
         try:

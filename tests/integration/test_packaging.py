@@ -50,6 +50,7 @@ CORE = {
     "pillow",
     "numpy",
     "opencv-python-headless",
+    "prometheus-client",
 }
 EXTRAS = {"server", "knowledge", "edits", "postgres", "kolors", "sde", "all", "dev"}
 # Packages each capability brings: none of them may be a core dependency.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -201,6 +201,21 @@ def test_ids_with_status_oldest_first(backend: Backend) -> None:
         assert uow.jobs.ids_with_status(JobStatus.QUEUED) == ["e", "a", "b", "c"]
         assert uow.jobs.ids_with_status(JobStatus.RUNNING) == ["d"]
         assert uow.jobs.ids_with_status(JobStatus.FAILED) == []
+
+
+def test_reader_reports_the_queue_per_model_and_the_jobs_per_status(backend: Backend) -> None:
+    jobs = [make_job(job_id, at=T0 + timedelta(minutes=m)) for job_id, m in (("a", 2), ("b", 1), ("c", 5), ("d", 0))]
+    other = GenerationJob.create("bob", replace(jobs[0].params, model="other-model"), T0 + timedelta(minutes=7))
+    store(backend, *jobs, other)
+    with backend.uow() as uow:
+        running = uow.jobs.get("d")
+        running.start(T0 + timedelta(minutes=9))
+        uow.jobs.save(running)
+        uow.commit()
+    queue = backend.reader.queue()
+    assert [(q.model, q.queued) for q in queue] == [("other-model", 1), ("tiny-sd", 3)]
+    assert queue[1].oldest == T0 + timedelta(minutes=1) and queue[1].oldest.tzinfo is not None
+    assert backend.reader.status_counts() == {JobStatus.QUEUED: 4, JobStatus.RUNNING: 1}
 
 
 def test_reader_lists_newest_first_with_filters_and_paging(backend: Backend) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 from app.adapters.memory.jobs import InMemoryJobStore
 from app.domain.errors import JobNotFound
 from app.domain.jobs import GenerationJob, JobStatus
-from app.ports.persistence import JobPage, JobReader
+from app.ports.persistence import JobPage, JobReader, QueuedModel
 
 
 class InMemoryJobReader(JobReader):
@@ -32,6 +33,24 @@ class InMemoryJobReader(JobReader):
 
     def ping(self, write: bool = False) -> None:
         return None
+
+    def queue(self) -> Sequence[QueuedModel]:
+        with self._store.lock:
+            queued = [job for job, _ in self._store.rows.values() if job.status is JobStatus.QUEUED]
+        models = sorted({job.params.model for job in queued})
+        return [
+            QueuedModel(
+                model,
+                sum(1 for job in queued if job.params.model == model),
+                min(job.created_at for job in queued if job.params.model == model),
+            )
+            for model in models
+        ]
+
+    def status_counts(self) -> dict[JobStatus, int]:
+        with self._store.lock:
+            statuses = [job.status for job, _ in self._store.rows.values()]
+        return {status: statuses.count(status) for status in set(statuses)}
 
 
 class InMemorySchema:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -11,7 +13,7 @@ from app.adapters.sql.errors import translate_errors
 from app.adapters.sql.rows import JobRow, to_entity
 from app.domain.errors import JobNotFound
 from app.domain.jobs import GenerationJob, JobStatus
-from app.ports.persistence import JobPage, JobReader
+from app.ports.persistence import JobPage, JobReader, QueuedModel
 
 
 class SqlJobReader(JobReader):
@@ -48,9 +50,31 @@ class SqlJobReader(JobReader):
             items = [to_entity(row) for row in session.scalars(page)]
         return JobPage(items=items, total=total, limit=limit, offset=offset)
 
+    def queue(self) -> Sequence[QueuedModel]:
+        query = (
+            select(JobRow.model, func.count(), func.min(JobRow.created_at))
+            .where(JobRow.status == JobStatus.QUEUED.value)
+            .group_by(JobRow.model)
+            .order_by(JobRow.model)
+        )
+        with translate_errors(), self._sessions() as session:
+            rows = session.execute(query).all()
+        return [QueuedModel(model, int(count), _utc(oldest)) for model, count, oldest in rows]
+
+    def status_counts(self) -> dict[JobStatus, int]:
+        query = select(JobRow.status, func.count()).group_by(JobRow.status)
+        with translate_errors(), self._sessions() as session:
+            return {JobStatus(status): int(count) for status, count in session.execute(query).all()}
+
     def ping(self, write: bool = False) -> None:
         with translate_errors(), self._sessions() as session:
             session.execute(text("SELECT 1"))
             if write:  # takes the write lock (SQLite) or needs a writable transaction (PostgreSQL); changes nothing
                 session.execute(text("UPDATE atelier_generation_jobs SET id = id WHERE 1 = 0"))
                 session.rollback()
+
+
+def _utc(value: Any) -> datetime:
+    """An aggregate's timestamp: SQLite returns ``min()`` of the stored text, PostgreSQL an aware datetime."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
+from app.domain.errors import Forbidden
 from app.domain.models import ModelKind
 from app.entrypoints.http import deps
 from app.entrypoints.http.openapi import errors
@@ -52,3 +53,24 @@ def readyz(atelier: AtelierDep) -> JSONResponse:
     runs jobs) a worker thread is alive; otherwise 503 with the same body. Public, for load balancers."""
     state = Readiness(**atelier.readiness())
     return JSONResponse(state.model_dump(), status_code=200 if state.ready else 503)
+
+
+@router.get(
+    "/metrics",
+    tags=["system"],
+    summary="Metrics in Prometheus' text format",
+    response_class=Response,
+    responses={
+        200: {"description": "The Prometheus text exposition format.", "content": {"text/plain": {}}},
+        **errors(403, codes={403: ["forbidden"]}),
+    },
+)
+def metrics(atelier: AtelierDep, admin: Annotated[bool, Depends(deps.is_admin)]) -> Response:
+    """Queue depth and the oldest job's wait per model, jobs by status (every process reports the shared
+    database's), and this process's own: job durations by mode, family and final status, batch sizes, live
+    workers, the pipelines in memory and their bytes, CUDA memory. `atelier_database_up` is 0 when the database
+    did not answer. With API keys on it needs an admin key: it shows every key's queue."""
+    if not admin:
+        raise Forbidden("The metrics show every key's queue; they need an admin key.")
+    body, content_type = atelier.metrics()
+    return Response(body, media_type=content_type)

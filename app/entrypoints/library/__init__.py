@@ -89,12 +89,27 @@ class Atelier:
             lambda job_ids, cancelled_of: run().run_batch(job_ids, cancelled_of),
         )
         self._worker_started = True
+        metrics = self.container.job_metrics()
+        if hasattr(metrics, "loaded"):  # this process now holds pipelines: report them
+            metrics.loaded = self._loaded_models
         if recover:
             try:
                 for job_id in self.container.recover_jobs()():
                     executor.enqueue(job_id)
             except DatabaseUnavailable:
                 pass  # nothing to recover from a database we cannot reach; requests report 503
+
+    def _loaded_models(self) -> list[tuple[str, int]]:
+        """Registered names and bytes of the pipelines in this process's memory (none before the first job)."""
+        generator = self.container.generator()
+        loaded: list[tuple[str, int]] = getattr(generator, "loaded_models", list)()
+        names = {m.path: m.name for m in self._catalog.list()}
+        return [(names.get(path, "unregistered"), size) for path, size in loaded]
+
+    def metrics(self) -> tuple[bytes, str]:
+        """The Prometheus text of this instance's metrics, and its content type."""
+        exported: tuple[bytes, str] = self.container.job_metrics().exposition()
+        return exported
 
     def close(self) -> None:
         self.container.executor().shutdown(wait=True)

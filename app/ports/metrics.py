@@ -1,0 +1,18 @@
+"""What a running job reports for monitoring: how long it took and how it ended, and the batches it ran in."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class JobMetrics(Protocol):
+    """Records facts as they happen in the process that runs jobs, and exports them with what is read at scrape."""
+
+    def job_finished(self, mode: str, family: str, status: str, seconds: float) -> None:
+        """A job ended (``status``: succeeded, failed or cancelled) after ``seconds`` of running."""
+
+    def batch_ran(self, size: int) -> None:
+        """A generator call ran ``size`` jobs together."""
+
+    def exposition(self) -> tuple[bytes, str]:
+        """Every metric's current value in the monitoring system's text format, and that format's content type."""
