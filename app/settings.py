@@ -47,6 +47,9 @@ class Settings:
     requests_per_minute: int = 600
     max_job_work: int = 1024 * 1024 * 50 * 4
     job_time_budget: float = 900.0
+    # Finished jobs (and their images) older than this many days are deleted, hourly by a process that runs
+    # jobs; 0 keeps them.
+    job_retention_days: float = 0.0
     device: str = "auto"
     # The image pipelines' runtime (docs/deployment.md#gpu): dtype auto (fp32 on the CPU; bf16 or fp16 on CUDA by
     # family), float32, float16 or bfloat16; offload auto (model CPU offload for a model over the cache budget),
@@ -116,6 +119,7 @@ class Settings:
             "max_job_work",
             "job_time_budget",
             "compat_wait_seconds",
+            "job_retention_days",
         ):
             if getattr(self, name) < 0:
                 raise InvalidParameters(f"{name} must be 0 or more.", code="invalid_setting")
@@ -166,6 +170,7 @@ _ENV = {
     "requests_per_minute": "ATELIER_REQUESTS_PER_MINUTE",
     "max_job_work": "ATELIER_MAX_JOB_WORK",
     "job_time_budget": "ATELIER_JOB_TIME_BUDGET",
+    "job_retention_days": "ATELIER_JOB_RETENTION_DAYS",
     "device": "ATELIER_DEVICE",
     "dtype": "ATELIER_DTYPE",
     "offload": "ATELIER_OFFLOAD",

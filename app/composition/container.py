@@ -31,6 +31,7 @@ from app.usecases.await_job import AwaitJob
 from app.usecases.calibrate_detector import CalibrateDetector
 from app.usecases.cancel_job import CancelJob
 from app.usecases.choose_candidate import ChooseCandidate
+from app.usecases.delete_jobs import DeleteJob, PruneJobs
 from app.usecases.evaluate_editor import EvaluateEditor
 from app.usecases.ingest_documents import IngestDocuments
 from app.usecases.move_head import MoveHead
@@ -138,6 +139,8 @@ class Container(containers.DeclarativeContainer):
     )
     await_job = providers.Factory(AwaitJob, executor, job_reader)
     cancel_job = providers.Factory(CancelJob, uow_factory, executor, clock)
+    delete_job = providers.Factory(DeleteJob, uow_factory, images, executor)
+    prune_jobs = providers.Factory(PruneJobs, uow_factory, images, clock)
     recover_jobs = providers.Factory(RecoverJobs, uow_factory, clock)
     render_prompts = providers.Factory(  # a turn's candidates and scored prompts, rendered as ordinary jobs
         RenderPrompts, submit_generation, await_job, cancel_job, images, timeout=settings.provided.job_time_budget

@@ -72,6 +72,13 @@ class Conflict(AtelierError):
     default_message = "The request conflicts with the current state."
 
 
+class JobRunning(Conflict):
+    """A running job cannot be deleted: its worker would write its outcome to nothing."""
+
+    code = "job_running"
+    default_message = "The job is running; cancel it, and delete it once it has stopped."
+
+
 class IllegalTransition(Conflict):
     """A job was asked to move to a status its current status cannot reach."""
 

@@ -117,7 +117,7 @@ class ImageStore(Protocol):
 
 
 class ModelCatalog(Protocol):
-    """Base models, LoRAs and ControlNets known by name (one namespace for all kinds)."""
+    """Base models, LoRAs, ControlNets and VAEs known by name (one namespace for all kinds)."""
 
     def get(self, name: str, kind: ModelKind = ModelKind.BASE) -> ModelInfo:
         """Raises ``UnknownModel``, also when the name is registered as another kind."""
@@ -136,6 +136,10 @@ class ModelCatalog(Protocol):
         """Register a local folder or file, or a hub id (downloaded when a network exists). A single-file
         ``.safetensors``/``.ckpt`` base model is converted with the configs of ``config``: a registered
         base model or a diffusers folder of the same architecture (default: the default model)."""
+
+    def remove(self, name: str) -> ModelInfo:
+        """Unregister ``name`` (any kind) and delete the folder a conversion made for it; the user's own folders
+        and files, and the hub cache, stay. Raises ``UnknownModel``."""
 
 
 JobHandler = Callable[[str, Callable[[], bool]], None]

@@ -42,6 +42,12 @@ class JobRepository(Protocol):
     def count_unfinished(self, owner: str) -> int:
         """How many of ``owner``'s jobs are queued or running (committed state)."""
 
+    def delete(self, job: GenerationJob) -> None:
+        """Remove a job loaded in this unit of work at commit (``ConcurrentUpdate`` if it changed since)."""
+
+    def finished_before(self, moment: datetime, limit: int = 500) -> list[str]:
+        """Ids of jobs that ended (succeeded, failed, cancelled) before ``moment``, oldest first."""
+
     def ids_with_status(self, status: JobStatus) -> list[str]:
         """Ids of the jobs in a status, oldest first."""
 

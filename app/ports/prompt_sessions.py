@@ -55,3 +55,6 @@ class PromptSessionStore(Protocol):
 
     def list(self, owner: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[PromptSession], int]:
         """Most recently updated first, with the total count."""
+
+    def delete(self, session_id: str, owner: str | None = None) -> None:
+        """Remove the session and its turns; raises ``PromptSessionNotFound`` (also for another owner's)."""

@@ -6,7 +6,14 @@ import logging
 import time
 from collections.abc import Callable
 
-from app.domain.errors import AtelierError, ConcurrentUpdate, JobCancelled, TimeBudgetExceeded, UnknownModel
+from app.domain.errors import (
+    AtelierError,
+    ConcurrentUpdate,
+    JobCancelled,
+    JobNotFound,
+    TimeBudgetExceeded,
+    UnknownModel,
+)
 from app.domain.generation import GenerationParams, infotext
 from app.domain.jobs import GenerationJob, JobStatus
 from app.domain.models import ModelKind
@@ -129,8 +136,8 @@ class RunGeneration:
                 uow.jobs.save(job)
                 uow.commit()
                 return job
-        except ConcurrentUpdate:
-            return None  # another worker claimed it, or it was cancelled meanwhile
+        except (ConcurrentUpdate, JobNotFound):
+            return None  # another worker claimed it, it was cancelled meanwhile, or deleted while queued
 
     def _update(self, job_id: str, change: Callable[[GenerationJob], None]) -> GenerationJob:
         for _attempt in range(_RETRIES):

@@ -189,3 +189,30 @@ def test_every_mode_from_the_command_line(data_dir: str, tmp_path: Path) -> None
     assert code == 2 and stderr.startswith("error: Mode inpaint needs init_image.")
     code, stdout, _ = run(data_dir, "models", "list", "--kind", "controlnet")
     assert code == 0 and [line.split()[0] for line in stdout.splitlines()] == ["NAME", "canny", "depth"]
+
+
+def test_jobs_are_deleted_and_pruned_from_the_command_line(data_dir: str, tmp_path: Path) -> None:
+    ids = []
+    for _ in range(2):
+        code, stdout, stderr = run(data_dir, "generate", "猫", "--steps", "1", "--out", str(tmp_path), "--json")
+        assert code == 0, stderr
+        ids.append(json.loads(stdout)["id"])
+    code, stdout, _ = run(data_dir, "jobs", "delete", ids[0])
+    assert code == 0 and stdout.strip() == f"job {ids[0]}: deleted"
+    code, _, stderr = run(data_dir, "jobs", "show", ids[0])
+    assert code != 0 and "No job" in stderr
+    code, _, stderr = run(data_dir, "jobs", "prune")
+    assert code == 2 and "--older-than" in stderr
+    code, stdout, _ = run(data_dir, "jobs", "prune", "--older-than", "0.000000001")
+    assert code == 0 and stdout.strip().endswith("finished jobs deleted") and int(stdout.split()[0]) >= 1
+    code, _, _ = run(data_dir, "jobs", "show", ids[1])
+    assert code != 0
+
+
+def test_a_model_is_removed_from_the_command_line(data_dir: str) -> None:
+    code, stdout, _ = run(data_dir, "models", "remove", "depth")
+    assert code == 0 and stdout.strip() == "removed depth (controlnet)"
+    code, stdout, _ = run(data_dir, "models", "list", "--kind", "controlnet")
+    assert [line.split()[0] for line in stdout.splitlines()] == ["NAME", "canny"]
+    code, _, stderr = run(data_dir, "models", "remove", "depth")
+    assert code != 0 and "No model named 'depth'" in stderr

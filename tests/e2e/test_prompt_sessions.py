@@ -93,6 +93,12 @@ async def test_http_session_turn_choose_undo_branch(client: httpx.AsyncClient) -
     listed = (await client.get("/v1/prompt-sessions")).json()
     assert listed["total"] == 1 and listed["items"][0]["id"] == sid
     assert (await client.get(f"/v1/prompt-sessions/{sid}")).json()["path"] == []
+    deleted = await client.delete(f"/v1/prompt-sessions/{sid}")
+    assert deleted.status_code == 204
+    assert (await client.get(f"/v1/prompt-sessions/{sid}")).status_code == 404
+    assert (await client.get(turn["candidates"][0]["image_url"])).status_code == 200  # its jobs stay
+    gone = await client.delete(f"/v1/prompt-sessions/{sid}")
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "prompt_session_not_found"
 
 
 @pytest.mark.anyio

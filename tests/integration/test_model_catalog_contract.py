@@ -82,6 +82,32 @@ def test_added_models_come_back_from_get_and_list(catalog: ModelCatalog, source:
     assert catalog.list() == [alpha, beta]  # sorted by name
 
 
+def test_a_removed_model_is_gone_and_its_source_stays(catalog: ModelCatalog, source: Callable[[str], str]) -> None:
+    kept, doomed = catalog.add("kept", source("kept")), catalog.add("doomed", source("doomed"))
+    assert catalog.remove("doomed") == doomed
+    with pytest.raises(UnknownModel):
+        catalog.get("doomed")
+    with pytest.raises(UnknownModel):
+        catalog.remove("doomed")
+    assert catalog.list() == [kept]
+    if isinstance(catalog, JsonModelCatalog):
+        assert Path(doomed.path).is_dir()  # the user's folder is not the catalog's to delete
+
+
+def test_removing_a_converted_model_deletes_its_converted_folder(tmp_path: Path) -> None:
+    def convert(file: str, out_dir: str, config_dir: str | None) -> str:
+        return str(diffusers_folder(Path(out_dir)))
+
+    catalog = JsonModelCatalog(str(tmp_path / "data"), inspector=inspect, downloader=no_download, converter=convert)
+    checkpoint = tmp_path / "model.safetensors"
+    checkpoint.write_bytes(b"weights")
+    config = diffusers_folder(tmp_path / "config")
+    info = catalog.add("converted", str(checkpoint), config=str(config))
+    assert Path(info.path).is_dir() and Path(info.path).is_relative_to(tmp_path / "data")
+    catalog.remove("converted")
+    assert not Path(info.path).exists() and checkpoint.is_file()
+
+
 def test_an_unknown_name_is_unknown_model(catalog: ModelCatalog, source: Callable[[str], str]) -> None:
     catalog.add("known", source("known"))
     for name in ["unknown", "Known", "known ", ""]:

@@ -107,6 +107,24 @@ def test_unknown_or_foreign_sessions_are_not_found(backend: Backend) -> None:
         backend.store.save(ghost)
 
 
+def test_delete_removes_the_session_and_its_turns_for_its_owner_only(backend: Backend) -> None:
+    kept, doomed = _session(), _session()
+    for s in (kept, doomed):
+        backend.store.add(s)
+        settings = TurnSettings(seed=1, steps=4, width=64, height=64, guidance_scale=3.0, negative_prompt="")
+        s.add_turn("把圆形换成蓝色", _candidates(), settings, T0 + timedelta(seconds=1))
+        backend.store.save(s)
+    with pytest.raises(PromptSessionNotFound):
+        backend.store.delete(doomed.id, owner="bob")
+    backend.store.delete(doomed.id, owner="alice")
+    with pytest.raises(PromptSessionNotFound):
+        backend.store.get(doomed.id)
+    with pytest.raises(PromptSessionNotFound):
+        backend.store.delete(doomed.id)
+    assert len(backend.store.get(kept.id).turns) == len(kept.turns)  # the other session keeps its turns
+    assert [s.id for s in backend.store.list("alice")[0]] == [kept.id]
+
+
 def test_a_stale_save_is_refused_and_writes_nothing(backend: Backend) -> None:
     s = _session()
     backend.store.add(s)

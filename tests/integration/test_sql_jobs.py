@@ -218,6 +218,38 @@ def test_reader_reports_the_queue_per_model_and_the_jobs_per_status(backend: Bac
     assert backend.reader.status_counts() == {JobStatus.QUEUED: 4, JobStatus.RUNNING: 1}
 
 
+def test_delete_removes_the_job_at_commit_unless_it_changed_meanwhile(backend: Backend) -> None:
+    store(backend, make_job("a"), make_job("b"))
+    with backend.uow() as uow:
+        uow.jobs.delete(uow.jobs.get("a"))
+        assert backend.reader.get("a").id == "a"  # not before the commit
+        uow.commit()
+    with pytest.raises(JobNotFound):
+        backend.reader.get("a")
+    with backend.uow() as first, backend.uow() as second:
+        doomed = first.jobs.get("b")
+        started = second.jobs.get("b")
+        started.start(T0 + timedelta(minutes=1))
+        second.jobs.save(started)
+        second.commit()
+        first.jobs.delete(doomed)
+        with pytest.raises(ConcurrentUpdate):
+            first.commit()
+    assert backend.reader.get("b").status is JobStatus.RUNNING
+
+
+def test_finished_before_lists_only_jobs_that_ended_before_the_moment(backend: Backend) -> None:
+    jobs = {job_id: make_job(job_id) for job_id in "abcd"}
+    for job_id, minutes in (("a", 5), ("b", 1), ("c", 30)):
+        jobs[job_id].start(T0)
+        jobs[job_id].fail("x", "failed", T0 + timedelta(minutes=minutes))
+    store(backend, *jobs.values())  # d stays queued
+    with backend.uow() as uow:
+        assert uow.jobs.finished_before(T0 + timedelta(minutes=10)) == ["b", "a"]
+        assert uow.jobs.finished_before(T0 + timedelta(minutes=10), limit=1) == ["b"]
+        assert uow.jobs.finished_before(T0) == []
+
+
 def test_reader_lists_newest_first_with_filters_and_paging(backend: Backend) -> None:
     alice = [make_job(f"a{i}", at=T0 + timedelta(minutes=i)) for i in range(5)]
     tie = make_job("a9", at=T0 + timedelta(minutes=4))  # same time as a4: the larger id comes first

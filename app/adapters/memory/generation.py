@@ -80,6 +80,11 @@ class InMemoryModelCatalog(ModelCatalog):
     def list(self, kind: ModelKind | None = None) -> list[ModelInfo]:
         return [self._models[n] for n in sorted(self._models) if kind is None or self._models[n].kind is kind]
 
+    def remove(self, name: str) -> ModelInfo:
+        if name not in self._models:
+            raise UnknownModel(f"No model named {name!r} is registered.")
+        return self._models.pop(name)
+
     def add(
         self,
         name: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from datetime import datetime
 from types import TracebackType
 
 from app.domain.errors import ConcurrentUpdate, JobNotFound
@@ -24,6 +25,7 @@ class InMemoryJobRepository(JobRepository):
         self._store = store
         self.pending: dict[str, tuple[GenerationJob, int | None]] = {}
         self.dirty: set[str] = set()
+        self.deleted: set[str] = set()
 
     def add(self, job: GenerationJob) -> None:
         self.pending[job.id] = (job, None)
@@ -45,6 +47,17 @@ class InMemoryJobRepository(JobRepository):
             raise JobNotFound(f"Job {job.id} was not loaded in this unit of work.")
         self.dirty.add(job.id)
 
+    def delete(self, job: GenerationJob) -> None:
+        if job.id not in self.pending:
+            raise JobNotFound(f"Job {job.id} was not loaded in this unit of work.")
+        self.deleted.add(job.id)
+        self.dirty.discard(job.id)
+
+    def finished_before(self, moment: datetime, limit: int = 500) -> list[str]:
+        with self._store.lock:
+            jobs = [job for job, _ in self._store.rows.values() if job.finished_at and job.finished_at < moment]
+        return [job.id for job in sorted(jobs, key=lambda j: (j.finished_at or moment, j.id))][:limit]
+
     def count_unfinished(self, owner: str) -> int:
         with self._store.lock:
             return sum(1 for job, _ in self._store.rows.values() if job.owner == owner and not job.status.finished)
@@ -57,16 +70,23 @@ class InMemoryJobRepository(JobRepository):
     def flush(self) -> None:
         changes = {job_id: self.pending[job_id] for job_id in self.dirty}
         with self._store.lock:
+            for job_id in self.deleted:
+                current = self._store.rows.get(job_id)
+                if current is None or current[1] != self.pending[job_id][1]:
+                    raise ConcurrentUpdate(f"Job {job_id} was changed by someone else.")
             for job_id, (_, version) in changes.items():
                 current = self._store.rows.get(job_id)
                 if version is None and current is not None:
                     raise ConcurrentUpdate(f"Job {job_id} already exists.")
                 if version is not None and (current is None or current[1] != version):
                     raise ConcurrentUpdate(f"Job {job_id} was changed by someone else.")
+            for job_id in self.deleted:
+                del self._store.rows[job_id]
             for job_id, (job, version) in changes.items():
                 self._store.rows[job_id] = (copy.deepcopy(job), (version or 0) + 1)
         self.pending.clear()
         self.dirty.clear()
+        self.deleted.clear()
 
 
 class InMemoryUnitOfWork(UnitOfWork):
@@ -83,6 +103,7 @@ class InMemoryUnitOfWork(UnitOfWork):
     ) -> None:
         self.jobs.pending.clear()
         self.jobs.dirty.clear()
+        self.jobs.deleted.clear()
 
     def commit(self) -> None:
         assert isinstance(self.jobs, InMemoryJobRepository)

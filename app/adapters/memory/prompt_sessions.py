@@ -31,6 +31,13 @@ class InMemoryPromptSessionStore(PromptSessionStore):
                 raise PromptSessionNotFound(f"No such prompt session: {session_id}.")
             return copy.deepcopy(session)
 
+    def delete(self, session_id: str, owner: str | None = None) -> None:
+        with self._lock:
+            session = self._items.get(session_id)
+            if session is None or (owner is not None and session.owner != owner):
+                raise PromptSessionNotFound(f"No such prompt session: {session_id}.")
+            del self._items[session_id]
+
     def save(self, session: PromptSession) -> None:
         with self._lock:
             stored = self._items.get(session.id)

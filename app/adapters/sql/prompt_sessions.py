@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.adapters.sql.errors import translate_errors
@@ -108,6 +108,14 @@ class SqlPromptSessionStore(PromptSessionStore):
                 raise PromptSessionNotFound(f"No such prompt session: {session_id}.")
             turns = list(db.scalars(select(PromptTurnRow).where(PromptTurnRow.session_id == session_id)))
             return session_from_rows(row, turns)
+
+    def delete(self, session_id: str, owner: str | None = None) -> None:
+        with translate_errors(), self._sessions() as db, db.begin():
+            row = db.get(PromptSessionRow, session_id)
+            if row is None or (owner is not None and row.owner != owner):
+                raise PromptSessionNotFound(f"No such prompt session: {session_id}.")
+            db.execute(delete(PromptTurnRow).where(PromptTurnRow.session_id == session_id))
+            db.delete(row)
 
     def save(self, session: PromptSession) -> None:
         with translate_errors(), self._sessions() as db, db.begin():

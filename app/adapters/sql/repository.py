@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -41,6 +43,23 @@ class SqlJobRepository(JobRepository):
         if tracked is None:
             raise JobNotFound(f"Job {job.id} was not loaded in this unit of work.")
         self._tracked[job.id] = (job, from_entity(job, tracked[1]))
+
+    def delete(self, job: GenerationJob) -> None:
+        tracked = self._tracked.pop(job.id, None)
+        if tracked is None:
+            raise JobNotFound(f"Job {job.id} was not loaded in this unit of work.")
+        self._session.delete(tracked[1])  # versioned: the commit fails if the row changed since it was read
+
+    def finished_before(self, moment: datetime, limit: int = 500) -> list[str]:
+        finished = [JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value]
+        query = (
+            select(JobRow.id)
+            .where(JobRow.status.in_(finished), JobRow.finished_at < moment)
+            .order_by(JobRow.finished_at, JobRow.id)
+            .limit(limit)
+        )
+        with translate_errors(), self._session.no_autoflush:
+            return list(self._session.scalars(query))
 
     def count_unfinished(self, owner: str) -> int:
         unfinished = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]

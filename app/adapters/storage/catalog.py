@@ -7,6 +7,7 @@ import binascii
 import json
 import os
 import re
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable
@@ -128,6 +129,18 @@ class JsonModelCatalog(ModelCatalog):
                 )
             entries[name] = _to_entry(info)
             self._write(entries)
+        return info
+
+    def remove(self, name: str) -> ModelInfo:
+        with self._lock:
+            entries = self._read()
+            if name not in entries:
+                raise UnknownModel(f"No model named {name!r} is registered.")
+            info = _to_info(name, entries.pop(name))
+            self._write(entries)
+        made = Path(info.path)
+        if made.is_relative_to(self._converted.resolve()) and made.is_dir():  # converted for this name alone
+            shutil.rmtree(made, ignore_errors=True)
         return info
 
     def _config_dir(self, config: str | None) -> str:

@@ -10,7 +10,7 @@ from app.entrypoints.cli.common import JOB_COLUMNS, echo_json, echo_table, job_d
 
 @click.group()
 def jobs() -> None:
-    """List, show and cancel generation jobs (of every process using this database)."""
+    """List, show, cancel and delete generation jobs (of every process using this database)."""
 
 
 @jobs.command("list")
@@ -60,3 +60,33 @@ def cancel(ctx: click.Context, job_id: str) -> None:
     """Cancel a queued job, or stop a running one at its next step (also in a server process)."""
     job = open_atelier(ctx).cancel(job_id)
     click.echo(f"job {job.id}: {'cancelled' if job.status is JobStatus.CANCELLED else 'cancel requested'}")
+
+
+@jobs.command("delete")
+@click.argument("job_ids", nargs=-1, required=True)
+@click.pass_context
+def delete(ctx: click.Context, job_ids: tuple[str, ...]) -> None:
+    """Delete queued or finished jobs and their images (cancel a running one first)."""
+    atelier = open_atelier(ctx)
+    for job_id in job_ids:
+        atelier.delete_job(job_id)
+        click.echo(f"job {job_id}: deleted")
+
+
+@jobs.command("prune")
+@click.option(
+    "--older-than",
+    "days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="DAYS",
+    help="Delete the jobs that finished more than DAYS days ago (default: ATELIER_JOB_RETENTION_DAYS).",
+)
+@click.pass_context
+def prune(ctx: click.Context, days: float | None) -> None:
+    """Delete finished jobs by age, with their images; prints how many."""
+    atelier = open_atelier(ctx)
+    if days is None and atelier.settings.job_retention_days <= 0:
+        raise click.UsageError("Give --older-than DAYS, or set ATELIER_JOB_RETENTION_DAYS.")
+    removed = atelier.prune_jobs(days)
+    click.echo(f"{removed} finished jobs deleted")

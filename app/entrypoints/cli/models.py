@@ -78,6 +78,15 @@ def add(ctx: click.Context, name: str, path: str, kind: str, replace: bool, conf
     click.echo(f"registered {info.name}: {info.path} ({detail})")
 
 
+@models.command("remove")
+@click.argument("name")
+@click.pass_context
+def remove(ctx: click.Context, name: str) -> None:
+    """Unregister NAME (a folder converted for it is deleted; your own files stay)."""
+    info = open_atelier(ctx).remove_model(name)
+    click.echo(f"removed {info.name} ({info.kind.value})")
+
+
 @models.command("init-demo")
 @click.option("--force", is_flag=True, help="Rebuild even if it exists.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random-init weights.")

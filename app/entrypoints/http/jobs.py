@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from app.composition import Container
 from app.domain.jobs import JobStatus
@@ -55,6 +55,23 @@ def list_jobs(
 )
 def get_job(job_id: str, use: UseCases, owner: OwnerDep) -> JobOut:
     return JobOut.of(use.job_reader().get(job_id, owner))
+
+
+@router.delete(
+    "/v1/jobs/{job_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a queued or finished job and its images",
+    responses={
+        204: {"description": "Deleted: the job is gone from the database and its images from the disk."},
+        **errors(404, 409, 503, codes={404: ["job_not_found"], 409: ["job_running", "concurrent_update"]}),
+    },
+)
+def delete_job(job_id: str, use: UseCases, owner: OwnerDep) -> Response:
+    """A running job is refused with 409 `job_running`: cancel it, and delete it once it has stopped. Its image
+    URLs answer 404 afterwards. `ATELIER_JOB_RETENTION_DAYS` deletes finished jobs by age."""
+    use.delete_job()(job_id, owner)
+    return Response(status_code=204)
 
 
 @router.post(

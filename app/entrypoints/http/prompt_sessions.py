@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.composition import Container
@@ -119,6 +120,21 @@ def list_sessions(
 )
 def get_session(session_id: str, use: UseCases, owner: OwnerDep) -> PromptSessionOut:
     return PromptSessionOut.of(use.prompt_sessions().get(session_id, owner))
+
+
+@router.delete(
+    "/v1/prompt-sessions/{session_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a session and its turns",
+    responses={
+        204: {"description": "Deleted. The jobs its turns rendered stay; `DELETE /v1/jobs/{id}` removes them."},
+        **errors(404, 503, codes={404: ["prompt_session_not_found"]}),
+    },
+)
+def delete_session(session_id: str, use: UseCases, owner: OwnerDep) -> Response:
+    use.prompt_sessions().delete(session_id, owner)
+    return Response(status_code=204)
 
 
 @router.post(

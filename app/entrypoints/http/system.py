@@ -24,9 +24,29 @@ AtelierDep = Annotated[Atelier, Depends(deps.atelier)]
 def models(
     atelier: AtelierDep, admin: Annotated[bool, Depends(deps.is_admin)], kind: ModelKind | None = None
 ) -> list[ModelOut]:
-    """Base models, LoRAs and ControlNets; `kind` filters. `source` (where the model was registered from: a
+    """Base models, LoRAs, ControlNets and VAEs; `kind` filters. `source` (where the model was registered from: a
     server path or a hub id) is shown to admin keys only."""
     return [ModelOut.of(m, show_source=admin) for m in atelier.models(kind)]
+
+
+@router.delete(
+    "/v1/models/{name}",
+    status_code=204,
+    response_class=Response,
+    tags=["models"],
+    summary="Unregister a model (admin)",
+    responses={
+        204: {"description": "Unregistered; a folder converted for it is deleted, the server's own files stay."},
+        **errors(403, 404, 503, codes={403: ["forbidden"], 404: ["unknown_model"]}),
+    },
+)
+def remove_model(name: str, atelier: AtelierDep, admin: Annotated[bool, Depends(deps.is_admin)]) -> Response:
+    """Base models, LoRAs, ControlNets and VAEs alike. Queued jobs that name it fail with `unknown_model` when
+    they run. With API keys on it needs an admin key: models are shared by every key."""
+    if not admin:
+        raise Forbidden("Models are shared by every key; unregistering one needs an admin key.")
+    atelier.remove_model(name)
+    return Response(status_code=204)
 
 
 @router.get(

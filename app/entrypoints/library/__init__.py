@@ -13,6 +13,8 @@ resolves a use case or a port from the container and calls it; the parts ``knowl
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 from app.composition import Container
 from app.demo_world.integrity import SceneReading
 from app.domain.control_maps import ControlMapSpec
-from app.domain.errors import DatabaseUnavailable, ImageNotFound
+from app.domain.errors import AtelierError, DatabaseUnavailable, ImageNotFound
 from app.domain.generation import GenerationParams
 from app.domain.jobs import GenerationJob, JobStatus
 from app.domain.models import ModelInfo, ModelKind
@@ -31,6 +33,9 @@ from app.ports.generation import InputImage, ModelCatalog
 from app.ports.persistence import JobPage, JobReader
 from app.settings import Settings, load_settings
 
+log = logging.getLogger(__name__)
+RETENTION_INTERVAL = 3600.0  # seconds between applications of the retention setting
+
 
 class Atelier:
     """One Atelier instance: jobs, models and images over one database and data dir."""
@@ -39,6 +44,8 @@ class Atelier:
         self.settings = settings
         self.container = container or Container(settings=settings)
         self._worker_started = False
+        self._stopping = threading.Event()
+        self._retention = threading.Thread(target=self._retain, name="atelier-retention", daemon=True)
         self.knowledge = Knowledge(self.container)
         self.edits = Edits(self.container)
         self.prompts = Prompts(self.container)
@@ -92,6 +99,8 @@ class Atelier:
         metrics = self.container.job_metrics()
         if hasattr(metrics, "loaded"):  # this process now holds pipelines: report them
             metrics.loaded = self._loaded_models
+        if self.settings.job_retention_days > 0:
+            self._retention.start()
         if recover:
             try:
                 for job_id in self.container.recover_jobs()():
@@ -111,7 +120,17 @@ class Atelier:
         exported: tuple[bytes, str] = self.container.job_metrics().exposition()
         return exported
 
+    def _retain(self) -> None:
+        """Apply the retention setting now and then hourly, until the instance closes."""
+        while not self._stopping.is_set():
+            try:
+                self.prune_jobs()
+            except AtelierError as e:  # the database is away: try again next time
+                log.warning("retention: %s", e.message)
+            self._stopping.wait(RETENTION_INTERVAL)
+
     def close(self) -> None:
+        self._stopping.set()
         self.container.executor().shutdown(wait=True)
         self.container.shutdown_resources()  # unloads pipelines and closes the engine, if they were used
 
@@ -157,6 +176,16 @@ class Atelier:
     def cancel(self, job_id: str, owner: str | None = None) -> GenerationJob:
         job: GenerationJob = self.container.cancel_job()(job_id, owner)
         return job
+
+    def delete_job(self, job_id: str, owner: str | None = None) -> None:
+        """Delete a queued or finished job and its images (``JobRunning`` for a running one: cancel it first)."""
+        self.container.delete_job()(job_id, owner)
+
+    def prune_jobs(self, days: float | None = None) -> int:
+        """Delete the jobs that finished more than ``days`` days ago (default: the retention setting), with
+        their images; returns how many."""
+        removed: int = self.container.prune_jobs()(self.settings.job_retention_days if days is None else days)
+        return removed
 
     # -- queries ---------------------------------------------------------------------
     def job(self, job_id: str, owner: str | None = None) -> GenerationJob:
@@ -244,6 +273,11 @@ class Atelier:
         tokenizer) of ``config`` (a registered base model or a diffusers folder of the same architecture; default:
         the default model)."""
         return self._catalog.add(name, source, kind=ModelKind(kind), replace=replace, config=config)
+
+    def remove_model(self, name: str) -> ModelInfo:
+        """Unregister a model of any kind (a folder converted for it is deleted; the user's files stay). Jobs
+        that name it and have not run fail with ``unknown_model``."""
+        return self._catalog.remove(name)
 
     def init_demo(self, force: bool = False, seed: int = 0) -> ModelInfo:
         """Register the offline demo models (``demo``, ``demo-tiny``, ControlNets ``canny``/``depth``,

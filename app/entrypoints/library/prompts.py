@@ -80,6 +80,10 @@ class Prompts:
         session: PromptSession = self._container.prompt_sessions().get(session_id, owner)
         return session
 
+    def delete(self, session_id: str, owner: str | None = None) -> None:
+        """Delete the session and its turns (the jobs its turns rendered stay: they are ordinary jobs)."""
+        self._container.prompt_sessions().delete(session_id, owner)
+
     def list(self, owner: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[PromptSession], int]:
         page: tuple[list[PromptSession], int] = self._container.prompt_sessions().list(owner, limit, offset)
         return page
