@@ -50,6 +50,7 @@ class Settings:
     # Finished jobs (and their images) older than this many days are deleted, hourly by a process that runs
     # jobs; 0 keeps them.
     job_retention_days: float = 0.0
+    log_format: str = "plain"  # or json: one object per line with the request id and job id
     device: str = "auto"
     # The image pipelines' runtime (docs/deployment.md#gpu): dtype auto (fp32 on the CPU; bf16 or fp16 on CUDA by
     # family), float32, float16 or bfloat16; offload auto (model CPU offload for a model over the cache budget),
@@ -123,6 +124,8 @@ class Settings:
         ):
             if getattr(self, name) < 0:
                 raise InvalidParameters(f"{name} must be 0 or more.", code="invalid_setting")
+        if self.log_format not in ("plain", "json"):
+            raise InvalidParameters("log_format must be plain or json.", code="invalid_setting")
         if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):
             raise InvalidParameters("public_base_url must start with http:// or https://.", code="invalid_setting")
         if self.workers < 1:
@@ -171,6 +174,7 @@ _ENV = {
     "max_job_work": "ATELIER_MAX_JOB_WORK",
     "job_time_budget": "ATELIER_JOB_TIME_BUDGET",
     "job_retention_days": "ATELIER_JOB_RETENTION_DAYS",
+    "log_format": "ATELIER_LOG_FORMAT",
     "device": "ATELIER_DEVICE",
     "dtype": "ATELIER_DTYPE",
     "offload": "ATELIER_OFFLOAD",

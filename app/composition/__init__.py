@@ -6,5 +6,6 @@ use cases and ports from a container; they import no adapter and no factory from
 """
 
 from app.composition.container import Container
+from app.composition.logs import configure_logging
 
-__all__ = ["Container"]
+__all__ = ["Container", "configure_logging"]

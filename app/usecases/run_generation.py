@@ -17,6 +17,7 @@ from app.domain.errors import (
 from app.domain.generation import GenerationParams, infotext
 from app.domain.jobs import GenerationJob, JobStatus
 from app.domain.models import ModelKind
+from app.ports import log_context
 from app.ports.clock import Clock
 from app.ports.generation import GeneratedImage, ImageGenerator, ImageStore, ModelCatalog, ProgressSink
 from app.ports.metrics import JobMetrics
@@ -56,6 +57,10 @@ class RunGeneration:
         self._metrics = metrics
 
     def __call__(self, job_id: str, cancel_signal: Callable[[], bool]) -> None:
+        with log_context.job(job_id):
+            self._run(job_id, cancel_signal)
+
+    def _run(self, job_id: str, cancel_signal: Callable[[], bool]) -> None:
         job = self._claim(job_id)
         if job is None:
             return
@@ -93,13 +98,19 @@ class RunGeneration:
 
     def _record(self, job: GenerationJob, outcome: list[GeneratedImage] | Exception) -> None:
         """Store the images and the final status (one short transaction), then report the outcome."""
-        finished = self._store_outcome(job, outcome)
-        if self._metrics is not None and finished.started_at and finished.finished_at:
+        with log_context.job(job.id):
+            finished = self._store_outcome(job, outcome)
+            started, ended = finished.started_at, finished.finished_at
+            ran = started is not None and ended is not None
+            seconds = (ended - started).total_seconds() if started is not None and ended is not None else 0.0
+            extra: dict[str, object] = {"event": "job_finished", "job_id": job.id, "status": finished.status.value}
+            extra |= {"seconds": round(seconds, 3), "error_code": finished.error_code}
+            log.info("job %s %s", job.id, finished.status.value, extra=extra)
+        if self._metrics is not None and ran:
             try:
                 family = self._catalog.get(job.params.model, ModelKind.BASE).family.value
             except UnknownModel:
                 family = "unknown"
-            seconds = (finished.finished_at - finished.started_at).total_seconds()
             self._metrics.job_finished(str(job.params.mode), family, finished.status.value, seconds)
 
     def _store_outcome(self, job: GenerationJob, outcome: list[GeneratedImage] | Exception) -> GenerationJob:
@@ -135,7 +146,9 @@ class RunGeneration:
                 job.start(self._clock.now())
                 uow.jobs.save(job)
                 uow.commit()
-                return job
+            extra = {"event": "job_started", "job_id": job_id, "model": job.params.model, "mode": str(job.params.mode)}
+            log.info("job %s started", job_id, extra=extra)
+            return job
         except (ConcurrentUpdate, JobNotFound):
             return None  # another worker claimed it, it was cancelled meanwhile, or deleted while queued
 

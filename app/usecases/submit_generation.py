@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from app.domain.errors import InvalidParameters, LimitExceeded
@@ -11,6 +12,8 @@ from app.ports.clock import Clock
 from app.ports.generation import ImageStore, JobExecutor, ModelCatalog
 from app.ports.persistence import UnitOfWorkFactory
 from app.usecases.generation_inputs import prepare
+
+log = logging.getLogger(__name__)
 
 
 class SubmitGeneration:
@@ -61,6 +64,14 @@ class SubmitGeneration:
             for job in jobs:
                 uow.jobs.add(job)
             uow.commit()
+        for job in jobs:
+            extra = {
+                "event": "job_submitted",
+                "job_id": job.id,
+                "model": job.params.model,
+                "mode": str(job.params.mode),
+            }
+            log.info("job %s submitted", job.id, extra=extra)
         self._executor.enqueue_many([(job.id, batch_key(job.params)) for job in jobs])
         return jobs
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -45,6 +46,8 @@ class ThreadJobExecutor(JobExecutor):
         self._cancel: dict[str, threading.Event] = {}
         self._done: OrderedDict[str, threading.Event] = OrderedDict()
         self._runs: dict[str, int] = {}  # runs of a job id still queued or running
+        # The context each job was queued in (the submitting request's id, for its log lines); each run gets a copy.
+        self._contexts: dict[str, contextvars.Context] = {}
         self._handler: JobHandler | None = None
         self._batch_handler: BatchHandler | None = None
 
@@ -61,6 +64,7 @@ class ThreadJobExecutor(JobExecutor):
 
     def enqueue(self, job_id: str, batch_key: str | None = None) -> None:
         with self._lock:
+            self._contexts[job_id] = contextvars.copy_context()
             self._done.setdefault(job_id, threading.Event()).clear()
             self._cancel.setdefault(job_id, threading.Event())
             self._runs[job_id] = self._runs.get(job_id, 0) + 1
@@ -69,8 +73,10 @@ class ThreadJobExecutor(JobExecutor):
             self._ready.notify_all()
 
     def enqueue_many(self, jobs: Sequence[tuple[str, str | None]]) -> None:
+        context = contextvars.copy_context()
         with self._lock:
             for job_id, _key in jobs:
+                self._contexts[job_id] = context
                 self._done.setdefault(job_id, threading.Event()).clear()
                 self._cancel.setdefault(job_id, threading.Event())
                 self._runs[job_id] = self._runs.get(job_id, 0) + 1
@@ -129,13 +135,14 @@ class ThreadJobExecutor(JobExecutor):
         while (batch := self._next_batch()) is not None:
             with self._lock:
                 events = {job_id: self._cancel.setdefault(job_id, threading.Event()) for job_id in batch}
+                context = self._contexts.get(batch[0], contextvars.Context()).copy()
             try:
                 if len(batch) == 1:
                     assert self._handler is not None
-                    self._handler(batch[0], events[batch[0]].is_set)
+                    context.run(self._handler, batch[0], events[batch[0]].is_set)
                 else:
                     assert self._batch_handler is not None
-                    self._batch_handler(batch, _signals(events))
+                    context.run(self._batch_handler, batch, _signals(events))
             except Exception:
                 log.exception("the handler of jobs %s raised", batch)
             finally:
@@ -150,6 +157,7 @@ class ThreadJobExecutor(JobExecutor):
                 return
             self._runs.pop(job_id, None)
             self._cancel.pop(job_id, None)
+            self._contexts.pop(job_id, None)
             event = self._done.setdefault(job_id, threading.Event())
             event.set()
             self._done.move_to_end(job_id)

@@ -26,6 +26,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
     docs at /docs. --host and --port override ATELIER_HOST and ATELIER_PORT."""
     import uvicorn
 
+    from app.composition import configure_logging
     from app.entrypoints.http.app import create_app
     from app.entrypoints.library import Atelier
 
@@ -42,7 +43,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
         f"({database_label(settings)}); the studio at /, API docs at /docs",
         err=True,
     )
-    uvicorn.run(app, host=bind_host, port=bind_port, log_level=log_level)
+    configure_logging(settings.log_format, log_level)
+    # uvicorn logs through the root handler; with JSON logs each request's line comes from Atelier (with its id)
+    access_log = settings.log_format == "plain"
+    uvicorn.run(app, host=bind_host, port=bind_port, log_level=log_level, log_config=None, access_log=access_log)
 
 
 def serving_url(host: str, port: int) -> str:

@@ -28,6 +28,7 @@ from app.entrypoints.http import (
 )
 from app.entrypoints.http.auth import AuthMiddleware
 from app.entrypoints.http.guards import BodyGuard, RateLimit
+from app.entrypoints.http.request_ids import RequestIds
 from app.entrypoints.library import Atelier
 from app.settings import Settings
 
@@ -72,6 +73,7 @@ def create_app(atelier: Atelier | None = None, *, close_on_shutdown: bool | None
     app.add_middleware(BodyGuard, settings=settings)
     app.add_middleware(RateLimit, settings=settings)
     app.add_middleware(AuthMiddleware, settings=settings)
+    app.add_middleware(RequestIds, settings=settings)  # outermost: every answer, refusals too, carries the id
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(uploads.router)
