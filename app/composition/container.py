@@ -111,6 +111,7 @@ class Container(containers.DeclarativeContainer):
         max_batch=settings.provided.max_batch,
     )
 
+    job_callbacks = providers.Resource(generation.job_callbacks, settings)
     resolve_images = providers.Factory(ResolveImages, images, fetcher, codec, job_reader)
     submit_generation = providers.Factory(
         SubmitGeneration,
@@ -121,6 +122,7 @@ class Container(containers.DeclarativeContainer):
         clock,
         max_queued=settings.provided.max_queued_jobs,
         max_work=settings.provided.max_job_work,
+        callbacks=job_callbacks,
     )
     job_metrics = providers.Singleton(generation.job_metrics, job_reader, executor.provided.live_workers)
     run_generation = providers.Factory(
@@ -133,12 +135,13 @@ class Container(containers.DeclarativeContainer):
         settings.provided.progress_interval,
         time_budget=settings.provided.job_time_budget,
         metrics=job_metrics,
+        callbacks=job_callbacks,
     )
     accept_generation = providers.Factory(
         AcceptGeneration, resolve_images, submit_generation, settings.provided.default_model
     )
     await_job = providers.Factory(AwaitJob, executor, job_reader)
-    cancel_job = providers.Factory(CancelJob, uow_factory, executor, clock)
+    cancel_job = providers.Factory(CancelJob, uow_factory, executor, clock, job_callbacks)
     delete_job = providers.Factory(DeleteJob, uow_factory, images, executor)
     prune_jobs = providers.Factory(PruneJobs, uow_factory, images, clock)
     recover_jobs = providers.Factory(RecoverJobs, uow_factory, clock)

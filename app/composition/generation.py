@@ -20,6 +20,7 @@ from app.ports.generation import (
 from app.ports.metrics import JobMetrics
 from app.ports.persistence import JobReader
 from app.ports.scenes import SceneReader
+from app.ports.webhooks import JobCallbacks
 from app.settings import Settings
 
 
@@ -81,6 +82,23 @@ def image_fetcher(settings: Settings) -> ImageFetcher:
         timeout=settings.fetch_timeout,
         allow_private=settings.fetch_allow_private,
     )
+
+
+def job_callbacks(settings: Settings) -> Iterator[JobCallbacks]:
+    """Signed, retried callbacks to the allow-listed hosts; none allowed: callbacks off."""
+    from app.adapters.webhooks import HttpJobCallbacks, NoCallbacks
+
+    if not settings.webhook_allowed_hosts or not settings.webhook_secret:
+        yield NoCallbacks()
+        return
+    callbacks = HttpJobCallbacks(
+        settings.webhook_allowed_hosts,
+        settings.webhook_secret,
+        allow_private=settings.webhook_allow_private,
+        public_base_url=settings.public_base_url,
+    )
+    yield callbacks
+    callbacks.close()
 
 
 def scene_reader() -> SceneReader:

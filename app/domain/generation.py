@@ -33,6 +33,7 @@ from app.domain.specs import (
 )
 from app.domain.text import require_text
 
+MAX_CALLBACK_URL = 2048
 MAX_PROMPT_CHARS = 4000
 MIN_SIZE, MAX_SIZE = 64, 2048
 MAX_PIXELS = 2048 * 2048
@@ -163,6 +164,7 @@ class GenerationParams:
     hires: HiresSpec | None = None  # A1111's hires fix (text-to-image only)
     clip_skip: int = 1  # A1111's: 1 reads the CLIP text encoder's last layer, 2 the one before, ...
     vae: str | None = None  # a registered VAE that replaces the model's own (A1111's sd_vae); None: the model's
+    callback_url: str | None = None  # called once when the job ends (allow-listed hosts, signed; docs/deployment.md)
 
     def __post_init__(self) -> None:
         self._check_text()
@@ -184,6 +186,16 @@ class GenerationParams:
         _check_int(self.clip_skip, "clip_skip", 1, MAX_CLIP_SKIP)
         if self.vae is not None:
             validate_model_name(self.vae, "vae")
+        if self.callback_url is not None and (
+            not isinstance(self.callback_url, str)
+            or not self.callback_url.startswith(("http://", "https://"))
+            or len(self.callback_url) > MAX_CALLBACK_URL
+        ):
+            raise InvalidParameters(
+                f"callback_url must be an http(s) URL of at most {MAX_CALLBACK_URL} characters.",
+                code="invalid_callback_url",
+                field="callback_url",
+            )
         if self.hires is not None:
             if self.mode is not Mode.TXT2IMG:
                 raise InvalidParameters(

@@ -7,16 +7,20 @@ from app.domain.jobs import GenerationJob
 from app.ports.clock import Clock
 from app.ports.generation import JobExecutor
 from app.ports.persistence import UnitOfWorkFactory
+from app.ports.webhooks import JobCallbacks
 
 
 class CancelJob:
     """Record the cancellation in the database (seen by workers in any process) and
     signal the local executor so an in-process run stops without waiting for its next poll."""
 
-    def __init__(self, uow: UnitOfWorkFactory, executor: JobExecutor, clock: Clock) -> None:
+    def __init__(
+        self, uow: UnitOfWorkFactory, executor: JobExecutor, clock: Clock, callbacks: JobCallbacks | None = None
+    ) -> None:
         self._uow = uow
         self._executor = executor
         self._clock = clock
+        self._callbacks = callbacks
 
     def __call__(self, job_id: str, owner: str | None = None) -> GenerationJob:
         for _attempt in range(5):
@@ -34,4 +38,6 @@ class CancelJob:
         else:
             raise ConcurrentUpdate(f"Job {job_id} kept changing; try to cancel again.")
         self._executor.cancel(job_id)
+        if self._callbacks is not None and job.status.finished:  # a queued job ended here; a running one ends later
+            self._callbacks.job_ended(job)
         return job

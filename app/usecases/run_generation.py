@@ -22,6 +22,7 @@ from app.ports.clock import Clock
 from app.ports.generation import GeneratedImage, ImageGenerator, ImageStore, ModelCatalog, ProgressSink
 from app.ports.metrics import JobMetrics
 from app.ports.persistence import UnitOfWorkFactory
+from app.ports.webhooks import JobCallbacks
 from app.usecases.generation_inputs import build_request
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class RunGeneration:
         progress_interval: float = 0.25,
         time_budget: float = 0.0,
         metrics: JobMetrics | None = None,
+        callbacks: JobCallbacks | None = None,
     ) -> None:
         self._uow = uow
         self._catalog = catalog
@@ -55,6 +57,7 @@ class RunGeneration:
         self.progress_interval = progress_interval
         self.time_budget = time_budget  # seconds a job may run (0: no limit)
         self._metrics = metrics
+        self._callbacks = callbacks
 
     def __call__(self, job_id: str, cancel_signal: Callable[[], bool]) -> None:
         with log_context.job(job_id):
@@ -106,6 +109,8 @@ class RunGeneration:
             extra: dict[str, object] = {"event": "job_finished", "job_id": job.id, "status": finished.status.value}
             extra |= {"seconds": round(seconds, 3), "error_code": finished.error_code}
             log.info("job %s %s", job.id, finished.status.value, extra=extra)
+            if self._callbacks is not None:
+                self._callbacks.job_ended(finished)
         if self._metrics is not None and ran:
             try:
                 family = self._catalog.get(job.params.model, ModelKind.BASE).family.value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 from app.domain.errors import InvalidParameters, LimitExceeded
 from app.domain.generation import GenerationParams, batch_key
@@ -11,6 +12,7 @@ from app.domain.jobs import GenerationJob
 from app.ports.clock import Clock
 from app.ports.generation import ImageStore, JobExecutor, ModelCatalog
 from app.ports.persistence import UnitOfWorkFactory
+from app.ports.webhooks import JobCallbacks
 from app.usecases.generation_inputs import prepare
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ class SubmitGeneration:
         clock: Clock,
         max_queued: int = 0,
         max_work: int = 0,
+        callbacks: JobCallbacks | None = None,
     ) -> None:
         self._uow = uow
         self._catalog = catalog
@@ -40,6 +43,7 @@ class SubmitGeneration:
         self._clock = clock
         self._max_queued = max_queued
         self._max_work = max_work
+        self._callbacks = callbacks
 
     def __call__(self, owner: str, params: GenerationParams) -> GenerationJob:
         """Raises ``DatabaseUnavailable`` before anything else: no job is judged that could not be stored."""
@@ -52,6 +56,10 @@ class SubmitGeneration:
             jobs = []
             for entry in params:
                 prepared = prepare(entry, self._catalog, self._images, owner)
+                if prepared.callback_url is not None:
+                    if self._callbacks is None:
+                        raise InvalidParameters("Job callbacks are not enabled here.", code="webhooks_disabled")
+                    prepared = replace(prepared, callback_url=self._callbacks.check(prepared.callback_url))
                 check_work(prepared, self._max_work)
                 jobs.append(GenerationJob.create(owner, prepared, self._clock.now()))
             if self._max_queued and uow.jobs.count_unfinished(owner) + len(jobs) > self._max_queued:

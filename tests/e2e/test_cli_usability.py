@@ -82,7 +82,12 @@ def test_serve_prints_its_url_and_data_dir_and_honours_the_environment(
         return object()
 
     monkeypatch.setattr(http_app, "create_app", create_app)
-    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, log_level: served.append((host, port)))
+
+    def run(app: object, host: str, port: int, log_level: str, **options: object) -> None:
+        assert options == {"log_config": None, "access_log": True}  # plain logs: uvicorn's access lines stay
+        served.append((host, port))
+
+    monkeypatch.setattr(uvicorn, "run", run)
     env = {"ATELIER_HOST": "127.0.0.2", "ATELIER_PORT": "8765"}
     try:
         from_env = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "serve"], env=env)

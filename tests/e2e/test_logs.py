@@ -80,6 +80,7 @@ def test_plain_and_json_output(capsys: pytest.CaptureFixture[str]) -> None:
         configure_logging("plain", "info")
         logging.getLogger("atelier.test").info("plain")
         assert capsys.readouterr().err.strip().endswith("atelier.test: plain")
+        assert sum(h.get_name() == "atelier" for h in root.handlers) == 1  # configured twice, one handler
         with pytest.raises(ValueError, match="plain, json"):
             configure_logging("xml")
     finally:

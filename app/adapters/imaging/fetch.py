@@ -30,7 +30,7 @@ from app.ports.generation import ImageFetcher
 MAX_REDIRECTS = 3
 DISABLED = "URL fetching is not enabled on this deployment; upload the image instead (as base64 or a multipart upload)."
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_METADATA = frozenset(ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"))
+METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"))
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -124,7 +124,7 @@ class HttpImageFetcher(ImageFetcher):
         if not addresses:
             raise InvalidImage(f"The host {host!r} cannot be resolved.", code="image_fetch_failed")
         for address in addresses:
-            if address in _METADATA or not (self.allow_private or is_public(address)):
+            if address in METADATA_ADDRESSES or not (self.allow_private or is_public(address)):
                 raise InvalidParameters(
                     f"The host {host!r} resolves to {address}, a private or reserved address; it cannot be fetched.",
                     code="url_not_allowed",

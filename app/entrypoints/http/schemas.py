@@ -114,6 +114,11 @@ class JobRequest(BaseModel):
     clip_skip: int | None = Field(
         None, description="A1111's clip skip: 1 (default) reads CLIP's last layer, 2 the one before (CLIP families)."
     )
+    callback_url: str | None = Field(
+        None,
+        description="Called once when the job ends (POST, the job as JSON, signed with X-Atelier-Signature); its host"
+        " must be on the deployment's callback allow-list.",
+    )
     vae: str | None = Field(
         None,
         description="A registered VAE (kind vae) that encodes and decodes in place of the model's own; it must share"
