@@ -51,6 +51,7 @@ class Settings:
     # jobs; 0 keeps them.
     job_retention_days: float = 0.0
     log_format: str = "plain"  # or json: one object per line with the request id and job id
+    worker_heartbeat: float = 10.0  # seconds between a job-running process's reports (atelier cluster status)
     device: str = "auto"
     # The image pipelines' runtime (docs/deployment.md#gpu): dtype auto (fp32 on the CPU; bf16 or fp16 on CUDA by
     # family), float32, float16 or bfloat16; offload auto (model CPU offload for a model over the cache budget),
@@ -134,6 +135,8 @@ class Settings:
                 "webhook_secret is required when webhook_allowed_hosts is set: callbacks are signed with it.",
                 code="invalid_setting",
             )
+        if self.worker_heartbeat <= 0:
+            raise InvalidParameters("worker_heartbeat must be above 0 seconds.", code="invalid_setting")
         if self.log_format not in ("plain", "json"):
             raise InvalidParameters("log_format must be plain or json.", code="invalid_setting")
         if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):
@@ -185,6 +188,7 @@ _ENV = {
     "job_time_budget": "ATELIER_JOB_TIME_BUDGET",
     "job_retention_days": "ATELIER_JOB_RETENTION_DAYS",
     "log_format": "ATELIER_LOG_FORMAT",
+    "worker_heartbeat": "ATELIER_WORKER_HEARTBEAT",
     "device": "ATELIER_DEVICE",
     "dtype": "ATELIER_DTYPE",
     "offload": "ATELIER_OFFLOAD",

@@ -20,6 +20,7 @@ from app.adapters.memory.jobs import InMemoryJobStore, InMemoryUnitOfWorkFactory
 from app.adapters.memory.knowledge import InMemoryCalibrationStore, InMemoryKnowledgeQueryStore
 from app.adapters.memory.options import InMemoryOwnerOptions
 from app.adapters.memory.prompt_sessions import InMemoryPromptSessionStore
+from app.adapters.memory.workers import InMemoryWorkerRegistry
 from app.adapters.storage.documents import FileDocumentReader
 from app.adapters.storage.images import FileImageStore
 from app.adapters.system import SystemClock
@@ -83,6 +84,11 @@ class Container(containers.DeclarativeContainer):
         profile,
         sql=providers.Singleton(sql.owner_options, sessions, clock),
         test=providers.Singleton(InMemoryOwnerOptions),
+    )
+    worker_registry = providers.Selector(  # the processes that run jobs (atelier cluster status)
+        profile,
+        sql=providers.Singleton(sql.worker_registry, sessions),
+        test=providers.Singleton(InMemoryWorkerRegistry),
     )
 
     # -- image generation ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ from app.ports.knowledge import CalibrationStore, KnowledgeQueryStore
 from app.ports.options import OwnerOptions
 from app.ports.persistence import JobReader, Schema, UnitOfWorkFactory
 from app.ports.prompt_sessions import PromptSessionStore
+from app.ports.workers import WorkerRegistry
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -77,3 +78,9 @@ def owner_options(made: sessionmaker[Session], clock: Clock) -> OwnerOptions:
     from app.adapters.sql.options import SqlOwnerOptions
 
     return SqlOwnerOptions(made, clock)
+
+
+def worker_registry(made: sessionmaker[Session]) -> WorkerRegistry:
+    from app.adapters.sql.workers import SqlWorkerRegistry
+
+    return SqlWorkerRegistry(made)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,32 @@ def test_a_model_is_removed_from_the_command_line(data_dir: str) -> None:
     assert [line.split()[0] for line in stdout.splitlines()] == ["NAME", "canny"]
     code, _, stderr = run(data_dir, "models", "remove", "depth")
     assert code != 0 and "No model named 'depth'" in stderr
+
+
+def test_cluster_status_lists_the_live_processes_their_models_and_the_queue(data_dir: str, tmp_path: Path) -> None:
+    from app.entrypoints.library import Atelier
+
+    runner = Atelier.open(data_dir=data_dir, worker_heartbeat=0.2)
+    idle = Atelier.open(data_dir=data_dir, worker_heartbeat=0.2, recover=False)
+    try:
+        assert runner.generate("猫", steps=1, model="demo-tiny").status.value == "succeeded"
+        waiting = Atelier.open(data_dir=data_dir, start_worker=False)
+        queued = waiting.submit("狗", steps=1, model="demo")  # no worker of this process will take it
+        time.sleep(0.6)
+        code, stdout, _ = run(data_dir, "cluster", "status", "--json")
+        assert code == 0
+        status = json.loads(stdout)
+        workers = {w["id"]: w for w in status["workers"]}
+        assert set(workers) >= {runner.worker_id, idle.worker_id}
+        assert workers[runner.worker_id]["models"] == ["demo-tiny"] and workers[idle.worker_id]["models"] == []
+        assert workers[runner.worker_id]["threads"] >= 1 and workers[runner.worker_id]["seen_seconds_ago"] < 1
+        [line] = status["queue"]
+        assert (line["model"], line["queued"]) == ("demo", 1) and line["oldest_wait_seconds"] >= 0
+        waiting.cancel(queued.id)
+        waiting.close()
+    finally:
+        idle.close()
+        runner.close()
+    code, stdout, stderr = run(data_dir, "cluster", "status")
+    assert code == 0 and stdout.splitlines()[0].split()[:3] == ["WORKER", "HOST", "PID"]
+    assert "0 live workers" in stderr  # both closed: their rows are gone

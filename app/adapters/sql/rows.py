@@ -291,6 +291,20 @@ class PromptTurnRow(Base):
     edit_model: Mapped[str | None] = mapped_column(String(128))
 
 
+class WorkerRow(Base):
+    """A process that runs jobs, refreshed by its heartbeat."""
+
+    __tablename__ = "atelier_workers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    threads: Mapped[int] = mapped_column(Integer)
+    models: Mapped[list[str]] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
 class OwnerOptionsRow(Base):
     """The A1111 options of one owner (``/sdapi/v1/options``)."""
 

@@ -81,6 +81,7 @@ SECTIONS: list[tuple[str, dict[str, tuple[str, str, str]]]] = [
         {
             "serve": ("app.entrypoints.cli.serve", "serve", "Serve the HTTP API and the studio page (and run jobs)."),
             "db": ("app.entrypoints.cli.db", "db", "Database schema commands."),
+            "cluster": ("app.entrypoints.cli.cluster", "cluster", "The processes running jobs, and the queue."),
         },
     ),
 ]

@@ -13,9 +13,14 @@ resolves a use case or a port from the container and calls it; the parts ``knowl
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,7 @@ from app.domain.errors import AtelierError, DatabaseUnavailable, ImageNotFound
 from app.domain.generation import GenerationParams
 from app.domain.jobs import GenerationJob, JobStatus
 from app.domain.models import ModelInfo, ModelKind
+from app.domain.workers import WorkerInfo
 from app.entrypoints.library.edits import Edits
 from app.entrypoints.library.knowledge import Knowledge
 from app.entrypoints.library.prompts import Prompts
@@ -46,6 +52,9 @@ class Atelier:
         self._worker_started = False
         self._stopping = threading.Event()
         self._retention = threading.Thread(target=self._retain, name="atelier-retention", daemon=True)
+        self._heartbeat = threading.Thread(target=self._beat, name="atelier-heartbeat", daemon=True)
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._started_at = datetime.now(UTC)
         self.knowledge = Knowledge(self.container)
         self.edits = Edits(self.container)
         self.prompts = Prompts(self.container)
@@ -101,6 +110,7 @@ class Atelier:
             metrics.loaded = self._loaded_models
         if self.settings.job_retention_days > 0:
             self._retention.start()
+        self._heartbeat.start()
         if recover:
             try:
                 for job_id in self.container.recover_jobs()():
@@ -109,7 +119,11 @@ class Atelier:
                 pass  # nothing to recover from a database we cannot reach; requests report 503
 
     def _loaded_models(self) -> list[tuple[str, int]]:
-        """Registered names and bytes of the pipelines in this process's memory (none before the first job)."""
+        """Registered names and bytes of the pipelines in this process's memory (none before the first job: asking
+        must not load the model backend)."""
+        backend = self.container.generator.providers.get(self.container.profile())
+        if backend is None or getattr(backend, "initialized", True) is False:
+            return []
         generator = self.container.generator()
         loaded: list[tuple[str, int]] = getattr(generator, "loaded_models", list)()
         names = {m.path: m.name for m in self._catalog.list()}
@@ -129,8 +143,34 @@ class Atelier:
                 log.warning("retention: %s", e.message)
             self._stopping.wait(RETENTION_INTERVAL)
 
+    def _beat(self) -> None:
+        """Report this process to the worker registry every ``worker_heartbeat`` seconds until it closes."""
+        registry = self.container.worker_registry()
+        while not self._stopping.is_set():
+            try:
+                registry.beat(self._worker_info())
+            except AtelierError as e:  # the database is away: the next beat tries again
+                log.warning("heartbeat: %s", e.message)
+            self._stopping.wait(self.settings.worker_heartbeat)
+
+    def _worker_info(self) -> WorkerInfo:
+        loaded = [name for name, _ in self._loaded_models()]
+        threads = self.container.executor().live_workers()
+        host, pid = socket.gethostname(), os.getpid()
+        return WorkerInfo(self.worker_id, host, pid, threads, tuple(loaded), self._started_at, datetime.now(UTC))
+
+    def cluster(self) -> dict[str, Any]:
+        """The live workers (heard from within three heartbeats) and the queue per model."""
+        now, interval = datetime.now(UTC), self.settings.worker_heartbeat
+        workers = [w for w in self.container.worker_registry().workers() if w.live(now, interval)]
+        return {"workers": workers, "queue": list(self._reader.queue())}
+
     def close(self) -> None:
         self._stopping.set()
+        if self._heartbeat.is_alive():
+            self._heartbeat.join(5)
+            with contextlib.suppress(AtelierError):  # the database is away: the row goes stale instead
+                self.container.worker_registry().remove(self.worker_id)
         self.container.executor().shutdown(wait=True)
         self.container.shutdown_resources()  # unloads pipelines and closes the engine, if they were used
 
