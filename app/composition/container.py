@@ -130,7 +130,13 @@ class Container(containers.DeclarativeContainer):
         max_work=settings.provided.max_job_work,
         callbacks=job_callbacks,
     )
-    job_metrics = providers.Singleton(generation.job_metrics, job_reader, executor.provided.live_workers)
+    job_metrics = providers.Singleton(
+        generation.job_metrics,
+        job_reader,
+        executor.provided.live_workers,
+        worker_registry,
+        settings.provided.worker_heartbeat,
+    )
     run_generation = providers.Factory(
         RunGeneration,
         uow_factory,

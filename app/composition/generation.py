@@ -21,6 +21,7 @@ from app.ports.metrics import JobMetrics
 from app.ports.persistence import JobReader
 from app.ports.scenes import SceneReader
 from app.ports.webhooks import JobCallbacks
+from app.ports.workers import WorkerRegistry
 from app.settings import Settings
 
 
@@ -149,11 +150,13 @@ def convert_vae_file(path: str, out_dir: str, config_dir: str | None) -> str:
     return convert(path, out_dir, config_dir)
 
 
-def job_metrics(reader: JobReader, workers: Callable[[], int]) -> JobMetrics:
-    """Prometheus metrics of this process's jobs and of the shared queue."""
+def job_metrics(
+    reader: JobReader, workers: Callable[[], int], registry: WorkerRegistry, heartbeat: float
+) -> JobMetrics:
+    """Prometheus metrics of this process's jobs, of the shared queue and of the live workers."""
     from app.adapters.metrics.prometheus import PrometheusMetrics
 
-    return PrometheusMetrics(reader, workers)
+    return PrometheusMetrics(reader, workers, registry, heartbeat)
 
 
 def model_catalog(settings: Settings) -> ModelCatalog:

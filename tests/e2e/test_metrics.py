@@ -58,3 +58,4 @@ async def test_the_metrics_reflect_finished_and_queued_jobs(atelier: Atelier) ->
         labels: Any = (("family", "sd"), ("mode", "txt2img"), ("status", "succeeded"))
         assert found[("atelier_job_duration_seconds_count", labels)] == 1
         assert found[("atelier_batch_size_count", ())] == 1
+        assert found[("atelier_cluster_workers", ())] == 1  # this process, from the worker registry

@@ -21,6 +21,7 @@ from app.domain.errors import AtelierError
 from app.domain.jobs import JobStatus
 from app.ports.metrics import JobMetrics
 from app.ports.persistence import JobReader
+from app.ports.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
 # Seconds a job runs: tiny CPU models take a fraction of a second, SDXL on a CPU minutes.
@@ -34,7 +35,12 @@ class PrometheusMetrics(JobMetrics):
     """One registry per instance (tests and several apps in one process do not share counters)."""
 
     def __init__(
-        self, reader: JobReader, workers: Callable[[], int], now: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        reader: JobReader,
+        workers: Callable[[], int],
+        registry: WorkerRegistry | None = None,
+        heartbeat: float = 10.0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         # The pipelines in memory: set by a process that runs jobs (an API-only process has none to report).
         self.loaded: Loaded = list
@@ -49,7 +55,8 @@ class PrometheusMetrics(JobMetrics):
         self._batches = Histogram(
             "atelier_batch_size", "Jobs per generator call.", buckets=BATCH_BUCKETS, registry=self.registry
         )
-        self.registry.register(_Snapshot(reader, workers, lambda: self.loaded(), now))
+        cluster = _Cluster(registry, heartbeat, now) if registry is not None else None
+        self.registry.register(_Snapshot(reader, workers, lambda: self.loaded(), now, cluster))
 
     def job_finished(self, mode: str, family: str, status: str, seconds: float) -> None:
         self._durations.labels(mode=mode, family=family, status=status).observe(max(0.0, seconds))
@@ -65,8 +72,15 @@ class PrometheusMetrics(JobMetrics):
 class _Snapshot(Collector):
     """What is read at each scrape."""
 
-    def __init__(self, reader: JobReader, workers: Callable[[], int], loaded: Loaded, now: Callable[[], datetime]):
-        self._reader, self._workers, self._loaded, self._now = reader, workers, loaded, now
+    def __init__(
+        self,
+        reader: JobReader,
+        workers: Callable[[], int],
+        loaded: Loaded,
+        now: Callable[[], datetime],
+        cluster: _Cluster | None = None,
+    ):
+        self._reader, self._workers, self._loaded, self._now, self._cluster = reader, workers, loaded, now, cluster
 
     def describe(self) -> list[Metric]:
         return []  # read at scrape time: nothing to check at registration
@@ -94,6 +108,8 @@ class _Snapshot(Collector):
             for status in JobStatus:
                 jobs.add_metric([status.value], counts.get(status, 0))
             yield from (depth, wait, jobs)
+            if self._cluster is not None:
+                yield from self._cluster.collect()
         yield GaugeMetricFamily("atelier_workers", "Live worker threads in this process.", value=self._workers())
         loaded = self._loaded()
         models = GaugeMetricFamily(
@@ -104,6 +120,24 @@ class _Snapshot(Collector):
         yield GaugeMetricFamily("atelier_loaded_models", "Pipelines in memory.", value=len(loaded))
         yield models
         yield from _cuda_memory()
+
+
+class _Cluster:
+    """Every live process that runs jobs on the database (the worker registry), and the models they hold."""
+
+    def __init__(self, registry: WorkerRegistry, heartbeat: float, now: Callable[[], datetime]) -> None:
+        self._registry, self._heartbeat, self._now = registry, heartbeat, now
+
+    def collect(self) -> Iterator[Metric]:
+        now = self._now()
+        live = [w for w in self._registry.workers() if w.live(now, self._heartbeat)]
+        yield GaugeMetricFamily("atelier_cluster_workers", "Live processes running jobs on this database.", len(live))
+        holding = GaugeMetricFamily(
+            "atelier_cluster_model_workers", "Live processes holding each model in memory.", labels=["model"]
+        )
+        for model in sorted({m for w in live for m in w.models}):
+            holding.add_metric([model], sum(model in w.models for w in live))
+        yield holding
 
 
 def _cuda_memory() -> Iterator[Metric]:
