@@ -118,6 +118,8 @@ class Container(containers.DeclarativeContainer):
     )
 
     job_callbacks = providers.Resource(generation.job_callbacks, settings)
+    # This process's id in the worker registry, recorded on the jobs it runs (the library sets it).
+    worker_id: providers.Object[str | None] = providers.Object(None)
     resolve_images = providers.Factory(ResolveImages, images, fetcher, codec, job_reader)
     submit_generation = providers.Factory(
         SubmitGeneration,
@@ -148,6 +150,7 @@ class Container(containers.DeclarativeContainer):
         time_budget=settings.provided.job_time_budget,
         metrics=job_metrics,
         callbacks=job_callbacks,
+        worker_id=worker_id,
     )
     accept_generation = providers.Factory(
         AcceptGeneration, resolve_images, submit_generation, settings.provided.default_model
@@ -156,7 +159,9 @@ class Container(containers.DeclarativeContainer):
     cancel_job = providers.Factory(CancelJob, uow_factory, executor, clock, job_callbacks)
     delete_job = providers.Factory(DeleteJob, uow_factory, images, executor)
     prune_jobs = providers.Factory(PruneJobs, uow_factory, images, clock)
-    recover_jobs = providers.Factory(RecoverJobs, uow_factory, clock)
+    recover_jobs = providers.Factory(
+        RecoverJobs, uow_factory, clock, worker_registry, settings.provided.worker_heartbeat
+    )
     render_prompts = providers.Factory(  # a turn's candidates and scored prompts, rendered as ordinary jobs
         RenderPrompts, submit_generation, await_job, cancel_job, images, timeout=settings.provided.job_time_budget
     )

@@ -102,6 +102,14 @@ class JobCancelled(AtelierError):
     default_message = "The job was cancelled."
 
 
+class JobTakenOver(JobCancelled):
+    """Raised inside a running generation whose job another worker took over (this one was thought dead):
+    it stops, and writes nothing."""
+
+    code = "job_taken_over"
+    default_message = "Another worker took the job over."
+
+
 class TimeBudgetExceeded(JobCancelled):
     """A running job went past the deployment's time budget: it stops like a cancelled one, and fails."""
 

@@ -85,6 +85,8 @@ class GenerationJob:
     error_code: str | None = None
     error_message: str | None = None
     cancel_requested: bool = False
+    worker_id: str | None = None  # the process running it, while it runs
+    attempts: int = 0  # how many times it was started (a job whose worker died is started again)
 
     @classmethod
     def create(cls, owner: str, params: GenerationParams, now: datetime, job_id: str | None = None) -> GenerationJob:
@@ -108,10 +110,12 @@ class GenerationJob:
         if target.finished:
             self.finished_at = now
 
-    def start(self, now: datetime) -> None:
+    def start(self, now: datetime, worker_id: str | None = None) -> None:
         self._move(JobStatus.RUNNING, now)
         self.started_at = now
         self.progress = 0.0
+        self.worker_id = worker_id
+        self.attempts += 1
 
     def report_progress(self, fraction: float, now: datetime) -> None:
         if self.status is not JobStatus.RUNNING:
@@ -149,4 +153,5 @@ class GenerationJob:
         self.status = JobStatus.QUEUED
         self.progress = 0.0
         self.started_at = None
+        self.worker_id = None
         self.updated_at = now

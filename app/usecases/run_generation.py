@@ -11,6 +11,7 @@ from app.domain.errors import (
     ConcurrentUpdate,
     JobCancelled,
     JobNotFound,
+    JobTakenOver,
     TimeBudgetExceeded,
     UnknownModel,
 )
@@ -48,6 +49,7 @@ class RunGeneration:
         time_budget: float = 0.0,
         metrics: JobMetrics | None = None,
         callbacks: JobCallbacks | None = None,
+        worker_id: str | None = None,
     ) -> None:
         self._uow = uow
         self._catalog = catalog
@@ -58,6 +60,7 @@ class RunGeneration:
         self.time_budget = time_budget  # seconds a job may run (0: no limit)
         self._metrics = metrics
         self._callbacks = callbacks
+        self._worker_id = worker_id  # recorded on the jobs this process runs; only it may write their outcome
 
     def __call__(self, job_id: str, cancel_signal: Callable[[], bool]) -> None:
         with log_context.job(job_id):
@@ -102,7 +105,11 @@ class RunGeneration:
     def _record(self, job: GenerationJob, outcome: list[GeneratedImage] | Exception) -> None:
         """Store the images and the final status (one short transaction), then report the outcome."""
         with log_context.job(job.id):
-            finished = self._store_outcome(job, outcome)
+            try:
+                finished = self._store_outcome(job, outcome)
+            except JobTakenOver:  # taken over between the check and the write: the other run's outcome stands
+                log.warning("job %s was taken over by another worker; this run's outcome is dropped", job.id)
+                return
             started, ended = finished.started_at, finished.finished_at
             ran = started is not None and ended is not None
             seconds = (ended - started).total_seconds() if started is not None and ended is not None else 0.0
@@ -118,8 +125,19 @@ class RunGeneration:
                 family = "unknown"
             self._metrics.job_finished(str(job.params.mode), family, finished.status.value, seconds)
 
+    def _fence(self, job: GenerationJob) -> None:
+        """Only the worker that started this run writes to the job (its id is on the job while it runs)."""
+        if self._worker_id is not None and job.worker_id != self._worker_id:
+            raise JobTakenOver(f"Job {job.id} was taken over by another worker.")
+
     def _store_outcome(self, job: GenerationJob, outcome: list[GeneratedImage] | Exception) -> GenerationJob:
         job_id = job.id
+        try:
+            self._update(job_id, self._fence)  # taken over meanwhile: the other run's images and outcome stand
+        except JobTakenOver:
+            log.warning("job %s was taken over by another worker; this run's outcome is dropped", job_id)
+            with self._uow() as uow:
+                return uow.jobs.get(job_id)
         try:
             if isinstance(outcome, Exception):
                 raise outcome
@@ -130,17 +148,17 @@ class RunGeneration:
             ]
         except TimeBudgetExceeded as over:
             code, text = over.code, f"{over.message} (the budget is {self.time_budget:g} s)"
-            return self._update(job_id, lambda j: j.fail(code, text, self._clock.now()))
+            return self._final(job_id, lambda j: j.fail(code, text, self._clock.now()))
         except JobCancelled:
-            return self._update(job_id, lambda j: j.mark_cancelled(self._clock.now()))
+            return self._final(job_id, lambda j: j.mark_cancelled(self._clock.now()))
         except AtelierError as error:
             code, text = error.code, error.message
-            return self._update(job_id, lambda j: j.fail(code, text, self._clock.now()))
+            return self._final(job_id, lambda j: j.fail(code, text, self._clock.now()))
         except Exception as e:  # a bug or an unexpected library error: keep the worker alive
             log.error("job %s failed", job_id, exc_info=e)
             message = "Image generation failed unexpectedly; the server log has the details."
-            return self._update(job_id, lambda j: j.fail("generation_failed", message, self._clock.now()))
-        return self._update(job_id, lambda j: j.succeed(refs, self._clock.now()))
+            return self._final(job_id, lambda j: j.fail("generation_failed", message, self._clock.now()))
+        return self._final(job_id, lambda j: j.succeed(refs, self._clock.now()))
 
     def _claim(self, job_id: str) -> GenerationJob | None:
         try:
@@ -148,7 +166,7 @@ class RunGeneration:
                 job = uow.jobs.get(job_id)
                 if job.status is not JobStatus.QUEUED:
                     return None
-                job.start(self._clock.now())
+                job.start(self._clock.now(), self._worker_id)
                 uow.jobs.save(job)
                 uow.commit()
             extra = {"event": "job_started", "job_id": job_id, "model": job.params.model, "mode": str(job.params.mode)}
@@ -156,6 +174,15 @@ class RunGeneration:
             return job
         except (ConcurrentUpdate, JobNotFound):
             return None  # another worker claimed it, it was cancelled meanwhile, or deleted while queued
+
+    def _final(self, job_id: str, change: Callable[[GenerationJob], None]) -> GenerationJob:
+        """The outcome's write, fenced: a run whose job was taken over meanwhile writes nothing."""
+
+        def fenced(job: GenerationJob) -> None:
+            self._fence(job)
+            change(job)
+
+        return self._update(job_id, fenced)
 
     def _update(self, job_id: str, change: Callable[[GenerationJob], None]) -> GenerationJob:
         for _attempt in range(_RETRIES):
@@ -174,6 +201,7 @@ class RunGeneration:
         """Write progress; raise ``JobCancelled`` when a cancel was recorded meanwhile."""
 
         def change(job: GenerationJob) -> None:
+            self._fence(job)
             if job.cancel_requested:
                 raise JobCancelled()
             job.report_progress(fraction, self._clock.now())

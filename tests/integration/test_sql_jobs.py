@@ -94,7 +94,7 @@ def test_add_commit_get_round_trips_every_field(backend: Backend) -> None:
     failed.cancel(T0 + timedelta(seconds=3))  # running: only marked
     failed.fail("out_of_memory", "显存不足 (CUDA out of memory)", T0 + timedelta(seconds=4))
     done = make_job("done", owner="bob")
-    done.start(T0 + timedelta(minutes=1))
+    done.start(T0 + timedelta(minutes=1), "gpu-node-1-4242-1f0c9a2b")
     images = [ImageRef("img1", 42, 64, 96, nsfw=False), ImageRef("img2", 43, 64, 96, nsfw=None)]
     done.succeed(images, T0 + timedelta(minutes=2))
     store(backend, failed, done)
@@ -109,6 +109,7 @@ def test_add_commit_get_round_trips_every_field(backend: Backend) -> None:
             assert stamp is not None and stamp.utcoffset() is not None
     assert loaded[0].cancel_requested and loaded[0].error_code == "out_of_memory" and loaded[0].seed == MAX_SEED
     assert loaded[1].images == images and loaded[1].progress == 1.0
+    assert (loaded[1].worker_id, loaded[1].attempts, loaded[0].worker_id) == ("gpu-node-1-4242-1f0c9a2b", 1, None)
 
 
 def test_exit_without_commit_rolls_back(backend: Backend) -> None:

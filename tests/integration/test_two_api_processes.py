@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -66,3 +67,36 @@ def test_a_job_running_in_one_process_is_cancelled_through_the_other(servers: tu
     assert httpx.post(f"{first.url}/v1/jobs/{job_id}/cancel", timeout=10).status_code == 200
     job = settled(second, job_id, ("cancelled", "succeeded", "failed"))
     assert job["status"] == "cancelled" and job["progress"] < 1
+
+
+def test_a_job_of_a_killed_process_is_taken_over_and_finishes_once(
+    tmp_path_factory: pytest.TempPathFactory,
+    create_postgres_database: Callable[[str], str],
+    demo_models: dict[str, tuple[str, str]],
+) -> None:
+    url = create_postgres_database("takeover")
+    shared = str(tmp_path_factory.mktemp("takeover-data"))
+    with Atelier.open(database_url=url, data_dir=shared, start_worker=False) as atelier:
+        register_demo(atelier, demo_models)
+    env = {"ATELIER_DATABASE_URL": url, "ATELIER_WORKER_HEARTBEAT": "1"}
+    doomed, survivor = Server(shared, env=env), Server(shared, env=env)
+    try:
+        doomed.start()
+        body = {"prompt": "一座房子", "steps": 40, "width": 128, "height": 128, "seed": 9}
+        job_id = httpx.post(f"{doomed.url}/v1/jobs", json=body, timeout=10).json()["id"]
+        settled(doomed, job_id, ("running",))
+        survivor.start()  # it finds the job running under a live process, and leaves it
+        doomed.kill()
+        started = time.monotonic()
+        job = settled(survivor, job_id, ("succeeded", "failed", "cancelled"), timeout=120)
+        assert job["status"] == "succeeded", job
+        assert time.monotonic() - started >= 10  # not before the dead process's lease ran out
+        with Atelier.open(database_url=url, data_dir=shared, start_worker=False) as atelier:
+            finished = atelier.job(job_id)
+            images_dir = atelier.settings.images_dir
+        assert finished.attempts == 2 and finished.worker_id is not None
+        images = sorted(p.name for p in Path(images_dir).rglob(f"{job_id}*"))
+        assert len(images) == 1, images  # one set of images
+    finally:
+        survivor.stop()
+        doomed.stop()

@@ -92,6 +92,8 @@ class JobRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     version: Mapped[int] = mapped_column(Integer)
+    worker_id: Mapped[str | None] = mapped_column(String(64))  # the process running it (atelier_workers)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
 
     __table_args__ = (
         Index(None, "owner", "created_at"),
@@ -128,6 +130,8 @@ def to_entity(row: JobRow) -> GenerationJob:
         error_code=row.error_code,
         error_message=row.error_message,
         cancel_requested=row.cancel_requested,
+        worker_id=row.worker_id,
+        attempts=row.attempts or 0,
     )
 
 
@@ -151,6 +155,8 @@ def from_entity(job: GenerationJob, row: JobRow | None = None) -> JobRow:
     row.updated_at = _to_utc(job.updated_at)
     row.started_at = _opt_utc(job.started_at)
     row.finished_at = _opt_utc(job.finished_at)
+    row.worker_id = job.worker_id
+    row.attempts = job.attempts
     return row
 
 

@@ -54,6 +54,7 @@ class Atelier:
         self._retention = threading.Thread(target=self._retain, name="atelier-retention", daemon=True)
         self._heartbeat = threading.Thread(target=self._beat, name="atelier-heartbeat", daemon=True)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.container.worker_id.override(self.worker_id)
         self._started_at = datetime.now(UTC)
         self.knowledge = Knowledge(self.container)
         self.edits = Edits(self.container)
@@ -144,11 +145,15 @@ class Atelier:
             self._stopping.wait(RETENTION_INTERVAL)
 
     def _beat(self) -> None:
-        """Report this process to the worker registry every ``worker_heartbeat`` seconds until it closes."""
-        registry = self.container.worker_registry()
+        """Report this process to the worker registry every ``worker_heartbeat`` seconds until it closes, and take
+        over the jobs of workers gone silent."""
+        registry, recover = self.container.worker_registry(), self.container.recover_jobs()
+        executor = self.container.executor()
         while not self._stopping.is_set():
             try:
                 registry.beat(self._worker_info())
+                for job_id in recover.reap():  # the jobs of workers gone silent: this process runs them
+                    executor.enqueue(job_id)
             except AtelierError as e:  # the database is away: the next beat tries again
                 log.warning("heartbeat: %s", e.message)
             self._stopping.wait(self.settings.worker_heartbeat)
