@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from app.domain.errors import ConcurrentUpdate, JobNotFound
 from app.domain.jobs import GenerationJob
 from app.ports.clock import Clock
 from app.ports.generation import JobExecutor
-from app.ports.persistence import UnitOfWorkFactory
+from app.ports.persistence import UnitOfWork, UnitOfWorkFactory
 from app.ports.webhooks import JobCallbacks
+from app.usecases.job_changes import change_owned_job
 
 
 class CancelJob:
@@ -23,20 +23,11 @@ class CancelJob:
         self._callbacks = callbacks
 
     def __call__(self, job_id: str, owner: str | None = None) -> GenerationJob:
-        for _attempt in range(5):
-            try:
-                with self._uow() as uow:
-                    job = uow.jobs.get(job_id)
-                    if owner is not None and job.owner != owner:
-                        raise JobNotFound(f"No job {job_id}.")
-                    job.cancel(self._clock.now())
-                    uow.jobs.save(job)
-                    uow.commit()
-                break
-            except ConcurrentUpdate:
-                continue  # a worker wrote progress meanwhile: read again
-        else:
-            raise ConcurrentUpdate(f"Job {job_id} kept changing; try to cancel again.")
+        def cancel(unit: UnitOfWork, job: GenerationJob) -> None:
+            job.cancel(self._clock.now())
+            unit.jobs.save(job)
+
+        job = change_owned_job(self._uow, job_id, owner, cancel, "cancel")
         self._executor.cancel(job_id)
         if self._callbacks is not None and job.status.finished:  # a queued job ended here; a running one ends later
             self._callbacks.job_ended(job)

@@ -6,10 +6,11 @@ import logging
 from datetime import timedelta
 
 from app.domain.errors import ConcurrentUpdate, JobNotFound, JobRunning
-from app.domain.jobs import JobStatus
+from app.domain.jobs import GenerationJob, JobStatus
 from app.ports.clock import Clock
 from app.ports.generation import ImageStore, JobExecutor
-from app.ports.persistence import UnitOfWorkFactory
+from app.ports.persistence import UnitOfWork, UnitOfWorkFactory
+from app.usecases.job_changes import change_owned_job
 
 log = logging.getLogger(__name__)
 BATCH = 500  # job ids read per round
@@ -23,21 +24,12 @@ class DeleteJob:
         self._uow, self._images, self._executor = uow, images, executor
 
     def __call__(self, job_id: str, owner: str | None = None) -> None:
-        for _attempt in range(5):
-            try:
-                with self._uow() as uow:
-                    job = uow.jobs.get(job_id)
-                    if owner is not None and job.owner != owner:
-                        raise JobNotFound(f"No job {job_id}.")
-                    if job.status is JobStatus.RUNNING:
-                        raise JobRunning(f"Job {job_id} is running; cancel it, and delete it once it has stopped.")
-                    uow.jobs.delete(job)
-                    uow.commit()
-                break
-            except ConcurrentUpdate:
-                continue  # a worker claimed it or wrote progress meanwhile: look again
-        else:
-            raise ConcurrentUpdate(f"Job {job_id} kept changing; try to delete it again.")
+        def delete(unit: UnitOfWork, job: GenerationJob) -> None:
+            if job.status is JobStatus.RUNNING:
+                raise JobRunning(f"Job {job_id} is running; cancel it, and delete it once it has stopped.")
+            unit.jobs.delete(job)
+
+        change_owned_job(self._uow, job_id, owner, delete, "delete it")
         self._executor.cancel(job_id)  # a queued job that a local worker still holds never starts
         self._images.delete_job(job_id)
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -14,6 +15,16 @@ from tests.conftest import register_demo
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+async def finished(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
+    """The job once it has ended (succeeded, failed or cancelled), polled through the API for up to a minute."""
+    for _ in range(3000):
+        body: dict[str, Any] = (await client.get(f"/v1/jobs/{job_id}")).json()
+        if body["status"] in ("succeeded", "failed", "cancelled"):
+            return body
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job {job_id} did not finish: {body}")
 
 
 def open_test_atelier(tmp_path: Any, **settings: Any) -> Atelier:

@@ -4,12 +4,10 @@ per request (native API and A1111's sd_vae)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +17,7 @@ from app.adapters.diffusers.tiny import build_tiny
 from app.adapters.diffusers.tiny.controlnets import build_tiny_controlnet
 from app.entrypoints.http.app import create_app
 from app.entrypoints.library import Atelier
+from tests.e2e.conftest import finished
 
 pytestmark = pytest.mark.anyio
 
@@ -43,15 +42,6 @@ def atelier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Atelier]:
 async def client(atelier: Atelier) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(atelier)), base_url="http://a") as c:
         yield c
-
-
-async def finished(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
-    for _ in range(3000):
-        body = (await client.get(f"/v1/jobs/{job_id}")).json()
-        if body["status"] in ("succeeded", "failed", "cancelled"):
-            return body
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"job {job_id} did not finish: {body}")
 
 
 def png(colour: str = "white") -> str:

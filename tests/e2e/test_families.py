@@ -4,13 +4,11 @@ refused clearly where it lacks a capability."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +19,7 @@ from app.domain.families import profile
 from app.domain.specs import Mode
 from app.entrypoints.http.app import create_app
 from app.entrypoints.library import Atelier
+from tests.e2e.conftest import finished
 
 FAMILIES = sorted(BUILDERS)
 TXT2IMG = [f for f in FAMILIES if Mode.TXT2IMG in profile(f).modes()]
@@ -63,15 +62,6 @@ def png(size: tuple[int, int] = (64, 64)) -> str:
     buffer = io.BytesIO()
     Image.new("RGB", size, "red").save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
-
-
-async def finished(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
-    for _ in range(3000):
-        body = (await client.get(f"/v1/jobs/{job_id}")).json()
-        if body["status"] in ("succeeded", "failed", "cancelled"):
-            return body
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"job {job_id} did not finish: {body}")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -4,12 +4,10 @@ its refiner run (native API and A1111's ``refiner_checkpoint``/``refiner_switch_
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +16,7 @@ from PIL import Image
 from app.adapters.diffusers.tiny import build_tiny
 from app.entrypoints.http.app import create_app
 from app.entrypoints.library import Atelier
+from tests.e2e.conftest import finished
 from tests.integration.test_family_loras import save_peft_lora
 
 pytestmark = [
@@ -45,15 +44,6 @@ def atelier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Atelier]:
 async def client(atelier: Atelier) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(atelier)), base_url="http://a") as c:
         yield c
-
-
-async def finished(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
-    for _ in range(3000):
-        body = (await client.get(f"/v1/jobs/{job_id}")).json()
-        if body["status"] in ("succeeded", "failed", "cancelled"):
-            return body
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"job {job_id} did not finish: {body}")
 
 
 def png() -> str:

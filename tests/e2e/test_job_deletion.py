@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +10,7 @@ import pytest
 from app.domain.errors import JobNotFound, JobRunning
 from app.entrypoints.http.app import create_app
 from app.entrypoints.library import Atelier
-from tests.e2e.conftest import open_test_atelier
+from tests.e2e.conftest import finished, open_test_atelier
 
 pytestmark = pytest.mark.anyio
 SMALL = {"prompt": "猫", "width": 64, "height": 64, "steps": 2}
@@ -21,15 +19,6 @@ SMALL = {"prompt": "猫", "width": 64, "height": 64, "steps": 2}
 def client(atelier: Atelier, key: str) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=create_app(atelier))
     return httpx.AsyncClient(transport=transport, base_url="http://a", headers={"Authorization": f"Bearer {key}"})
-
-
-async def finished(http: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
-    for _ in range(500):
-        body = (await http.get(f"/v1/jobs/{job_id}")).json()
-        if body["status"] in ("succeeded", "failed", "cancelled"):
-            return dict(body)
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"job {job_id} did not finish")
 
 
 async def test_a_finished_job_is_deleted_with_its_images_and_only_by_its_owner(tmp_path: Path) -> None:

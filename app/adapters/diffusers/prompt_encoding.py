@@ -97,10 +97,12 @@ def _chunks(pipe: Any, text: str, size: int) -> list[_Chunk]:
     return chunks
 
 
-def _encode(
-    pipe: Any, prompts: list[list[_Chunk]], count: int, length: int, device: torch.device | str, clip_skip: int = 1
-) -> torch.Tensor:
-    begin, end, pad = frame_tokens(pipe.tokenizer)
+def framed_rows(
+    tokenizer: Any, prompts: list[list[_Chunk]], count: int, length: int
+) -> tuple[list[list[int]], list[list[int]], list[list[float]]]:
+    """Token ids, attention masks and weights of every chunk, each framed with the tokenizer's begin and end tokens
+    and padded to ``length``; every prompt is padded with empty chunks to ``count``. One row per chunk."""
+    begin, end, pad = frame_tokens(tokenizer)
     rows: list[list[int]] = []
     masks: list[list[int]] = []
     weights: list[list[float]] = []
@@ -110,6 +112,13 @@ def _encode(
             rows.append([begin, *ids, end] + [pad] * padding)
             masks.append([1] * (len(ids) + 2) + [0] * padding)
             weights.append([1.0, *ws, 1.0] + [1.0] * padding)
+    return rows, masks, weights
+
+
+def _encode(
+    pipe: Any, prompts: list[list[_Chunk]], count: int, length: int, device: torch.device | str, clip_skip: int = 1
+) -> torch.Tensor:
+    rows, masks, weights = framed_rows(pipe.tokenizer, prompts, count, length)
     encoder = pipe.text_encoder
     input_ids = torch.tensor(rows, dtype=torch.long, device=device)
     mask = torch.tensor(masks, device=device) if getattr(encoder.config, "use_attention_mask", False) else None

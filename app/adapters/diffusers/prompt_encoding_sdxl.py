@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from app.adapters.diffusers.prompt_encoding import _Chunk, _chunks, _context_length, apply_weights, frame_tokens
+from app.adapters.diffusers.prompt_encoding import _Chunk, _chunks, _context_length, apply_weights, framed_rows
 
 
 def encode_sdxl_prompts(
@@ -115,14 +115,7 @@ def _encode(
     states: list[torch.Tensor] = []
     pooled: torch.Tensor | None = None
     for tower, chunked in zip(towers, prompts, strict=True):
-        begin, end, pad = frame_tokens(tower.tokenizer)
-        rows: list[list[int]] = []
-        weights: list[list[float]] = []
-        for chunks in chunked:
-            for ids, ws in chunks + [([], [])] * (count - len(chunks)):
-                padding = length - 2 - len(ids)
-                rows.append([begin, *ids, end] + [pad] * padding)
-                weights.append([1.0, *ws, 1.0] + [1.0] * padding)
+        rows, _, weights = framed_rows(tower.tokenizer, chunked, count, length)
         input_ids = torch.tensor(rows, dtype=torch.long, device=device)
         with torch.no_grad():
             output = tower.text_encoder(input_ids, output_hidden_states=True)

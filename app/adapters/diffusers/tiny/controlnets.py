@@ -35,30 +35,26 @@ def _sd3(base: str) -> Any:
     return _lib.SD3ControlNetModel(**{**settings, "num_layers": 1, "extra_conditioning_channels": 0})
 
 
-def _flux(base: str) -> Any:
-    transformer = _lib.FluxTransformer2DModel.from_pretrained(base, subfolder="transformer", local_files_only=True)
-    config = transformer.config
-    return _lib.FluxControlNetModel.from_transformer(
-        transformer,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=config.attention_head_dim,
-        num_attention_heads=config.num_attention_heads,
-    )
+def _from_transformer(transformer_class: str, controlnet_class: str, **layers: int) -> Any:
+    """A builder deriving ``controlnet_class`` from the tiny base's transformer, with its heads and ``layers``."""
+
+    def build(base: str) -> Any:
+        transformer = getattr(_lib, transformer_class).from_pretrained(
+            base, subfolder="transformer", local_files_only=True
+        )
+        config = transformer.config
+        heads = {"attention_head_dim": config.attention_head_dim, "num_attention_heads": config.num_attention_heads}
+        return getattr(_lib, controlnet_class).from_transformer(transformer, **layers, **heads)
+
+    return build
 
 
-def _qwen_image(base: str) -> Any:
-    transformer = _lib.QwenImageTransformer2DModel.from_pretrained(base, subfolder="transformer", local_files_only=True)
-    config = transformer.config
-    return _lib.QwenImageControlNetModel.from_transformer(
-        transformer,
-        num_layers=1,
-        attention_head_dim=config.attention_head_dim,
-        num_attention_heads=config.num_attention_heads,
-    )
-
-
-BUILDERS = {"sdxl": _sdxl, "sd3": _sd3, "flux": _flux, "qwen-image": _qwen_image}
+BUILDERS = {
+    "sdxl": _sdxl,
+    "sd3": _sd3,
+    "flux": _from_transformer("FluxTransformer2DModel", "FluxControlNetModel", num_layers=1, num_single_layers=1),
+    "qwen-image": _from_transformer("QwenImageTransformer2DModel", "QwenImageControlNetModel", num_layers=1),
+}
 
 
 def build_tiny_controlnet(family: str, base_dir: str, out_dir: str, seed: int = 0) -> str:
