@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import queue
@@ -28,8 +27,8 @@ from typing import Any
 
 import httpx
 
-from app.adapters.imaging.fetch import METADATA_ADDRESSES, is_public, normal_host, resolve
-from app.domain.errors import InvalidParameters
+from app.adapters.imaging.fetch import checked_address, normal_host
+from app.domain.errors import InvalidImage, InvalidParameters
 from app.domain.jobs import GenerationJob
 from app.ports import log_context
 from app.ports.webhooks import JobCallbacks
@@ -159,8 +158,8 @@ class HttpJobCallbacks(JobCallbacks):
         """(HTTP status, reason) of one attempt; the status is None when no answer came."""
         try:
             target = httpx.URL(self.check(url))
-            address = self._address(target)
-        except InvalidParameters as e:
+            address = checked_address(target, self._allow_private)
+        except (InvalidParameters, InvalidImage) as e:
             return 400, e.message  # the host left the allow-list or resolves privately now: final
         headers = {
             "Host": target.netloc.decode("ascii"),
@@ -179,19 +178,6 @@ class HttpJobCallbacks(JobCallbacks):
         except httpx.HTTPError as e:
             return None, str(e) or type(e).__name__
         return reply.status_code, f"HTTP {reply.status_code}"
-
-    def _address(self, url: httpx.URL) -> str:
-        host = url.raw_host.decode("ascii")
-        try:
-            found = resolve(host, url.port or (443 if url.scheme == "https" else 80))
-        except OSError as e:
-            raise InvalidParameters(f"The host {host!r} cannot be resolved.", code="url_not_allowed") from e
-        for address in (ipaddress.ip_address(a.split("%")[0]) for a in found):
-            if address in METADATA_ADDRESSES or not (self._allow_private or is_public(address)):
-                raise InvalidParameters(f"The host {host!r} resolves to a private address.", code="url_not_allowed")
-        if not found:
-            raise InvalidParameters(f"The host {host!r} cannot be resolved.", code="url_not_allowed")
-        return found[0]
 
 
 class NoCallbacks(JobCallbacks):

@@ -61,6 +61,27 @@ def normal_host(host: str) -> str:
     return httpx.URL(f"http://{host}/").raw_host.decode("ascii").lower().rstrip(".")
 
 
+def checked_address(url: httpx.URL, allow_private: bool = False) -> str:
+    """Resolve the URL's host once; every address must be public (or private ones allowed) and none a cloud
+    metadata address. Returns the first, the one to connect to. ``InvalidImage`` (``image_fetch_failed``) when
+    the host does not resolve, ``InvalidParameters`` (``url_not_allowed``) for a refused address."""
+    host = url.raw_host.decode("ascii")
+    try:
+        found = resolve(host, url.port or (443 if url.scheme == "https" else 80))
+        addresses = [ipaddress.ip_address(a.split("%")[0]) for a in found]
+    except (OSError, UnicodeError, ValueError) as e:
+        raise InvalidImage(f"The host {host!r} cannot be resolved.", code="image_fetch_failed") from e
+    if not addresses:
+        raise InvalidImage(f"The host {host!r} cannot be resolved.", code="image_fetch_failed")
+    for address in addresses:
+        if address in METADATA_ADDRESSES or not (allow_private or is_public(address)):
+            raise InvalidParameters(
+                f"The host {host!r} resolves to {address}, a private or reserved address; it cannot be fetched.",
+                code="url_not_allowed",
+            )
+    return found[0]
+
+
 class HttpImageFetcher(ImageFetcher):
     """Downloads image bytes with httpx (sync) under an allow-list and size and time limits."""
 
@@ -114,22 +135,7 @@ class HttpImageFetcher(ImageFetcher):
         return parsed
 
     def _checked_address(self, url: httpx.URL) -> str:
-        """Resolve once; every address must pass, and the first is the one connected to."""
-        host = url.raw_host.decode("ascii")
-        try:
-            found = resolve(host, url.port or (443 if url.scheme == "https" else 80))
-            addresses = [ipaddress.ip_address(a.split("%")[0]) for a in found]
-        except (OSError, UnicodeError, ValueError) as e:
-            raise InvalidImage(f"The host {host!r} cannot be resolved.", code="image_fetch_failed") from e
-        if not addresses:
-            raise InvalidImage(f"The host {host!r} cannot be resolved.", code="image_fetch_failed")
-        for address in addresses:
-            if address in METADATA_ADDRESSES or not (self.allow_private or is_public(address)):
-                raise InvalidParameters(
-                    f"The host {host!r} resolves to {address}, a private or reserved address; it cannot be fetched.",
-                    code="url_not_allowed",
-                )
-        return found[0]
+        return checked_address(url, self.allow_private)
 
     def _get(self, url: httpx.URL, address: str, deadline: float) -> tuple[str | None, bytes]:
         """One request pinned to ``address``: (redirect location, b"") or (None, body)."""
