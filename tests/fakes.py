@@ -116,6 +116,8 @@ class FakeClock(Clock):
 class ManualExecutor(JobExecutor):
     """Records enqueued ids; ``run_all`` runs them in this thread."""
 
+    pulls = False
+
     def __init__(self) -> None:
         self.queued: list[str] = []
         self.cancelled: set[str] = set()

@@ -8,6 +8,7 @@ container is cheap; resolving a provider builds objects and does nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from dependency_injector import containers, providers
@@ -32,6 +33,7 @@ from app.usecases.await_job import AwaitJob
 from app.usecases.calibrate_detector import CalibrateDetector
 from app.usecases.cancel_job import CancelJob
 from app.usecases.choose_candidate import ChooseCandidate
+from app.usecases.claim_jobs import ClaimJobs
 from app.usecases.delete_jobs import DeleteJob, PruneJobs
 from app.usecases.evaluate_editor import EvaluateEditor
 from app.usecases.ingest_documents import IngestDocuments
@@ -110,16 +112,33 @@ class Container(containers.DeclarativeContainer):
     scene_reader = providers.Singleton(generation.scene_reader)
     demo_models = providers.Singleton(generation.demo_models)
     documents = providers.Singleton(FileDocumentReader)
-    executor = providers.Singleton(
-        ThreadJobExecutor,
-        workers=settings.provided.workers,
-        batch_window=settings.provided.batch_window,
-        max_batch=settings.provided.max_batch,
+    # This process's id in the worker registry, recorded on the jobs it runs, and the names of the models it holds
+    # (the library sets both).
+    worker_id: providers.Object[str | None] = providers.Object(None)
+    loaded_models: providers.Object[Callable[[], list[str]]] = providers.Object(list)
+    claim_jobs = providers.Factory(
+        ClaimJobs,
+        uow_factory,
+        job_reader,
+        clock,
+        worker_registry,
+        settings.provided.worker_heartbeat,
+        worker_id,
+        settings.provided.model_switch_after,
+    )
+    executor = providers.Selector(
+        providers.Callable(lambda s: s.executor, settings),
+        threads=providers.Singleton(
+            ThreadJobExecutor,
+            workers=settings.provided.workers,
+            batch_window=settings.provided.batch_window,
+            max_batch=settings.provided.max_batch,
+        ),
+        queue=providers.Singleton(generation.queue_executor, claim_jobs.provider, loaded_models, settings),
+        ray=providers.Singleton(generation.ray_executor, settings),
     )
 
     job_callbacks = providers.Resource(generation.job_callbacks, settings)
-    # This process's id in the worker registry, recorded on the jobs it runs (the library sets it).
-    worker_id: providers.Object[str | None] = providers.Object(None)
     resolve_images = providers.Factory(ResolveImages, images, fetcher, codec, job_reader)
     submit_generation = providers.Factory(
         SubmitGeneration,

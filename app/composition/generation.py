@@ -15,6 +15,7 @@ from app.ports.generation import (
     ImageCodec,
     ImageFetcher,
     ImageGenerator,
+    JobExecutor,
     ModelCatalog,
 )
 from app.ports.metrics import JobMetrics
@@ -23,6 +24,7 @@ from app.ports.scenes import SceneReader
 from app.ports.webhooks import JobCallbacks
 from app.ports.workers import WorkerRegistry
 from app.settings import Settings
+from app.usecases.claim_jobs import ClaimJobs
 
 
 def pick_device(device: str) -> str:
@@ -53,6 +55,26 @@ def diffusers_generator(settings: Settings, depth: DepthEstimator) -> Iterator[I
     )
     yield generator
     generator.unload_all()
+
+
+def queue_executor(
+    claim_jobs: Callable[[], ClaimJobs], loaded: Callable[[], list[str]], settings: Settings
+) -> JobExecutor:
+    """Threads that claim jobs from the database's queue (``ClaimJobs``), preferring the models they hold."""
+    from app.adapters.executor.claiming import ClaimingJobExecutor
+
+    def claim(limit: int) -> list[str]:
+        return [job.id for job in claim_jobs()(loaded(), limit)]
+
+    return ClaimingJobExecutor(claim, settings.workers, settings.max_batch, settings.queue_poll)
+
+
+def ray_executor(settings: Settings) -> JobExecutor:
+    """Worker actors on a Ray cluster, each claiming from the database's queue (the ``ray`` extra)."""
+    from app.adapters.executor.ray import RayJobExecutor
+
+    executor: JobExecutor = RayJobExecutor(settings)
+    return executor
 
 
 def depth_estimator() -> DepthEstimator:

@@ -149,9 +149,11 @@ BatchHandler = Callable[[list[str], Callable[[str], bool]], None]
 
 
 class JobExecutor(Protocol):
-    """Runs jobs outside the request. The in-process adapter uses threads; a distributed
-    one can take the same job ids from a shared queue, since the job itself is in the
-    database and the handler claims it there."""
+    """Runs jobs outside the request. The in-process adapter queues job ids on threads and its handlers claim each
+    job in the database; an executor that ``pulls`` claims jobs from the database's queue itself (any process on
+    any host may have claimed a job first) and hands its handlers jobs already running under this process."""
+
+    pulls: bool
 
     def start(self, handler: JobHandler, batch_handler: BatchHandler | None = None) -> None: ...
 

@@ -48,6 +48,11 @@ class JobRepository(Protocol):
     def finished_before(self, moment: datetime, limit: int = 500) -> list[str]:
         """Ids of jobs that ended (succeeded, failed, cancelled) before ``moment``, oldest first."""
 
+    def claimable(self, model: str, limit: int) -> list[GenerationJob]:
+        """Up to ``limit`` queued jobs of ``model``, oldest first, loaded for a change in this unit of work. Where the
+        database can (PostgreSQL), their rows stay locked until it ends and another unit's ``claimable`` skips them;
+        elsewhere the versioned commit lets only one of two racing claims through."""
+
     def ids_with_status(self, status: JobStatus) -> list[str]:
         """Ids of the jobs in a status, oldest first."""
 

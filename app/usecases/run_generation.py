@@ -68,21 +68,33 @@ class RunGeneration:
 
     def _run(self, job_id: str, cancel_signal: Callable[[], bool]) -> None:
         job = self._claim(job_id)
-        if job is None:
-            return
-        outcome: list[GeneratedImage] | Exception
-        try:
-            request = build_request(job.params, self._catalog, self._images)
-            outcome = self._generator.generate(request, _JobProgress(self, job_id, cancel_signal))
-        except Exception as error:
-            outcome = error
-        if self._metrics is not None:
-            self._metrics.batch_ran(1)
-        self._record(job, outcome)
+        if job is not None:
+            self._execute([job], lambda _job_id: cancel_signal())
 
     def run_batch(self, job_ids: list[str], cancel_signal: Callable[[str], bool]) -> None:
         """Jobs with one batching key, run as one generator call; each keeps its own outcome."""
-        jobs = [job for job in (self._claim(job_id) for job_id in job_ids) if job is not None]
+        self._execute([job for job in (self._claim(job_id) for job_id in job_ids) if job is not None], cancel_signal)
+
+    def run_claimed(self, job_ids: list[str], cancel_signal: Callable[[str], bool]) -> None:
+        """Jobs this worker claimed from the shared queue (``ClaimJobs``): already running under its id."""
+        jobs = []
+        for job_id in job_ids:
+            try:
+                with self._uow() as uow:
+                    job = uow.jobs.get(job_id)
+                self._fence(job)
+            except (JobNotFound, JobTakenOver):
+                continue  # deleted, or reaped and taken by another worker since the claim
+            if job.status is JobStatus.RUNNING:
+                jobs.append(job)
+        if len(jobs) == 1:
+            with log_context.job(jobs[0].id):
+                self._execute(jobs, cancel_signal)
+        else:
+            self._execute(jobs, cancel_signal)
+
+    def _execute(self, jobs: list[GenerationJob], cancel_signal: Callable[[str], bool]) -> None:
+        """One generator call for the jobs (one batching key); each keeps its own outcome."""
         requests, ready = [], []
         for job in jobs:
             try:
@@ -95,8 +107,12 @@ class RunGeneration:
         sinks: list[ProgressSink] = [_JobProgress(self, job.id, _bound(cancel_signal, job.id)) for job in ready]
         if self._metrics is not None:
             self._metrics.batch_ran(len(ready))
+        outcomes: list[list[GeneratedImage] | Exception]
         try:
-            outcomes = self._generator.generate_batch(requests, sinks)
+            if len(ready) == 1:
+                outcomes = [self._generator.generate(requests[0], sinks[0])]
+            else:
+                outcomes = list(self._generator.generate_batch(requests, sinks))
         except Exception as error:
             outcomes = [error] * len(ready)
         for job, outcome in zip(ready, outcomes, strict=True):

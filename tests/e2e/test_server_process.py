@@ -25,9 +25,10 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: str, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.env = env or {}
+        self.args = args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -37,7 +38,7 @@ class Server:
         env = {**os.environ, "ATELIER_DATA_DIR": self.data_dir, "OMP_NUM_THREADS": "1", **self.env}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app.entrypoints.cli.main", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "app.entrypoints.cli.main", "serve", "--port", str(self.port), *self.args],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

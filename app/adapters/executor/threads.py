@@ -32,6 +32,8 @@ class ThreadJobExecutor(JobExecutor):
     a handler is attached.
     """
 
+    pulls = False
+
     def __init__(self, workers: int = 1, batch_window: float = 0.0, max_batch: int = 8) -> None:
         if workers < 1 or max_batch < 1 or batch_window < 0:
             raise ValueError("an executor needs at least one worker, a batch of one, a window of zero or more")

@@ -62,6 +62,14 @@ class InMemoryJobRepository(JobRepository):
         with self._store.lock:
             return sum(1 for job, _ in self._store.rows.values() if job.owner == owner and not job.status.finished)
 
+    def claimable(self, model: str, limit: int) -> list[GenerationJob]:
+        with self._store.lock:
+            queued = [
+                j for j, _ in self._store.rows.values() if j.status is JobStatus.QUEUED and j.params.model == model
+            ]
+        ids = [job.id for job in sorted(queued, key=lambda j: (j.created_at, j.id))][:limit]
+        return [self.get(job_id) for job_id in ids]
+
     def ids_with_status(self, status: JobStatus) -> list[str]:
         with self._store.lock:
             jobs = [job for job, _ in self._store.rows.values() if job.status is status]

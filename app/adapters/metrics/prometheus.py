@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from app.domain.errors import AtelierError
@@ -44,6 +44,7 @@ class PrometheusMetrics(JobMetrics):
     ) -> None:
         # The pipelines in memory: set by a process that runs jobs (an API-only process has none to report).
         self.loaded: Loaded = list
+        self.loads: Callable[[], int] = lambda: 0  # pipelines loaded since the start (a model switch is one)
         self.registry = CollectorRegistry(auto_describe=True)
         self._durations = Histogram(
             "atelier_job_duration_seconds",
@@ -56,7 +57,8 @@ class PrometheusMetrics(JobMetrics):
             "atelier_batch_size", "Jobs per generator call.", buckets=BATCH_BUCKETS, registry=self.registry
         )
         cluster = _Cluster(registry, heartbeat, now) if registry is not None else None
-        self.registry.register(_Snapshot(reader, workers, lambda: self.loaded(), now, cluster))
+        snapshot = _Snapshot(reader, workers, lambda: self.loaded(), now, cluster, lambda: self.loads())
+        self.registry.register(snapshot)
 
     def job_finished(self, mode: str, family: str, status: str, seconds: float) -> None:
         self._durations.labels(mode=mode, family=family, status=status).observe(max(0.0, seconds))
@@ -79,8 +81,10 @@ class _Snapshot(Collector):
         loaded: Loaded,
         now: Callable[[], datetime],
         cluster: _Cluster | None = None,
+        loads: Callable[[], int] = lambda: 0,
     ):
         self._reader, self._workers, self._loaded, self._now, self._cluster = reader, workers, loaded, now, cluster
+        self._loads = loads
 
     def describe(self) -> list[Metric]:
         return []  # read at scrape time: nothing to check at registration
@@ -119,6 +123,7 @@ class _Snapshot(Collector):
             models.add_metric([name], size)
         yield GaugeMetricFamily("atelier_loaded_models", "Pipelines in memory.", value=len(loaded))
         yield models
+        yield CounterMetricFamily("atelier_model_loads", "Pipelines loaded by this process.", value=self._loads())
         yield from _cuda_memory()
 
 

@@ -67,6 +67,23 @@ class SqlJobRepository(JobRepository):
         with translate_errors(), self._session.no_autoflush:
             return int(self._session.scalar(query) or 0)
 
+    def claimable(self, model: str, limit: int) -> list[GenerationJob]:
+        query = (
+            select(JobRow)
+            .where(JobRow.status == JobStatus.QUEUED.value, JobRow.model == model)
+            .order_by(JobRow.created_at, JobRow.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)  # PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite has one writer
+        )
+        with translate_errors(), self._session.no_autoflush:
+            rows = list(self._session.scalars(query.execution_options(populate_existing=True)))
+        jobs = []
+        for row in rows:
+            job = to_entity(row)
+            self._tracked[job.id] = (job, row)
+            jobs.append(job)
+        return jobs
+
     def ids_with_status(self, status: JobStatus) -> list[str]:
         # Committed state only, as the in-memory store: pending changes are not flushed for this query.
         query = select(JobRow.id).where(JobRow.status == status.value).order_by(JobRow.created_at, JobRow.id)

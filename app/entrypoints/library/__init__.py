@@ -55,6 +55,7 @@ class Atelier:
         self._heartbeat = threading.Thread(target=self._beat, name="atelier-heartbeat", daemon=True)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.container.worker_id.override(self.worker_id)
+        self.container.loaded_models.override(lambda: [name for name, _ in self._loaded_models()])
         self._started_at = datetime.now(UTC)
         self.knowledge = Knowledge(self.container)
         self.edits = Edits(self.container)
@@ -70,13 +71,15 @@ class Atelier:
         workers: int | None = None,
         start_worker: bool = True,
         recover: bool = True,
+        serving: bool = False,
         **settings: Any,
     ) -> Atelier:
         """Build an instance, migrate its database and start its workers.
 
         ``recover`` re-queues jobs a dead process left behind; pass False in a process
         that shares the database with a running server and should run only its own jobs.
-        A server whose database is down starts anyway: the first session migrates it once it answers.
+        A server (one that runs jobs, or ``serving``) whose database is down starts anyway: the first session
+        migrates it once it answers.
         """
         loaded = load_settings(
             database_url=database_url, data_dir=data_dir, profile=profile, workers=workers, **settings
@@ -85,7 +88,7 @@ class Atelier:
         try:
             atelier.migrate()
         except DatabaseUnavailable:
-            if not start_worker:
+            if not (start_worker or serving):
                 raise
         if start_worker:
             atelier.start_worker(recover=recover)
@@ -101,14 +104,20 @@ class Atelier:
             return
         executor = self.container.executor()
         run = self.container.run_generation  # built per job, so the model backend loads on first use
-        executor.start(
-            lambda job_id, cancelled: run()(job_id, cancelled),
-            lambda job_ids, cancelled_of: run().run_batch(job_ids, cancelled_of),
-        )
+        if executor.pulls:  # it claims jobs from the database's queue itself: they run under this process already
+            executor.start(
+                lambda job_id, cancelled: run().run_claimed([job_id], lambda _job_id: cancelled()),
+                lambda job_ids, cancelled_of: run().run_claimed(job_ids, cancelled_of),
+            )
+        else:
+            executor.start(
+                lambda job_id, cancelled: run()(job_id, cancelled),
+                lambda job_ids, cancelled_of: run().run_batch(job_ids, cancelled_of),
+            )
         self._worker_started = True
         metrics = self.container.job_metrics()
         if hasattr(metrics, "loaded"):  # this process now holds pipelines: report them
-            metrics.loaded = self._loaded_models
+            metrics.loaded, metrics.loads = self._loaded_models, self._model_loads
         if self.settings.job_retention_days > 0:
             self._retention.start()
         self._heartbeat.start()
@@ -129,6 +138,13 @@ class Atelier:
         loaded: list[tuple[str, int]] = getattr(generator, "loaded_models", list)()
         names = {m.path: m.name for m in self._catalog.list()}
         return [(names.get(path, "unregistered"), size) for path, size in loaded]
+
+    def _model_loads(self) -> int:
+        """Pipelines this process has loaded (a model switch is one; none before the first job)."""
+        backend = self.container.generator.providers.get(self.container.profile())
+        if backend is None or getattr(backend, "initialized", True) is False:
+            return 0
+        return int(getattr(self.container.generator(), "loads", 0))
 
     def metrics(self) -> tuple[bytes, str]:
         """The Prometheus text of this instance's metrics, and its content type."""
