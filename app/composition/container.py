@@ -13,6 +13,7 @@ from typing import Any
 
 from dependency_injector import containers, providers
 
+from app.adapters.events import LocalJobEvents
 from app.adapters.executor.threads import ThreadJobExecutor
 from app.adapters.memory.edits import InMemoryEditLog
 from app.adapters.memory.generation import PatternImageGenerator
@@ -72,10 +73,17 @@ class Container(containers.DeclarativeContainer):
         test=providers.Singleton(InMemorySchema),
     )
     sessions = providers.Singleton(sql.sessions, engine, schema)
+    # Committed job changes, announced to waiters (idle workers, progress streams) in this process and, on
+    # PostgreSQL, in every process (LISTEN/NOTIFY).
+    job_events = providers.Selector(
+        profile,
+        sql=providers.Resource(sql.job_events, settings.provided.resolved_database_url),
+        test=providers.Singleton(LocalJobEvents),
+    )
     uow_factory = providers.Selector(
         profile,
-        sql=providers.Singleton(sql.unit_of_work, sessions),
-        test=providers.Singleton(InMemoryUnitOfWorkFactory, memory_jobs),
+        sql=providers.Singleton(sql.unit_of_work, sessions, job_events),
+        test=providers.Singleton(InMemoryUnitOfWorkFactory, memory_jobs, job_events),
     )
     job_reader = providers.Selector(
         profile,
@@ -116,6 +124,7 @@ class Container(containers.DeclarativeContainer):
     # (the library sets both).
     worker_id: providers.Object[str | None] = providers.Object(None)
     loaded_models: providers.Object[Callable[[], list[str]]] = providers.Object(list)
+    remote_worker: providers.Object[type | None] = providers.Object(None)  # the Ray actor's class
     claim_jobs = providers.Factory(
         ClaimJobs,
         uow_factory,
@@ -134,8 +143,8 @@ class Container(containers.DeclarativeContainer):
             batch_window=settings.provided.batch_window,
             max_batch=settings.provided.max_batch,
         ),
-        queue=providers.Singleton(generation.queue_executor, claim_jobs.provider, loaded_models, settings),
-        ray=providers.Singleton(generation.ray_executor, settings),
+        queue=providers.Singleton(generation.queue_executor, claim_jobs.provider, loaded_models, settings, job_events),
+        ray=providers.Singleton(generation.ray_executor, settings, remote_worker),
     )
 
     job_callbacks = providers.Resource(generation.job_callbacks, settings)

@@ -18,6 +18,7 @@ from app.ports.generation import (
     JobExecutor,
     ModelCatalog,
 )
+from app.ports.job_events import JobEvents
 from app.ports.metrics import JobMetrics
 from app.ports.persistence import JobReader
 from app.ports.scenes import SceneReader
@@ -58,7 +59,7 @@ def diffusers_generator(settings: Settings, depth: DepthEstimator) -> Iterator[I
 
 
 def queue_executor(
-    claim_jobs: Callable[[], ClaimJobs], loaded: Callable[[], list[str]], settings: Settings
+    claim_jobs: Callable[[], ClaimJobs], loaded: Callable[[], list[str]], settings: Settings, events: JobEvents
 ) -> JobExecutor:
     """Threads that claim jobs from the database's queue (``ClaimJobs``), preferring the models they hold."""
     from app.adapters.executor.claiming import ClaimingJobExecutor
@@ -66,14 +67,17 @@ def queue_executor(
     def claim(limit: int) -> list[str]:
         return [job.id for job in claim_jobs()(loaded(), limit)]
 
-    return ClaimingJobExecutor(claim, settings.workers, settings.max_batch, settings.queue_poll)
+    return ClaimingJobExecutor(claim, settings.workers, settings.max_batch, settings.queue_poll, events.watch)
 
 
-def ray_executor(settings: Settings) -> JobExecutor:
-    """Worker actors on a Ray cluster, each claiming from the database's queue (the ``ray`` extra)."""
+def ray_executor(settings: Settings, worker: type | None) -> JobExecutor:
+    """Worker actors on a Ray cluster, each claiming from the database's queue (the ``ray`` extra); ``worker`` is
+    the actor's class (the library's)."""
     from app.adapters.executor.ray import RayJobExecutor
 
-    executor: JobExecutor = RayJobExecutor(settings)
+    if worker is None:
+        raise RuntimeError("the ray executor needs the worker actor's class (the library sets it)")
+    executor: JobExecutor = RayJobExecutor(settings, worker)
     return executor
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from app.ports.clock import Clock
 from app.ports.edits import EditLog
+from app.ports.job_events import JobEvents
 from app.ports.knowledge import CalibrationStore, KnowledgeQueryStore
 from app.ports.options import OwnerOptions
 from app.ports.persistence import JobReader, Schema, UnitOfWorkFactory
@@ -38,10 +39,26 @@ def sessions(bound: Engine, migrated: Schema) -> sessionmaker[Session]:
     return session_factory(bound, migrated.ensure)
 
 
-def unit_of_work(made: sessionmaker[Session]) -> UnitOfWorkFactory:
+def unit_of_work(made: sessionmaker[Session], events: JobEvents | None = None) -> UnitOfWorkFactory:
     from app.adapters.sql.uow import SqlUnitOfWorkFactory
 
-    return SqlUnitOfWorkFactory(made)
+    return SqlUnitOfWorkFactory(made, events)
+
+
+def job_events(url: str) -> Iterator[JobEvents]:
+    """Announcements of job changes: across processes on PostgreSQL (LISTEN/NOTIFY), within this one elsewhere."""
+    from sqlalchemy.engine import make_url
+
+    if make_url(url).get_backend_name() != "postgresql":
+        from app.adapters.events import LocalJobEvents
+
+        yield LocalJobEvents()
+        return
+    from app.adapters.sql.notifications import PostgresJobEvents
+
+    events = PostgresJobEvents(url)
+    yield events
+    events.close()
 
 
 def job_reader(made: sessionmaker[Session]) -> JobReader:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -13,6 +14,10 @@ class JobMetrics(Protocol):
 
     def batch_ran(self, size: int) -> None:
         """A generator call ran ``size`` jobs together."""
+
+    def watch_models(self, loaded: Callable[[], list[tuple[str, int]]], loads: Callable[[], int]) -> None:
+        """Read at each scrape: the names and bytes of the pipelines in this process's memory, and how many it has
+        loaded so far (set by a process that runs jobs)."""
 
     def exposition(self) -> tuple[bytes, str]:
         """Every metric's current value in the monitoring system's text format, and that format's content type."""

@@ -63,6 +63,7 @@ class RecoverJobs:
                         continue
                     if job.worker_id is None and not orphans:
                         continue
+                    left_by = job.worker_id or "(none)"
                     if job.attempts >= self._max_attempts:
                         message = f"Its worker stopped answering {job.attempts} times while running it."
                         job.fail("worker_lost", message, now)
@@ -73,7 +74,7 @@ class RecoverJobs:
                     uow.commit()
             except ConcurrentUpdate:
                 continue  # it changed meanwhile (progress, its end): its worker is alive after all
-            log.warning("job %s left by worker %s", job_id, job.worker_id or "(none)", extra={"event": "job_reaped"})
+            log.warning("job %s left by worker %s", job_id, left_by, extra={"event": "job_reaped"})
         return requeued
 
     def _live(self, now: datetime) -> set[str | None]:

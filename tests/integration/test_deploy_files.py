@@ -44,3 +44,16 @@ def test_compose_runs_the_api_on_postgresql_with_pgvector() -> None:
     assert api["environment"]["ATELIER_KNOWLEDGE_INDEX_URL"] == database
     assert api["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert "/readyz" in " ".join(api["healthcheck"]["test"])
+
+
+def test_compose_runs_worker_actors_on_a_ray_cluster_over_the_same_database() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text(encoding="utf-8"))
+    services = compose["services"]
+    head, worker, api = services["ray-head"], services["worker"], services["api"]
+    assert head["command"][:3] == ["ray", "start", "--head"] and "--num-cpus=0" in head["command"]
+    script = worker["command"][-1]
+    assert "ray start --address=ray-head:6379" in script and "exec atelier worker --address auto" in script
+    assert worker["environment"]["ATELIER_DATABASE_URL"] == api["environment"]["ATELIER_DATABASE_URL"]
+    assert worker["volumes"] == api["volumes"]  # images land where the API serves them
+    assert api["environment"]["ATELIER_EXECUTOR"] == "queue"  # the API's own thread claims from the same queue
+    assert "ray" in re.search(r"'\.\[([a-z,]+)\]'", (ROOT / "Dockerfile").read_text(encoding="utf-8")).group(1)

@@ -52,7 +52,7 @@ CORE = {
     "opencv-python-headless",
     "prometheus-client",
 }
-EXTRAS = {"server", "knowledge", "edits", "postgres", "kolors", "sde", "all", "dev"}
+EXTRAS = {"server", "knowledge", "edits", "postgres", "kolors", "sde", "ray", "all", "dev"}
 # Packages each capability brings: none of them may be a core dependency.
 NOT_CORE = {
     "fastapi",
@@ -71,6 +71,7 @@ NOT_CORE = {
     "psycopg",
     "sentencepiece",
     "torchsde",
+    "ray",
 }
 
 LOCK_HEADER = """\

@@ -4,6 +4,7 @@ serves a local API. Each worker's own /metrics counts what it ran."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -113,6 +114,25 @@ def test_workers_share_the_queue_keep_to_their_models_and_batch(
     # load a model for nearly every batch. Each worker keeps to one model instead (a switch or two at most).
     loads = sum(metric(text, "atelier_model_loads_total") for text in texts)
     assert 2 <= loads <= 4, texts
+
+
+@pytest.mark.postgres
+def test_the_progress_stream_of_an_api_that_runs_no_jobs_hears_the_worker(
+    cluster: tuple[Server, list[WorkerProcess], str],
+) -> None:
+    api, _workers, _url = cluster
+    reply = httpx.post(f"{api.url}/v1/jobs", json={"prompt": "一座房子", "steps": 40, "width": 128}, timeout=10)
+    events: list[tuple[str, dict[str, Any]]] = []
+    with httpx.stream("GET", f"{api.url}/v1/jobs/{reply.json()['id']}/events", timeout=120) as stream:
+        name = ""
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line.removeprefix("data: "))))
+    progress = [body["progress"] for name, body in events if name == "progress" and body["status"] == "running"]
+    assert events[-1][0] == "done" and events[-1][1]["status"] == "succeeded"
+    assert len(progress) >= 2 and progress == sorted(progress)  # steps as the worker in another process wrote them
 
 
 def test_a_local_api_and_one_worker_on_sqlite(tmp_path: Path, demo_models: dict[str, tuple[str, str]]) -> None:

@@ -2,8 +2,9 @@
 
 Any number of processes on any hosts can run one each over one database: none keeps a queue of its own, so a
 submission in one process is run by whichever worker claims it first, and a process that dies loses nothing
-(its running jobs are requeued when its heartbeat stops). ``enqueue`` only wakes the threads of this process;
-idle threads look at the queue every ``poll`` seconds anyway, for jobs submitted elsewhere.
+(its running jobs are requeued when its heartbeat stops). Idle threads wake when a job is queued: through the
+job announcements (``watch``; from every process on PostgreSQL) or ``enqueue`` in this process, and look at the
+queue every ``poll`` seconds anyway, for what no announcement reached them about.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from app.domain.errors import AtelierError
 from app.ports.generation import BatchHandler, JobExecutor, JobHandler
+from app.ports.job_events import JobWatch
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +32,18 @@ class ClaimingJobExecutor(JobExecutor):
 
     pulls = True
 
-    def __init__(self, claim: Claim, workers: int = 1, max_batch: int = 8, poll: float = 1.0) -> None:
+    def __init__(
+        self,
+        claim: Claim,
+        workers: int = 1,
+        max_batch: int = 8,
+        poll: float = 1.0,
+        watch: Callable[[], JobWatch] | None = None,
+    ) -> None:
         if workers < 1 or max_batch < 1 or poll <= 0:
             raise ValueError("a queue executor needs at least one worker, a batch of one and a poll above 0")
         self._claim, self._workers, self._max_batch, self._poll = claim, workers, max_batch, poll
+        self._watch = watch
         self._wake = threading.Condition()
         self._signals = 0  # wake-ups not yet seen by a thread
         self._stopping = threading.Event()
@@ -89,7 +99,7 @@ class ClaimingJobExecutor(JobExecutor):
             for thread in threads:
                 thread.join()
 
-    def _next(self) -> list[str] | None:
+    def _next(self, watch: JobWatch | None) -> list[str] | None:
         """Claimed job ids; None once stopping. Waits for a wake-up or the poll interval when nothing is queued."""
         while not self._stopping.is_set():
             with self._wake:
@@ -104,13 +114,24 @@ class ClaimingJobExecutor(JobExecutor):
                 ids = []
             if ids:
                 return ids
+            if watch is not None:
+                watch.wait(self._poll)  # a job queued anywhere (or an enqueue here) ends it early
+                continue
             with self._wake:
                 if self._signals == seen and not self._stopping.is_set():
                     self._wake.wait(self._poll)
         return None
 
     def _serve(self) -> None:
-        while (ids := self._next()) is not None:
+        watch = self._watch() if self._watch is not None else None
+        try:
+            self._serve_with(watch)
+        finally:
+            if watch is not None:
+                watch.close()
+
+    def _serve_with(self, watch: JobWatch | None) -> None:
+        while (ids := self._next(watch)) is not None:
             with self._lock:
                 for job_id in ids:
                     self._running[job_id] = (threading.Event(), threading.Event())

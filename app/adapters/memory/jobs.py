@@ -9,6 +9,7 @@ from types import TracebackType
 
 from app.domain.errors import ConcurrentUpdate, JobNotFound
 from app.domain.jobs import GenerationJob, JobStatus
+from app.ports.job_events import JobEvents
 from app.ports.persistence import JobRepository, UnitOfWork
 
 
@@ -75,7 +76,8 @@ class InMemoryJobRepository(JobRepository):
             jobs = [job for job, _ in self._store.rows.values() if job.status is status]
         return [job.id for job in sorted(jobs, key=lambda j: j.created_at)]
 
-    def flush(self) -> None:
+    def flush(self) -> list[tuple[str, str]]:
+        """Write the changes; returns (id, status) of each job written or deleted."""
         changes = {job_id: self.pending[job_id] for job_id in self.dirty}
         with self._store.lock:
             for job_id in self.deleted:
@@ -92,14 +94,18 @@ class InMemoryJobRepository(JobRepository):
                 del self._store.rows[job_id]
             for job_id, (job, version) in changes.items():
                 self._store.rows[job_id] = (copy.deepcopy(job), (version or 0) + 1)
+        written = [(job_id, job.status.value) for job_id, (job, _) in changes.items()]
+        written += [(job_id, "deleted") for job_id in self.deleted]
         self.pending.clear()
         self.dirty.clear()
         self.deleted.clear()
+        return written
 
 
 class InMemoryUnitOfWork(UnitOfWork):
-    def __init__(self, store: InMemoryJobStore) -> None:
+    def __init__(self, store: InMemoryJobStore, events: JobEvents | None = None) -> None:
         self._store = store
+        self._events = events
         self.jobs = InMemoryJobRepository(store)
 
     def __enter__(self) -> InMemoryUnitOfWork:
@@ -115,12 +121,15 @@ class InMemoryUnitOfWork(UnitOfWork):
 
     def commit(self) -> None:
         assert isinstance(self.jobs, InMemoryJobRepository)
-        self.jobs.flush()
+        changes = self.jobs.flush()
+        if changes and self._events is not None:
+            self._events.announce(changes)
 
 
 class InMemoryUnitOfWorkFactory:
-    def __init__(self, store: InMemoryJobStore) -> None:
+    def __init__(self, store: InMemoryJobStore, events: JobEvents | None = None) -> None:
         self.store = store
+        self._events = events
 
     def __call__(self) -> InMemoryUnitOfWork:
-        return InMemoryUnitOfWork(self.store)
+        return InMemoryUnitOfWork(self.store, self._events)

@@ -66,6 +66,9 @@ class PrometheusMetrics(JobMetrics):
     def batch_ran(self, size: int) -> None:
         self._batches.observe(size)
 
+    def watch_models(self, loaded: Loaded, loads: Callable[[], int]) -> None:
+        self.loaded, self.loads = loaded, loads
+
     def exposition(self) -> tuple[bytes, str]:
         """The text to answer a scrape with, and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

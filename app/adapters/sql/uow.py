@@ -6,8 +6,11 @@ from types import TracebackType
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.adapters.sql import notifications
 from app.adapters.sql.errors import translate_errors
 from app.adapters.sql.repository import SqlJobRepository
+from app.adapters.sql.rows import JobRow
+from app.ports.job_events import JobEvents
 from app.ports.persistence import UnitOfWork
 
 
@@ -16,8 +19,9 @@ class SqlUnitOfWork(UnitOfWork):
 
     jobs: SqlJobRepository
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], events: JobEvents | None = None) -> None:
         self._sessions = sessions
+        self._events = events
         self._session: Session | None = None
 
     def __enter__(self) -> SqlUnitOfWork:
@@ -46,16 +50,30 @@ class SqlUnitOfWork(UnitOfWork):
         if self._session is None:
             raise RuntimeError("commit() outside of a 'with' block.")
         self.jobs.sync()
+        session = self._session
         with translate_errors():
-            self._session.commit()  # a failed commit leaves the rollback to __exit__
+            changes = _changes(session) if self._events is not None else []
+            if changes and session.get_bind().dialect.name == "postgresql":
+                notifications.notify(session, changes)  # delivered to the other processes at commit
+            session.commit()  # a failed commit leaves the rollback to __exit__
         self.jobs.forget()
+        if changes and self._events is not None:
+            self._events.announce(changes)
+
+
+def _changes(session: Session) -> list[tuple[str, str]]:
+    """(id, status) of the jobs this transaction adds, changes or deletes."""
+    written = [row for row in (*session.new, *session.dirty) if isinstance(row, JobRow) and session.is_modified(row)]
+    gone = [row for row in session.deleted if isinstance(row, JobRow)]
+    return [(row.id, row.status) for row in written] + [(row.id, "deleted") for row in gone]
 
 
 class SqlUnitOfWorkFactory:
     """Builds a new ``SqlUnitOfWork`` per use-case call."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], events: JobEvents | None = None) -> None:
         self._sessions = sessions
+        self._events = events
 
     def __call__(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self._sessions)
+        return SqlUnitOfWork(self._sessions, self._events)

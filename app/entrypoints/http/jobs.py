@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -16,6 +16,9 @@ from app.entrypoints.http import deps
 from app.entrypoints.http.openapi import errors
 from app.entrypoints.http.schemas import JobOut, JobPageOut, JobRequest
 from app.entrypoints.library import Atelier
+
+KEEP_ALIVE_SECONDS = 15.0  # a comment line on a quiet stream, so proxies keep it open
+EVENTS_FALLBACK_POLL = 1.0  # seconds between reads of the job when no change was announced
 
 router = APIRouter(tags=["jobs"])
 AtelierDep = Annotated[Atelier, Depends(deps.atelier)]
@@ -98,25 +101,29 @@ def cancel(job_id: str, use: UseCases, owner: OwnerDep) -> JobOut:
     },
 )
 async def events(job_id: str, request: Request, atelier: AtelierDep, owner: OwnerDep) -> StreamingResponse:
-    """`event: progress` whenever status or progress changes, then one `event: done` with the finished job."""
+    """`event: progress` whenever status or progress changes, then one `event: done` with the finished job.
+    The stream wakes on the job's own changes (announced across processes on PostgreSQL), not by polling."""
     first = await run_in_threadpool(atelier.job, job_id, owner)  # 404 before the stream starts
 
     async def stream() -> AsyncIterator[str]:
-        job, last, idle = first, None, 0.0
-        while True:
-            state = (job.status, round(job.progress, 4))
-            if state != last:
-                last, idle = state, 0.0
-                payload = JobOut.of(job).model_dump_json()
-                yield f"event: {'done' if job.status.finished else 'progress'}\ndata: {payload}\n\n"
-            if job.status.finished or await request.is_disconnected():
-                return
-            if idle >= 15:
-                idle = 0.0
-                yield ": keep-alive\n\n"
-            await asyncio.sleep(0.2)
-            idle += 0.2
-            job = await run_in_threadpool(atelier.job, job_id, owner)
+        job, last, quiet_since = first, None, time.monotonic()
+        watch = atelier.watch_job(job_id)  # woken by each committed change of the job, from any process
+        try:
+            while True:
+                state = (job.status, round(job.progress, 4))
+                if state != last:
+                    last, quiet_since = state, time.monotonic()
+                    payload = JobOut.of(job).model_dump_json()
+                    yield f"event: {'done' if job.status.finished else 'progress'}\ndata: {payload}\n\n"
+                if job.status.finished or await request.is_disconnected():
+                    return
+                if time.monotonic() - quiet_since >= KEEP_ALIVE_SECONDS:
+                    quiet_since = time.monotonic()
+                    yield ": keep-alive\n\n"
+                await watch.wait_async(EVENTS_FALLBACK_POLL)  # an announcement, or a look after a second anyway
+                job = await run_in_threadpool(atelier.job, job_id, owner)
+        finally:
+            watch.close()
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

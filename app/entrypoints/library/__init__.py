@@ -36,6 +36,7 @@ from app.entrypoints.library.edits import Edits
 from app.entrypoints.library.knowledge import Knowledge
 from app.entrypoints.library.prompts import Prompts
 from app.ports.generation import InputImage, ModelCatalog
+from app.ports.job_events import JobWatch
 from app.ports.persistence import JobPage, JobReader
 from app.settings import Settings, load_settings
 
@@ -56,6 +57,10 @@ class Atelier:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.container.worker_id.override(self.worker_id)
         self.container.loaded_models.override(lambda: [name for name, _ in self._loaded_models()])
+        if settings.executor == "ray":
+            from app.entrypoints.library.remote import RemoteWorker
+
+            self.container.remote_worker.override(RemoteWorker)
         self._started_at = datetime.now(UTC)
         self.knowledge = Knowledge(self.container)
         self.edits = Edits(self.container)
@@ -115,9 +120,7 @@ class Atelier:
                 lambda job_ids, cancelled_of: run().run_batch(job_ids, cancelled_of),
             )
         self._worker_started = True
-        metrics = self.container.job_metrics()
-        if hasattr(metrics, "loaded"):  # this process now holds pipelines: report them
-            metrics.loaded, metrics.loads = self._loaded_models, self._model_loads
+        self.container.job_metrics().watch_models(self._loaded_models, self._model_loads)  # it holds pipelines now
         if self.settings.job_retention_days > 0:
             self._retention.start()
         self._heartbeat.start()
@@ -165,9 +168,11 @@ class Atelier:
         over the jobs of workers gone silent."""
         registry, recover = self.container.worker_registry(), self.container.recover_jobs()
         executor = self.container.executor()
+        runs_jobs = not getattr(executor, "remote", False)  # a launcher of remote workers is no worker itself
         while not self._stopping.is_set():
             try:
-                registry.beat(self._worker_info())
+                if runs_jobs:
+                    registry.beat(self._worker_info())
                 for job_id in recover.reap():  # the jobs of workers gone silent: this process runs them
                     executor.enqueue(job_id)
             except AtelierError as e:  # the database is away: the next beat tries again
@@ -233,6 +238,12 @@ class Atelier:
         """The job once it has finished (or as it stands after ``timeout`` seconds)."""
         job: GenerationJob = self.container.await_job()(job_id, timeout, on_progress)
         return job
+
+    def watch_job(self, job_id: str) -> JobWatch:
+        """Hear of the job's committed changes (from any process on PostgreSQL): ``wait``/``wait_async`` return
+        when one was announced, then read the job. ``close`` it when done."""
+        watch: JobWatch = self.container.job_events().watch(job_id)
+        return watch
 
     def cancel(self, job_id: str, owner: str | None = None) -> GenerationJob:
         job: GenerationJob = self.container.cancel_job()(job_id, owner)
