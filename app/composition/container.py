@@ -35,6 +35,7 @@ from app.usecases.calibrate_detector import CalibrateDetector
 from app.usecases.cancel_job import CancelJob
 from app.usecases.choose_candidate import ChooseCandidate
 from app.usecases.claim_jobs import ClaimJobs
+from app.usecases.complete_text import CompleteText
 from app.usecases.delete_jobs import DeleteJob, PruneJobs
 from app.usecases.evaluate_editor import EvaluateEditor
 from app.usecases.ingest_documents import IngestDocuments
@@ -200,6 +201,11 @@ class Container(containers.DeclarativeContainer):
     # -- knowledge queries ---------------------------------------------------------------------
     llm = providers.Resource(knowledge.language_model, settings)
     embedder = providers.Singleton(knowledge.embedder, settings)
+    # The same model served to chat and completion clients, concurrent requests decoding together.
+    text_generator = providers.Resource(knowledge.text_generator, llm)
+    complete_text = providers.Factory(
+        CompleteText, text_generator.provider, providers.Callable(knowledge.llm_aliases, settings)
+    )
     knowledge_index = providers.Resource(knowledge.knowledge_index, settings, embedder)
     word_frequency = providers.Singleton(knowledge.word_frequency)
     lexicon = providers.Singleton(knowledge.lexicon, settings.provided.wordnet_dir)

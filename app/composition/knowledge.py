@@ -8,6 +8,7 @@ from typing import Any
 
 from app.composition.generation import pick_device
 from app.ports.knowledge import Embedder, KnowledgeIndex, LanguageModel, Lexicon, LongTailDetector, WordFrequency
+from app.ports.text_generation import TextGenerator
 from app.settings import Settings
 
 
@@ -30,6 +31,24 @@ def language_model(settings: Settings) -> Iterator[LanguageModel]:
     else:
         path = settings.llm
     yield TransformersLanguageModel(path, device=pick_device(settings.device))
+
+
+def text_generator(llm: LanguageModel) -> Iterator[TextGenerator]:
+    """The served LLM for many clients at once (batched decoding), over the very model knowledge queries use."""
+    from app.adapters.transformers.llm import TransformersLanguageModel
+    from app.adapters.transformers.serving import BatchedTextGenerator
+
+    if not isinstance(llm, TransformersLanguageModel):
+        raise TypeError("text serving needs a transformers language model")
+    generator = BatchedTextGenerator(llm)
+    yield generator
+    generator.close()
+
+
+def llm_aliases(settings: Settings) -> list[str]:
+    """Names a chat request may give besides the model's own: the ``llm`` setting that chose it (not in the test
+    profile, which serves a tiny model whatever the setting)."""
+    return [] if settings.profile == "test" else [settings.llm]
 
 
 def embedder(settings: Settings) -> Embedder:

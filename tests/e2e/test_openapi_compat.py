@@ -27,6 +27,7 @@ pytestmark = pytest.mark.anyio
 
 TXT2IMG, IMG2IMG, OPTIONS = "/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/options"
 OPENAI, PREDICT = "/v1/images/generations", "/api/predict"
+OPENAI_TEXT = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 KEY = "user-key-0123456789"
 REF = "#/components/schemas/"
 # The error statuses each operation documents: its own, and those of the middleware (401 and 429 everywhere;
@@ -46,9 +47,15 @@ STATUSES: dict[tuple[str, str], set[int]] = {
     ("/sdapi/v1/loras", "get"): {401, 429, 503},
     ("/sdapi/v1/sd-vae", "get"): {401, 429, 503},
     (OPENAI, "post"): {400, 401, 404, 413, 429, 500, 503, 504},
+    **{(path, "post"): {400, 401, 404, 413, 429, 500, 503} for path in OPENAI_TEXT},
     (PREDICT, "post"): {401, 413, 429, 460, 462, 469},
 }
-ERROR_MODELS = {"/sdapi/": "A1111Error", OPENAI: "OpenAIError", PREDICT: "DiffusersApiError"}
+ERROR_MODELS = {
+    "/sdapi/": "A1111Error",
+    OPENAI: "OpenAIError",
+    **dict.fromkeys(OPENAI_TEXT, "OpenAIError"),
+    PREDICT: "DiffusersApiError",
+}
 SMALL = {"prompt": "猫", "steps": 1, "width": 64, "height": 64}
 REQUESTS: dict[str, dict[str, Any]] = {
     TXT2IMG: SMALL,

@@ -79,6 +79,11 @@ class TransformersLanguageModel(LanguageModel):
         self._prefilled = threading.local()
 
     @property
+    def stop_ids(self) -> frozenset[int]:
+        """Tokens that end an answer: EOS and the chat template's end of turn."""
+        return self._stop_ids
+
+    @property
     def lock(self) -> threading.Lock:
         """Held by every use of the model, editors included (they switch gradients and weight deltas)."""
         return self._lock

@@ -12,6 +12,7 @@ from app.entrypoints.http import (
     compat_a1111,
     compat_diffusers_api,
     compat_openai,
+    compat_openai_text,
     control_maps,
     docs,
     edits,
@@ -83,7 +84,7 @@ def create_app(atelier: Atelier | None = None, *, close_on_shutdown: bool | None
     app.include_router(edits.router)
     app.include_router(prompt_sessions.router)
     app.include_router(system.router)
-    for compat in (compat_diffusers_api, compat_a1111, compat_openai):
+    for compat in (compat_diffusers_api, compat_a1111, compat_openai, compat_openai_text):
         app.include_router(compat.router)
     studio.install(app)
     docs.install(app)

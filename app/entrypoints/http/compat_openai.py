@@ -99,7 +99,8 @@ def _reply(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _error(error: Exception) -> JSONResponse:
+def error_reply(error: Exception) -> JSONResponse:
+    """Any error of an OpenAI-compatible route, in OpenAI's shape (one mapping for images and text)."""
     if isinstance(error, ValidationError):
         first = error.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None
@@ -113,7 +114,7 @@ def _error(error: Exception) -> JSONResponse:
         if isinstance(error, Unauthorized):
             code = "invalid_api_key"
         return _reply(status, kind, code, public_message(error), param, headers_of(error))
-    log.exception("openai images request failed", exc_info=error)
+    log.exception("openai request failed", exc_info=error)
     return _reply(500, "server_error", "internal_error", INTERNAL)
 
 
@@ -152,4 +153,4 @@ async def generations(
             data = [{"url": image_url(atelier, image.id)} for image in job.images]
         return JSONResponse({"created": int(time.time()), "data": data})
     except Exception as error:
-        return _error(error)
+        return error_reply(error)

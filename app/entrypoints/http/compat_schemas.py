@@ -341,14 +341,14 @@ def _openai(status: int, entry: Status) -> dict[str, Any]:
 
 
 OPENAI = Dialect(
-    prefixes=("/v1/images/generations",),
+    prefixes=("/v1/images/generations", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"),
     model=OpenAIError,
     example=_openai,
     statuses={
         400: Status(
             "The body is not a JSON object (`invalid_json`), nests too deep (`too_deep`), or a value is missing, "
-            "malformed or out of range (`invalid_parameters`, `empty_prompt`, `invalid_size`, ...); `param` names "
-            "the field.",
+            "malformed or out of range (`invalid_parameters`, `empty_prompt`, `invalid_size`, ...), or the prompt and "
+            "`max_tokens` exceed the language model's context (`context_length_exceeded`); `param` names the field.",
             "invalid_parameters",
             "n: Input should be a valid integer",
         ),
@@ -359,7 +359,8 @@ OPENAI = Dialect(
         ),
         404: Status(
             "`model` names no registered model and none of OpenAI's (`model_not_found`), or a `<lora:name:w>` tag "
-            "names no registered LoRA (`unknown_model`).",
+            "names no registered LoRA (`unknown_model`); for text, `model` is not the served language model or "
+            "embedder (`model_not_found`).",
             "model_not_found",
             "The model 'sd15' does not exist; use a registered model (GET /v1/models) or omit it.",
         ),
@@ -367,7 +368,8 @@ OPENAI = Dialect(
         429: Status(LIMITS, "rate_limited", RATE),
         500: Status(
             "The job failed or was cancelled before it finished (`server_error`); `code` is its failure "
-            "(`generation_failed`, `model_unavailable`, `time_budget_exceeded`, `cancelled`, ...).",
+            "(`generation_failed`, `model_unavailable`, `time_budget_exceeded`, `cancelled`, ...); text generation "
+            "failed (`generation_failed`).",
             "generation_failed",
             FAILED,
         ),

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.domain import errors as e
+from app.entrypoints.http.compat_schemas import OPENAI
 
 log = logging.getLogger(__name__)
 MESSAGES = {
@@ -59,7 +60,7 @@ def dialect_error(
     authentication, body and rate limits)."""
     if path.startswith("/sdapi/"):
         body: dict[str, Any] = {"detail": message, "error": {"code": code, "message": message}}
-    elif path.startswith("/v1/images/generations"):
+    elif path.startswith(OPENAI.prefixes):
         status = 400 if status == 422 else status  # OpenAI answers every bad input with 400
         kind = "invalid_request_error" if status < 500 else "server_error"
         code = "invalid_api_key" if status == 401 else code

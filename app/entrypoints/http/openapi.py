@@ -11,7 +11,8 @@ no other error and no authentication. The server answers every native error as :
   400/413 on the routes that take a body: :mod:`auth` and :mod:`guards` decide, from the same tables);
   and every operation gets its security requirement (``[]`` on the public ones), the compatible APIs' too.
 
-The compatible APIs (``/sdapi/*``, ``/api/predict``, ``/v1/images/generations``) answer errors in their own
+The compatible APIs (``/sdapi/*``, ``/api/predict``, OpenAI's ``/v1/images/generations``, ``/v1/chat/completions``,
+``/v1/completions`` and ``/v1/embeddings``) answer errors in their own
 dialects (:mod:`compat_schemas`): their routes list their own errors in that shape, and the errors of the
 middleware are added here in it too (the Diffusers-API answers bad input as 460, not 400).
 Every 401 and 429 documents its ``WWW-Authenticate`` / ``Retry-After`` header.

@@ -1,0 +1,285 @@
+"""Serving the loaded causal LM to concurrent clients: sequences that arrive together decode together.
+
+One decoding thread takes the sequences waiting (up to ``max_batch``, gathered for ``window`` seconds after the
+first), prefills them as one left-padded batch and then decodes one token per sequence per step, each with its own
+sampling (temperature, nucleus, its own seeded generator), stop strings and limit. A sequence that ends or whose
+client went away leaves the batch at once (its rows of the KV cache are dropped); sequences that arrive meanwhile
+wait for the next batch. Each step holds the model's lock, so editors and the knowledge flow's own generation
+interleave between steps and never see the weights change under a step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from app.adapters.transformers.llm import TransformersLanguageModel
+from app.domain.chat import ChatMessage, Delta, Sampling, TokenLogprob
+from app.domain.errors import GenerationFailed
+from app.ports.text_generation import TextGenerator, TokenStream
+
+log = logging.getLogger(__name__)
+_FAILED = "Text generation failed unexpectedly; the server log has the details."
+
+
+class _Stream(TokenStream):
+    """Deltas from the decoding thread to one reader, a thread or an event loop."""
+
+    def __init__(self) -> None:
+        self._items: deque[Delta | Exception] = deque()
+        self._lock = threading.Condition()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self.cancelled = threading.Event()
+
+    def put(self, item: Delta | Exception) -> None:
+        with self._lock:
+            self._items.append(item)
+            self._lock.notify_all()
+            loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the reader's loop has closed
+                loop.call_soon_threadsafe(wake.set)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def __iter__(self) -> Iterator[Delta]:
+        while True:
+            with self._lock:
+                while not self._items:
+                    self._lock.wait()
+                item = self._items.popleft()
+            if isinstance(item, Exception):
+                raise item
+            yield item
+            if item.finish_reason is not None:
+                return
+
+    def __aiter__(self) -> AsyncIterator[Delta]:
+        return self._read()
+
+    async def _read(self) -> AsyncIterator[Delta]:
+        with self._lock:
+            self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+            wake = self._wake
+        while True:
+            with self._lock:
+                item = self._items.popleft() if self._items else None
+            if item is None:
+                await wake.wait()
+                wake.clear()
+                continue
+            if isinstance(item, Exception):
+                raise item
+            yield item
+            if item.finish_reason is not None:
+                return
+
+
+@dataclass
+class _Sequence:
+    prompt: list[int]
+    sampling: Sampling
+    limit: int  # new tokens at most
+    stream: _Stream
+    generator: torch.Generator | None
+    tokens: list[int] = field(default_factory=list)
+    sent: int = 0  # characters of the text already delivered
+
+
+class BatchedTextGenerator(TextGenerator):
+    """Serves a ``TransformersLanguageModel`` (the very model knowledge queries use and edits change)."""
+
+    def __init__(self, lm: TransformersLanguageModel, max_batch: int = 8, window: float = 0.005) -> None:
+        self._lm = lm
+        self.name = lm.name
+        self.context_length: int | None = getattr(lm.model.config, "max_position_embeddings", None)
+        self._max_batch, self._window = max_batch, window
+        tokenizer = lm.tokenizer
+        self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
+        self._ends: frozenset[int] = lm.stop_ids
+        self._pending: deque[_Sequence] = deque()
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.batches: deque[int] = deque(maxlen=1000)  # sizes of recent batches (for tests and metrics)
+
+    # -- prompts ---------------------------------------------------------------------------------
+    def chat_prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
+        tokenizer = self._lm.tokenizer
+        turns = [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in messages]
+        if isinstance(tokenizer.chat_template, str) and tokenizer.chat_template:
+            text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+            ids: list[int] = tokenizer(str(text), add_special_tokens=False).input_ids
+            return ids
+        plain = "".join(f"{t['role']}: {t['content']}\n" for t in turns) + "assistant:"
+        return self.text_prompt(plain)
+
+    def text_prompt(self, text: str) -> list[int]:
+        ids: list[int] = self._lm.tokenizer(text).input_ids
+        return ids
+
+    # -- sequences -------------------------------------------------------------------------------
+    def start(self, prompt: list[int], sampling: Sampling, choice: int = 0) -> TokenStream:
+        room = (self.context_length or (len(prompt) + (sampling.max_tokens or 512))) - len(prompt)
+        limit = min(sampling.max_tokens or room, room)
+        generator = None
+        if not sampling.greedy:
+            seed = sampling.seed + choice if sampling.seed is not None else int.from_bytes(os.urandom(8), "little")
+            generator = torch.Generator().manual_seed(seed % 2**63)
+        sequence = _Sequence(list(prompt), sampling, max(limit, 0), _Stream(), generator)
+        with self._ready:
+            if self._thread is None or not self._thread.is_alive():
+                self._stopping = False
+                self._thread = threading.Thread(target=self._serve, name="atelier-llm", daemon=True)
+                self._thread.start()
+            self._pending.append(sequence)
+            self._ready.notify_all()
+        return sequence.stream
+
+    def close(self) -> None:
+        with self._ready:
+            self._stopping = True
+            self._ready.notify_all()
+
+    def _take(self) -> list[_Sequence] | None:
+        with self._ready:
+            while not self._pending and not self._stopping:
+                self._ready.wait()
+            if self._stopping:
+                return None
+            deadline = time.monotonic() + self._window
+            while len(self._pending) < self._max_batch and (left := deadline - time.monotonic()) > 0:
+                self._ready.wait(left)
+            return [self._pending.popleft() for _ in range(min(self._max_batch, len(self._pending)))]
+
+    def _serve(self) -> None:
+        while (batch := self._take()) is not None:
+            live = []
+            for sequence in batch:
+                if sequence.stream.cancelled.is_set():
+                    sequence.stream.put(Delta(finish_reason="cancelled"))
+                elif sequence.limit == 0:
+                    sequence.stream.put(Delta(finish_reason="length"))
+                else:
+                    live.append(sequence)
+            if not live:
+                continue
+            self.batches.append(len(live))
+            try:
+                self._decode(live)
+            except Exception:
+                log.exception("decoding a batch of %d sequences failed", len(live))
+                for sequence in live:
+                    sequence.stream.put(GenerationFailed(_FAILED))
+
+    def _decode(self, rows: list[_Sequence]) -> None:
+        model, lock = self._lm.model, self._lm.lock
+        device = self._lm.device
+        width = max(len(s.prompt) for s in rows)
+        ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, sequence in enumerate(rows):
+            ids[i, width - len(sequence.prompt) :] = torch.tensor(sequence.prompt)
+            mask[i, width - len(sequence.prompt) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+        with lock, torch.inference_mode():
+            out: Any = model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+            )
+        while True:
+            logits = out.logits[:, -1, :].float()
+            chosen, keep = [], []
+            for i, sequence in enumerate(rows):
+                token = self._step(sequence, logits[i])
+                if token is not None:
+                    chosen.append(token)
+                    keep.append(i)
+            if not keep:
+                return
+            cache = out.past_key_values
+            if len(keep) < len(rows):  # finished or abandoned sequences leave the batch
+                index = torch.tensor(keep, device=device)
+                cache.reorder_cache(index)
+                mask, positions = mask[index], positions[index]
+                rows = [rows[i] for i in keep]
+            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=device)], dim=1)
+            positions = positions[:, -1:] + 1
+            step = torch.tensor(chosen, device=device).unsqueeze(1)
+            with lock, torch.inference_mode():
+                out = model(
+                    input_ids=step,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+
+    def _step(self, sequence: _Sequence, logits: torch.Tensor) -> int | None:
+        """Draw the sequence's next token and deliver what it adds; None when the sequence has ended."""
+        if sequence.stream.cancelled.is_set():
+            sequence.stream.put(Delta(finish_reason="cancelled", completion_tokens=len(sequence.tokens)))
+            return None
+        sampling = sequence.sampling
+        logprobs = torch.log_softmax(logits, dim=-1)
+        token = int(torch.argmax(logits)) if sampling.greedy else _sample(logits, sampling, sequence.generator)
+        entries: list[TokenLogprob] = []
+        if sampling.logprobs and token not in self._ends:
+            top: tuple[tuple[str, float], ...] = ()
+            if sampling.top_logprobs:
+                values, indices = torch.topk(logprobs, sampling.top_logprobs)
+                top = tuple((self._piece(int(i)), float(v)) for v, i in zip(values, indices, strict=True))
+            entries.append(TokenLogprob(self._piece(token), float(logprobs[token]), top))
+        if token in self._ends:
+            self._deliver(sequence, entries, "stop")
+            return None
+        sequence.tokens.append(token)
+        finish = "length" if len(sequence.tokens) >= sequence.limit else None
+        return None if self._deliver(sequence, entries, finish) else token
+
+    def _deliver(self, sequence: _Sequence, entries: list[TokenLogprob], finish: str | None) -> bool:
+        """Send the text not yet sent (holding back what may still become a stop string or a whole character);
+        True when the sequence has ended."""
+        text = self._lm.tokenizer.decode(sequence.tokens, skip_special_tokens=True)
+        stops = sequence.sampling.stop
+        found = [i for i in (text.find(s, max(0, sequence.sent - len(s))) for s in stops) if i >= 0]
+        if found:
+            text, finish = text[: min(found)], "stop"
+        if finish is None:
+            held = max((len(s) - 1 for s in stops), default=0)
+            end = len(text) - held
+            if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for its other bytes
+                end = min(end, len(text) - 1)
+        else:
+            end = len(text)
+        piece = text[sequence.sent : max(end, sequence.sent)]
+        sequence.sent += len(piece)
+        if piece or entries or finish is not None:
+            sequence.stream.put(Delta(piece, entries, finish, len(sequence.tokens)))
+        return finish is not None
+
+    def _piece(self, token: int) -> str:
+        return str(self._lm.tokenizer.decode([token]))
+
+
+def _sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:
+    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        ordered, order = torch.sort(probs, descending=True)
+        before = torch.cumsum(ordered, dim=-1) - ordered  # mass of the more likely tokens
+        ordered[before >= sampling.top_p] = 0.0  # keep the smallest set whose mass reaches top_p
+        probs = torch.zeros_like(probs).scatter_(0, order, ordered)
+    return int(torch.multinomial(probs.cpu(), 1, generator=generator))

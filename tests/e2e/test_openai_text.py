@@ -1,0 +1,141 @@
+"""The real ``openai`` client against a real server (test profile: a tiny random Llama and the hashing embedder):
+chat and text completions, plain and streamed, embeddings as floats and base64, and OpenAI-shaped errors."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from tests.e2e.test_server_process import Server
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
+    server = Server(str(tmp_path_factory.mktemp("openai-text")), env={"ATELIER_PROFILE": "test"})
+    server.start()
+    try:
+        yield openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60)
+    finally:
+        server.stop()
+
+
+def model_name(client: openai.OpenAI) -> str:
+    reply = client.chat.completions.create(
+        model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=1
+    )
+    return reply.model
+
+
+def test_chat_completions_plain_and_streamed_agree(client: openai.OpenAI) -> None:
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "法国的首都是哪里？"}]
+    reply = client.chat.completions.create(model="tiny-llama", messages=messages, max_tokens=12, temperature=0)
+    choice = reply.choices[0]
+    assert reply.object == "chat.completion" and choice.message.role == "assistant"
+    assert choice.finish_reason in ("stop", "length") and choice.message.content
+    assert reply.usage is not None and reply.usage.prompt_tokens > 5
+    assert 1 <= reply.usage.completion_tokens <= 12
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    stream = client.chat.completions.create(
+        model="tiny-llama",
+        messages=messages,
+        max_tokens=12,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == choice.message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        choice.finish_reason
+    ]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
+
+
+def test_seeds_n_and_logprobs(client: openai.OpenAI) -> None:
+    def ask(seed: int) -> list[str]:
+        reply = client.chat.completions.create(
+            model="tiny-llama",
+            messages=[{"role": "user", "content": "一只猫"}],
+            max_tokens=10,
+            temperature=1.0,
+            seed=seed,
+            n=3,
+            logprobs=True,
+            top_logprobs=2,
+        )
+        for choice in reply.choices:
+            assert choice.logprobs is not None and choice.logprobs.content
+            assert all(len(entry.top_logprobs) == 2 and entry.logprob <= 0 for entry in choice.logprobs.content)
+        return [c.message.content or "" for c in reply.choices]
+
+    first = ask(5)
+    assert len(first) == 3 and ask(5) == first and len(set(first)) > 1
+
+
+def test_text_completions_plain_and_streamed(client: openai.OpenAI) -> None:
+    reply = client.completions.create(model="tiny-llama", prompt="The river", max_tokens=8, temperature=0, logprobs=2)
+    assert reply.object == "text_completion" and reply.choices[0].text
+    assert reply.choices[0].logprobs is not None and len(reply.choices[0].logprobs.tokens or []) >= 1
+    streamed = client.completions.create(
+        model="tiny-llama", prompt="The river", max_tokens=8, temperature=0, stream=True
+    )
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == reply.choices[0].text
+
+
+def test_embeddings_as_floats_and_base64(client: openai.OpenAI) -> None:
+    name = client.embeddings.create(model="hashing-256", input="一只猫").model
+    floats = client.embeddings.create(model=name, input=["一只猫", "a cat"], encoding_format="float")
+    packed = client.embeddings.create(model=name, input=["一只猫", "a cat"])  # the client asks for base64
+    assert [len(e.embedding) for e in floats.data] == [256, 256]
+    assert [round(x, 6) for x in packed.data[0].embedding] == [round(x, 6) for x in floats.data[0].embedding]
+    assert math.isclose(sum(x * x for x in floats.data[0].embedding), 1.0, rel_tol=1e-5)
+    assert floats.usage.prompt_tokens > 0
+
+
+def test_errors_have_openais_shape(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert unknown.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as overflow:
+        client.chat.completions.create(
+            model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=100_000
+        )
+    assert overflow.value.code == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError) as empty:
+        client.chat.completions.create(model="tiny-llama", messages=[])
+    assert empty.value.param == "messages"
+    with pytest.raises(openai.BadRequestError) as too_many:
+        client.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "hi"}], n=9)
+    assert too_many.value.param == "n"
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="text-embedding-3-small", input="hi")
+
+
+def test_a_client_that_leaves_mid_stream_does_not_stop_the_others(client: openai.OpenAI) -> None:
+    results: dict[str, str] = {}
+
+    def steady() -> None:
+        reply = client.chat.completions.create(
+            model="tiny-llama", messages=[{"role": "user", "content": "The river"}], max_tokens=40, temperature=0
+        )
+        results["steady"] = reply.choices[0].message.content or ""
+
+    thread = threading.Thread(target=steady)
+    thread.start()
+    stream = client.chat.completions.create(
+        model="tiny-llama", messages=[{"role": "user", "content": "一只猫"}], max_tokens=400, temperature=1, stream=True
+    )
+    for index, _chunk in enumerate(stream):
+        if index == 3:
+            stream.close()  # the client goes away
+            break
+    thread.join(60)
+    alone = client.chat.completions.create(
+        model="tiny-llama", messages=[{"role": "user", "content": "The river"}], max_tokens=40, temperature=0
+    )
+    assert results["steady"] == alone.choices[0].message.content
