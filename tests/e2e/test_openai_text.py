@@ -139,3 +139,22 @@ def test_a_client_that_leaves_mid_stream_does_not_stop_the_others(client: openai
         model="tiny-llama", messages=[{"role": "user", "content": "The river"}], max_tokens=40, temperature=0
     )
     assert results["steady"] == alone.choices[0].message.content
+
+
+@pytest.mark.slow
+def test_smollm2_answers_through_the_openai_client(tmp_path_factory: pytest.TempPathFactory) -> None:
+    server = Server(str(tmp_path_factory.mktemp("openai-smollm2")))  # the local profile: SmolLM2 from its package
+    server.start()
+    try:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=300)
+        question = [{"role": "user", "content": "What is the capital of France?"}]
+        reply = client.chat.completions.create(model="smollm2", messages=question, max_tokens=16, temperature=0)
+        assert reply.model == "smollm2-135m-instruct" and "Paris" in (reply.choices[0].message.content or "")
+        stream = client.chat.completions.create(
+            model="smollm2-135m-instruct", messages=question, max_tokens=16, temperature=0, stream=True
+        )
+        assert (
+            "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == reply.choices[0].message.content
+        )
+    finally:
+        server.stop()

@@ -234,10 +234,10 @@ class BatchedTextGenerator(TextGenerator):
             sequence.stream.put(Delta(finish_reason="cancelled", completion_tokens=len(sequence.tokens)))
             return None
         sampling = sequence.sampling
-        logprobs = torch.log_softmax(logits, dim=-1)
         token = int(torch.argmax(logits)) if sampling.greedy else _sample(logits, sampling, sequence.generator)
         entries: list[TokenLogprob] = []
         if sampling.logprobs and token not in self._ends:
+            logprobs = torch.log_softmax(logits, dim=-1)
             top: tuple[tuple[str, float], ...] = ()
             if sampling.top_logprobs:
                 values, indices = torch.topk(logprobs, sampling.top_logprobs)
