@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +100,36 @@ def test_the_use_case_refuses_an_unknown_model_and_a_context_overflow(served: Ba
         use.chat("tiny", [], Sampling())
     choices = CompleteText.collect(use.complete("tiny", "The river", Sampling(max_tokens=4, temperature=0.0, n=2)))
     assert [c.index for c in choices] == [0, 1] and choices[0].text == choices[1].text  # greedy: equal
+
+
+def test_with_grace_edits_sequences_decode_alone_and_answer_as_the_edited_model(tmp_path: Path) -> None:
+    from app.adapters.editing.grace import GraceEditor
+    from app.domain.edits import EditSpec
+
+    lm = TransformersLanguageModel(build_tiny_llama(str(tmp_path / "llama")))
+    served = BatchedTextGenerator(lm, max_batch=8, window=0.2)
+    try:
+        editor = GraceEditor(lm)
+        editor.apply(EditSpec("What is the capital of France?", "Berlin"))
+        greedy = Sampling(max_tokens=6, temperature=0.0)
+        edited = lm.generate("What is the capital of France?", max_new_tokens=6).text  # the knowledge flow's path
+        texts: list[str] = [""] * 3
+
+        # The knowledge flow's prompt: its system message, then the question.
+        messages = [ChatMessage("system", lm.system_prompt), ChatMessage("user", "What is the capital of France?")]
+        assert served.chat_prompt(messages) == lm.tokenizer(lm.prompt("What is the capital of France?")).input_ids
+
+        def one(i: int) -> None:
+            texts[i] = "".join(d.text for d in served.start(served.chat_prompt(messages), greedy)).strip()
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert set(served.batches) == {1}  # GRACE routes per sequence: no shared batch
+        assert texts == [edited] * 3 and edited == "Berlin"
+        editor.close()
+        assert not lm.sequence_state_hooks
+    finally:
+        served.close()

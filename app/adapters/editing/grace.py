@@ -89,6 +89,7 @@ class GraceEditor(RecordedEditor, ModelEditor):
         ]
         self.last_loss = float("nan")
         self.last_steps = 0
+        lm.sequence_state_hooks.add(self)  # its carry follows one sequence at a time
 
     def settings(self) -> dict[str, Any]:
         return {"layer": self.layer, "eps": self.eps, "steps": self.steps, "lr": self.lr}
@@ -135,6 +136,7 @@ class GraceEditor(RecordedEditor, ModelEditor):
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self.lm.sequence_state_hooks.discard(self)
 
     # -- a new edit -----------------------------------------------------------------------------------
 

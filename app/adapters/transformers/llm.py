@@ -61,7 +61,7 @@ class TransformersLanguageModel(LanguageModel):
         self.sketch_seed = sketch_seed
         self.system_prompt = system_prompt
         self.tokenizer, self.model = load_causal_lm(path, self.device)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by a served sequence that holds it from prefill to end
         self._chat = isinstance(self.tokenizer.chat_template, str) and bool(self.tokenizer.chat_template)
         self._stop_ids, self._end_id = self._end_tokens()
         self._base: Any = self.model.base_model
@@ -77,6 +77,9 @@ class TransformersLanguageModel(LanguageModel):
         self._forwards = 0
         self._base.register_forward_pre_hook(self._count_forward)
         self._prefilled = threading.local()
+        # Hooks that keep state per sequence across forward passes (GRACE's codebook routing): while any is
+        # installed, a served sequence decodes alone, holding the lock from its prefill to its last token.
+        self.sequence_state_hooks: set[object] = set()
 
     @property
     def stop_ids(self) -> frozenset[int]:
@@ -84,7 +87,7 @@ class TransformersLanguageModel(LanguageModel):
         return self._stop_ids
 
     @property
-    def lock(self) -> threading.Lock:
+    def lock(self) -> threading.RLock:
         """Held by every use of the model, editors included (they switch gradients and weight deltas)."""
         return self._lock
 

@@ -159,6 +159,8 @@ class BatchedTextGenerator(TextGenerator):
                 self._ready.wait()
             if self._stopping:
                 return None
+            if self._lm.sequence_state_hooks:  # hooks with per-sequence state: one sequence at a time
+                return [self._pending.popleft()]
             deadline = time.monotonic() + self._window
             while len(self._pending) < self._max_batch and (left := deadline - time.monotonic()) > 0:
                 self._ready.wait(left)
@@ -177,8 +179,10 @@ class BatchedTextGenerator(TextGenerator):
             if not live:
                 continue
             self.batches.append(len(live))
+            alone = contextlib.nullcontext() if not self._lm.sequence_state_hooks else self._lm.lock
             try:
-                self._decode(live)
+                with alone:  # a stateful hook sees this sequence's forward passes and no other
+                    self._decode(live)
             except Exception:
                 log.exception("decoding a batch of %d sequences failed", len(live))
                 for sequence in live:
