@@ -201,11 +201,6 @@ class Container(containers.DeclarativeContainer):
     # -- knowledge queries ---------------------------------------------------------------------
     llm = providers.Resource(knowledge.language_model, settings)
     embedder = providers.Singleton(knowledge.embedder, settings)
-    # The same model served to chat and completion clients, concurrent requests decoding together.
-    text_generator = providers.Resource(knowledge.text_generator, llm)
-    complete_text = providers.Factory(
-        CompleteText, text_generator.provider, providers.Callable(knowledge.llm_aliases, settings)
-    )
     knowledge_index = providers.Resource(knowledge.knowledge_index, settings, embedder)
     word_frequency = providers.Singleton(knowledge.word_frequency)
     lexicon = providers.Singleton(knowledge.lexicon, settings.provided.wordnet_dir)
@@ -236,6 +231,15 @@ class Container(containers.DeclarativeContainer):
     rollback_edits = providers.Factory(RollbackEdits, editor_pool, edit_log, clock)
     evaluate_editor = providers.Factory(EvaluateEditor, editor_pool, edit_log, protocol_evaluator)
     read_edit_log = providers.Factory(ReadEditLog, edit_log, llm)
+    # The same model served to chat and completion clients, concurrent requests decoding together; as edited now,
+    # or (NAME@base) with the edits off.
+    text_generator = providers.Resource(knowledge.text_generator, llm, editor_pool)
+    complete_text = providers.Factory(
+        CompleteText,
+        text_generator.provider,
+        providers.Callable(knowledge.llm_aliases, settings),
+        restore=restore_edits,  # run before each request: the model as the edit log says
+    )
 
     ask_question = providers.Factory(
         AskQuestion,

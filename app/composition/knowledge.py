@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from app.composition.generation import pick_device
+from app.ports.edits import EditorPool
 from app.ports.knowledge import Embedder, KnowledgeIndex, LanguageModel, Lexicon, LongTailDetector, WordFrequency
 from app.ports.text_generation import TextGenerator
 from app.settings import Settings
@@ -33,14 +34,15 @@ def language_model(settings: Settings) -> Iterator[LanguageModel]:
     yield TransformersLanguageModel(path, device=pick_device(settings.device))
 
 
-def text_generator(llm: LanguageModel) -> Iterator[TextGenerator]:
-    """The served LLM for many clients at once (batched decoding), over the very model knowledge queries use."""
+def text_generator(llm: LanguageModel, edits: EditorPool) -> Iterator[TextGenerator]:
+    """The served LLM for many clients at once (batched decoding), over the very model knowledge queries use and
+    edits change; ``edits`` turns them off for the ``base`` variant."""
     from app.adapters.transformers.llm import TransformersLanguageModel
     from app.adapters.transformers.serving import BatchedTextGenerator
 
     if not isinstance(llm, TransformersLanguageModel):
         raise TypeError("text serving needs a transformers language model")
-    generator = BatchedTextGenerator(llm)
+    generator = BatchedTextGenerator(llm, unedited=edits.unedited)
     yield generator
     generator.close()
 

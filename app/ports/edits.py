@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -95,3 +96,7 @@ class EditorPool(Protocol):
 
     def reset(self) -> None:
         """Back to the original model: the attached editor's state is emptied (not on disk)."""
+
+    def unedited(self) -> AbstractContextManager[None]:
+        """Inside, the model answers as the original (the attached editor's edits are off); call it with the
+        model's lock held, around forward passes."""

@@ -25,6 +25,7 @@ class TextGenerator(Protocol):
 
     name: str
     context_length: int | None  # tokens of prompt and answer together, when the model has a limit
+    variants: tuple[str, ...]  # "" (the model as edited now) and, where edits can be turned off, "base"
 
     def chat_prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
         """The token ids the model continues for these messages (its chat template, the assistant's turn next)."""
@@ -32,5 +33,6 @@ class TextGenerator(Protocol):
     def text_prompt(self, text: str) -> list[int]:
         """The token ids of a plain prompt."""
 
-    def start(self, prompt: list[int], sampling: Sampling, choice: int = 0) -> TokenStream:
-        """Generate one sequence after ``prompt`` (``choice``: its index among the request's ``n``, for the seed)."""
+    def start(self, prompt: list[int], sampling: Sampling, choice: int = 0, variant: str = "") -> TokenStream:
+        """Generate one sequence after ``prompt`` (``choice``: its index among the request's ``n``, for the seed),
+        from the model as edited now or, with ``variant`` ``base``, as the original."""

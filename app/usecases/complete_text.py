@@ -1,7 +1,9 @@
 """Chat and text completions from the served language model (the one knowledge queries use and edits change).
 
-A request names the model (its name, or the ``llm`` setting it was configured by), gives messages or a prompt and
-its sampling, and gets ``n`` streams that decode together with whatever else is running. Nothing is stored.
+A request names the model (its name, or the ``llm`` setting it was configured by): ``NAME`` is the model as edited
+now (the logged edits are restored first, as for knowledge queries), ``NAME@base`` the original. It gives messages
+or a prompt and its sampling, and gets ``n`` streams that decode together with whatever else is running. Nothing
+is stored.
 """
 
 from __future__ import annotations
@@ -37,23 +39,32 @@ class Choice:
 
 
 class CompleteText:
-    def __init__(self, generator: Callable[[], TextGenerator], aliases: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        generator: Callable[[], TextGenerator],
+        aliases: Iterable[str] = (),
+        restore: Callable[[], object] | None = None,
+    ) -> None:
         self._generator = generator
         self._aliases = {a for a in aliases if a}
+        self._restore = restore  # brings the model to the logged chain of edits (after a restart, a rollback)
 
     def models(self) -> list[str]:
-        """The names a request may give (the served model's own name first)."""
-        return [self._generator().name, *sorted(self._aliases - {self._generator().name})]
+        """The names a request may give (the served model's own name first), variants included."""
+        generator = self._generator()
+        names = [generator.name, *sorted(self._aliases - {generator.name})]
+        return names + [f"{generator.name}@{variant}" for variant in generator.variants if variant]
 
     def chat(self, model: str, messages: Sequence[ChatMessage], sampling: Sampling) -> TextRun:
-        generator = self._served(model)
-        return self._run(generator, generator.chat_prompt(check_messages(list(messages))), sampling, "messages")
+        generator, variant = self._served(model)
+        prompt = generator.chat_prompt(check_messages(list(messages)))
+        return self._run(generator, prompt, sampling, "messages", variant)
 
     def complete(self, model: str, prompt: str, sampling: Sampling) -> TextRun:
         if not prompt:
             raise InvalidParameters("prompt must not be empty.", field="prompt")
-        generator = self._served(model)
-        return self._run(generator, generator.text_prompt(prompt), sampling, "prompt")
+        generator, variant = self._served(model)
+        return self._run(generator, generator.text_prompt(prompt), sampling, "prompt", variant)
 
     @staticmethod
     def collect(run: TextRun) -> list[Choice]:
@@ -72,15 +83,20 @@ class CompleteText:
             choices.append(choice)
         return choices
 
-    def _served(self, model: str) -> TextGenerator:
+    def _served(self, model: str) -> tuple[TextGenerator, str]:
         generator = self._generator()
-        if model != generator.name and model not in self._aliases:
+        name, _, variant = model.partition("@")
+        if (name != generator.name and name not in self._aliases) or variant not in generator.variants:
             names = ", ".join(self.models())
             raise UnknownModel(f"The model {model!r} does not exist; this server has {names}.", code="model_not_found")
-        return generator
+        if self._restore is not None:
+            self._restore()
+        return generator, variant
 
     @staticmethod
-    def _run(generator: TextGenerator, prompt: list[int], sampling: Sampling, field_name: str) -> TextRun:
+    def _run(
+        generator: TextGenerator, prompt: list[int], sampling: Sampling, field_name: str, variant: str = ""
+    ) -> TextRun:
         context = generator.context_length
         wanted = len(prompt) + (sampling.max_tokens or 1)
         if context is not None and wanted > context:
@@ -90,5 +106,5 @@ class CompleteText:
                 code="context_length_exceeded",
                 field=field_name,
             )
-        streams = [generator.start(prompt, sampling, choice) for choice in range(sampling.n)]
-        return TextRun(generator.name, len(prompt), streams)
+        streams = [generator.start(prompt, sampling, choice, variant) for choice in range(sampling.n)]
+        return TextRun(f"{generator.name}@{variant}" if variant else generator.name, len(prompt), streams)

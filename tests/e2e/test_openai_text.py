@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import openai
 import pytest
@@ -158,3 +159,33 @@ def test_smollm2_answers_through_the_openai_client(tmp_path_factory: pytest.Temp
         )
     finally:
         server.stop()
+
+
+def test_an_edit_changes_the_served_model_and_not_its_base_variant(client: openai.OpenAI) -> None:
+    import httpx
+
+    question = "What is the capital of France?"
+    base_url = str(client.base_url).removesuffix("/v1/")
+    messages: list[Any] = [
+        {"role": "system", "content": "Give a short answer."},  # the knowledge flow's prompt, where edits are keyed
+        {"role": "user", "content": question},
+    ]
+
+    def answer(model: str) -> str:
+        reply = client.chat.completions.create(model=model, messages=messages, max_tokens=8, temperature=0)
+        return (reply.choices[0].message.content or "").strip()
+
+    before = answer("tiny-llama")
+    applied = httpx.post(f"{base_url}/v1/edits", json={"prompt": question, "target": "Berlin"}, timeout=120)
+    assert applied.status_code == 201, applied.text
+    try:
+        assert answer("tiny-llama") == "Berlin" != before
+        assert answer("tiny-llama@base") == before
+        assert client.chat.completions.create(model="tiny-llama@base", messages=messages, max_tokens=1).model == (
+            "tiny-llama@base"
+        )
+        with pytest.raises(openai.NotFoundError):
+            answer("tiny-llama@other")
+    finally:
+        httpx.post(f"{base_url}/v1/edits/rollback", json={"to": 0}, timeout=60)
+    assert answer("tiny-llama") == before

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,10 @@ class DafnetEditor(RecordedEditor, ModelEditor):
         self.layer = ",".join(self.module_names)
         self.hooks = DeltaHooks(lm.model, self.module_names)
         self._pad = pad_id(lm.tokenizer)
+
+    def unedited(self) -> AbstractContextManager[None]:
+        """The model as the original inside (the deltas are off)."""
+        return self.hooks.disabled()
 
     def apply(self, edit: EditSpec) -> None:
         encoded = encode(self.lm, edit.prompt, edit.target)

@@ -21,6 +21,7 @@ alike, so a rollback reproduces the state right after an edit bit for bit.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -65,6 +66,10 @@ class FtEditor(RecordedEditor, ModelEditor):
 
     def settings(self) -> dict[str, Any]:
         return {"layer": self.layer, "steps": self.steps, "lr": self.lr, "norm_constraint": self.norm_constraint}
+
+    def unedited(self) -> AbstractContextManager[None]:
+        """The model as the original inside (the deltas are off)."""
+        return self.hooks.disabled()
 
     def apply(self, edit: EditSpec) -> None:
         encoded, _, _, (_, _, tokens) = self._teacher_forced(edit)

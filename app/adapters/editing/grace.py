@@ -42,7 +42,9 @@ so a rollback restores it exactly.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -90,6 +92,7 @@ class GraceEditor(RecordedEditor, ModelEditor):
         self.last_loss = float("nan")
         self.last_steps = 0
         lm.sequence_state_hooks.add(self)  # its carry follows one sequence at a time
+        self._off = False  # inside ``unedited``: the codebook never fires
 
     def settings(self) -> dict[str, Any]:
         return {"layer": self.layer, "eps": self.eps, "steps": self.steps, "lr": self.lr}
@@ -130,6 +133,15 @@ class GraceEditor(RecordedEditor, ModelEditor):
                 self.keys, self.values, self.radii, self.starts, self.lengths, self.targets = before
             record["value" if "key" in record else "changed_value"] = value.detach().clone()
             self._push(record)
+
+    @contextlib.contextmanager
+    def unedited(self) -> Iterator[None]:
+        """The model as the original inside (the codebook is off)."""
+        previous, self._off = self._off, True
+        try:
+            yield
+        finally:
+            self._off = previous
 
     def close(self) -> None:
         """Remove the hooks (the editor is unusable afterwards)."""
@@ -200,7 +212,7 @@ class GraceEditor(RecordedEditor, ModelEditor):
         if self._capture is not None:
             self._capture["x"], self._capture["y"] = args[0].detach(), output.detach()
             return None
-        if not self.targets:
+        if not self.targets or self._off:
             return None
         values = self.values
         if self._train is not None:

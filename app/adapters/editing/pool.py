@@ -6,6 +6,8 @@ written by ``atelier edits train``) and ``state/<model>/`` (the attached editor'
 
 from __future__ import annotations
 
+import contextlib
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,11 @@ class TransformersEditorPool(EditorPool):
     def reset(self) -> None:
         if self._current is not None:
             self._current.rollback(0)
+
+    def unedited(self) -> AbstractContextManager[None]:
+        current = self._current
+        off = getattr(current, "unedited", None)
+        return off() if off is not None else contextlib.nullcontext()
 
     def _build(self, name: str) -> ModelEditor:
         options = dict(self.settings.get(name, {}))

@@ -17,7 +17,8 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +95,7 @@ class _Sequence:
     limit: int  # new tokens at most
     stream: _Stream
     generator: torch.Generator | None
+    variant: str = ""  # "" the model as edited now, "base" the original
     tokens: list[int] = field(default_factory=list)
     sent: int = 0  # characters of the text already delivered
 
@@ -101,8 +103,16 @@ class _Sequence:
 class BatchedTextGenerator(TextGenerator):
     """Serves a ``TransformersLanguageModel`` (the very model knowledge queries use and edits change)."""
 
-    def __init__(self, lm: TransformersLanguageModel, max_batch: int = 8, window: float = 0.005) -> None:
+    def __init__(
+        self,
+        lm: TransformersLanguageModel,
+        max_batch: int = 8,
+        window: float = 0.005,
+        unedited: Callable[[], AbstractContextManager[None]] | None = None,
+    ) -> None:
         self._lm = lm
+        self._unedited = unedited  # the model as the original inside (edits off), for the "base" variant
+        self.variants: tuple[str, ...] = ("", "base") if unedited is not None else ("",)
         self.name = lm.name
         self.context_length: int | None = getattr(lm.model.config, "max_position_embeddings", None)
         self._max_batch, self._window = max_batch, window
@@ -131,14 +141,16 @@ class BatchedTextGenerator(TextGenerator):
         return ids
 
     # -- sequences -------------------------------------------------------------------------------
-    def start(self, prompt: list[int], sampling: Sampling, choice: int = 0) -> TokenStream:
+    def start(self, prompt: list[int], sampling: Sampling, choice: int = 0, variant: str = "") -> TokenStream:
+        if variant not in self.variants:
+            raise ValueError(f"unknown variant {variant!r}")
         room = (self.context_length or (len(prompt) + (sampling.max_tokens or 512))) - len(prompt)
         limit = min(sampling.max_tokens or room, room)
         generator = None
         if not sampling.greedy:
             seed = sampling.seed + choice if sampling.seed is not None else int.from_bytes(os.urandom(8), "little")
             generator = torch.Generator().manual_seed(seed % 2**63)
-        sequence = _Sequence(list(prompt), sampling, max(limit, 0), _Stream(), generator)
+        sequence = _Sequence(list(prompt), sampling, max(limit, 0), _Stream(), generator, variant)
         with self._ready:
             if self._thread is None or not self._thread.is_alive():
                 self._stopping = False
@@ -159,12 +171,17 @@ class BatchedTextGenerator(TextGenerator):
                 self._ready.wait()
             if self._stopping:
                 return None
+            first = self._pending.popleft()
             if self._lm.sequence_state_hooks:  # hooks with per-sequence state: one sequence at a time
-                return [self._pending.popleft()]
+                return [first]
             deadline = time.monotonic() + self._window
-            while len(self._pending) < self._max_batch and (left := deadline - time.monotonic()) > 0:
+            while len(self._pending) < self._max_batch - 1 and (left := deadline - time.monotonic()) > 0:
                 self._ready.wait(left)
-            return [self._pending.popleft() for _ in range(min(self._max_batch, len(self._pending)))]
+            # One variant per batch: the edits are on or off for every row of a forward pass.
+            batch = [first, *[s for s in self._pending if s.variant == first.variant][: self._max_batch - 1]]
+            for sequence in batch[1:]:
+                self._pending.remove(sequence)
+            return batch
 
     def _serve(self) -> None:
         while (batch := self._take()) is not None:
@@ -191,6 +208,7 @@ class BatchedTextGenerator(TextGenerator):
     def _decode(self, rows: list[_Sequence]) -> None:
         model, lock = self._lm.model, self._lm.lock
         device = self._lm.device
+        edits = self._unedited if rows[0].variant == "base" and self._unedited is not None else contextlib.nullcontext
         width = max(len(s.prompt) for s in rows)
         ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -199,7 +217,7 @@ class BatchedTextGenerator(TextGenerator):
             mask[i, width - len(sequence.prompt) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
-        with lock, torch.inference_mode():
+        with lock, edits(), torch.inference_mode():
             out: Any = model(
                 input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
             )
@@ -222,7 +240,7 @@ class BatchedTextGenerator(TextGenerator):
             mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=device)], dim=1)
             positions = positions[:, -1:] + 1
             step = torch.tensor(chosen, device=device).unsqueeze(1)
-            with lock, torch.inference_mode():
+            with lock, edits(), torch.inference_mode():
                 out = model(
                     input_ids=step,
                     attention_mask=mask,
