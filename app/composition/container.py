@@ -25,7 +25,7 @@ from app.adapters.memory.prompt_sessions import InMemoryPromptSessionStore
 from app.adapters.memory.workers import InMemoryWorkerRegistry
 from app.adapters.storage.documents import FileDocumentReader
 from app.adapters.storage.images import FileImageStore
-from app.adapters.system import SystemClock
+from app.adapters.system import SystemClock, process_gone
 from app.composition import edits, generation, knowledge, prompts, sql
 from app.usecases.accept_generation import AcceptGeneration
 from app.usecases.apply_edit import ApplyEdit
@@ -189,7 +189,7 @@ class Container(containers.DeclarativeContainer):
     delete_job = providers.Factory(DeleteJob, uow_factory, images, executor)
     prune_jobs = providers.Factory(PruneJobs, uow_factory, images, clock)
     recover_jobs = providers.Factory(
-        RecoverJobs, uow_factory, clock, worker_registry, settings.provided.worker_heartbeat
+        RecoverJobs, uow_factory, clock, worker_registry, settings.provided.worker_heartbeat, gone=process_gone
     )
     render_prompts = providers.Factory(  # a turn's candidates and scored prompts, rendered as ordinary jobs
         RenderPrompts, submit_generation, await_job, cancel_job, images, timeout=settings.provided.job_time_budget

@@ -1,7 +1,8 @@
 """Recovery: nothing that got a 202 is lost when a worker dies.
 
 A job records the process running it (``worker_id``; processes report themselves in the worker registry). A
-running job whose process is no longer heard from goes back to the queue, or fails with ``worker_lost`` once it
+running job whose process is no longer heard from (or is known to have exited: a process of this host whose pid
+is gone) goes back to the queue, or fails with ``worker_lost`` once it
 was started ``max_attempts`` times (a job that kills its worker every time must not kill them all). At start-up
 the running jobs of no process at all (stored before jobs recorded one, or by a single-process deployment that
 died) are requeued too.
@@ -10,10 +11,12 @@ died) are requeued too.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from app.domain.errors import ConcurrentUpdate
 from app.domain.jobs import JobStatus
+from app.domain.workers import WorkerInfo
 from app.ports.clock import Clock
 from app.ports.persistence import UnitOfWorkFactory
 from app.ports.workers import WorkerRegistry
@@ -34,8 +37,10 @@ class RecoverJobs:
         registry: WorkerRegistry | None = None,
         heartbeat: float = 10.0,
         max_attempts: int = MAX_ATTEMPTS,
+        gone: Callable[[WorkerInfo], bool] = lambda _worker: False,
     ) -> None:
         self._uow = uow
+        self._gone = gone  # known dead without waiting for the lease (a process of this host that has exited)
         self._clock = clock
         self._registry = registry
         self._lease = max(3 * heartbeat, MIN_LEASE)
@@ -81,4 +86,4 @@ class RecoverJobs:
         if self._registry is None:
             return set()
         cutoff = now - timedelta(seconds=self._lease)
-        return {w.id for w in self._registry.workers() if w.heartbeat_at >= cutoff}
+        return {w.id for w in self._registry.workers() if w.heartbeat_at >= cutoff and not self._gone(w)}

@@ -165,10 +165,9 @@ def running_on(deployment: Deployment, job_id: str) -> dict[str, Any]:
     return next(actor for actor in deployment.actors() if actor["worker_id"] == worker_id)
 
 
-def assert_ran_again_once(deployment: Deployment, job_id: str, killed_at: float) -> None:
+def assert_ran_again_once(deployment: Deployment, job_id: str) -> None:
     job = settled(deployment.api, job_id, FINAL, timeout=180)
     assert job["status"] == "succeeded", job
-    assert time.monotonic() - killed_at >= 10  # not before the dead worker's lease ran out
     stored = deployment.stored(job_id)
     assert stored.attempts == 2
     assert len(deployment.image_files(job_id)) == 1  # one set of images
@@ -178,8 +177,7 @@ def test_a_worker_actor_killed_mid_job_is_restarted_and_its_job_runs_again_once(
     job_id = deployment.submit(steps=60, width=128, height=128, seed=11)
     victim = running_on(deployment, job_id)
     os.kill(victim["pid"], signal.SIGKILL)
-    killed_at = time.monotonic()
-    assert_ran_again_once(deployment, job_id, killed_at)
+    assert_ran_again_once(deployment, job_id)
     restarted = deployment.actors()  # Ray restarted the actor: a new process, a new worker id
     assert victim["pid"] not in {actor["pid"] for actor in restarted} and len(restarted) == 2
 
@@ -189,8 +187,7 @@ def test_a_node_killed_mid_job_loses_nothing(deployment: Deployment) -> None:
     victim = running_on(deployment, job_id)
     node = deployment.cluster.node_of(victim["pid"])
     deployment.cluster.kill_node(node)  # its raylet and every process of the node
-    killed_at = time.monotonic()
-    assert_ran_again_once(deployment, job_id, killed_at)
+    assert_ran_again_once(deployment, job_id)
     deployment.cluster.add_node(node)  # the actor that lived there comes back on the new node
     assert len(deployment.actors(timeout=180)) == 2
 

@@ -87,10 +87,8 @@ def test_a_job_of_a_killed_process_is_taken_over_and_finishes_once(
         settled(doomed, job_id, ("running",))
         survivor.start()  # it finds the job running under a live process, and leaves it
         doomed.kill()
-        started = time.monotonic()
         job = settled(survivor, job_id, ("succeeded", "failed", "cancelled"), timeout=120)
-        assert job["status"] == "succeeded", job
-        assert time.monotonic() - started >= 10  # not before the dead process's lease ran out
+        assert job["status"] == "succeeded", job  # its pid is gone from this host: taken over without the lease
         with Atelier.open(database_url=url, data_dir=shared, start_worker=False) as atelier:
             finished = atelier.job(job_id)
             images_dir = atelier.settings.images_dir

@@ -3,6 +3,7 @@ silent is requeued (by any live process) or fails after three starts; a live wor
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -117,3 +118,21 @@ def test_a_run_records_its_worker_and_counts_its_starts(stores: tuple[UnitOfWork
     with uow() as unit:
         job = unit.jobs.get(job_id)
     assert (job.status, job.worker_id, job.attempts) == (JobStatus.SUCCEEDED, "me", 1)
+
+
+def test_a_worker_of_this_host_whose_process_has_exited_loses_its_jobs_at_once(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from app.adapters.system import process_gone
+
+    uow, registry, clock = InMemoryUnitOfWorkFactory(InMemoryJobStore()), InMemoryWorkerRegistry(), FakeClock()
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid, now = int(exited.stdout), clock.now()
+    registry.beat(WorkerInfo("dead", socket.gethostname(), dead_pid, 1, (), now, now))  # heard from just now
+    registry.beat(WorkerInfo("elsewhere", "another-host", dead_pid, 1, (), now, now))
+    running(uow, clock, "a", "dead")
+    running(uow, clock, "b", "elsewhere")
+    assert RecoverJobs(uow, clock, registry, heartbeat=10, gone=process_gone).reap() == ["a"]
+    assert not process_gone(WorkerInfo("me", socket.gethostname(), os.getpid(), 1, (), now, now))
