@@ -1,6 +1,7 @@
 """An API that runs no jobs (`atelier serve --no-workers`) and `atelier worker` processes that claim them from the
-database's queue: on PostgreSQL two workers share the work, hold to their models and batch; on SQLite one worker
-serves a local API. Each worker's own /metrics counts what it ran."""
+database's queue: on PostgreSQL two workers share the work, hold to their models and batch, and the API's progress
+stream hears them. Each worker's own /metrics counts what it ran. (SQLite's side of the claim is in
+test_job_queue.py.)"""
 
 from __future__ import annotations
 
@@ -133,25 +134,3 @@ def test_the_progress_stream_of_an_api_that_runs_no_jobs_hears_the_worker(
     progress = [body["progress"] for name, body in events if name == "progress" and body["status"] == "running"]
     assert events[-1][0] == "done" and events[-1][1]["status"] == "succeeded"
     assert len(progress) >= 2 and progress == sorted(progress)  # steps as the worker in another process wrote them
-
-
-def test_a_local_api_and_one_worker_on_sqlite(tmp_path: Path, demo_models: dict[str, tuple[str, str]]) -> None:
-    shared = str(tmp_path)
-    with Atelier.open(data_dir=shared, start_worker=False) as atelier:
-        register_demo(atelier, demo_models)
-    env = {"ATELIER_QUEUE_POLL": "0.2"}
-    api, worker = Server(shared, env=env, args=("--no-workers",)), WorkerProcess(shared, env)
-    try:
-        api.start()
-        reply = httpx.post(f"{api.url}/v1/jobs", json={"prompt": "一只猫", "steps": 2, "seed": 1}, timeout=10)
-        assert reply.status_code == 202
-        time.sleep(1)
-        assert httpx.get(f"{api.url}/v1/jobs/{reply.json()['id']}", timeout=5).json()["status"] == "queued"
-        worker.start()
-        job: dict[str, Any] = settled(api, reply.json()["id"], ("succeeded", "failed"), timeout=120)
-        assert job["status"] == "succeeded"
-        assert httpx.get(f"{api.url}{job['images'][0]['url']}", timeout=10).status_code == 200
-        assert metric(worker.metrics(), "atelier_job_duration_seconds_count") == 1
-    finally:
-        worker.stop()
-        api.stop()

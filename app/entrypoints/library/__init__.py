@@ -134,8 +134,7 @@ class Atelier:
     def _loaded_models(self) -> list[tuple[str, int]]:
         """Registered names and bytes of the pipelines in this process's memory (none before the first job: asking
         must not load the model backend)."""
-        backend = self.container.generator.providers.get(self.container.profile())
-        if backend is None or getattr(backend, "initialized", True) is False:
+        if not self._backend_started():
             return []
         generator = self.container.generator()
         loaded: list[tuple[str, int]] = getattr(generator, "loaded_models", list)()
@@ -144,10 +143,12 @@ class Atelier:
 
     def _model_loads(self) -> int:
         """Pipelines this process has loaded (a model switch is one; none before the first job)."""
+        return int(getattr(self.container.generator(), "loads", 0)) if self._backend_started() else 0
+
+    def _backend_started(self) -> bool:
+        """Whether the image model backend was built (asking must not build it: that loads torch)."""
         backend = self.container.generator.providers.get(self.container.profile())
-        if backend is None or getattr(backend, "initialized", True) is False:
-            return 0
-        return int(getattr(self.container.generator(), "loads", 0))
+        return backend is not None and getattr(backend, "initialized", True) is not False
 
     def metrics(self) -> tuple[bytes, str]:
         """The Prometheus text of this instance's metrics, and its content type."""
