@@ -347,6 +347,7 @@ async def chat_completions(body: Body, atelier: AtelierDep, request: Request) ->
 async def completions(body: Body, atelier: AtelierDep, request: Request) -> Any:
     """The served model's continuation of `prompt` (a text, or a list: `n` choices for each), with the sampling
     fields of chat completions; `logprobs` is the number of top tokens to report per position (0-5)."""
+    runs: list[TextRun] = []
     try:
         deps.owner(request)
         given = CompletionIn.model_validate(body)
@@ -357,9 +358,10 @@ async def completions(body: Body, atelier: AtelierDep, request: Request) -> Any:
         if not prompts:
             raise InvalidParameters("prompt must hold at least one text.", field="prompt")
         use = _use(atelier)
-        runs = [await run_in_threadpool(use.complete, given.model, p, sampling) for p in prompts]
+        for text in prompts:
+            runs.append(await run_in_threadpool(use.complete, given.model, text, sampling))
     except Exception as error:
-        for run in locals().get("runs", []):
+        for run in runs:  # a later prompt was refused: the ones started stop
             run.cancel()
         return error_reply(error)
     ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
