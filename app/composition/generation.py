@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from app.domain.models import ModelInfo
+from app.domain.models import ModelInfo, ModelKind
 from app.ports.generation import (
     ControlPreprocessor,
     DemoModels,
@@ -143,6 +143,10 @@ def demo_models() -> DemoModels:
 def inspect_model(path: str, kind: str) -> dict[str, Any]:
     """What the catalog records of a model folder or file; a LoRA is read once now, so a broken file
     is refused at registration, not at a job."""
+    if kind in (ModelKind.LLM, ModelKind.LLM_LORA):
+        from app.adapters.transformers.registry import inspect_llm, inspect_llm_adapter
+
+        return inspect_llm(path) if kind == ModelKind.LLM else inspect_llm_adapter(path)
     from app.adapters.diffusers.layout import inspect
 
     details = inspect(path, kind)
@@ -167,6 +171,13 @@ def convert_single_file(path: str, out_dir: str, config_dir: str | None) -> str:
     from app.adapters.diffusers.single_file import convert_single_file as convert
 
     return convert(path, out_dir, config_dir)
+
+
+def convert_gguf_file(path: str, out_dir: str, config_dir: str | None) -> str:
+    """A language model's GGUF file as a transformers folder."""
+    from app.adapters.transformers.registry import convert_gguf
+
+    return convert_gguf(path, out_dir, config_dir)
 
 
 def convert_vae_file(path: str, out_dir: str, config_dir: str | None) -> str:
@@ -197,6 +208,7 @@ def model_catalog(settings: Settings) -> ModelCatalog:
         converter=convert_single_file,
         default_model=settings.default_model,
         vae_converter=convert_vae_file,
+        gguf_converter=convert_gguf_file,
     )
 
 

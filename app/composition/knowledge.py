@@ -2,36 +2,73 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from app.composition.generation import pick_device
+from app.domain.errors import InvalidParameters, UnknownModel
+from app.domain.models import ModelInfo, ModelKind
 from app.ports.edits import EditorPool
+from app.ports.generation import ModelCatalog
 from app.ports.knowledge import Embedder, KnowledgeIndex, LanguageModel, Lexicon, LongTailDetector, WordFrequency
-from app.ports.text_generation import TextGenerator
+from app.ports.text_generation import TextGenerator, TextModels
 from app.settings import Settings
 
+TINY_LLM = "tiny-llama"
 
-def language_model(settings: Settings) -> Iterator[LanguageModel]:
-    """SmolLM2 (the offline default), a local folder or a hub id; the test profile gets a tiny random
-    Llama built in the data dir."""
+
+def language_model(settings: Settings, catalog: ModelCatalog) -> Iterator[LanguageModel]:
+    """SmolLM2 (the offline default), a registered language model, a local folder or a hub id; the test profile
+    gets a tiny random Llama built in the data dir."""
     from app.adapters.transformers.llm import TransformersLanguageModel
 
     cache = str(Path(settings.models_dir) / "llm")
     if settings.profile == "test":
         from app.adapters.transformers.tiny import build_tiny_llama
 
-        path = str(Path(cache) / "tiny-llama")
+        path = str(Path(cache) / TINY_LLM)
         if not (Path(path) / "config.json").is_file():
             build_tiny_llama(path)
     elif settings.llm == "smollm2":
         from app.adapters.transformers.smollm2 import smollm2_path
 
         path = smollm2_path(cache)
+    elif (registered := registered_llm(catalog, settings.llm)) is not None:
+        path = registered.path
     else:
         path = settings.llm
-    yield TransformersLanguageModel(path, device=pick_device(settings.device))
+    name = llm_name(settings, catalog)
+    yield TransformersLanguageModel(path, name=name, device=pick_device(settings.device), dtype=settings.llm_dtype)
+
+
+def llm_name(settings: Settings, catalog: ModelCatalog) -> str:
+    """The served language model's name, known without loading it: its registered name, else its folder's."""
+    if settings.profile == "test":
+        return TINY_LLM
+    if settings.llm == "smollm2":
+        from app.adapters.transformers.smollm2 import FOLDER
+
+        return FOLDER
+    registered = registered_llm(catalog, settings.llm)
+    return registered.name if registered is not None else os.path.basename(os.path.normpath(settings.llm))
+
+
+def registered_llm(catalog: ModelCatalog, name: str) -> ModelInfo | None:
+    try:
+        return catalog.get(name, ModelKind.LLM)
+    except (UnknownModel, InvalidParameters):  # not a registered name (a folder or a hub id)
+        return None
+
+
+def text_models(settings: Settings) -> Iterator[TextModels]:
+    """Other registered language models, loaded when a chat request names one."""
+    from app.adapters.transformers.pool import LoadedTextModels
+
+    pool = LoadedTextModels(pick_device(settings.device), keep=settings.llm_keep_loaded, dtype=settings.llm_dtype)
+    yield pool
+    pool.close()
 
 
 def text_generator(llm: LanguageModel, edits: EditorPool) -> Iterator[TextGenerator]:

@@ -15,6 +15,12 @@ class ModelKind(StrEnum):
     LORA = "lora"
     CONTROLNET = "controlnet"
     VAE = "vae"  # an image autoencoder that replaces a base model's own for a request (A1111's sd_vae)
+    LLM = "llm"  # a causal language model (a transformers folder), served to chat and completion clients
+    LLM_LORA = "llm-lora"  # a PEFT LoRA adapter of a language model, applied per request as ``LLM:ADAPTER``
+
+    @property
+    def is_text(self) -> bool:
+        return self in (ModelKind.LLM, ModelKind.LLM_LORA)
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,11 @@ class ModelInfo:
     # The latent space of a base model's VAE, or of a VAE: its class, latent channels and downscale factor
     # (``AutoencoderKL:4:8``). A VAE fits a model with the same (None: not read).
     latent: str | None = None
+    # A language model's: tokens of prompt and answer together (None: no stated limit) and its architecture
+    # (``LlamaForCausalLM``); an LLM adapter's: the model it was trained on, as its config names it.
+    context_length: int | None = None
+    architecture: str | None = None
+    base_model: str | None = None
 
     def __post_init__(self) -> None:
         validate_model_name(self.name)

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Protocol
 
 from app.domain.chat import ChatMessage, Delta, Sampling
+from app.domain.models import ModelInfo
 
 
 class TokenStream(Protocol):
@@ -33,6 +34,26 @@ class TextGenerator(Protocol):
     def text_prompt(self, text: str) -> list[int]:
         """The token ids of a plain prompt."""
 
-    def start(self, prompt: list[int], sampling: Sampling, choice: int = 0, variant: str = "") -> TokenStream:
+    def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` is, without special tokens."""
+
+    def start(
+        self,
+        prompt: list[int],
+        sampling: Sampling,
+        choice: int = 0,
+        variant: str = "",
+        adapter: ModelInfo | None = None,
+    ) -> TokenStream:
         """Generate one sequence after ``prompt`` (``choice``: its index among the request's ``n``, for the seed),
-        from the model as edited now or, with ``variant`` ``base``, as the original."""
+        from the model as edited now or, with ``variant`` ``base``, as the original; with ``adapter`` (a registered
+        LLM LoRA) applied to this sequence alone. Raises ``InvalidParameters`` (``adapter_mismatch``) when the
+        adapter does not fit the model."""
+
+
+class TextModels(Protocol):
+    """Registered language models other than the one served by default, loaded when a request first names one."""
+
+    def get(self, model: ModelInfo) -> TextGenerator:
+        """The model served (loaded now if it is not); a model unused for longest may be unloaded to make room.
+        Raises ``ModelUnavailable`` when it cannot be loaded."""

@@ -125,9 +125,9 @@ async def test_sdxl_reads_long_and_weighted_prompts_and_flux_still_refuses_weigh
 
 
 async def test_a_vae_per_request_in_the_native_api_and_a1111s(atelier: Atelier, client: httpx.AsyncClient) -> None:
-    listed = (await client.get("/v1/models", params={"kind": "vae"})).json()
+    listed = (await client.get("/v1/models", params={"kind": "vae"})).json()["data"]
     latent = {m["name"]: m["latent"] for m in listed}
-    sdxl = next(m for m in (await client.get("/v1/models")).json() if m["name"] == "sdxl")
+    sdxl = next(m for m in (await client.get("/v1/models")).json()["data"] if m["name"] == "sdxl")
     assert latent["sdxl-vae"] == sdxl["latent"] and latent["flux-vae"] != sdxl["latent"]
     reply = await client.post("/v1/jobs", json={"prompt": "a house", **SMALL, "vae": "sdxl-vae"})
     assert reply.status_code == 202, reply.text

@@ -69,7 +69,7 @@ async def test_the_family_is_detected_and_listed_with_its_capabilities(
     family: str, atelier: Atelier, client: httpx.AsyncClient, tiny_dir: Path
 ) -> None:
     registered(atelier, tiny_dir, family)
-    listed = {m["name"]: m for m in (await client.get("/v1/models")).json()}
+    listed = {m["name"]: m for m in (await client.get("/v1/models")).json()["data"]}
     model = listed[family]
     assert model["family"] == family and model["family_label"]
     assert model["default_size"] >= 64 and model["default_steps"] == 2

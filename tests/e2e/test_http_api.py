@@ -162,8 +162,18 @@ async def test_api_keys_separate_owners(tmp_path: Any) -> None:
 
 
 async def test_models_health_and_openapi(client: httpx.AsyncClient) -> None:
-    models = (await client.get("/v1/models")).json()
-    assert [m["name"] for m in models] == ["demo"]
+    listed = (await client.get("/v1/models")).json()
+    assert listed["object"] == "list"
+    # The image models, then the language models by the names a chat request gives (the test profile's tiny Llama).
+    assert [(m["id"], m["kind"]) for m in listed["data"]] == [
+        ("demo", "base"),
+        ("tiny-llama", "llm"),
+        ("tiny-llama@base", "llm"),
+        ("tiny-llama+knowledge", "llm"),
+    ]
+    assert [m["name"] for m in (await client.get("/v1/models", params={"kind": "base"})).json()["data"]] == ["demo"]
+    text = (await client.get("/v1/models", params={"kind": "llm"})).json()["data"]
+    assert [m["default"] for m in text] == [True, False, False] and text[1]["parent"] == "tiny-llama"
     assert (await client.get("/healthz")).json() == {"status": "ok", "database": "ok", "profile": "test"}
     spec = (await client.get("/openapi.json")).json()
     for path in [

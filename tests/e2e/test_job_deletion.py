@@ -81,7 +81,7 @@ async def test_a_model_is_unregistered_by_an_admin_key_only(tmp_path: Path) -> N
             refused = await user.delete("/v1/models/spare")
             assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
             assert (await admin.delete("/v1/models/spare")).status_code == 204
-            assert "spare" not in [m["name"] for m in (await user.get("/v1/models")).json()]
+            assert "spare" not in [m["name"] for m in (await user.get("/v1/models")).json()["data"]]
             missing = await admin.delete("/v1/models/spare")
             assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_model"
     finally:

@@ -189,3 +189,39 @@ def test_an_edit_changes_the_served_model_and_not_its_base_variant(client: opena
     finally:
         httpx.post(f"{base_url}/v1/edits/rollback", json={"to": 0}, timeout=60)
     assert answer("tiny-llama") == before
+
+
+def test_knowledge_variant_answers_through_the_knowledge_flow_with_its_sources(client: openai.OpenAI) -> None:
+    import httpx
+
+    base_url = str(client.base_url).removesuffix("/v1/")
+    document = {"source": "rivers.txt", "text": "The Qiantang River flows past Hangzhou into the East China Sea."}
+    ingested = httpx.post(f"{base_url}/v1/knowledge/documents", json={"documents": [document]}, timeout=60)
+    assert ingested.status_code == 201, ingested.text
+    assert "tiny-llama+knowledge" in [m.id for m in client.models.list()]
+    messages: list[Any] = [{"role": "user", "content": "Where does the Qiantang River flow?"}]
+    reply = client.chat.completions.create(
+        model="tiny-llama+knowledge", messages=messages, extra_body={"retrieval": "always", "top_k": 1}
+    )
+    knowledge = (reply.model_extra or {})["knowledge"]
+    assert reply.model == "tiny-llama+knowledge" and knowledge["decision"] == "retrieved"
+    assert [s["source"] for s in knowledge["sources"]] == ["rivers.txt"] and "Qiantang" in knowledge["sources"][0][
+        "text"
+    ]
+    stored = httpx.get(f"{base_url}/v1/knowledge/queries/{knowledge['query_id']}", timeout=30).json()
+    assert stored["answer"] == reply.choices[0].message.content and reply.usage and reply.usage.completion_tokens > 0
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny-llama+knowledge", messages=messages, stream=True, extra_body={"retrieval": "always"}
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == reply.choices[0].message.content
+    assert (chunks[0].model_extra or {})["knowledge"]["decision"] == "retrieved"
+    with pytest.raises(openai.ConflictError) as uncalibrated:  # auto needs the detector calibrated first
+        client.chat.completions.create(model="tiny-llama+knowledge", messages=messages)
+    assert uncalibrated.value.code == "not_calibrated"
+    with pytest.raises(openai.BadRequestError) as two:
+        client.chat.completions.create(model="tiny-llama+knowledge", messages=messages, n=2)
+    assert two.value.param == "n"
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="tiny-llama@base+knowledge", messages=messages)

@@ -48,6 +48,7 @@ STATUSES: dict[tuple[str, str], set[int]] = {
     ("/sdapi/v1/sd-vae", "get"): {401, 429, 503},
     (OPENAI, "post"): {400, 401, 404, 413, 429, 500, 503, 504},
     **{(path, "post"): {400, 401, 404, 413, 429, 500, 503} for path in OPENAI_TEXT},
+    ("/v1/chat/completions", "post"): {400, 401, 404, 409, 413, 429, 500, 503},  # 409: NAME+knowledge, uncalibrated
     (PREDICT, "post"): {401, 413, 429, 460, 462, 469},
 }
 ERROR_MODELS = {

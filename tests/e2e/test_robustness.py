@@ -131,8 +131,8 @@ async def test_models_show_their_source_to_admins_only(tmp_path: Path) -> None:
     with open_test_atelier(tmp_path, api_keys=("user",), admin_keys=("root",)) as atelier:
         app = create_app(atelier)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
-            user = (await c.get("/v1/models", headers={"X-API-Key": "user"})).json()
-            root = (await c.get("/v1/models", headers={"X-API-Key": "root"})).json()
+            user = (await c.get("/v1/models", headers={"X-API-Key": "user"})).json()["data"]
+            root = (await c.get("/v1/models", headers={"X-API-Key": "root"})).json()["data"]
             assert user[0]["name"] == "demo" and user[0]["source"] is None
             assert root[0]["source"] == "memory://demo"
 

@@ -376,6 +376,59 @@ def test_edit_compare_and_rollback(page: Any) -> None:
     assert page.inner_text("#ed-ask-answer") != "Rome"
 
 
+def test_llm_chat_streams_a_reply_and_switches_variant(page: Any) -> None:
+    console_errors: list[str] = []
+    page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
+    page.click("[data-tab=llm]")
+    page.wait_for_function("() => document.querySelectorAll('#llm-model option').length > 1")
+    options = page.eval_on_selector_all("#llm-model option", "os => os.map(o => [o.value, o.textContent])")
+    labels = dict(options)
+    assert "当前模型" in labels["tiny-llm"] and "原始模型" in labels["tiny-llm@base"], options
+    assert page.input_value("#llm-model") == "tiny-llm"  # the default model is chosen
+    page.fill("#llm-max-tokens", "8")
+    page.fill("#llm-temperature", "0")
+    replies = page.locator("#llm-log .msg.assistant")
+    done = "n => document.querySelectorAll('#llm-log .msg.assistant:not(.streaming)').length === n"
+    done += " && !document.querySelector('#llm-send').disabled"
+
+    def send(text: str, answers: int) -> dict[str, Any]:
+        page.fill("#llm-input", text)
+        with page.expect_request("**/v1/chat/completions") as sent:
+            page.press("#llm-input", "Enter")  # Enter sends
+        page.wait_for_function(done, arg=answers)
+        body: dict[str, Any] = sent.value.post_data_json
+        return body
+
+    first = send("你好", 1)
+    assert first["stream"] is True and first["max_tokens"] == 8 and first["model"] == "tiny-llm"
+    assert first["messages"] == [{"role": "user", "content": "你好"}]
+    assert replies.first.evaluate("b => b.querySelector('.msg-text').textContent.length") > 0
+    assert page.locator("#llm-stop").is_hidden()
+    # A new conversation forgets the history.
+    page.click("#llm-new")
+    assert replies.count() == 0 and page.locator("#llm-log").is_hidden()
+    send("你好", 1)
+    page.select_option("#llm-model", "tiny-llm@base")
+    second = send("Tell me more", 2)
+    assert second["model"] == "tiny-llm@base" and [m["role"] for m in second["messages"]] == [
+        "user",
+        "assistant",
+        "user",
+    ]
+    assert replies.count() == 2 and page.locator("#llm-log .msg.user").count() == 2
+    assert replies.nth(1).get_attribute("data-model") == "tiny-llm@base"
+    assert all(len(text) > 0 for text in replies.evaluate_all("bs => bs.map(b => b.textContent)"))
+    # The knowledge flow before calibration: the server's reason, readable, and the message kept to send again.
+    page.select_option("#llm-model", "tiny-llm+knowledge")
+    page.fill("#llm-input", FRANCE)
+    page.click("#llm-send")
+    page.wait_for_function("() => document.querySelector('#llm-form .form-error').textContent.length > 0")
+    assert "calibrate" in page.inner_text("#llm-form .form-error")
+    assert replies.count() == 2 and page.input_value("#llm-input") == FRANCE
+    unexpected = [e for e in console_errors if "status of 409" not in e]
+    assert not unexpected, unexpected
+
+
 def test_english_switch_persists(page: Any) -> None:
     assert page.inner_text("[data-tab=txt2img]") == "文生图"
     page.click("#lang-switch")

@@ -133,3 +133,26 @@ def test_with_grace_edits_sequences_decode_alone_and_answer_as_the_edited_model(
         assert not lm.sequence_state_hooks
     finally:
         served.close()
+
+
+def test_half_precision_weights_serve_answer_and_take_gradients(tmp_path: Path) -> None:
+    import torch
+
+    from app.adapters.transformers.llm import weights_dtype
+    from app.domain.errors import InvalidParameters
+
+    assert weights_dtype("auto", torch.device("cpu")) is torch.float32  # bf16 is for GPUs (auto picks it there)
+    with pytest.raises(InvalidParameters):
+        weights_dtype("int4", torch.device("cpu"))
+    lm = TransformersLanguageModel(build_tiny_llama(str(tmp_path / "llm")), dtype="bfloat16")
+    assert next(lm.model.parameters()).dtype is torch.bfloat16
+    generator = BatchedTextGenerator(lm)
+    try:
+        _, finish, deltas = run(generator, "一只猫", Sampling(max_tokens=6, temperature=0.0, logprobs=True))
+        assert finish in ("stop", "length") and all(math.isfinite(e.logprob) for d in deltas for e in d.logprobs)
+        answer = lm.generate("What is the capital of France?", max_new_tokens=4)
+        assert all(0.0 < p <= 1.0 for p in answer.token_probs)
+        gradient = lm.answer_gradient("What is the capital of France?", "Paris")
+        assert math.isfinite(gradient.nll) and any(v != 0.0 for v in gradient.vector)
+    finally:
+        generator.close()

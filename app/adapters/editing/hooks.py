@@ -19,6 +19,8 @@ def linear(model: Any, name: str) -> torch.nn.Linear:
         module = getattr(module, part, None) if not part.isdigit() else _index(module, int(part))
         if module is None:
             raise ModelUnavailable(f"The model has no module {name!r}.")
+    # A layer that a served LoRA adapter wraps: the base Linear inside it (the adapter's output adds to its own).
+    module = getattr(module, "base_layer", module)
     if not isinstance(module, torch.nn.Linear):
         raise ModelUnavailable(f"{name!r} is not a Linear layer.")
     return module

@@ -38,7 +38,8 @@ class JsonModelCatalog(ModelCatalog):
     ``converter(file, out_dir, config_dir)`` turns a single-file checkpoint into a diffusers folder at
     ``<data dir>/models/converted/<name>``, with the configs of ``config_dir`` (by default the folder of
     the registered base model ``default_model``); ``vae_converter`` does the same for a VAE file (A1111's
-    ``.safetensors``/``.pt`` VAEs), with the config folder's ``vae`` as the architecture.
+    ``.safetensors``/``.pt`` VAEs), with the config folder's ``vae`` as the architecture; ``gguf_converter``
+    turns a language model's GGUF file (llama.cpp's format) into a transformers folder the same way.
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class JsonModelCatalog(ModelCatalog):
         converter: Converter | None = None,
         default_model: str | None = "demo",
         vae_converter: Converter | None = None,
+        gguf_converter: Converter | None = None,
     ) -> None:
         self._file = Path(data_dir) / "models.json"
         self._cached: tuple[tuple[int, int, int] | None, dict[str, dict[str, Any]]] = (None, {})
@@ -58,6 +60,7 @@ class JsonModelCatalog(ModelCatalog):
         self._download = downloader
         self._convert = converter
         self._convert_vae = vae_converter
+        self._convert_gguf = gguf_converter
         self._default_model = default_model
         self._lock = threading.Lock()
 
@@ -86,12 +89,19 @@ class JsonModelCatalog(ModelCatalog):
         """``config`` (a registered base model or a diffusers folder) only matters for a checkpoint or VAE file."""
         validate_model_name(name)
         if not source or not isinstance(source, str):
-            raise InvalidParameters("Give a local diffusers folder or a hub id.", code="invalid_source", field="path")
+            raise InvalidParameters("Give a local folder or file, or a hub id.", code="invalid_source", field="path")
         local = Path(source).expanduser()
         single = local.is_file() and local.suffix.lower() in CHECKPOINT_SUFFIXES
         convert = {ModelKind.BASE: self._convert, ModelKind.VAE: self._convert_vae}.get(kind) if single else None
+        gguf = kind is ModelKind.LLM and local.is_file() and local.suffix.lower() == ".gguf"
         if local.is_dir() or (kind is ModelKind.LORA and local.is_file()):
             path = str(local.resolve())
+        elif gguf:
+            if self._convert_gguf is None:
+                raise InvalidParameters("This registry cannot convert GGUF files.", code="invalid_source", field="path")
+            if name in self._read() and not replace:
+                raise ModelAlreadyRegistered(f"A model named {name!r} is already registered; pass replace.")
+            path = self._convert_gguf(str(local.resolve()), str(self._converted / name), None)
         elif convert is not None:
             if name in self._read() and not replace:  # before the (slow) conversion overwrites its folder
                 raise ModelAlreadyRegistered(f"A model named {name!r} is already registered; pass replace.")
@@ -120,6 +130,9 @@ class JsonModelCatalog(ModelCatalog):
             made_for=_family(details.get("made_for")),
             layers=_layers(details.get("layers")),
             latent=details.get("latent"),
+            context_length=_steps(details.get("context_length")),
+            architecture=_text(details.get("architecture")),
+            base_model=_text(details.get("base_model")),
         )
         with self._lock:
             entries = self._read()
@@ -199,6 +212,9 @@ def _to_entry(info: ModelInfo) -> dict[str, Any]:
         "made_for": info.made_for.value if info.made_for else None,
         "layers": encode_layers(info.layers),
         "latent": info.latent,
+        "context_length": info.context_length,
+        "architecture": info.architecture,
+        "base_model": info.base_model,
     }
 
 
@@ -219,7 +235,14 @@ def _to_info(name: str, entry: dict[str, Any]) -> ModelInfo:
         made_for=_family(entry.get("made_for")),
         layers=decode_layers(entry.get("layers")),
         latent=entry["latent"] if isinstance(entry.get("latent"), str) else None,
+        context_length=_steps(entry.get("context_length")),
+        architecture=_text(entry.get("architecture")),
+        base_model=_text(entry.get("base_model")),
     )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _steps(value: Any) -> int | None:

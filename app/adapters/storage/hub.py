@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from app.domain.errors import ModelUnavailable
 
-# What a diffusers text-to-image folder needs; skips duplicate fp16/ckpt/onnx/flax files.
-_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "*.bin", "*.py"]
+# What a diffusers text-to-image folder or a transformers language model (with its chat template) needs; skips
+# duplicate fp16/ckpt/onnx/flax files.
+_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "*.bin", "*.py", "*.jinja", "*.tiktoken"]
 _SKIP = ["*.ckpt", "*fp16*", "*onnx*", "*flax*", "*.msgpack", "*ema*"]
 
 
 def download_from_hub(repo_id: str, cache_dir: str) -> str:
-    """Fetch a diffusers repository into ``cache_dir`` and return its local folder."""
+    """Fetch a model repository into ``cache_dir`` and return its local folder."""
     try:
         from huggingface_hub import snapshot_download
 

@@ -28,7 +28,9 @@ _CHAT_END = "<|im_end|>"
 
 
 class TransformersLanguageModel(LanguageModel):
-    """A ``*ForCausalLM`` model (Llama, Qwen2 and the like) in fp32, loaded once and shared between requests.
+    """A ``*ForCausalLM`` model (Llama, Qwen2 and the like), loaded once and shared between requests: in fp32 on a
+    CPU, in bf16 (fp16 where the GPU lacks bf16) on CUDA unless ``dtype`` says otherwise. Probabilities, gradients
+    and sketches are computed in fp32 whatever the weights are.
 
     Every use holds one lock: generation is sequential anyway on one device, and
     :meth:`answer_gradient` switches ``requires_grad`` on a few parameters while it runs.
@@ -44,6 +46,7 @@ class TransformersLanguageModel(LanguageModel):
         sketch_seed: int = 0,
         system_prompt: str = DEFAULT_SYSTEM,
         state_depth: float = STATE_DEPTH,
+        dtype: str = "auto",
     ) -> None:
         if grad_params not in GRAD_PARAMS:
             raise InvalidParameters(f"grad_params must be one of {', '.join(GRAD_PARAMS)}.", field="grad_params")
@@ -60,7 +63,7 @@ class TransformersLanguageModel(LanguageModel):
         self.sketch_dim = sketch_dim
         self.sketch_seed = sketch_seed
         self.system_prompt = system_prompt
-        self.tokenizer, self.model = load_causal_lm(path, self.device)
+        self.tokenizer, self.model = load_causal_lm(path, self.device, weights_dtype(dtype, self.device))
         self._lock = threading.RLock()  # re-entered by a served sequence that holds it from prefill to end
         self._chat = isinstance(self.tokenizer.chat_template, str) and bool(self.tokenizer.chat_template)
         self._stop_ids, self._end_id = self._end_tokens()
@@ -295,8 +298,22 @@ class TransformersLanguageModel(LanguageModel):
         return sketch.index_add_(0, self._buckets, flat * self._signs)
 
 
-def load_causal_lm(path: str, device: torch.device) -> tuple[Any, Any]:
-    """Tokenizer and model in fp32, eval mode, no parameter requiring a gradient.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def weights_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: fp32 on a CPU (half-precision matmuls are slow there), bf16 on a GPU that has it, else fp16."""
+    if name == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if name not in DTYPES:
+        raise InvalidParameters(f"dtype must be auto or one of {', '.join(DTYPES)}.", field="dtype")
+    return DTYPES[name]
+
+
+def load_causal_lm(path: str, device: torch.device, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+    """Tokenizer and model in ``dtype``, eval mode, no parameter requiring a gradient.
 
     A folder is read with ``local_files_only``; anything else that does not look like a file-system
     path is passed to transformers as a hub id (for machines that may download)."""
@@ -310,7 +327,7 @@ def load_causal_lm(path: str, device: torch.device) -> tuple[Any, Any]:
         raise ModelUnavailable(f"No language model folder at {path}.")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
-        model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=local)
+        model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=local)
         model.to(device).eval().requires_grad_(False)
     except (OSError, ValueError, KeyError, RuntimeError, AssertionError) as e:
         raise ModelUnavailable(f"Cannot load the language model at {path}: {e}") from e

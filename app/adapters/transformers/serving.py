@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -26,7 +27,8 @@ import torch
 
 from app.adapters.transformers.llm import TransformersLanguageModel
 from app.domain.chat import ChatMessage, Delta, Sampling, TokenLogprob
-from app.domain.errors import GenerationFailed
+from app.domain.errors import GenerationFailed, InvalidParameters
+from app.domain.models import ModelInfo
 from app.ports.text_generation import TextGenerator, TokenStream
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,7 @@ class _Sequence:
     stream: _Stream
     generator: torch.Generator | None
     variant: str = ""  # "" the model as edited now, "base" the original
+    adapter: str | None = None  # a LoRA adapter applied to this sequence
     tokens: list[int] = field(default_factory=list)
     sent: int = 0  # characters of the text already delivered
 
@@ -123,7 +126,16 @@ class BatchedTextGenerator(TextGenerator):
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._decoding = False
+        self._adapters: dict[str, str] = {}  # loaded LoRA adapters: name -> folder
+        self._adapter_parameters: dict[str, list[torch.nn.Parameter]] = {}
         self.batches: deque[int] = deque(maxlen=1000)  # sizes of recent batches (for tests and metrics)
+
+    @property
+    def busy(self) -> bool:
+        """Sequences are waiting or decoding."""
+        with self._ready:
+            return bool(self._pending) or self._decoding
 
     # -- prompts ---------------------------------------------------------------------------------
     def chat_prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
@@ -140,17 +152,28 @@ class BatchedTextGenerator(TextGenerator):
         ids: list[int] = self._lm.tokenizer(text).input_ids
         return ids
 
+    def count_tokens(self, text: str) -> int:
+        return len(self._lm.tokenizer(text, add_special_tokens=False).input_ids)
+
     # -- sequences -------------------------------------------------------------------------------
-    def start(self, prompt: list[int], sampling: Sampling, choice: int = 0, variant: str = "") -> TokenStream:
+    def start(
+        self,
+        prompt: list[int],
+        sampling: Sampling,
+        choice: int = 0,
+        variant: str = "",
+        adapter: ModelInfo | None = None,
+    ) -> TokenStream:
         if variant not in self.variants:
             raise ValueError(f"unknown variant {variant!r}")
+        adapter_name = self._load_adapter(adapter) if adapter is not None else None
         room = (self.context_length or (len(prompt) + (sampling.max_tokens or 512))) - len(prompt)
         limit = min(sampling.max_tokens or room, room)
         generator = None
         if not sampling.greedy:
             seed = sampling.seed + choice if sampling.seed is not None else int.from_bytes(os.urandom(8), "little")
             generator = torch.Generator().manual_seed(seed % 2**63)
-        sequence = _Sequence(list(prompt), sampling, max(limit, 0), _Stream(), generator, variant)
+        sequence = _Sequence(list(prompt), sampling, max(limit, 0), _Stream(), generator, variant, adapter_name)
         with self._ready:
             if self._thread is None or not self._thread.is_alive():
                 self._stopping = False
@@ -177,10 +200,12 @@ class BatchedTextGenerator(TextGenerator):
             deadline = time.monotonic() + self._window
             while len(self._pending) < self._max_batch - 1 and (left := deadline - time.monotonic()) > 0:
                 self._ready.wait(left)
-            # One variant per batch: the edits are on or off for every row of a forward pass.
-            batch = [first, *[s for s in self._pending if s.variant == first.variant][: self._max_batch - 1]]
+            # One variant and one adapter per batch: the edits, and a LoRA, are on or off for every row of a pass.
+            like = [s for s in self._pending if (s.variant, s.adapter) == (first.variant, first.adapter)]
+            batch = [first, *like[: self._max_batch - 1]]
             for sequence in batch[1:]:
                 self._pending.remove(sequence)
+            self._decoding = True
             return batch
 
     def _serve(self) -> None:
@@ -204,11 +229,32 @@ class BatchedTextGenerator(TextGenerator):
                 log.exception("decoding a batch of %d sequences failed", len(live))
                 for sequence in live:
                     sequence.stream.put(GenerationFailed(_FAILED))
+            finally:
+                with self._ready:
+                    self._decoding = False
 
     def _decode(self, rows: list[_Sequence]) -> None:
         model, lock = self._lm.model, self._lm.lock
         device = self._lm.device
-        edits = self._unedited if rows[0].variant == "base" and self._unedited is not None else contextlib.nullcontext
+        edits_off = self._unedited if rows[0].variant == "base" and self._unedited is not None else None
+        adapter = rows[0].adapter
+
+        @contextlib.contextmanager
+        def edits() -> Iterator[None]:
+            """The batch's variant of the model, for one forward pass (under the model's lock)."""
+            with edits_off() if edits_off is not None else contextlib.nullcontext():
+                if adapter is None:
+                    yield
+                    return
+                model.set_adapter(adapter)
+                model.enable_adapters()
+                try:
+                    yield
+                finally:
+                    model.disable_adapters()
+                    for parameter in self._adapter_parameters[adapter]:  # peft's set_adapter marks them trainable
+                        parameter.requires_grad_(False)
+
         width = max(len(s.prompt) for s in rows)
         ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -249,6 +295,41 @@ class BatchedTextGenerator(TextGenerator):
                     use_cache=True,
                     logits_to_keep=1,
                 )
+
+    def _load_adapter(self, adapter: ModelInfo) -> str:
+        """Load a PEFT LoRA adapter into the model once (switched off: only its own sequences' forward passes turn
+        it on); refuses one that does not fit the model."""
+        model = self._lm.model
+        with self._lm.lock:
+            if self._adapters.get(adapter.name) == adapter.path:
+                return adapter.name
+            if adapter.name in self._adapters:  # re-registered under the same name: the new weights
+                model.delete_adapter(adapter.name)
+                del self._adapters[adapter.name]
+                self._adapter_parameters.pop(adapter.name, None)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    model.load_adapter(adapter.path, adapter_name=adapter.name)
+            except Exception as e:  # peft raises ValueError, KeyError, RuntimeError (shapes) alike
+                with contextlib.suppress(Exception):
+                    model.delete_adapter(adapter.name)
+                log.info("adapter %s does not fit %s: %s", adapter.name, self.name, e)
+                raise InvalidParameters(
+                    f"The adapter {adapter.name!r} does not fit the model {self.name!r} (it was made for "
+                    f"{adapter.base_model or 'another model'}).",
+                    code="adapter_mismatch",
+                    field="model",
+                ) from e
+            finally:
+                if getattr(model, "_hf_peft_config_loaded", False):
+                    model.disable_adapters()  # loading turns the new adapter on for every pass
+            model.requires_grad_(False)
+            self._adapters[adapter.name] = adapter.path
+            self._adapter_parameters[adapter.name] = [
+                parameter for key, parameter in model.named_parameters() if f".{adapter.name}." in key
+            ]
+        return adapter.name
 
     def _step(self, sequence: _Sequence, logits: torch.Tensor) -> int | None:
         """Draw the sequence's next token and deliver what it adds; None when the sequence has ended."""

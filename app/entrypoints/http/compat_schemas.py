@@ -348,7 +348,8 @@ OPENAI = Dialect(
         400: Status(
             "The body is not a JSON object (`invalid_json`), nests too deep (`too_deep`), or a value is missing, "
             "malformed or out of range (`invalid_parameters`, `empty_prompt`, `invalid_size`, ...), or the prompt and "
-            "`max_tokens` exceed the language model's context (`context_length_exceeded`); `param` names the field.",
+            "`max_tokens` exceed the language model's context (`context_length_exceeded`), or an LLM adapter does not "
+            "fit the model (`adapter_mismatch`); `param` names the field.",
             "invalid_parameters",
             "n: Input should be a valid integer",
         ),
@@ -359,10 +360,16 @@ OPENAI = Dialect(
         ),
         404: Status(
             "`model` names no registered model and none of OpenAI's (`model_not_found`), or a `<lora:name:w>` tag "
-            "names no registered LoRA (`unknown_model`); for text, `model` is not the served language model or "
-            "embedder (`model_not_found`).",
+            "names no registered LoRA (`unknown_model`); for text, `model` names no served language model, variant or "
+            "LLM adapter, or not the embedder (`model_not_found`).",
             "model_not_found",
             "The model 'sd15' does not exist; use a registered model (GET /v1/models) or omit it.",
+        ),
+        409: Status(
+            "`NAME+knowledge` with `retrieval` auto before the long-tail detector was calibrated (`not_calibrated`).",
+            "not_calibrated",
+            "The long-tail detector of 'smollm2-135m-instruct' is not calibrated: run `atelier knowledge calibrate "
+            "DATASET` first.",
         ),
         413: Status("The body is larger than the server accepts.", "request_too_large", TOO_LARGE),
         429: Status(LIMITS, "rate_limited", RATE),

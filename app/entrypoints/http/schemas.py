@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic.json_schema import SkipJsonSchema
@@ -11,6 +11,7 @@ from pydantic.json_schema import SkipJsonSchema
 from app.domain.jobs import GenerationJob
 from app.domain.models import ModelInfo, ModelKind
 from app.domain.text import repaired_tree
+from app.usecases.complete_text import ServedModel
 
 
 def _iso(value: datetime) -> str:
@@ -198,7 +199,20 @@ class JobPageOut(BaseModel):
     offset: int
 
 
-class ModelOut(BaseModel):
+class _Listed(BaseModel):
+    """The fields OpenAI's model list gives every entry (its clients' ``models.list()`` reads them)."""
+
+    id: str = Field(description="The name a request gives.")
+    object: Literal["model"] = "model"
+    created: int = Field(description="When it was registered, in Unix seconds (0: not registered).")
+    owned_by: str = "atelier"
+
+
+def _created(info: ModelInfo | None) -> int:
+    return int(info.registered_at.timestamp()) if info is not None and info.registered_at else 0
+
+
+class ModelOut(_Listed):
     name: str
     source: str | None = Field(
         description="Where it was registered from (a server path or a hub id); admin keys only, else null."
@@ -232,6 +246,8 @@ class ModelOut(BaseModel):
         fam = info.profile
         base = info.kind is ModelKind.BASE
         return cls(
+            id=info.name,
+            created=_created(info),
             name=info.name,
             source=info.source if show_source else None,
             kind=info.kind.value,
@@ -248,6 +264,45 @@ class ModelOut(BaseModel):
             tokenizer=info.tokenizer,
             latent=info.latent,
         )
+
+
+class LanguageModelOut(_Listed):
+    """A language model, one of its variants, or an LLM adapter on it: a name chat and completion requests give."""
+
+    name: str = Field(description="The same as id.")
+    kind: Literal["llm", "llm-lora"]
+    parent: str | None = Field(
+        description="For a variant (NAME@base) or an adapter (NAME:ADAPTER): the model it applies to."
+    )
+    default: bool = Field(description="The model knowledge queries use and edits change (POST /v1/edits).")
+    context_length: int | None = Field(description="Tokens of prompt and answer together; null: not read yet.")
+    architecture: str | None = Field(description="A model's class (LlamaForCausalLM), an adapter's rank and layers.")
+    base_model: str | None = Field(description="An adapter's: the model it was trained on, as its config names it.")
+    source: str | None = Field(description="Where it was registered from; admin keys only, else null.")
+
+    @classmethod
+    def of(cls, served: ServedModel, show_source: bool = False) -> LanguageModelOut:
+        info = served.info
+        return cls(
+            id=served.id,
+            created=_created(info),
+            name=served.id,
+            kind="llm-lora" if served.kind is ModelKind.LLM_LORA else "llm",
+            parent=served.parent,
+            default=served.default,
+            context_length=info.context_length if info is not None else None,
+            architecture=info.architecture if info is not None else None,
+            base_model=info.base_model if info is not None else None,
+            source=info.source if info is not None and show_source else None,
+        )
+
+
+class ModelList(BaseModel):
+    """OpenAI's list shape: ``data`` holds image models (base, lora, controlnet, vae) and language models (llm,
+    llm-lora) alike, each with its ``kind``."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelOut | LanguageModelOut]
 
 
 class Readiness(BaseModel):

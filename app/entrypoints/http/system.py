@@ -11,22 +11,31 @@ from app.domain.errors import Forbidden
 from app.domain.models import ModelKind
 from app.entrypoints.http import deps
 from app.entrypoints.http.openapi import errors
-from app.entrypoints.http.schemas import Health, ModelOut, Readiness
+from app.entrypoints.http.schemas import Health, LanguageModelOut, ModelList, ModelOut, Readiness
 from app.entrypoints.library import Atelier
+from app.usecases.complete_text import CompleteText
 
 router = APIRouter()
 AtelierDep = Annotated[Atelier, Depends(deps.atelier)]
 
 
-@router.get(
-    "/v1/models", response_model=list[ModelOut], tags=["models"], summary="Registered models", responses=errors(503)
-)
+@router.get("/v1/models", response_model=ModelList, tags=["models"], summary="Registered models", responses=errors(503))
 def models(
     atelier: AtelierDep, admin: Annotated[bool, Depends(deps.is_admin)], kind: ModelKind | None = None
-) -> list[ModelOut]:
-    """Base models, LoRAs, ControlNets and VAEs; `kind` filters. `source` (where the model was registered from: a
-    server path or a hub id) is shown to admin keys only."""
-    return [ModelOut.of(m, show_source=admin) for m in atelier.models(kind)]
+) -> ModelList:
+    """Image models (base models, LoRAs, ControlNets, VAEs) and language models, in OpenAI's list shape (its
+    clients' `models.list()` reads it), each entry with its `kind`; `kind` filters. Language models are listed by
+    the names a chat request gives: the default model (`default`: the one knowledge queries use and edits change),
+    `NAME@base` (it without the edits), other registered language models, and `NAME:ADAPTER` for each LLM adapter.
+    `source` (where a model was registered from: a server path or a hub id) is shown to admin keys only."""
+    data: list[ModelOut | LanguageModelOut] = []
+    if kind is None or not kind.is_text:
+        data += [ModelOut.of(m, show_source=admin) for m in atelier.models(kind) if not m.kind.is_text]
+    if kind is None or kind.is_text:
+        complete: CompleteText = atelier.container.complete_text()
+        listed = complete.listing()
+        data += [LanguageModelOut.of(m, show_source=admin) for m in listed if kind is None or m.kind is kind]
+    return ModelList(data=data)
 
 
 @router.delete(

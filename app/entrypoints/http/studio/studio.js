@@ -7,7 +7,7 @@ const TEXTS = {
   zh: {
     title: "工作室", docs: "接口文档", apiKey: "API 密钥（可选）",
     "tab.txt2img": "文生图", "tab.img2img": "图生图", "tab.gallery": "历史", "tab.chat": "对话改写",
-    "tab.knowledge": "知识问答", "tab.edits": "模型编辑",
+    "tab.knowledge": "知识问答", "tab.llm": "对话", "tab.edits": "模型编辑",
     generate: "生成", prompt: "提示词", promptHint: "例如：一个红色的圆形在中间", negative: "反向提示词",
     model: "模型", width: "宽度", height: "高度", steps: "步数", guidance: "引导系数", scheduler: "采样器",
     seed: "种子", reuseSeed: "重用上次种子", randomSeed: "随机", numImages: "数量", loras: "LoRA",
@@ -55,13 +55,20 @@ const TEXTS = {
     "ed.before": "编辑前的回答", "ed.after": "编辑后的回答", "ed.targetWas": "目标答案", "ed.applied": "已生效",
     "ed.rolled_back": "已回滚", "ed.rolledBack": "已回滚到第 {to} 个编辑之后（{n} 个编辑被撤销）",
     "ed.noAnswer": "（无法提问：{msg}）",
+    "llm.maxTokens": "最大词元数", "llm.temperature": "温度", "llm.new": "新对话", "llm.system": "系统提示词（可选）",
+    "llm.systemHint": "例如：你是一位简洁的助手", "llm.message": "消息", "llm.messageHint": "输入消息：Enter 发送，Shift+Enter 换行",
+    "llm.send": "发送", "llm.stop": "停止", "llm.empty": "请先输入消息。", "llm.none": "服务器没有可用的语言模型",
+    "llm.stopped": "（已停止）", "llm.broken": "（回答中断）",
+    "llm.kind.default": "当前模型（含编辑）", "llm.kind.base": "原始模型（无编辑）", "llm.kind.lora": "加 LoRA 适配器",
+    "llm.kind.knowledge": "知识检索", "llm.kind.variant": "{parent} 的变体", "llm.kind.other": "其他语言模型",
+    "llm.parametric": "模型自答", "llm.retrieved": "检索回答",
     "err.network": "无法连接服务器，请检查服务是否在运行。", "err.auth": "需要 API 密钥：请在右上角填写。",
     "err.unexpected": "出现意外错误：{msg}", "err.notImage": "无法把这个文件读成图像。",
   },
   en: {
     title: "Studio", docs: "API docs", apiKey: "API key (optional)",
     "tab.txt2img": "Text to image", "tab.img2img": "Image to image", "tab.gallery": "History",
-    "tab.chat": "Prompt chat", "tab.knowledge": "Knowledge", "tab.edits": "Model edits",
+    "tab.chat": "Prompt chat", "tab.knowledge": "Knowledge", "tab.llm": "Chat", "tab.edits": "Model edits",
     generate: "Generate", prompt: "Prompt", promptHint: "e.g. 一个红色的圆形在中间 (a red circle in the middle)",
     negative: "Negative prompt", model: "Model", width: "Width", height: "Height", steps: "Steps",
     guidance: "Guidance", scheduler: "Sampler", seed: "Seed", reuseSeed: "Reuse last seed", randomSeed: "Random",
@@ -112,6 +119,15 @@ const TEXTS = {
     "ed.scores": "Scores", "ed.before": "Answer before", "ed.after": "Answer after", "ed.targetWas": "Target",
     "ed.applied": "active", "ed.rolled_back": "rolled back",
     "ed.rolledBack": "Rolled back to after edit {to} ({n} edits undone)", "ed.noAnswer": "(could not ask: {msg})",
+    "llm.maxTokens": "Max tokens", "llm.temperature": "Temperature", "llm.new": "New conversation",
+    "llm.system": "System prompt (optional)", "llm.systemHint": "e.g. You are a concise assistant", "llm.message": "Message",
+    "llm.messageHint": "Type a message: Enter sends, Shift+Enter starts a new line",
+    "llm.send": "Send", "llm.stop": "Stop", "llm.empty": "Type a message first.", "llm.none": "The server has no language model",
+    "llm.stopped": "(stopped)", "llm.broken": "(answer cut short)",
+    "llm.kind.default": "as edited now", "llm.kind.base": "original, edits off", "llm.kind.lora": "with LoRA adapter",
+    "llm.kind.knowledge": "through the knowledge flow", "llm.kind.variant": "a variant of {parent}",
+    "llm.kind.other": "another language model",
+    "llm.parametric": "answered by the model", "llm.retrieved": "answered with retrieval",
     "err.network": "Cannot reach the server; is it running?", "err.auth": "An API key is required: enter it at the top right.",
     "err.unexpected": "Unexpected error: {msg}", "err.notImage": "This file cannot be read as an image.",
   },
@@ -172,22 +188,26 @@ function authHeaders() {
   const key = localStorage.getItem("atelier.apiKey");
   return key ? { Authorization: `Bearer ${key}` } : {};
 }
-async function request(method, path, body) {
+async function request(method, path, body, signal) {
   const headers = authHeaders();
   let payload;
   if (body instanceof FormData) payload = body;
   else if (body !== undefined) { headers["Content-Type"] = "application/json"; payload = JSON.stringify(body); }
   let res;
   try {
-    res = await fetch(path, { method, headers, body: payload });
+    res = await fetch(path, { method, headers, body: payload, signal });
   } catch (e) {
+    if (e.name === "AbortError") throw e;  // stopped on purpose
     throw new ApiError(0, "network", t("err.network"));
   }
   if (!res.ok) {
     let code = "http_error", message = `HTTP ${res.status}`, field = null;
     try {
       const data = await res.json();
-      if (data && data.error) ({ code = code, message = message, field = null } = data.error);
+      if (data && data.error) {
+        ({ code = code, message = message } = data.error);
+        field = data.error.field ?? data.error.param ?? null;  // the native API names the field, OpenAI's shape the param
+      }
     } catch (e) { /* not JSON: keep the status line */ }
     if (res.status === 401) { showBanner(t("err.auth")); $("#api-key").focus(); }
     throw new ApiError(res.status, code, message, field);
@@ -272,14 +292,16 @@ async function guarded(form, action, button) {
 }
 
 /* ---------- shared catalogue: models, LoRAs, samplers ---------- */
-const catalog = { base: [], lora: [], controlnet: [], vae: [], samplers: [] };
+const catalog = { base: [], lora: [], controlnet: [], vae: [], llm: [], samplers: [] };
 async function loadCatalog() {
   try {
-    const [models, samplers] = await Promise.all([api.get("/v1/models"), api.get("/sdapi/v1/samplers")]);
+    const [listed, samplers] = await Promise.all([api.get("/v1/models"), api.get("/sdapi/v1/samplers")]);
+    const models = listed.data;
     catalog.base = models.filter((m) => m.kind === "base");
     catalog.lora = models.filter((m) => m.kind === "lora");
     catalog.controlnet = models.filter((m) => m.kind === "controlnet");
     catalog.vae = models.filter((m) => m.kind === "vae");
+    catalog.llm = models.filter((m) => m.kind === "llm" || m.kind === "llm-lora");  // language models and their variants
     catalog.samplers = samplers.map((s) => s.name);
   } catch (error) {
     showBanner(error.message);
@@ -307,6 +329,7 @@ function fillCatalogSelects() {
       ...catalog.samplers.map((name) => el("option", { value: name, text: name })));
     select.value = value;
   });
+  fillLlmSelect();
 }
 
 /* ---------- generation parameters (the same block in both generation tabs) ---------- */
@@ -821,6 +844,174 @@ function renderKnowledge() {
     el("table", { class: "kv", id: "kn-timings" }, Object.entries(q.timings).map(([k, v]) => el("tr", {}, el("th", { text: k }), el("td", { text: fmt(v) })))));
 }
 
+/* ---------- 对话: the language model through POST /v1/chat/completions, streamed ---------- */
+const llm = { turns: [], controller: null };
+function variantNote(model) {
+  if (model.default) return t("llm.kind.default");
+  if (model.kind === "llm-lora") return t("llm.kind.lora");
+  if (model.id.endsWith("@base")) return t("llm.kind.base");
+  if (model.id.endsWith("+knowledge")) return t("llm.kind.knowledge");
+  return model.parent ? t("llm.kind.variant", { parent: model.parent }) : t("llm.kind.other");
+}
+function fillLlmSelect() {
+  const select = $("#llm-model");
+  const value = select.value;
+  select.replaceChildren(...catalog.llm.map((m) => el("option", { value: m.id, text: `${m.id} — ${variantNote(m)}` })));
+  if (!catalog.llm.length) select.append(el("option", { value: "", text: t("llm.none") }));
+  const fallback = catalog.llm.find((m) => m.default) || catalog.llm[0];
+  select.value = catalog.llm.some((m) => m.id === value) ? value : (fallback ? fallback.id : "");
+  setLlmBusy(llm.controller !== null);
+}
+function setLlmBusy(busy) {
+  $("#llm-send").disabled = busy || !catalog.llm.length;
+  $("#llm-stop").hidden = !busy;
+}
+function initLlm() {
+  const form = $("#llm-form");
+  const input = $("#llm-input");
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    sendLlm();
+  });
+  input.addEventListener("keydown", (event) => {  // Enter sends, Shift+Enter is a new line; not while an IME composes
+    if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
+    event.preventDefault();
+    if (!$("#llm-send").disabled) sendLlm();
+  });
+  $("#llm-stop").addEventListener("click", () => { if (llm.controller) llm.controller.abort(); });
+  $("#llm-new").addEventListener("click", () => {
+    if (llm.controller) llm.controller.abort();
+    llm.turns = [];
+    clearErrors(form);
+    renderLlm();
+    input.focus();
+  });
+}
+async function sendLlm() {
+  const form = $("#llm-form");
+  const input = $("#llm-input");
+  if (llm.controller) return;
+  clearErrors(form);
+  showBanner("");
+  const text = input.value;
+  if (!text.trim()) {
+    showError(form, new ApiError(0, "invalid_parameters", t("llm.empty"), "messages"));
+    return;
+  }
+  const model = $("#llm-model").value;
+  const system = $("#llm-system").value.trim();
+  const body = {
+    model,
+    messages: [...(system ? [{ role: "system", content: system }] : []),
+      ...llm.turns.map((m) => ({ role: m.role, content: m.content })), { role: "user", content: text }],
+    max_tokens: num($("#llm-max-tokens")), temperature: num($("#llm-temperature")), stream: true,
+  };
+  for (const k of Object.keys(body)) if (body[k] === undefined) delete body[k];
+  const asked = { role: "user", content: text };
+  const reply = { role: "assistant", content: "", model, streaming: true, knowledge: null, note: null };
+  llm.turns.push(asked, reply);
+  input.value = "";
+  renderLlm();
+  const controller = new AbortController();
+  llm.controller = controller;
+  setLlmBusy(true);
+  try {
+    await streamChat(body, controller.signal, reply);
+  } catch (error) {
+    const stopped = error.name === "AbortError";
+    if (llm.turns.includes(reply)) {  // not cleared by a new conversation meanwhile
+      if (!stopped) {
+        showError(form, error);
+        if (!(error instanceof ApiError)) console.error(error);
+      }
+      if (!reply.content && !reply.knowledge) {  // nothing came: take the message back, to send again
+        llm.turns.splice(llm.turns.indexOf(asked), 2);
+        if (!input.value) input.value = text;
+      } else {
+        reply.note = stopped ? "llm.stopped" : "llm.broken";
+      }
+    }
+  } finally {
+    reply.streaming = false;
+    llm.controller = null;
+    setLlmBusy(false);
+    renderLlm();
+  }
+}
+/* The reply's server-sent events read with fetch (for the API key header and to stop by aborting). */
+async function streamChat(body, signal, reply) {
+  const res = await request("POST", "/v1/chat/completions", body, signal);
+  if (!(res.headers.get("content-type") || "").startsWith("text/event-stream")) {  // an answer in one piece
+    receiveChunk(reply, await res.json());
+    return;
+  }
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+      if (!data) continue;
+      if (data === "[DONE]") return;
+      receiveChunk(reply, JSON.parse(data));
+    }
+  }
+}
+function receiveChunk(reply, chunk) {
+  if (chunk.error) {  // a failure after the reply had begun comes inside the stream, in OpenAI's shape
+    throw new ApiError(0, chunk.error.code || "stream_error", chunk.error.message || t("err.unexpected", { msg: "" }),
+      chunk.error.param);
+  }
+  const choice = (chunk.choices || [])[0];
+  const content = choice && (choice.delta ? choice.delta.content : choice.message && choice.message.content);
+  if (chunk.knowledge) {
+    reply.knowledge = chunk.knowledge;
+    reply.content += content || "";
+    renderLlm();
+    return;
+  }
+  if (!content) return;
+  reply.content += content;
+  if (reply.text) reply.text.textContent = reply.content;
+  scrollLlm();
+}
+function renderLlm() {
+  const log = $("#llm-log");
+  log.replaceChildren(...llm.turns.map(bubble));
+  log.hidden = llm.turns.length === 0;
+  scrollLlm();
+}
+function scrollLlm() {
+  const log = $("#llm-log");
+  log.scrollTop = log.scrollHeight;
+}
+function bubble(message) {
+  message.text = el("div", { class: "msg-text", text: message.content });
+  if (message.role === "user") return el("div", { class: "msg user" }, message.text);
+  return el("div", { class: `msg assistant${message.streaming ? " streaming" : ""}`, dataset: { model: message.model } },
+    el("div", { class: "msg-meta", text: message.model }),
+    message.text,
+    message.note ? el("div", { class: "msg-note", text: t(message.note) }) : null,
+    message.knowledge ? knowledgeLine(message.knowledge) : null);
+}
+/* How a NAME+knowledge reply was made: the decision, and the sources with their scores (the text on hover). */
+function knowledgeLine(k) {
+  const retrieved = k.decision === "retrieved";
+  const sources = k.sources || [];
+  return el("div", { class: "msg-knowledge" },
+    el("span", { class: `badge decision${retrieved ? " retrieved" : ""}`, dataset: { decision: k.decision },
+      title: k.gece_estimate == null ? null : `${t("sig.gece_estimate")} ${fmt(k.gece_estimate)}`,
+      text: retrieved ? t("llm.retrieved") : t("llm.parametric") }),
+    sources.length ? el("span", { text: t("kn.sources") }) : null,
+    sources.map((s) => el("span", { class: "source", title: s.text, text: `${s.source} · ${fmt(s.score, 2)}` })));
+}
+
 /* ---------- 模型编辑 ---------- */
 const edits = { items: [], compare: null };
 async function askModel(question) {
@@ -913,6 +1104,7 @@ function rerenderAll() {
   renderGallery();
   renderSession();
   renderKnowledge();
+  renderLlm();
   renderCompare();
   renderEdits();
   $$(".job-card").forEach((card) => card._job && updateCard(card, card._job));
@@ -922,6 +1114,7 @@ function init() {
   initImg2img();
   initChat();
   initKnowledge();
+  initLlm();
   initEdits();
   $$(".tabs button").forEach((b) => b.addEventListener("click", () => showTab(b.dataset.tab)));
   $("#gallery-refresh").addEventListener("click", loadGallery);
