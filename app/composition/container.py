@@ -261,9 +261,9 @@ class Container(containers.DeclarativeContainer):
     ingest_documents = providers.Factory(IngestDocuments, embedder, knowledge_index)
     # The same model served to chat and completion clients, concurrent requests decoding together; as edited now,
     # or (NAME@base) with the edits off.
-    text_generator = providers.Resource(knowledge.text_generator, llm, editor_pool)
+    text_generator = providers.Resource(knowledge.text_generator, llm, editor_pool, job_metrics)
     # Other registered language models, loaded when a request names one (never edited).
-    text_models = providers.Resource(knowledge.text_models, settings)
+    text_models = providers.Resource(knowledge.text_models, settings, job_metrics)
     complete_text = providers.Factory(
         CompleteText,
         text_generator.provider,

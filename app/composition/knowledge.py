@@ -13,6 +13,7 @@ from app.domain.models import ModelInfo, ModelKind
 from app.ports.edits import EditorPool
 from app.ports.generation import ModelCatalog
 from app.ports.knowledge import Embedder, KnowledgeIndex, LanguageModel, Lexicon, LongTailDetector, WordFrequency
+from app.ports.metrics import TextMetrics
 from app.ports.text_generation import TextGenerator, TextModels
 from app.settings import Settings
 
@@ -62,16 +63,17 @@ def registered_llm(catalog: ModelCatalog, name: str) -> ModelInfo | None:
         return None
 
 
-def text_models(settings: Settings) -> Iterator[TextModels]:
+def text_models(settings: Settings, metrics: TextMetrics) -> Iterator[TextModels]:
     """Other registered language models, loaded when a chat request names one."""
     from app.adapters.transformers.pool import LoadedTextModels
 
-    pool = LoadedTextModels(pick_device(settings.device), keep=settings.llm_keep_loaded, dtype=settings.llm_dtype)
+    device = pick_device(settings.device)
+    pool = LoadedTextModels(device, keep=settings.llm_keep_loaded, dtype=settings.llm_dtype, metrics=metrics)
     yield pool
     pool.close()
 
 
-def text_generator(llm: LanguageModel, edits: EditorPool) -> Iterator[TextGenerator]:
+def text_generator(llm: LanguageModel, edits: EditorPool, metrics: TextMetrics) -> Iterator[TextGenerator]:
     """The served LLM for many clients at once (batched decoding), over the very model knowledge queries use and
     edits change; ``edits`` turns them off for the ``base`` variant."""
     from app.adapters.transformers.llm import TransformersLanguageModel
@@ -79,7 +81,7 @@ def text_generator(llm: LanguageModel, edits: EditorPool) -> Iterator[TextGenera
 
     if not isinstance(llm, TransformersLanguageModel):
         raise TypeError("text serving needs a transformers language model")
-    generator = BatchedTextGenerator(llm, unedited=edits.unedited)
+    generator = BatchedTextGenerator(llm, unedited=edits.unedited, metrics=metrics)
     yield generator
     generator.close()
 

@@ -21,3 +21,16 @@ class JobMetrics(Protocol):
 
     def exposition(self) -> tuple[bytes, str]:
         """Every metric's current value in the monitoring system's text format, and that format's content type."""
+
+
+class TextMetrics(Protocol):
+    """What the served language models record as they decode."""
+
+    def text_batch_ran(self, model: str, size: int) -> None:
+        """``size`` sequences started decoding together."""
+
+    def text_first_token(self, model: str, seconds: float) -> None:
+        """A sequence's first token came ``seconds`` after the request started it."""
+
+    def text_sequence_ended(self, model: str, finish_reason: str, prompt_tokens: int, completion_tokens: int) -> None:
+        """A sequence ended: ``stop``, ``length``, ``cancelled`` (its client went away) or ``error``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -225,3 +226,27 @@ def test_knowledge_variant_answers_through_the_knowledge_flow_with_its_sources(c
     assert two.value.param == "n"
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="tiny-llama@base+knowledge", messages=messages)
+
+
+def test_a_client_that_leaves_before_a_plain_reply_stops_its_sequence(client: openai.OpenAI) -> None:
+    """Counted in the metrics: the sequence ends as cancelled, long before the 1500 tokens it would have taken."""
+    import httpx
+
+    base_url = str(client.base_url).removesuffix("/v1/")
+    series = 'atelier_llm_sequences_total{finish_reason="cancelled",model="tiny-llama"}'
+
+    def cancelled() -> float:
+        lines = httpx.get(f"{base_url}/metrics", timeout=30).text.splitlines()
+        return next((float(line.split()[-1]) for line in lines if line.startswith(series)), 0.0)
+
+    before = cancelled()
+    body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "The river"}], "max_tokens": 1500}
+    with pytest.raises(httpx.ReadTimeout):  # greedy, this prompt runs to its limit (13 s here)
+        httpx.post(f"{base_url}/v1/chat/completions", json=body | {"temperature": 0}, timeout=0.5)
+    deadline = time.monotonic() + 8
+    while cancelled() == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert cancelled() == before + 1
+    metrics = httpx.get(f"{base_url}/metrics", timeout=30).text
+    assert 'atelier_llm_time_to_first_token_seconds_count{model="tiny-llama"}' in metrics
+    assert 'atelier_llm_tokens_total{kind="completion",model="tiny-llama"}' in metrics

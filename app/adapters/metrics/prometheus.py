@@ -13,13 +13,13 @@ import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from app.domain.errors import AtelierError
 from app.domain.jobs import JobStatus
-from app.ports.metrics import JobMetrics
+from app.ports.metrics import JobMetrics, TextMetrics
 from app.ports.persistence import JobReader
 from app.ports.workers import WorkerRegistry
 
@@ -27,11 +27,13 @@ log = logging.getLogger(__name__)
 # Seconds a job runs: tiny CPU models take a fraction of a second, SDXL on a CPU minutes.
 DURATION_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16)
+# Seconds to a served language model's first token: milliseconds for a tiny model, seconds under load on a CPU.
+FIRST_TOKEN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 Loaded = Callable[[], list[tuple[str, int]]]  # names and bytes of the pipelines in memory
 
 
-class PrometheusMetrics(JobMetrics):
+class PrometheusMetrics(JobMetrics, TextMetrics):
     """One registry per instance (tests and several apps in one process do not share counters)."""
 
     def __init__(
@@ -56,6 +58,33 @@ class PrometheusMetrics(JobMetrics):
         self._batches = Histogram(
             "atelier_batch_size", "Jobs per generator call.", buckets=BATCH_BUCKETS, registry=self.registry
         )
+        self._text_batches = Histogram(
+            "atelier_llm_batch_size",
+            "Sequences of a language model that started decoding together.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self._first_token = Histogram(
+            "atelier_llm_time_to_first_token_seconds",
+            "Seconds from a chat or completion request to its first token, by model.",
+            ["model"],
+            buckets=FIRST_TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self._sequences = Counter(
+            "atelier_llm_sequences",
+            "Sequences a language model generated, by how they ended: stop, length, cancelled (the client went away)"
+            " or error.",
+            ["model", "finish_reason"],
+            registry=self.registry,
+        )
+        self._tokens = Counter(
+            "atelier_llm_tokens",
+            "Tokens of the prompts a language model read and of the answers it generated.",
+            ["model", "kind"],
+            registry=self.registry,
+        )
         cluster = _Cluster(registry, heartbeat, now) if registry is not None else None
         snapshot = _Snapshot(reader, workers, lambda: self.loaded(), now, cluster, lambda: self.loads())
         self.registry.register(snapshot)
@@ -65,6 +94,17 @@ class PrometheusMetrics(JobMetrics):
 
     def batch_ran(self, size: int) -> None:
         self._batches.observe(size)
+
+    def text_batch_ran(self, model: str, size: int) -> None:
+        self._text_batches.labels(model=model).observe(size)
+
+    def text_first_token(self, model: str, seconds: float) -> None:
+        self._first_token.labels(model=model).observe(max(0.0, seconds))
+
+    def text_sequence_ended(self, model: str, finish_reason: str, prompt_tokens: int, completion_tokens: int) -> None:
+        self._sequences.labels(model=model, finish_reason=finish_reason).inc()
+        self._tokens.labels(model=model, kind="prompt").inc(prompt_tokens)
+        self._tokens.labels(model=model, kind="completion").inc(completion_tokens)
 
     def watch_models(self, loaded: Loaded, loads: Callable[[], int]) -> None:
         self.loaded, self.loads = loaded, loads

@@ -16,12 +16,15 @@ import torch
 from app.adapters.transformers.llm import TransformersLanguageModel
 from app.adapters.transformers.serving import BatchedTextGenerator
 from app.domain.models import ModelInfo
+from app.ports.metrics import TextMetrics
 from app.ports.text_generation import TextGenerator, TextModels
 
 
 class LoadedTextModels(TextModels):
-    def __init__(self, device: str = "cpu", keep: int = 1, dtype: str = "auto") -> None:
-        self._device, self._keep, self._dtype = device, max(keep, 1), dtype
+    def __init__(
+        self, device: str = "cpu", keep: int = 1, dtype: str = "auto", metrics: TextMetrics | None = None
+    ) -> None:
+        self._device, self._keep, self._dtype, self._metrics = device, max(keep, 1), dtype, metrics
         self._loaded: OrderedDict[str, tuple[str, BatchedTextGenerator]] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0  # models loaded so far (for tests and metrics)
@@ -35,7 +38,7 @@ class LoadedTextModels(TextModels):
             if held is not None:  # re-registered under the same name with other weights
                 self._unload(model.name)
             lm = TransformersLanguageModel(model.path, name=model.name, device=self._device, dtype=self._dtype)
-            generator = BatchedTextGenerator(lm)
+            generator = BatchedTextGenerator(lm, metrics=self._metrics)
             self._loaded[model.name] = (model.path, generator)
             self.loads += 1
             for name in [n for n, (_, g) in self._loaded.items() if n != model.name and not g.busy]:

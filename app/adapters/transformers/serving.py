@@ -29,6 +29,7 @@ from app.adapters.transformers.llm import TransformersLanguageModel
 from app.domain.chat import ChatMessage, Delta, Sampling, TokenLogprob
 from app.domain.errors import GenerationFailed, InvalidParameters
 from app.domain.models import ModelInfo
+from app.ports.metrics import TextMetrics
 from app.ports.text_generation import TextGenerator, TokenStream
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class _Stream(TokenStream):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self.cancelled = threading.Event()
+        self.ended = False  # its last delta was put (set by the decoding thread)
 
     def put(self, item: Delta | Exception) -> None:
         with self._lock:
@@ -99,6 +101,8 @@ class _Sequence:
     generator: torch.Generator | None
     variant: str = ""  # "" the model as edited now, "base" the original
     adapter: str | None = None  # a LoRA adapter applied to this sequence
+    started: float = field(default_factory=time.monotonic)
+    first_token: bool = False  # reported its first token (to the metrics)
     tokens: list[int] = field(default_factory=list)
     sent: int = 0  # characters of the text already delivered
 
@@ -112,8 +116,10 @@ class BatchedTextGenerator(TextGenerator):
         max_batch: int = 8,
         window: float = 0.005,
         unedited: Callable[[], AbstractContextManager[None]] | None = None,
+        metrics: TextMetrics | None = None,
     ) -> None:
         self._lm = lm
+        self._metrics = metrics
         self._unedited = unedited  # the model as the original inside (edits off), for the "base" variant
         self.variants: tuple[str, ...] = ("", "base") if unedited is not None else ("",)
         self.name = lm.name
@@ -213,14 +219,16 @@ class BatchedTextGenerator(TextGenerator):
             live = []
             for sequence in batch:
                 if sequence.stream.cancelled.is_set():
-                    sequence.stream.put(Delta(finish_reason="cancelled"))
+                    self._end(sequence, Delta(finish_reason="cancelled"))
                 elif sequence.limit == 0:
-                    sequence.stream.put(Delta(finish_reason="length"))
+                    self._end(sequence, Delta(finish_reason="length"))
                 else:
                     live.append(sequence)
             if not live:
                 continue
             self.batches.append(len(live))
+            if self._metrics is not None:
+                self._metrics.text_batch_ran(self.name, len(live))
             alone = contextlib.nullcontext() if not self._lm.sequence_state_hooks else self._lm.lock
             try:
                 with alone:  # a stateful hook sees this sequence's forward passes and no other
@@ -228,7 +236,9 @@ class BatchedTextGenerator(TextGenerator):
             except Exception:
                 log.exception("decoding a batch of %d sequences failed", len(live))
                 for sequence in live:
-                    sequence.stream.put(GenerationFailed(_FAILED))
+                    if not sequence.stream.ended:
+                        self._report(sequence, "error")
+                        sequence.stream.put(GenerationFailed(_FAILED))
             finally:
                 with self._ready:
                     self._decoding = False
@@ -334,7 +344,7 @@ class BatchedTextGenerator(TextGenerator):
     def _step(self, sequence: _Sequence, logits: torch.Tensor) -> int | None:
         """Draw the sequence's next token and deliver what it adds; None when the sequence has ended."""
         if sequence.stream.cancelled.is_set():
-            sequence.stream.put(Delta(finish_reason="cancelled", completion_tokens=len(sequence.tokens)))
+            self._end(sequence, Delta(finish_reason="cancelled", completion_tokens=len(sequence.tokens)))
             return None
         sampling = sequence.sampling
         token = int(torch.argmax(logits)) if sampling.greedy else _sample(logits, sampling, sequence.generator)
@@ -370,9 +380,24 @@ class BatchedTextGenerator(TextGenerator):
             end = len(text)
         piece = text[sequence.sent : max(end, sequence.sent)]
         sequence.sent += len(piece)
-        if piece or entries or finish is not None:
+        if finish is not None:
+            self._end(sequence, Delta(piece, entries, finish, len(sequence.tokens)))
+        elif piece or entries:
             sequence.stream.put(Delta(piece, entries, finish, len(sequence.tokens)))
+        if not sequence.first_token and self._metrics is not None:
+            sequence.first_token = True
+            self._metrics.text_first_token(self.name, time.monotonic() - sequence.started)
         return finish is not None
+
+    def _end(self, sequence: _Sequence, last: Delta) -> None:
+        """The sequence's last delta, reported to the metrics."""
+        self._report(sequence, last.finish_reason or "stop")
+        sequence.stream.put(last)
+
+    def _report(self, sequence: _Sequence, finish_reason: str) -> None:
+        sequence.stream.ended = True
+        if self._metrics is not None:
+            self._metrics.text_sequence_ended(self.name, finish_reason, len(sequence.prompt), len(sequence.tokens))
 
     def _piece(self, token: int) -> str:
         return str(self._lm.tokenizer.decode([token]))

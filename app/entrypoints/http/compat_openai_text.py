@@ -1,8 +1,8 @@
 """OpenAI's text APIs over the served language model: ``POST /v1/chat/completions``, ``POST /v1/completions`` (both
 with ``stream``) and ``POST /v1/embeddings`` (the knowledge embedder). The ``openai`` client works unchanged.
 
-Concurrent requests decode together (``app/adapters/transformers/serving.py``). A streamed sequence stops when its
-client goes away. Errors use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``.
+Concurrent requests decode together (``app/adapters/transformers/serving.py``). A sequence stops when its client goes
+away, streamed or not. Errors use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from app.usecases.complete_text import Choice, CompleteText, KnowledgeAnswer, Te
 router = APIRouter(tags=["openai"])
 ERRORS = (400, 404, 429, 500, 503)
 CHAT_ERRORS = (400, 404, 409, 429, 500, 503)
+DISCONNECT_POLL = 0.25  # seconds between checks that the client of a non-streamed reply is still there
 
 
 def _request(model: type[BaseModel]) -> dict[str, Any]:
@@ -290,6 +291,23 @@ async def _merged(runs: list[TextRun]) -> AsyncIterator[tuple[int, Delta]]:
             task.cancel()
 
 
+async def _collected(runs: list[TextRun], request: Request) -> list[Choice]:
+    """Every run's choices once all their sequences end (a non-streamed reply); a client that goes away
+    meanwhile stops them at their next token, as a closed stream does."""
+
+    def collect() -> list[Choice]:
+        return [choice for run in runs for choice in CompleteText.collect(run)]
+
+    work = asyncio.ensure_future(run_in_threadpool(collect))
+    while not work.done():
+        await asyncio.wait({work}, timeout=DISCONNECT_POLL)
+        if not work.done() and await request.is_disconnected():
+            for run in runs:
+                run.cancel()
+            break
+    return await work
+
+
 def _sse(chunks: Callable[[], AsyncIterator[dict[str, Any]]]) -> StreamingResponse:
     async def lines() -> AsyncIterator[str]:
         try:
@@ -340,7 +358,7 @@ async def chat_completions(body: Body, atelier: AtelierDep, request: Request) ->
     head = {"id": ident, "created": created, "model": run.model, "system_fingerprint": None}
     if not chat.stream:
         try:
-            choices = await run_in_threadpool(CompleteText.collect, run)
+            choices = await _collected([run], request)
         except Exception as error:
             return error_reply(error)
         return JSONResponse(
@@ -447,9 +465,7 @@ async def completions(body: Body, atelier: AtelierDep, request: Request) -> Any:
     prompt_tokens = sum(run.prompt_tokens for run in runs)
     if not given.stream:
         try:
-            found: list[Choice] = []
-            for run in runs:
-                found += await run_in_threadpool(CompleteText.collect, run)
+            found = await _collected(runs, request)
         except Exception as error:
             return error_reply(error)
         choices = [
