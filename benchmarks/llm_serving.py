@@ -5,6 +5,8 @@
    Ratio of the medians (target ≤ 1.10).
 2. Concurrency: 8 different requests sent at once against the same 8 one after another, both through the serving
    path: generated tokens per second, and the ratio (target ≥ 3); time to first token of the concurrent requests.
+3. An adapter per request (``NAME:ADAPTER``): one request at a time with a rank-8 LoRA on the attention's q and v
+   projections against the same request without it (``adapter_overhead_ratio`` in the detail line).
 
     python -m benchmarks.llm_serving [--tokens 48] [--rounds 5] [--threads 2]
 
@@ -18,6 +20,7 @@ import statistics
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from benchmarks._common import emit, environment
@@ -45,7 +48,9 @@ def main() -> None:
 
     import torch
 
+    from app.adapters.transformers.tiny import build_tiny_lora
     from app.domain.chat import ChatMessage, Sampling
+    from app.domain.models import ModelInfo, ModelKind
     from app.entrypoints.library import Atelier
 
     with (
@@ -82,6 +87,16 @@ def main() -> None:
             tokens = out[0, ids.shape[1] :].tolist()
             return len([t for t in tokens if t not in lm.stop_ids])
 
+        adapter_dir = str(Path(scratch) / "lora")
+        build_tiny_lora(str(Path(lm.model.name_or_path)), adapter_dir, rank=8)
+        adapter = ModelInfo(name="bench", path=adapter_dir, source=adapter_dir, kind=ModelKind.LLM_LORA)
+
+        def adapted(question: str) -> int:
+            produced = 0
+            for delta in served.start(prompt(question), greedy, adapter=adapter):
+                produced = delta.completion_tokens or produced
+            return produced
+
         serve(QUESTIONS[1])  # warm-up: the decoding thread, the allocator
         raw(QUESTIONS[1])
         single: dict[str, list[float]] = {"raw": [], "served": []}
@@ -92,6 +107,14 @@ def main() -> None:
                 counts[name] = call(QUESTIONS[1])  # a poem: max_tokens long
                 single[name].append(time.perf_counter() - started)
         overhead = statistics.median(single["served"]) / statistics.median(single["raw"])
+        adapted(QUESTIONS[1])  # loads it
+        with_adapter: dict[str, list[float]] = {"plain": [], "adapter": []}
+        for _ in range(args.rounds):
+            for name, call in (("plain", serve), ("adapter", adapted)):
+                started = time.perf_counter()
+                call(QUESTIONS[1])
+                with_adapter[name].append(time.perf_counter() - started)
+        adapter_ratio = statistics.median(with_adapter["adapter"]) / statistics.median(with_adapter["plain"])
 
         sequential_s, concurrent_s, ttfts = [], [], []
         tokens_seq = tokens_conc = 0
@@ -129,6 +152,7 @@ def main() -> None:
             "tokens_8": tokens_conc,
             "ttft_p95_s": round(ordered[max(0, int(0.95 * len(ordered)) - 1)], 4) if ordered else None,
             "batch_sizes_seen": sorted(set(served.batches)),
+            "adapter_overhead_ratio": round(adapter_ratio, 3),
         }
         emit(
             detail,

@@ -28,7 +28,7 @@ FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
 
 # queued -> running -> succeeded | failed | cancelled; queued -> cancelled.
 # running -> queued only through ``requeue`` (a worker died mid-job).
-_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED}),
     JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}),
     JobStatus.SUCCEEDED: frozenset(),
@@ -103,7 +103,7 @@ class GenerationJob:
         return self.params.seed
 
     def _move(self, target: JobStatus, now: datetime) -> None:
-        if target not in _TRANSITIONS[self.status]:
+        if target not in TRANSITIONS[self.status]:
             raise IllegalTransition(f"Job {self.id} cannot go from {self.status.value} to {target.value}.")
         self.status = target
         self.updated_at = now

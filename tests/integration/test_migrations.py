@@ -23,6 +23,7 @@ EDITS = "atelier_model_edits"
 PROMPT_SESSIONS = ("atelier_prompt_sessions", "atelier_prompt_turns")
 OPTIONS = "atelier_a1111_options"
 WORKERS = "atelier_workers"
+TRAINING = ("atelier_training_jobs", "atelier_training_events")
 
 
 def revisions(url: str) -> list[tuple[str, str]]:
@@ -57,7 +58,16 @@ def test_stairway_upgrade_downgrade_upgrade_every_revision(database_url: str) ->
 
 def test_own_version_table_leaves_a_host_alembic_alone(database_url: str) -> None:
     migrate.upgrade(database_url)
-    assert tables(database_url) == {migrate.VERSION_TABLE, JOBS, *KNOWLEDGE, EDITS, *PROMPT_SESSIONS, OPTIONS, WORKERS}
+    assert tables(database_url) == {
+        migrate.VERSION_TABLE,
+        JOBS,
+        *KNOWLEDGE,
+        EDITS,
+        *PROMPT_SESSIONS,
+        OPTIONS,
+        WORKERS,
+        *TRAINING,
+    }
     engine = make_engine(database_url)
     with engine.begin() as connection:
         connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))

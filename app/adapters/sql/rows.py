@@ -319,3 +319,57 @@ class OwnerOptionsRow(Base):
     owner: Mapped[str] = mapped_column(String(128), primary_key=True)
     options: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class TrainingJobRow(Base):
+    """One training job (fine-tuning a language model, training an image LoRA); versioned as generation jobs are."""
+
+    __tablename__ = "atelier_training_jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    base_model: Mapped[str] = mapped_column(String(64))
+    result_name: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int | None] = mapped_column(Integer)
+    loss: Mapped[float | None] = mapped_column(Float)
+    result_model: Mapped[str | None] = mapped_column(String(64))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    worker_id: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    version: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index(None, "owner", "created_at"),
+        CheckConstraint(f"status IN ({_STATUSES})", name="status"),
+        CheckConstraint("kind IN ('llm-finetune', 'image-lora')", name="kind"),
+    )
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 (SQLAlchemy reads it; mypy rejects ClassVar here)
+
+
+class TrainingEventRow(Base):
+    """One event of a training job: a step's losses, or a message (written once, in the job's order)."""
+
+    __tablename__ = "atelier_training_events"
+
+    job_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("atelier_training_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    kind: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    step: Mapped[int | None] = mapped_column(Integer)
+    loss: Mapped[float | None] = mapped_column(Float)
+    validation_loss: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (CheckConstraint("kind IN ('metrics', 'message')", name="kind"),)

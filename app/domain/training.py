@@ -1,0 +1,175 @@
+"""Training jobs: fine-tuning a language model, or training an image LoRA, from a user's data.
+
+A training job goes through the generation job's states (queued, running, succeeded, failed, cancelled) and, like
+it, may be started again after its worker died: it then resumes from its last checkpoint. It reports the step it
+reached and the loss; its events (losses, validation losses, messages) are kept for the progress view. The result
+is registered as a model under ``result_name`` when it succeeds.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from app.domain.errors import IllegalTransition, InvalidParameters, JobNotCancellable, NotFound
+from app.domain.jobs import TRANSITIONS, JobStatus
+from app.domain.specs import validate_model_name
+
+
+class TrainingJobNotFound(NotFound):
+    code = "training_job_not_found"
+    default_message = "No such training job."
+
+
+class TrainingKind(StrEnum):
+    LLM_FINETUNE = "llm-finetune"  # a language model on chat records: a LoRA adapter, or every weight
+    IMAGE_LORA = "image-lora"  # a LoRA of an image model's denoiser on captioned images
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """What to train: the registered base model, the data (uploaded file ids or a server folder) and the
+    hyperparameters; ``result_name`` is the name the result is registered under."""
+
+    kind: TrainingKind
+    base_model: str
+    result_name: str
+    training_file: str
+    validation_file: str | None = None
+    epochs: int = 3
+    learning_rate: float = 1e-3
+    batch_size: int = 8
+    lora_rank: int = 16  # 0: every weight (language models only)
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # kind-specific options (trigger word, resolution, ...)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", TrainingKind(self.kind))
+        validate_model_name(self.base_model, "model")
+        validate_model_name(self.result_name, "suffix")
+        checks = (
+            (1 <= self.epochs <= 100, "epochs must be 1 to 100.", "epochs"),
+            (0 < self.learning_rate <= 1, "learning_rate must be in (0, 1].", "learning_rate"),
+            (1 <= self.batch_size <= 256, "batch_size must be 1 to 256.", "batch_size"),
+            (0 <= self.lora_rank <= 256, "lora_rank must be 0 (every weight) to 256.", "lora_rank"),
+            (bool(self.training_file), "training_file is required.", "training_file"),
+        )
+        for ok, message, name in checks:
+            if not ok:
+                raise InvalidParameters(message, field=name)
+        if self.kind is TrainingKind.IMAGE_LORA and self.lora_rank == 0:
+            message = "An image model is trained as a LoRA: lora_rank must be 1 or more."
+            raise InvalidParameters(message, field="lora_rank")
+
+
+_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def new_training_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class TrainingJob:
+    id: str
+    owner: str
+    spec: TrainingSpec
+    created_at: datetime
+    updated_at: datetime
+    status: JobStatus = JobStatus.QUEUED
+    step: int = 0
+    total_steps: int | None = None
+    loss: float | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    cancel_requested: bool = False
+    worker_id: str | None = None
+    attempts: int = 0
+    result_model: str | None = None  # the registered name, once it succeeded
+
+    @classmethod
+    def create(cls, owner: str, spec: TrainingSpec, now: datetime, job_id: str | None = None) -> TrainingJob:
+        if not owner:
+            raise InvalidParameters("A job needs an owner.", code="invalid_owner", field="owner")
+        if job_id is not None and not _ID.fullmatch(job_id):
+            raise InvalidParameters("A training job id is 32 hex digits.", field="id")
+        return cls(id=job_id or new_training_id(), owner=owner, spec=spec, created_at=now, updated_at=now)
+
+    @property
+    def progress(self) -> float:
+        if self.status is JobStatus.SUCCEEDED:
+            return 1.0
+        return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
+
+    def _move(self, target: JobStatus, now: datetime) -> None:
+        if target not in TRANSITIONS[self.status]:
+            raise IllegalTransition(f"Training job {self.id} cannot go from {self.status.value} to {target.value}.")
+        self.status = target
+        self.updated_at = now
+        if target.finished:
+            self.finished_at = now
+
+    def start(self, now: datetime, worker_id: str | None = None) -> None:
+        self._move(JobStatus.RUNNING, now)
+        self.started_at = self.started_at or now
+        self.worker_id = worker_id
+        self.attempts += 1
+
+    def report(self, step: int, total_steps: int, loss: float | None, now: datetime) -> None:
+        if self.status is not JobStatus.RUNNING:
+            raise IllegalTransition(f"Training job {self.id} is {self.status.value}; only a running job reports.")
+        self.step, self.total_steps = step, total_steps
+        self.loss = loss if loss is not None else self.loss
+        self.updated_at = now
+
+    def succeed(self, result_model: str, now: datetime) -> None:
+        self._move(JobStatus.SUCCEEDED, now)
+        self.result_model = result_model
+
+    def fail(self, code: str, message: str, now: datetime) -> None:
+        self._move(JobStatus.FAILED, now)
+        self.error_code = code
+        self.error_message = message[:1000]
+
+    def cancel(self, now: datetime) -> None:
+        """Cancel a queued job at once; a running one is marked and stops after its next step."""
+        if self.status.finished:
+            raise JobNotCancellable(f"Training job {self.id} is already {self.status.value}.")
+        if self.status is JobStatus.QUEUED:
+            self._move(JobStatus.CANCELLED, now)
+        self.cancel_requested = True
+        self.updated_at = now
+
+    def mark_cancelled(self, now: datetime) -> None:
+        self._move(JobStatus.CANCELLED, now)
+
+    def requeue(self, now: datetime) -> None:
+        """A job left running by a worker that died goes back to the queue; its checkpoint stays."""
+        if self.status is not JobStatus.RUNNING:
+            raise IllegalTransition(f"Only a running job can be re-queued; {self.id} is {self.status.value}.")
+        self.status = JobStatus.QUEUED
+        self.worker_id = None
+        self.updated_at = now
+
+
+class EventKind(StrEnum):
+    METRICS = "metrics"  # a step's training loss (and a validation loss, when measured)
+    MESSAGE = "message"  # a stage began or ended, a checkpoint was written, the job resumed
+
+
+@dataclass(frozen=True)
+class TrainingEvent:
+    job_id: str
+    seq: int  # the job's own counter, from 1
+    created_at: datetime
+    kind: EventKind
+    message: str
+    step: int | None = None
+    loss: float | None = None
+    validation_loss: float | None = None
