@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             str(Path(scratch) / "adapter"),
             str(Path(scratch) / "work"),
             settings,
-            progress=lambda step, total, loss: losses.append(loss),
+            progress=lambda step, total, loss, validation: losses.append(loss),
         )
         minutes = (time.perf_counter() - started) / 60
         adapter = ModelInfo(name="facts", path=result.out_dir, source=result.out_dir, kind=ModelKind.LLM_LORA)

@@ -8,7 +8,9 @@ container is cheap; resolving a provider builds objects and does nothing else.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from dependency_injector import containers, providers
@@ -22,11 +24,12 @@ from app.adapters.memory.jobs import InMemoryJobStore, InMemoryUnitOfWorkFactory
 from app.adapters.memory.knowledge import InMemoryCalibrationStore, InMemoryKnowledgeQueryStore
 from app.adapters.memory.options import InMemoryOwnerOptions
 from app.adapters.memory.prompt_sessions import InMemoryPromptSessionStore
+from app.adapters.memory.training import InMemoryTrainingJobStore
 from app.adapters.memory.workers import InMemoryWorkerRegistry
 from app.adapters.storage.documents import FileDocumentReader
 from app.adapters.storage.images import FileImageStore
 from app.adapters.system import SystemClock, process_gone
-from app.composition import edits, generation, knowledge, prompts, sql
+from app.composition import edits, generation, knowledge, prompts, sql, training
 from app.usecases.accept_generation import AcceptGeneration
 from app.usecases.apply_edit import ApplyEdit
 from app.usecases.ask_question import AskQuestion
@@ -50,9 +53,11 @@ from app.usecases.resolve_images import ResolveImages
 from app.usecases.restore_edits import RestoreEdits
 from app.usecases.rollback_edits import RollbackEdits
 from app.usecases.run_generation import RunGeneration
+from app.usecases.run_training import RunTraining
 from app.usecases.score_prompts import ScorePrompts
 from app.usecases.start_session import StartSession
 from app.usecases.submit_generation import SubmitGeneration
+from app.usecases.submit_training import SubmitTraining
 from app.usecases.take_turn import TakeTurn
 
 STATE_PROBE_L2 = 100.0  # see docs/knowledge.md: hundreds of hidden-state inputs, a few hundred questions
@@ -100,6 +105,11 @@ class Container(containers.DeclarativeContainer):
         profile,
         sql=providers.Singleton(sql.worker_registry, sessions),
         test=providers.Singleton(InMemoryWorkerRegistry),
+    )
+    training_jobs = providers.Selector(
+        profile,
+        sql=providers.Singleton(training.sql_store, sessions),
+        test=providers.Singleton(InMemoryTrainingJobStore),
     )
 
     # -- image generation ----------------------------------------------------------------------
@@ -189,7 +199,13 @@ class Container(containers.DeclarativeContainer):
     delete_job = providers.Factory(DeleteJob, uow_factory, images, executor)
     prune_jobs = providers.Factory(PruneJobs, uow_factory, images, clock)
     recover_jobs = providers.Factory(
-        RecoverJobs, uow_factory, clock, worker_registry, settings.provided.worker_heartbeat, gone=process_gone
+        RecoverJobs,
+        uow_factory,
+        clock,
+        worker_registry,
+        settings.provided.worker_heartbeat,
+        gone=process_gone,
+        trainings=training_jobs,
     )
     render_prompts = providers.Factory(  # a turn's candidates and scored prompts, rendered as ordinary jobs
         RenderPrompts, submit_generation, await_job, cancel_job, images, timeout=settings.provided.job_time_budget
@@ -273,6 +289,25 @@ class Container(containers.DeclarativeContainer):
         others=text_models.provider,
         default_name=providers.Callable(knowledge.llm_name, settings, catalog),
         ask=ask_question.provider,
+    )
+
+    # -- training jobs -------------------------------------------------------------------------
+    files = providers.Singleton(training.files, settings)
+    base_models = providers.Singleton(training.base_models, settings, catalog)
+    training_wake = providers.Singleton(threading.Event)  # set by a submission: this process's trainer looks now
+    submit_training = providers.Factory(
+        SubmitTraining, training_jobs, files, catalog, base_models, clock, wake=training_wake.provided.set
+    )
+    run_training = providers.Factory(
+        RunTraining,
+        training_jobs,
+        files,
+        catalog,
+        base_models,
+        providers.Object(training.trainer),
+        clock,
+        work_root=providers.Callable(lambda s: str(Path(s.data_dir) / "training" / "jobs"), settings),
+        results_root=providers.Callable(lambda s: str(Path(s.models_dir) / "trained"), settings),
     )
 
     # -- prompt sessions -----------------------------------------------------------------------

@@ -25,6 +25,14 @@ def language_model(settings: Settings, catalog: ModelCatalog) -> Iterator[Langua
     gets a tiny random Llama built in the data dir."""
     from app.adapters.transformers.llm import TransformersLanguageModel
 
+    path = default_llm_path(settings, catalog)
+    name = llm_name(settings, catalog)
+    yield TransformersLanguageModel(path, name=name, device=pick_device(settings.device), dtype=settings.llm_dtype)
+
+
+def default_llm_path(settings: Settings, catalog: ModelCatalog) -> str:
+    """The served language model's folder (SmolLM2 converted, or the test profile's tiny Llama built, on first use),
+    or its hub id."""
     cache = str(Path(settings.models_dir) / "llm")
     if settings.profile == "test":
         from app.adapters.transformers.tiny import build_tiny_llama
@@ -32,16 +40,13 @@ def language_model(settings: Settings, catalog: ModelCatalog) -> Iterator[Langua
         path = str(Path(cache) / TINY_LLM)
         if not (Path(path) / "config.json").is_file():
             build_tiny_llama(path)
-    elif settings.llm == "smollm2":
+        return path
+    if settings.llm == "smollm2":
         from app.adapters.transformers.smollm2 import smollm2_path
 
-        path = smollm2_path(cache)
-    elif (registered := registered_llm(catalog, settings.llm)) is not None:
-        path = registered.path
-    else:
-        path = settings.llm
-    name = llm_name(settings, catalog)
-    yield TransformersLanguageModel(path, name=name, device=pick_device(settings.device), dtype=settings.llm_dtype)
+        return smollm2_path(cache)
+    registered = registered_llm(catalog, settings.llm)
+    return registered.path if registered is not None else settings.llm
 
 
 def llm_name(settings: Settings, catalog: ModelCatalog) -> str:

@@ -173,3 +173,67 @@ class TrainingEvent:
     step: int | None = None
     loss: float | None = None
     validation_loss: float | None = None
+
+
+class FileNotFound(NotFound):
+    code = "file_not_found"
+    default_message = "No such file."
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """An uploaded data file (OpenAI's ``POST /v1/files``): for ``fine-tune``, chat records, one JSON per line."""
+
+    id: str
+    owner: str
+    filename: str
+    purpose: str
+    bytes: int
+    created_at: datetime
+    records: int
+
+
+FILE_PURPOSES = ("fine-tune",)
+ROLES = ("system", "developer", "user", "assistant")
+MAX_RECORDS = 100_000
+
+
+def parse_chat_records(data: bytes, field_name: str = "file") -> list[list[dict[str, str]]]:
+    """Chat records, one JSON object per line: ``{"messages": [{"role", "content"}, ...]}`` with at least one
+    assistant message (what is learned). A bad line is refused with its number; blank lines are skipped."""
+    import json
+
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidParameters("The file is not UTF-8 text.", field=field_name) from e
+    records: list[list[dict[str, str]]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+
+        def refuse(why: str, number: int = number) -> InvalidParameters:
+            return InvalidParameters(f"Line {number}: {why}", code="invalid_file", field=field_name)
+
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise refuse("not valid JSON.") from None
+        messages = record.get("messages") if isinstance(record, dict) else None
+        if not isinstance(messages, list) or not messages:
+            raise refuse('expected {"messages": [{"role": ..., "content": ...}, ...]}.')
+        turns = []
+        for message in messages:
+            if not isinstance(message, dict) or message.get("role") not in ROLES:
+                raise refuse(f"every message needs a role among {', '.join(ROLES)}.")
+            if not isinstance(message.get("content"), str) or not message["content"].strip():
+                raise refuse("every message needs a non-empty text content.")
+            turns.append({"role": str(message["role"]), "content": message["content"]})
+        if not any(turn["role"] == "assistant" for turn in turns):
+            raise refuse("a record needs an assistant message to learn from.")
+        records.append(turns)
+        if len(records) > MAX_RECORDS:
+            raise refuse(f"more than {MAX_RECORDS} records.")
+    if not records:
+        raise InvalidParameters("The file holds no records.", code="invalid_file", field=field_name)
+    return records

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from app.domain.training import EventKind, TrainingEvent, TrainingJob
+from app.domain.training import EventKind, StoredFile, TrainingEvent, TrainingJob, TrainingSpec
 
 
 @dataclass(frozen=True)
@@ -52,3 +52,43 @@ class TrainingJobStore(Protocol):
 
     def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[TrainingEvent]:
         """The job's events with ``seq`` above ``after``, in order."""
+
+
+class FileStore(Protocol):
+    """Uploaded data files, kept for the jobs that read them."""
+
+    def put(self, owner: str, filename: str, purpose: str, data: bytes, now: datetime) -> StoredFile:
+        """Validate ``data`` for ``purpose`` (``fine-tune``: chat records) and keep it; raises ``InvalidParameters``
+        naming the first bad line."""
+
+    def get(self, file_id: str, owner: str | None = None) -> StoredFile:
+        """Raises ``FileNotFound``, also for another owner's file."""
+
+    def read(self, file_id: str) -> bytes: ...
+
+
+class Trainer(Protocol):
+    """Trains what a spec asks on its records, from the base model's folder: checkpoints go to ``work_dir`` (a run
+    started again resumes from the last one), the result to ``out_dir``."""
+
+    def train(
+        self,
+        spec: TrainingSpec,
+        base_path: str,
+        records: list[list[dict[str, str]]],
+        out_dir: str,
+        work_dir: str,
+        report: Callable[[int, int, float, float | None], None],
+        cancelled: Callable[[], bool],
+        validation: list[list[dict[str, str]]] | None = None,
+    ) -> TrainOutcome:
+        """``report(step, total, loss, validation_loss)`` after each step (a validation loss at each epoch's end,
+        when ``validation`` records are given); ``cancelled`` is asked after each step."""
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    steps: int
+    loss: float
+    resumed_from: int  # the step a checkpoint gave (0: a fresh start)
+    finished: bool  # False: stopped by ``cancelled`` after a checkpoint

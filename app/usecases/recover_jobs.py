@@ -16,9 +16,11 @@ from datetime import datetime, timedelta
 
 from app.domain.errors import ConcurrentUpdate
 from app.domain.jobs import JobStatus
+from app.domain.training import TrainingJob
 from app.domain.workers import WorkerInfo
 from app.ports.clock import Clock
 from app.ports.persistence import UnitOfWorkFactory
+from app.ports.training import TrainingJobStore
 from app.ports.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,10 @@ class RecoverJobs:
         heartbeat: float = 10.0,
         max_attempts: int = MAX_ATTEMPTS,
         gone: Callable[[WorkerInfo], bool] = lambda _worker: False,
+        trainings: TrainingJobStore | None = None,
     ) -> None:
         self._uow = uow
+        self._trainings = trainings  # training jobs: requeued alike, they resume from their checkpoints
         self._gone = gone  # known dead without waiting for the lease (a process of this host that has exited)
         self._clock = clock
         self._registry = registry
@@ -80,7 +84,29 @@ class RecoverJobs:
             except ConcurrentUpdate:
                 continue  # it changed meanwhile (progress, its end): its worker is alive after all
             log.warning("job %s left by worker %s", job_id, left_by, extra={"event": "job_reaped"})
+        if self._trainings is not None:
+            self._requeue_trainings(self._trainings, live, orphans, now)
         return requeued
+
+    def _requeue_trainings(self, store: TrainingJobStore, live: set[str | None], orphans: bool, now: datetime) -> None:
+        """Training jobs left running by dead workers go back to the queue (a training worker claims them)."""
+        for job in store.running():
+            if job.worker_id in live or (job.worker_id is None and not orphans):
+                continue
+
+            def change(job: TrainingJob) -> None:
+                if job.status is not JobStatus.RUNNING or job.worker_id in live:
+                    return
+                if job.attempts >= self._max_attempts:
+                    job.fail("worker_lost", f"Its worker stopped answering {job.attempts} times while running it.", now)
+                else:
+                    job.requeue(now)
+
+            try:
+                store.update(job.id, change)
+            except ConcurrentUpdate:
+                continue
+            log.warning("training job %s left by worker %s", job.id, job.worker_id, extra={"event": "job_reaped"})
 
     def _live(self, now: datetime) -> set[str | None]:
         if self._registry is None:

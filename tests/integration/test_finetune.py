@@ -50,7 +50,7 @@ def test_a_lora_learns_the_records_and_resumes_bit_for_bit(base: str, tmp_path: 
         str(tmp_path / "whole"),
         str(tmp_path / "work-whole"),
         settings,
-        progress=lambda step, total, loss: losses.append(loss),
+        progress=lambda step, total, loss, validation: losses.append(loss),
     )
     assert whole.steps == 12 and len(losses) == 12 and whole.resumed_from == 0
     assert sum(losses[-3:]) < sum(losses[:3])  # it learns

@@ -25,9 +25,11 @@ from typing import Any
 import torch
 
 from app.domain.errors import InvalidParameters
+from app.domain.training import TrainingKind, TrainingSpec
+from app.ports.training import Trainer, TrainOutcome
 
 Messages = Sequence[dict[str, str]]
-Progress = Callable[[int, int, float], None]  # step, total steps, mean loss of the step
+Progress = Callable[[int, int, float, float | None], None]  # step, total steps, its loss, a validation loss
 CHECKPOINT = "checkpoint.pt"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -96,14 +98,17 @@ def train(
     settings: FineTuneSettings,
     progress: Progress | None = None,
     cancelled: Callable[[], bool] = lambda: False,
+    validation: Sequence[Messages] = (),
 ) -> FineTuneResult:
     """Fine-tune the model folder ``base`` on ``records`` and save the adapter (or, full, the model and tokenizer)
     to ``out_dir``; checkpoints go to ``work_dir``. Raises ``InvalidParameters`` for records with no assistant
-    turn; returns early (no ``out_dir``) when ``cancelled`` turns true, after a checkpoint of the step it reached."""
+    turn; returns early (no ``out_dir``) when ``cancelled`` turns true, after a checkpoint of the step it reached.
+    ``validation`` records are scored at the end of each epoch (their mean loss, reported with that step)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=os.path.isdir(base))
     examples = [assistant_labels(tokenizer, messages, settings.max_length) for messages in records]
+    held = [assistant_labels(tokenizer, messages, settings.max_length) for messages in validation]
     for line, (_, labels) in enumerate(examples, start=1):
         if all(label == -100 for label in labels):
             raise InvalidParameters(f"Record {line} has no assistant turn to learn.", field="training_file")
@@ -128,8 +133,9 @@ def train(
         loss = _step(model, batch, pad, optimizer, schedule)
         step += 1
         losses = (losses if index else []) + [loss]
+        scored = _validation_loss(model, held, pad, settings.batch_size) if held and index == per_epoch - 1 else None
         if progress is not None:
-            progress(step, total, loss)
+            progress(step, total, loss, scored)
         stop = cancelled() and step < total
         if stop or step % settings.checkpoint_every == 0 or step == total:
             _checkpoint(work_dir, settings, len(examples), step, parameters, optimizer, schedule)
@@ -160,7 +166,20 @@ def _trainable(model: Any, settings: FineTuneSettings) -> Any:
     return get_peft_model(model, config)
 
 
-def _step(model: Any, batch: list[tuple[list[int], list[int]]], pad: int, optimizer: Any, schedule: Any) -> float:
+def _validation_loss(model: Any, held: list[tuple[list[int], list[int]]], pad: int, batch_size: int) -> float:
+    """The mean loss of the held-out records (the model back in training mode after)."""
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(held), batch_size):
+            batch = held[start : start + batch_size]
+            ids, labels, mask = _tensors(batch, pad)
+            total += float(model(input_ids=ids, attention_mask=mask, labels=labels).loss) * len(batch)
+    model.train()
+    return total / len(held)
+
+
+def _tensors(batch: list[tuple[list[int], list[int]]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     width = max(len(ids) for ids, _ in batch)
     ids = torch.full((len(batch), width), pad, dtype=torch.long)
     labels = torch.full((len(batch), width), -100, dtype=torch.long)
@@ -169,6 +188,11 @@ def _step(model: Any, batch: list[tuple[list[int], list[int]]], pad: int, optimi
         ids[row, : len(tokens)] = torch.tensor(tokens)
         labels[row, : len(targets)] = torch.tensor(targets)
         mask[row, : len(tokens)] = 1
+    return ids, labels, mask
+
+
+def _step(model: Any, batch: list[tuple[list[int], list[int]]], pad: int, optimizer: Any, schedule: Any) -> float:
+    ids, labels, mask = _tensors(batch, pad)
     loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
@@ -247,3 +271,32 @@ def _save(model: Any, tokenizer: Any, out_dir: str, settings: FineTuneSettings) 
         os.replace(building, target)
     finally:
         shutil.rmtree(building, ignore_errors=True)
+
+
+class TransformersTrainer(Trainer):
+    """The ``Trainer`` port for language models (an image LoRA is another trainer's)."""
+
+    def train(
+        self,
+        spec: TrainingSpec,
+        base_path: str,
+        records: list[list[dict[str, str]]],
+        out_dir: str,
+        work_dir: str,
+        report: Callable[[int, int, float, float | None], None],
+        cancelled: Callable[[], bool],
+        validation: list[list[dict[str, str]]] | None = None,
+    ) -> TrainOutcome:
+        if spec.kind is not TrainingKind.LLM_FINETUNE:
+            raise InvalidParameters(f"This trainer fine-tunes language models, not {spec.kind.value}.", field="kind")
+        settings = FineTuneSettings(
+            epochs=spec.epochs,
+            learning_rate=spec.learning_rate,
+            batch_size=spec.batch_size,
+            lora_rank=spec.lora_rank,
+            seed=spec.seed,
+            max_length=int(spec.extra.get("max_length", 512)),
+        )
+        result = train(base_path, records, out_dir, work_dir, settings, report, cancelled, validation or ())
+        total = math.ceil(len(records) / settings.batch_size) * settings.epochs
+        return TrainOutcome(result.steps, result.train_loss, result.resumed_from, result.steps >= total)

@@ -77,6 +77,16 @@ SECTIONS: list[tuple[str, dict[str, tuple[str, str, str]]]] = [
         },
     ),
     (
+        "Training",
+        {
+            "llm": (
+                "app.entrypoints.cli.llm",
+                "llm",
+                "Fine-tune a language model on chat records (a LoRA served as BASE:NAME); training jobs.",
+            ),
+        },
+    ),
+    (
         "Server and database",
         {
             "serve": ("app.entrypoints.cli.serve", "serve", "Serve the HTTP API and the studio page (and run jobs)."),

@@ -35,6 +35,7 @@ from app.domain.workers import WorkerInfo
 from app.entrypoints.library.edits import Edits
 from app.entrypoints.library.knowledge import Knowledge
 from app.entrypoints.library.prompts import Prompts
+from app.entrypoints.library.training import Training
 from app.ports.generation import InputImage, ModelCatalog
 from app.ports.job_events import JobWatch
 from app.ports.persistence import JobPage, JobReader
@@ -65,6 +66,7 @@ class Atelier:
         self.knowledge = Knowledge(self.container)
         self.edits = Edits(self.container)
         self.prompts = Prompts(self.container)
+        self.training = Training(self.container, self.worker_id, self._stopping)
 
     @classmethod
     def open(
@@ -120,6 +122,8 @@ class Atelier:
                 lambda job_ids, cancelled_of: run().run_batch(job_ids, cancelled_of),
             )
         self._worker_started = True
+        if not getattr(executor, "remote", False):  # a launcher of remote workers trains nothing itself
+            self.training.start()
         self.container.job_metrics().watch_models(self._loaded_models, self._model_loads)  # it holds pipelines now
         if self.settings.job_retention_days > 0:
             self._retention.start()
