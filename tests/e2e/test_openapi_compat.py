@@ -50,11 +50,20 @@ STATUSES: dict[tuple[str, str], set[int]] = {
     **{(path, "post"): {400, 401, 404, 413, 429, 500, 503} for path in OPENAI_TEXT},
     ("/v1/chat/completions", "post"): {400, 401, 404, 409, 413, 429, 500, 503},  # 409: NAME+knowledge, uncalibrated
     (PREDICT, "post"): {401, 413, 429, 460, 462, 469},
+    ("/v1/files", "post"): {400, 401, 413, 429, 503},
+    ("/v1/files/{file_id}", "get"): {401, 404, 429, 503},
+    ("/v1/fine_tuning/jobs", "post"): {400, 401, 404, 409, 413, 429, 503},
+    ("/v1/fine_tuning/jobs", "get"): {400, 401, 429, 503},  # 400: a bad `limit`
+    ("/v1/fine_tuning/jobs/{fine_tuning_job_id}", "get"): {401, 404, 429, 503},
+    ("/v1/fine_tuning/jobs/{fine_tuning_job_id}/events", "get"): {400, 401, 404, 429, 503},
+    ("/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel", "post"): {401, 404, 409, 429, 503},
 }
 ERROR_MODELS = {
     "/sdapi/": "A1111Error",
     OPENAI: "OpenAIError",
     **dict.fromkeys(OPENAI_TEXT, "OpenAIError"),
+    "/v1/files": "OpenAIError",
+    "/v1/fine_tuning": "OpenAIError",
     PREDICT: "DiffusersApiError",
 }
 SMALL = {"prompt": "猫", "steps": 1, "width": 64, "height": 64}

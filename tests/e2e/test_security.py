@@ -105,12 +105,20 @@ async def test_another_keys_resources_are_not_found(client: httpx.AsyncClient, k
     query = (
         await client.post("/v1/knowledge/queries", json={"question": "猫?", "retrieval": "never"}, headers=key(A))
     ).json()
+    record = b'{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n'
+    uploaded = await client.post(
+        "/v1/files", files={"file": ("a.jsonl", record)}, data={"purpose": "fine-tune"}, headers=key(A)
+    )
+    tuning = {"model": "tiny-llama", "training_file": uploaded.json()["id"], "suffix": "mine"}
+    fine_tuning = (await client.post("/v1/fine_tuning/jobs", json=tuning, headers=key(A))).json()
     values = {
         "job_id": job["id"],
         "image_id": done.images[0].id,
         "session_id": session["id"],
         "query_id": query["id"],
         "turn": "1",
+        "file_id": uploaded.json()["id"],
+        "fine_tuning_job_id": fine_tuning["id"],
     }
     checked = 0
     for method, template in operations(create_app(keyed)):

@@ -13,6 +13,7 @@ from app.entrypoints.http import (
     compat_diffusers_api,
     compat_openai,
     compat_openai_text,
+    compat_openai_training,
     control_maps,
     docs,
     edits,
@@ -84,7 +85,7 @@ def create_app(atelier: Atelier | None = None, *, close_on_shutdown: bool | None
     app.include_router(edits.router)
     app.include_router(prompt_sessions.router)
     app.include_router(system.router)
-    for compat in (compat_diffusers_api, compat_a1111, compat_openai, compat_openai_text):
+    for compat in (compat_diffusers_api, compat_a1111, compat_openai, compat_openai_text, compat_openai_training):
         app.include_router(compat.router)
     studio.install(app)
     docs.install(app)

@@ -341,7 +341,14 @@ def _openai(status: int, entry: Status) -> dict[str, Any]:
 
 
 OPENAI = Dialect(
-    prefixes=("/v1/images/generations", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"),
+    prefixes=(
+        "/v1/images/generations",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/files",
+        "/v1/fine_tuning",
+    ),
     model=OpenAIError,
     example=_openai,
     statuses={

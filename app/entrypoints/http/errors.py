@@ -86,7 +86,7 @@ def install(app: FastAPI) -> None:
         return dialect_error(request.url.path, status, error.code, error.message, headers, field)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
         problems = error.errors()
         first = problems[0] if problems else {}
         if first.get("type") == "json_invalid":
@@ -94,6 +94,8 @@ def install(app: FastAPI) -> None:
         location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
         field = ".".join(location) or None
         message = f"{field}: {first.get('msg', 'invalid value')}" if field else str(first.get("msg", "invalid request"))
+        if request.url.path.startswith(OPENAI.prefixes):  # a query parameter of OpenAI's API: its 400
+            return dialect_error(request.url.path, 422, "invalid_parameters", message, None, field)
         return JSONResponse(error_body("invalid_parameters", message, field), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)

@@ -218,6 +218,10 @@ def document(schema: dict[str, Any]) -> dict[str, Any]:
             operation["security"] = [] if is_public(path) else [dict(s) for s in SECURITY]
             responses: dict[str, Any] = operation.setdefault("responses", {})
             dialect = compat_schemas.dialect_of(path)
+            if dialect is compat_schemas.OPENAI and "422" in responses:  # OpenAI's bad input is a 400
+                del responses["422"]
+                if any(p.get("in") == "query" for p in operation.get("parameters", [])):  # a text path cannot fail
+                    responses.setdefault("400", dialect.response(400))
             if dialect is not None:
                 for status in map(dialect.status, _middleware_statuses(path, operation)):
                     responses.setdefault(str(status), dialect.response(status))
