@@ -37,3 +37,23 @@ def register_demo(atelier: Any, demo_models: dict[str, tuple[str, str]]) -> None
     """Register the session's demo models in another data dir, without rebuilding them."""
     for name, (path, kind) in demo_models.items():
         atelier.add_model(name, path, kind=kind, replace=True)
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """SmolLM2-135M-Instruct converted from its package's GGUF once per test session (the conversion itself is
+    tested in tests/integration/test_transformers_llm.py)."""
+    from app.adapters.transformers.smollm2 import smollm2_path
+
+    return smollm2_path(str(tmp_path_factory.mktemp("smollm2")))
+
+
+def seed_smollm2(data_dir: Any, folder: str) -> None:
+    """A data dir as after its first use of SmolLM2: the converted folder in place (linked, read only)."""
+    from pathlib import Path
+
+    from app.adapters.transformers.smollm2 import FOLDER
+
+    target = Path(data_dir) / "models" / "llm" / FOLDER
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(folder)

