@@ -421,3 +421,19 @@ def test_reply_models_cover_the_domain_fields(
     the reply model decides what the JSON holds, so a forgotten field would vanish from the replies."""
     fields = {f.name for f in dataclasses.fields(source)}  # type: ignore[arg-type]
     assert _names(model) == (fields - left_out) | added
+
+
+async def test_every_reference_resolves_inside_the_document(document: dict[str, Any]) -> None:
+    """A ``$ref`` into a schema's own ``$defs`` does not resolve in OpenAPI (ReDoc stops rendering on it)."""
+
+    def refs(node: Any) -> list[str]:
+        if isinstance(node, dict):
+            own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+            return own + [r for v in node.values() for r in refs(v)]
+        return [r for v in node for r in refs(v)] if isinstance(node, list) else []
+
+    for ref in refs(document):
+        assert ref.startswith("#/components/"), ref
+        target: Any = document
+        for part in ref.removeprefix("#/").split("/"):
+            target = target[part]

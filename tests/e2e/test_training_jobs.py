@@ -106,7 +106,7 @@ def test_a_job_killed_mid_run_resumes_from_its_checkpoint_to_the_same_adapter(tm
     with Atelier.open(data_dir=str(data_dir), start_worker=False, **settings) as atelier:
         atelier.add_model("tiny", llm, kind="llm")
     command = [sys.executable, "-m", "app.entrypoints.cli.main", "--data-dir", str(data_dir), "llm", "finetune"]
-    command += [str(facts / "train.jsonl"), "--base", "tiny", "--name", "facts", "--epochs", "40"]
+    command += [str(facts / "train.jsonl"), "--base", "tiny", "--name", "facts", "--epochs", "16"]
     command += ["--batch-size", "2", "--lora-rank", "4", "--learning-rate", "0.005", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ATELIER_LLM": "tiny", "ATELIER_EMBEDDER": "hashing"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -122,7 +122,7 @@ def test_a_job_killed_mid_run_resumes_from_its_checkpoint_to_the_same_adapter(tm
             process.send_signal(signal.SIGKILL)
             process.wait(10)
             killed = watcher.training.jobs().items[0]
-        assert killed.status is JobStatus.RUNNING and 22 <= killed.step < 240
+        assert killed.status is JobStatus.RUNNING and 22 <= killed.step < 96
     finally:
         if process.poll() is None:
             process.kill()
@@ -132,11 +132,11 @@ def test_a_job_killed_mid_run_resumes_from_its_checkpoint_to_the_same_adapter(tm
         events = worker.training.events(done.id)
         resumed = next(i for i, e in enumerate(events) if e.message == "resumed from its checkpoint")
         after = [e.step for e in events[resumed:] if e.kind is EventKind.METRICS]
-        assert done.attempts == 2 and after == list(range(21, 241))  # from the checkpoint, not from the start
+        assert done.attempts == 2 and after == list(range(21, 97))  # from the checkpoint, not from the start
         trained = Path(worker.model("facts", "llm-lora").path)
     records = parse_chat_records((facts / "train.jsonl").read_bytes())
     reference = tmp_path / "reference"
-    train(llm, records, str(reference), str(tmp_path / "work"), FineTuneSettings(40, 0.005, 2, 4))
+    train(llm, records, str(reference), str(tmp_path / "work"), FineTuneSettings(16, 0.005, 2, 4))
     ours = load_file(str(trained / "adapter_model.safetensors"))
     theirs = load_file(str(reference / "adapter_model.safetensors"))
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)

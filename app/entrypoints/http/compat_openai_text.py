@@ -26,7 +26,7 @@ from app.domain.chat import ChatMessage, Delta, Sampling, TokenLogprob
 from app.domain.errors import InvalidParameters, UnknownModel
 from app.entrypoints.http import deps
 from app.entrypoints.http.compat_openai import error_reply
-from app.entrypoints.http.compat_schemas import OPENAI
+from app.entrypoints.http.compat_schemas import OPENAI, request_body
 from app.entrypoints.library import Atelier
 from app.usecases.complete_text import Choice, CompleteText, KnowledgeAnswer, TextRun
 
@@ -34,25 +34,6 @@ router = APIRouter(tags=["openai"])
 ERRORS = (400, 404, 429, 500, 503)
 CHAT_ERRORS = (400, 404, 409, 429, 500, 503)
 DISCONNECT_POLL = 0.25  # seconds between checks that the client of a non-streamed reply is still there
-
-
-def _request(model: type[BaseModel]) -> dict[str, Any]:
-    """The documented body: the model's JSON Schema with its nested models written in place (a ``#/$defs`` reference
-    would not resolve inside the OpenAPI document)."""
-    schema = model.model_json_schema()
-    defs = schema.pop("$defs", {})
-
-    def inline(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref", "")
-            if ref.startswith("#/$defs/"):
-                return inline(defs[ref.removeprefix("#/$defs/")])
-            return {key: inline(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [inline(item) for item in node]
-        return node
-
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
 
 
 class UsageOut(BaseModel):
@@ -324,7 +305,7 @@ def _sse(chunks: Callable[[], AsyncIterator[dict[str, Any]]]) -> StreamingRespon
 @router.post(
     "/v1/chat/completions",
     summary="OpenAI-style chat completion (streamed with `stream`)",
-    openapi_extra=_request(ChatIn),
+    openapi_extra=request_body(ChatIn),
     **OPENAI.answers(
         ChatCompletionOut, "A `chat.completion`, or with `stream` its chunks as server-sent events.", *CHAT_ERRORS
     ),
@@ -437,7 +418,7 @@ def _knowledge_reply(answer: KnowledgeAnswer, stream: bool, usage_wanted: bool) 
 @router.post(
     "/v1/completions",
     summary="OpenAI-style text completion (streamed with `stream`)",
-    openapi_extra=_request(CompletionIn),
+    openapi_extra=request_body(CompletionIn),
     **OPENAI.answers(CompletionOut, "A `text_completion`, or with `stream` its chunks as server-sent events.", *ERRORS),
 )
 async def completions(body: Body, atelier: AtelierDep, request: Request) -> Any:
@@ -504,7 +485,7 @@ _WORD = re.compile(r"[\u3400-\u9fff]|[^\s\u3400-\u9fff]+")
 @router.post(
     "/v1/embeddings",
     summary="OpenAI-style embeddings (the knowledge embedder)",
-    openapi_extra=_request(EmbeddingsIn),
+    openapi_extra=request_body(EmbeddingsIn),
     **OPENAI.answers(EmbeddingsOut, "A list of `embedding` objects, as floats or base64.", *ERRORS),
 )
 async def embeddings(body: Body, atelier: AtelierDep, request: Request) -> Any:

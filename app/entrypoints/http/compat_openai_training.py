@@ -23,7 +23,7 @@ from app.domain.errors import InvalidParameters
 from app.domain.training import StoredFile, TrainingEvent, TrainingJob, TrainingJobNotFound, TrainingKind, TrainingSpec
 from app.entrypoints.http import deps
 from app.entrypoints.http.compat_openai import error_reply
-from app.entrypoints.http.compat_schemas import OPENAI
+from app.entrypoints.http.compat_schemas import OPENAI, request_body
 from app.entrypoints.library import Atelier
 
 router = APIRouter(tags=["openai"])
@@ -245,9 +245,7 @@ def get_file(file_id: str, request: Request, atelier: AtelierDep) -> Any:
 @router.post(
     "/v1/fine_tuning/jobs",
     summary="OpenAI-style fine-tuning job",
-    openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": FineTuneIn.model_json_schema()}}}
-    },
+    openapi_extra=request_body(FineTuneIn),
     **OPENAI.answers(FineTuneJobOut, "The queued job (in the database before the reply).", 400, 404, 409, 503),
 )
 async def create_job(request: Request, atelier: AtelierDep) -> Any:

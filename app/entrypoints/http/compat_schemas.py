@@ -448,3 +448,22 @@ ERROR_MODELS: tuple[type[BaseModel], ...] = (A1111Error, OpenAIError, DiffusersA
 def dialect_of(path: str) -> Dialect | None:
     """The compatible API that owns ``path`` (the same prefixes ``errors.dialect_error`` reads), or None."""
     return next((d for d in DIALECTS if path.startswith(d.prefixes)), None)
+
+
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The documented body: the model's JSON Schema with its nested models written in place (a ``#/$defs`` reference
+    would not resolve inside the OpenAPI document)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
