@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.domain.errors import InvalidParameters, UnknownModel
+from app.domain.families import PROFILES, Capability
 from app.domain.models import ModelKind
 from app.domain.training import TrainingKind
 from app.ports.generation import ModelCatalog
@@ -30,12 +31,13 @@ def files(settings: Settings) -> FileStore:
 
 
 def base_models(settings: Settings, catalog: ModelCatalog) -> BaseModels:
-    """A language model by the name chat requests give it (the served one, or another registered one)."""
+    """For a language model, the model by the name chat requests give it (the served one, or another registered one);
+    for an image LoRA, a registered image model of a family whose LoRAs can be trained."""
     from app.composition.knowledge import default_llm_path, llm_name
 
     def folder(kind: TrainingKind, name: str) -> str:
-        if kind is not TrainingKind.LLM_FINETUNE:
-            raise InvalidParameters("Training image LoRAs is not available yet.", code="unsupported_training")
+        if kind is TrainingKind.IMAGE_LORA:
+            return image_base(name)
         if name in (llm_name(settings, catalog), settings.llm):
             return default_llm_path(settings, catalog)
         try:
@@ -46,12 +48,30 @@ def base_models(settings: Settings, catalog: ModelCatalog) -> BaseModels:
                 "registered with `atelier models add NAME PATH --kind llm`."
             ) from None
 
+    def image_base(name: str) -> str:
+        try:
+            model = catalog.get(name, ModelKind.BASE)
+        except UnknownModel:
+            raise UnknownModel(
+                f"No image model named {name!r}: train on one listed by `atelier models list` (kind base)."
+            ) from None
+        if not model.profile.supports(Capability.LORA_TRAINING):
+            trainable = ", ".join(p.label for p in PROFILES.values() if p.supports(Capability.LORA_TRAINING))
+            raise InvalidParameters(
+                f"LoRAs of {model.profile.label} models cannot be trained yet; trainable families: {trainable}.",
+                code="unsupported_training",
+                field="base_model",
+            )
+        return model.path
+
     return folder
 
 
 def trainer(kind: TrainingKind) -> Trainer:
-    if kind is not TrainingKind.LLM_FINETUNE:
-        raise InvalidParameters("Training image LoRAs is not available yet.", code="unsupported_training")
+    if kind is TrainingKind.IMAGE_LORA:
+        from app.adapters.diffusers.lora_training import DiffusersLoraTrainer
+
+        return DiffusersLoraTrainer()
     from app.adapters.transformers.finetune import TransformersTrainer
 
     return TransformersTrainer()

@@ -9,10 +9,10 @@ from app.demo_world.scenes import (
     SceneObject,
 )
 from app.demo_world.vocabulary import (
+    ALL_COLOURS,
     BACKGROUNDS,
     COLOUR_EN,
     COLOUR_ZH,
-    COLOURS,
     POSITION_EN,
     POSITION_ZH,
     SHAPE_EN,
@@ -111,7 +111,7 @@ def parse_caption(text: str) -> Scene:
     result = []
     for attrs in objects:
         shape, colour = attrs.get("shape"), attrs.get("colour")
-        if not isinstance(shape, str) or not isinstance(colour, str) or colour not in COLOURS:
+        if not isinstance(shape, str) or not isinstance(colour, str) or colour not in ALL_COLOURS:
             continue
         position, size, styles = attrs.get("position"), attrs.get("size"), attrs.get("styles")
         result.append(

@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from app.demo_world.vocabulary import (
+    ALL_COLOURS,
     BACKGROUNDS,
     COLOUR_EN,
     COLOUR_ZH,
@@ -43,7 +44,7 @@ class SceneObject:
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
             raise ValueError(f"unknown shape {self.shape!r}")
-        if self.colour not in COLOURS:
+        if self.colour not in ALL_COLOURS:
             raise ValueError(f"unknown colour {self.colour!r}")
         if self.position is not None and self.position not in POSITIONS:
             raise ValueError(f"unknown position {self.position!r}")
@@ -83,7 +84,7 @@ def is_held_out(obj: SceneObject) -> bool:
     The rule covers every colour, shape and position (36 of the 360 triples), so the held-out
     prompts measure composition of attributes the model has seen, never an unseen word.
     """
-    if obj.position is None:
+    if obj.position is None or obj.colour not in COLOURS:
         return False
     c, s, p = COLOURS.index(obj.colour), SHAPES.index(obj.shape), POSITIONS.index(obj.position)
     return (3 * c + 7 * s + p) % 10 == 0
@@ -103,13 +104,14 @@ class SceneSampler:
     split: str = "train"
     two_object_rate: float = 0.4
     style_rate: float = 0.15
+    colours: tuple[str, ...] = COLOURS
     background_weights: dict[str, float] = field(
         default_factory=lambda: {"gray": 0.55, "white": 0.15, "black": 0.15, "blue": 0.15}
     )
 
     def _object(self, background: str, taken: list[str], held_out: bool | None) -> SceneObject:
         while True:
-            colour = self.rng.choice(COLOURS)
+            colour = self.rng.choice(self.colours)
             if colour == background:
                 continue
             obj = SceneObject(

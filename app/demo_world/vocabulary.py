@@ -5,6 +5,10 @@ from __future__ import annotations
 
 SHAPES = ("circle", "square", "triangle", "star", "heart")
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "black", "white")
+# Colours the demo model was never shown: scenes, captions and the checker know them, so a LoRA trained on a few
+# scenes can teach one (docs/training.md). Samplers draw from ``COLOURS`` unless told otherwise.
+NEW_COLOURS = ("pink",)
+ALL_COLOURS = COLOURS + NEW_COLOURS
 # Row-major 3x3 grid.
 POSITIONS = (
     "top-left",
@@ -40,6 +44,7 @@ COLOUR_ZH = {
     "black": "黑",
     "white": "白",
     "gray": "灰",
+    "pink": "粉",
 }
 POSITION_ZH = {
     "top-left": ("左上", "左上角", "左上方"),
@@ -69,4 +74,4 @@ POSITION_EN = {
 }
 SIZE_EN = {"large": ("big", "large"), "small": ("small", "little")}
 STYLE_EN = {"outline": ("outlined", "outline"), "gradient": ("gradient",), "shadow": ("shadowed", "shadow")}
-COLOUR_EN = {name: (name, "grey") if name == "gray" else (name,) for name in (*COLOURS, "gray")}
+COLOUR_EN = {name: (name, "grey") if name == "gray" else (name,) for name in (*ALL_COLOURS, "gray")}

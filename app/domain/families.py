@@ -47,6 +47,7 @@ class Capability(StrEnum):
     HIRES = "hires"  # A1111's hires fix: generate, enlarge, denoise again (needs text-to-image and img2img)
     LATENT_UPSCALE = "latent_upscale"  # hires fix enlarging the latents (A1111's "Latent" upscalers)
     CLIP_SKIP = "clip_skip"  # read an earlier layer of the CLIP text encoder
+    LORA_TRAINING = "lora_training"  # LoRAs of it can be trained from captioned images (docs/training.md)
 
 
 class GuidanceKind(StrEnum):
@@ -113,6 +114,7 @@ PROFILES: dict[Family, FamilyProfile] = {
                 C.HIRES,
                 C.LATENT_UPSCALE,
                 C.CLIP_SKIP,
+                C.LORA_TRAINING,
             ),
             GuidanceKind.CFG,
             size=512,

@@ -64,6 +64,68 @@ class TrainingSpec:
         if self.kind is TrainingKind.IMAGE_LORA and self.lora_rank == 0:
             message = "An image model is trained as a LoRA: lora_rank must be 1 or more."
             raise InvalidParameters(message, field="lora_rank")
+        if self.kind is TrainingKind.IMAGE_LORA:
+            _check_image_options(self.extra)
+
+
+IMAGE_CROPS = ("center", "bucket")
+IMAGE_OPTIONS = (
+    "resolution",
+    "crop",
+    "trigger_word",
+    "train_text_encoder",
+    "sample_prompts",
+    "sample_steps",
+    "checkpoint_every",
+)
+
+
+def _check_image_options(extra: dict[str, Any]) -> None:
+    """The options of an image LoRA (``TrainingSpec.extra``): each of the right type and range, no unknown one."""
+
+    def need(ok: bool, message: str, name: str) -> None:
+        if not ok:
+            raise InvalidParameters(message, field=name)
+
+    def integer(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    unknown = sorted(set(extra) - set(IMAGE_OPTIONS))
+    need(not unknown, f"Unknown option {unknown[0] if unknown else ''!r} for an image LoRA.", "extra")
+    resolution = extra.get("resolution")
+    need(
+        resolution is None or (integer(resolution) and 32 <= resolution <= 2048),
+        "resolution: 32 to 2048.",
+        "resolution",
+    )
+    need(extra.get("crop") in (None, *IMAGE_CROPS), f"crop must be one of {', '.join(IMAGE_CROPS)}.", "crop")
+    trigger = extra.get("trigger_word")
+    need(
+        trigger is None or (isinstance(trigger, str) and 0 < len(trigger.strip()) <= 64),
+        "trigger_word: 1 to 64 characters.",
+        "trigger_word",
+    )
+    need(
+        isinstance(extra.get("train_text_encoder", False), bool),
+        "train_text_encoder must be true or false.",
+        "train_text_encoder",
+    )
+    prompts = extra.get("sample_prompts") or []
+    need(
+        isinstance(prompts, list | tuple)
+        and len(prompts) <= 8
+        and all(isinstance(p, str) and 0 < len(p) <= 1000 for p in prompts),
+        "sample_prompts: at most 8 prompts of 1 to 1000 characters.",
+        "sample_prompts",
+    )
+    steps = extra.get("sample_steps")
+    need(steps is None or (integer(steps) and 1 <= steps <= 100), "sample_steps must be 1 to 100.", "sample_steps")
+    every = extra.get("checkpoint_every")
+    need(
+        every is None or (integer(every) and 1 <= every <= 100_000),
+        "checkpoint_every must be 1 to 100000.",
+        "checkpoint_every",
+    )
 
 
 _ID = re.compile(r"[0-9a-f]{32}")
@@ -161,6 +223,7 @@ class TrainingJob:
 class EventKind(StrEnum):
     METRICS = "metrics"  # a step's training loss (and a validation loss, when measured)
     MESSAGE = "message"  # a stage began or ended, a checkpoint was written, the job resumed
+    SAMPLE = "sample"  # sample images rendered at a checkpoint (an image LoRA with sample prompts)
 
 
 @dataclass(frozen=True)
@@ -173,6 +236,7 @@ class TrainingEvent:
     step: int | None = None
     loss: float | None = None
     validation_loss: float | None = None
+    images: tuple[str, ...] = ()  # a sample event's image file names, in the order of the sample prompts
 
 
 class FileNotFound(NotFound):
@@ -193,7 +257,8 @@ class StoredFile:
     records: int
 
 
-FILE_PURPOSES = ("fine-tune",)
+FILE_PURPOSES = ("fine-tune", "image-lora")  # chat records (JSONL); captioned images (a zip archive)
+PURPOSE_OF = {TrainingKind.LLM_FINETUNE: "fine-tune", TrainingKind.IMAGE_LORA: "image-lora"}
 ROLES = ("system", "developer", "user", "assistant")
 MAX_RECORDS = 100_000
 

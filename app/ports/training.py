@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from app.domain.training import EventKind, StoredFile, TrainingEvent, TrainingJob, TrainingSpec
 
@@ -48,6 +48,7 @@ class TrainingJobStore(Protocol):
         step: int | None = None,
         loss: float | None = None,
         validation_loss: float | None = None,
+        images: tuple[str, ...] = (),
     ) -> TrainingEvent: ...
 
     def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[TrainingEvent]:
@@ -75,15 +76,18 @@ class Trainer(Protocol):
         self,
         spec: TrainingSpec,
         base_path: str,
-        records: list[list[dict[str, str]]],
+        records: list[Any],
         out_dir: str,
         work_dir: str,
         report: Callable[[int, int, float, float | None], None],
         cancelled: Callable[[], bool],
         validation: list[list[dict[str, str]]] | None = None,
+        samples: Callable[[int, list[str]], None] | None = None,
     ) -> TrainOutcome:
         """``report(step, total, loss, validation_loss)`` after each step (a validation loss at each epoch's end,
-        when ``validation`` records are given); ``cancelled`` is asked after each step."""
+        when ``validation`` records are given); ``cancelled`` is asked after each step; ``samples(step, names)``
+        after sample images were written to ``work_dir/samples`` (image models, when sample prompts are set).
+        ``records`` are chat records for a language model, ``CaptionedImage``s for an image model."""
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,10 @@ import errno
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from app.domain.errors import AtelierError
+from app.domain.errors import AtelierError, NotFound
+from app.domain.image_dataset import parse_image_archive
 from app.domain.models import ModelKind
 from app.domain.training import EventKind, TrainingJob, TrainingKind, parse_chat_records
 from app.ports.clock import Clock
@@ -24,6 +26,11 @@ from app.ports.training import FileStore, Trainer, TrainingJobStore
 from app.usecases.submit_training import BaseModels
 
 log = logging.getLogger(__name__)
+
+
+class SampleNotFound(NotFound):
+    code = "sample_not_found"
+    default_message = "No such sample image."
 
 
 class RunTraining:
@@ -53,7 +60,12 @@ class RunTraining:
         out = self._results_root / spec.result_name
         self._event(job, "resumed from its checkpoint" if job.attempts > 1 else "started")
         try:
-            records = parse_chat_records(self._files.read(spec.training_file), "training_file")
+            data = self._files.read(spec.training_file)
+            records: list[Any]
+            if spec.kind is TrainingKind.IMAGE_LORA:
+                records = parse_image_archive(data, "training_file")
+            else:
+                records = parse_chat_records(data, "training_file")
             held = None
             if spec.validation_file:
                 held = parse_chat_records(self._files.read(spec.validation_file), "validation_file")
@@ -67,6 +79,7 @@ class RunTraining:
                 lambda *step: self._report(job, *step),
                 self._cancelled(job),
                 held,
+                lambda step, names: self._samples(job, step, names),
             )
             if not outcome.finished:
                 self._event(job, f"cancelled at step {outcome.steps}")
@@ -101,6 +114,20 @@ class RunTraining:
         self._store.update(job.id, lambda j: j.report(step, total, loss, now))
         message = f"step {step}/{total}: loss {loss:.4f}" + (f", validation {validation:.4f}" if validation else "")
         self._store.add_event(job.id, EventKind.METRICS, message, now, step, loss, validation)
+
+    def _samples(self, job: TrainingJob, step: int, names: list[str]) -> None:
+        message = f"step {step}: {len(names)} sample image{'s' if len(names) != 1 else ''}"
+        self._store.add_event(job.id, EventKind.SAMPLE, message, self._clock.now(), step, images=tuple(names))
+
+    def sample(self, job_id: str, owner: str | None, name: str) -> bytes:
+        """A sample image of the owner's job by the name its event gives; raises ``TrainingJobNotFound`` (also for
+        another owner's job) or ``NotFound`` (no such sample)."""
+        job = self._store.get(job_id, owner)
+        known = {image for event in self._store.events(job.id) for image in event.images}
+        path = self._work_root / job.id / "samples" / name
+        if name not in known or not path.is_file():
+            raise SampleNotFound(f"No sample {name!r} of training job {job_id}.")
+        return path.read_bytes()
 
     def _cancelled(self, job: TrainingJob) -> Callable[[], bool]:
         return lambda: self._store.get(job.id).cancel_requested

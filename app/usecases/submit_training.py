@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from app.domain.errors import ModelAlreadyRegistered, UnknownModel
+from app.domain.errors import InvalidParameters, ModelAlreadyRegistered, UnknownModel
+from app.domain.image_dataset import parse_image_archive, training_captions
 from app.domain.models import ModelKind
-from app.domain.training import TrainingJob, TrainingKind, TrainingSpec
+from app.domain.training import PURPOSE_OF, TrainingJob, TrainingKind, TrainingSpec
 from app.ports.clock import Clock
 from app.ports.generation import ModelCatalog
 from app.ports.training import FileStore, TrainingJobStore
@@ -33,11 +34,19 @@ class SubmitTraining:
         self._clock, self._wake = clock, wake
 
     def __call__(self, owner: str, spec: TrainingSpec) -> TrainingJob:
-        """Raises ``InvalidParameters`` (bad values), ``FileNotFound`` (a file that is not the owner's),
+        """Raises ``InvalidParameters`` (bad values, a file of the wrong purpose, images without captions and no
+        trigger word, a base family whose LoRAs cannot be trained), ``FileNotFound`` (a file that is not the owner's),
         ``UnknownModel`` (the base) and ``ModelAlreadyRegistered`` (the result's name)."""
-        self._files.get(spec.training_file, owner)
-        if spec.validation_file:
-            self._files.get(spec.validation_file, owner)
+        for name, file_id in (("training_file", spec.training_file), ("validation_file", spec.validation_file)):
+            if file_id and self._files.get(file_id, owner).purpose != PURPOSE_OF[spec.kind]:
+                raise InvalidParameters(
+                    f"{file_id} was not uploaded for {spec.kind.value} (purpose {PURPOSE_OF[spec.kind]}).", field=name
+                )
+        if spec.kind is TrainingKind.IMAGE_LORA:
+            if spec.validation_file:
+                raise InvalidParameters("An image LoRA takes no validation file.", field="validation_file")
+            images = parse_image_archive(self._files.read(spec.training_file), "training_file")
+            training_captions(images, spec.extra.get("trigger_word"), "training_file")  # captions all there
         self._base_models(spec.kind, spec.base_model)
         if self._taken(spec.result_name):  # one namespace for every kind of model
             raise ModelAlreadyRegistered(

@@ -79,7 +79,7 @@ from app.adapters.demo_world.render import BACKGROUND_RGB, RGB, SIZE
 from app.demo_world.integrity import IntegrityReport, integrity
 from app.demo_world.parsing import parse_caption
 from app.demo_world.scenes import Scene, SceneObject, position_at
-from app.demo_world.vocabulary import COLOURS, SHAPES
+from app.demo_world.vocabulary import ALL_COLOURS, COLOURS, SHAPES
 from app.ports.generation import RgbImage
 from app.ports.scenes import SceneReader
 
@@ -141,18 +141,18 @@ def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.n
 
 
 def _colour_distances(pixels: np.ndarray) -> np.ndarray:
-    """(n, len(COLOURS)): distance of each pixel from each colour's fill or gradient ramp."""
-    out = np.empty((len(pixels), len(COLOURS)))
-    for j, name in enumerate(COLOURS):
+    """(n, len(ALL_COLOURS)): distance of each pixel from each colour's fill or gradient ramp."""
+    out = np.empty((len(pixels), len(ALL_COLOURS)))
+    for j, name in enumerate(ALL_COLOURS):
         ramp, _ = _segment_distance(pixels, *_RAMPS[name])
         out[:, j] = np.minimum(np.linalg.norm(pixels - _FILLS[name], axis=1), ramp)
     return out
 
 
 def _majority_colour(pixels: np.ndarray, weights: np.ndarray | None = None) -> tuple[int, np.ndarray]:
-    """Index in COLOURS of the weighted vote of ``pixels``, and each pixel's own nearest colour."""
+    """Index in ALL_COLOURS of the weighted vote of ``pixels``, and each pixel's own nearest colour."""
     nearest = _colour_distances(pixels).argmin(axis=1)
-    return int(np.bincount(nearest, weights=weights, minlength=len(COLOURS)).argmax()), nearest
+    return int(np.bincount(nearest, weights=weights, minlength=len(ALL_COLOURS)).argmax()), nearest
 
 
 def _background(img: np.ndarray) -> tuple[np.ndarray, str | None]:
@@ -361,7 +361,7 @@ def _describe(img: np.ndarray, blob: Blob, background: np.ndarray) -> SceneObjec
     depth = cv2.distanceTransform(np.pad(blob.region.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
     interior = depth >= min(2.5, float(depth.max()))
     best, nearest = _majority_colour(f[interior], weights=depth[interior] ** 2)
-    colour = COLOURS[best]
+    colour = ALL_COLOURS[best]
     fill_pixels = interior.copy()
     fill_pixels[interior] = nearest == best  # not the interior pixels of an outline
     outline = _has_outline(f, depth, fill_pixels, colour, background)

@@ -34,6 +34,7 @@ RGB = {
     "purple": (150, 50, 200),
     "black": (20, 20, 20),
     "white": (245, 245, 245),
+    "pink": (245, 120, 180),  # a new colour (NEW_COLOURS): the demo model never saw it
 }
 BACKGROUND_RGB = {"gray": (128, 128, 128), "white": (245, 245, 245), "black": (20, 20, 20), "blue": (60, 110, 200)}
 # Scenes with a blue background never hold a blue shape; the two blues also differ enough to be read apart.

@@ -70,12 +70,13 @@ class InMemoryTrainingJobStore(TrainingJobStore):
         step: int | None = None,
         loss: float | None = None,
         validation_loss: float | None = None,
+        images: tuple[str, ...] = (),
     ) -> TrainingEvent:
         with self._lock:
             if job_id not in self._jobs:
                 raise TrainingJobNotFound(f"No training job {job_id}.")
             events = self._events[job_id]
-            event = TrainingEvent(job_id, len(events) + 1, now, kind, message, step, loss, validation_loss)
+            event = TrainingEvent(job_id, len(events) + 1, now, kind, message, step, loss, validation_loss, images)
             events.append(event)
             return event
 

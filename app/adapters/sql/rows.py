@@ -371,5 +371,6 @@ class TrainingEventRow(Base):
     step: Mapped[int | None] = mapped_column(Integer)
     loss: Mapped[float | None] = mapped_column(Float)
     validation_loss: Mapped[float | None] = mapped_column(Float)
+    images: Mapped[list[str] | None] = mapped_column(JSON)  # a sample event's image file names
 
-    __table_args__ = (CheckConstraint("kind IN ('metrics', 'message')", name="kind"),)
+    __table_args__ = (CheckConstraint("kind IN ('metrics', 'message', 'sample')", name="kind"),)

@@ -80,6 +80,7 @@ def _event(row: TrainingEventRow) -> TrainingEvent:
         step=row.step,
         loss=row.loss,
         validation_loss=row.validation_loss,
+        images=tuple(row.images or ()),
     )
 
 
@@ -150,6 +151,7 @@ class SqlTrainingJobStore(TrainingJobStore):
         step: int | None = None,
         loss: float | None = None,
         validation_loss: float | None = None,
+        images: tuple[str, ...] = (),
     ) -> TrainingEvent:
         last = select(func.max(TrainingEventRow.seq)).where(TrainingEventRow.job_id == job_id)
         with translate_errors(), self._sessions.begin() as session:
@@ -165,6 +167,7 @@ class SqlTrainingJobStore(TrainingJobStore):
                 step=step,
                 loss=loss,
                 validation_loss=validation_loss,
+                images=list(images) or None,
             )
             session.add(row)
             session.flush()

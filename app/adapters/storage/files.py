@@ -1,5 +1,5 @@
 """Uploaded data files in the data directory: ``files/<id>`` holds the bytes, ``files/<id>.json`` what is known of
-them (owner, name, purpose, size, records). Both are written aside and moved in place."""
+them (owner, name, purpose, size, records: chat records or images). Both are written aside and moved in place."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from app.domain.errors import InvalidParameters
+from app.domain.image_dataset import parse_image_archive
 from app.domain.training import FILE_PURPOSES, FileNotFound, StoredFile, parse_chat_records
 from app.ports.training import FileStore
 
@@ -28,15 +29,17 @@ class LocalFileStore(FileStore):
             raise InvalidParameters(f"purpose must be one of {', '.join(FILE_PURPOSES)}.", field="purpose")
         if len(data) > MAX_BYTES:
             raise InvalidParameters(f"A file holds at most {MAX_BYTES // 2**20} MiB.", field="file")
-        records = parse_chat_records(data)
+        images = purpose == "image-lora"
+        records = len(parse_image_archive(data) if images else parse_chat_records(data))
+        default = "images.zip" if images else "data.jsonl"
         stored = StoredFile(
             id=f"file-{uuid.uuid4().hex}",
             owner=owner,
-            filename=os.path.basename(filename or "data.jsonl")[:255],
+            filename=os.path.basename(filename or default)[:255],
             purpose=purpose,
             bytes=len(data),
             created_at=now,
-            records=len(records),
+            records=records,
         )
         self._root.mkdir(parents=True, exist_ok=True)
         self._write(self._root / stored.id, data)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,13 +22,13 @@ from typing import Any
 
 import torch
 
+from app.adapters.training_state import resume_checkpoint, save_checkpoint, write_whole
 from app.domain.errors import InvalidParameters
 from app.domain.training import TrainingKind, TrainingSpec
 from app.ports.training import Trainer, TrainOutcome
 
 Messages = Sequence[dict[str, str]]
 Progress = Callable[[int, int, float, float | None], None]  # step, total steps, its loss, a validation loss
-CHECKPOINT = "checkpoint.pt"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -122,7 +120,8 @@ def train(
     warmup = min(20, max(1, total // 10))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
-    step = resumed = _resume(work_dir, settings, len(examples), parameters, optimizer, schedule)
+    fingerprint = _fingerprint(settings, len(examples))
+    step = resumed = resume_checkpoint(work_dir, fingerprint, parameters, optimizer, schedule)
     losses: list[float] = []
     model.train()
     while step < total:
@@ -138,7 +137,7 @@ def train(
             progress(step, total, loss, scored)
         stop = cancelled() and step < total
         if stop or step % settings.checkpoint_every == 0 or step == total:
-            _checkpoint(work_dir, settings, len(examples), step, parameters, optimizer, schedule)
+            save_checkpoint(work_dir, fingerprint, step, parameters, optimizer, schedule)
         if stop:
             return FineTuneResult(out_dir, step, sum(losses) / len(losses), resumed)
     model.eval()
@@ -206,71 +205,13 @@ def _fingerprint(settings: FineTuneSettings, records: int) -> dict[str, Any]:
     return {**asdict(settings), "records": records}
 
 
-def _checkpoint(
-    work_dir: str,
-    settings: FineTuneSettings,
-    records: int,
-    step: int,
-    parameters: list[torch.nn.Parameter],
-    optimizer: Any,
-    schedule: Any,
-) -> None:
-    Path(work_dir).mkdir(parents=True, exist_ok=True)
-    state = {
-        "fingerprint": _fingerprint(settings, records),
-        "step": step,
-        "parameters": [p.detach().clone() for p in parameters],
-        "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-    }
-    fd, tmp = tempfile.mkstemp(dir=work_dir, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, Path(work_dir) / CHECKPOINT)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _resume(
-    work_dir: str,
-    settings: FineTuneSettings,
-    records: int,
-    parameters: list[torch.nn.Parameter],
-    optimizer: Any,
-    schedule: Any,
-) -> int:
-    path = Path(work_dir) / CHECKPOINT
-    if not path.is_file():
-        return 0
-    state = torch.load(path, weights_only=False)
-    if state.get("fingerprint") != _fingerprint(settings, records):
-        raise InvalidParameters(
-            f"The checkpoint in {work_dir} is of another run (other records or settings); start in another folder."
-        )
-    with torch.no_grad():
-        for parameter, saved in zip(parameters, state["parameters"], strict=True):
-            parameter.copy_(saved)
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    torch.set_rng_state(state["torch_rng"])
-    return int(state["step"])
-
-
 def _save(model: Any, tokenizer: Any, out_dir: str, settings: FineTuneSettings) -> None:
-    target = Path(out_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        model.save_pretrained(building)
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
         if settings.lora_rank == 0:
-            tokenizer.save_pretrained(building)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(building, target)
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
+            tokenizer.save_pretrained(folder)
+
+    write_whole(out_dir, write)
 
 
 class TransformersTrainer(Trainer):
@@ -280,12 +221,13 @@ class TransformersTrainer(Trainer):
         self,
         spec: TrainingSpec,
         base_path: str,
-        records: list[list[dict[str, str]]],
+        records: list[Any],
         out_dir: str,
         work_dir: str,
         report: Callable[[int, int, float, float | None], None],
         cancelled: Callable[[], bool],
         validation: list[list[dict[str, str]]] | None = None,
+        samples: Callable[[int, list[str]], None] | None = None,
     ) -> TrainOutcome:
         if spec.kind is not TrainingKind.LLM_FINETUNE:
             raise InvalidParameters(f"This trainer fine-tunes language models, not {spec.kind.value}.", field="kind")

@@ -75,20 +75,25 @@ def finetune(
     )
     job = atelier.training.submit(spec)
     if not no_wait:
-        job = _follow(atelier, job, quiet or as_json)
+        job = follow(atelier, job, quiet or as_json, "fine-tuning")
     if as_json:
         echo_json(to_plain(job))
     elif no_wait:
         click.echo(job.id)
     elif job.status.value == "succeeded":
         click.echo(f"fine-tuned {job.spec.base_model} in {job.step} steps (loss {job.loss:.4f}): {job.result_model}")
+    fail_unless_succeeded(job)
+
+
+def fail_unless_succeeded(job: TrainingJob) -> None:
     if job.status.finished and job.status.value != "succeeded":
         message = job.error_message or f"the job was {job.status.value}"
         raise click.ClickException(f"training job {job.id} {job.status.value}: {message}")
 
 
-def _follow(atelier: Atelier, job: TrainingJob, quiet: bool) -> TrainingJob:
-    bar = Progress("fine-tuning", "steps", quiet, leave=True)
+def follow(atelier: Atelier, job: TrainingJob, quiet: bool, label: str) -> TrainingJob:
+    """Show a training job's progress (steps and loss) on stderr until it ends; Ctrl-C cancels it."""
+    bar = Progress(label, "steps", quiet, leave=True)
     try:
         while not job.status.finished:
             time.sleep(0.5)

@@ -84,6 +84,11 @@ SECTIONS: list[tuple[str, dict[str, tuple[str, str, str]]]] = [
                 "llm",
                 "Fine-tune a language model on chat records (a LoRA served as BASE:NAME); training jobs.",
             ),
+            "lora": (
+                "app.entrypoints.cli.lora",
+                "lora",
+                "Train an image LoRA on your captioned pictures (usable at once as <lora:NAME:0.8>).",
+            ),
         },
     ),
     (

@@ -26,6 +26,7 @@ from app.entrypoints.http import (
     scenes,
     studio,
     system,
+    trainings,
     uploads,
 )
 from app.entrypoints.http.auth import AuthMiddleware
@@ -83,6 +84,7 @@ def create_app(atelier: Atelier | None = None, *, close_on_shutdown: bool | None
     app.include_router(scenes.router)
     app.include_router(knowledge.router)
     app.include_router(edits.router)
+    app.include_router(trainings.router)
     app.include_router(prompt_sessions.router)
     app.include_router(system.router)
     for compat in (compat_diffusers_api, compat_a1111, compat_openai, compat_openai_text, compat_openai_training):

@@ -20,7 +20,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from app.domain.errors import InvalidParameters
-from app.domain.training import StoredFile, TrainingEvent, TrainingJob, TrainingJobNotFound, TrainingKind, TrainingSpec
+from app.domain.training import (
+    FILE_PURPOSES,
+    StoredFile,
+    TrainingEvent,
+    TrainingJob,
+    TrainingJobNotFound,
+    TrainingKind,
+    TrainingSpec,
+)
 from app.entrypoints.http import deps
 from app.entrypoints.http.compat_openai import error_reply
 from app.entrypoints.http.compat_schemas import OPENAI, request_body
@@ -192,7 +200,7 @@ def _spec(body: FineTuneIn) -> TrainingSpec:
 
 @router.post(
     "/v1/files",
-    summary="OpenAI-style file upload (purpose fine-tune)",
+    summary="OpenAI-style file upload (purpose fine-tune, or image-lora)",
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -203,7 +211,7 @@ def _spec(body: FineTuneIn) -> TrainingSpec:
                         "required": ["file", "purpose"],
                         "properties": {
                             "file": {"type": "string", "format": "binary"},
-                            "purpose": {"type": "string", "enum": ["fine-tune"]},
+                            "purpose": {"type": "string", "enum": list(FILE_PURPOSES)},
                         },
                     }
                 }
@@ -213,8 +221,10 @@ def _spec(body: FineTuneIn) -> TrainingSpec:
     **OPENAI.answers(FileOut, "The stored file.", 400, 503),
 )
 async def create_file(request: Request, atelier: AtelierDep) -> Any:
-    """`file`: chat records, one JSON object per line (`{"messages": [{"role", "content"}, ...]}`, each with an
-    assistant message); a bad line is refused with its number (400 `invalid_file`)."""
+    """`file`, purpose `fine-tune`: chat records, one JSON object per line (`{"messages": [{"role", "content"}, ...]}`,
+    each with an assistant message); a bad line is refused with its number (400 `invalid_file`). Purpose
+    `image-lora` (Atelier's own): a zip of images with sidecar `.txt` captions or a `metadata.jsonl`, for
+    `POST /v1/trainings`."""
     try:
         owner = deps.owner(request)
         try:
@@ -226,7 +236,7 @@ async def create_file(request: Request, atelier: AtelierDep) -> Any:
         if upload is None or isinstance(upload, str):
             raise InvalidParameters("file is required (multipart).", field="file")
         if not isinstance(purpose, str):
-            raise InvalidParameters("purpose is required: fine-tune.", field="purpose")
+            raise InvalidParameters(f"purpose is required: {' or '.join(FILE_PURPOSES)}.", field="purpose")
         data = await upload.read()
         stored = await run_in_threadpool(atelier.training.upload, data, upload.filename or "data.jsonl", purpose, owner)
     except Exception as error:
@@ -252,7 +262,7 @@ async def create_job(request: Request, atelier: AtelierDep) -> Any:
     """`model`: the served language model or another registered one; `training_file` (and `validation_file`, whose
     loss is reported at each epoch's end) from `POST /v1/files`; `hyperparameters`: `n_epochs`, `batch_size`,
     `learning_rate_multiplier`, and Atelier's `learning_rate` and `lora_rank`; `suffix`: the result's name (409
-    `model_already_registered` when taken)."""
+    `model_exists` when taken)."""
     try:
         owner = deps.owner(request)
         try:

@@ -33,7 +33,8 @@ class Training:
 
     # -- data and jobs ---------------------------------------------------------------------------
     def upload(self, data: bytes, filename: str, purpose: str = "fine-tune", owner: str = "local") -> StoredFile:
-        """Keep a data file after validating it (``fine-tune``: chat records, one JSON per line)."""
+        """Keep a data file after validating it (``fine-tune``: chat records, one JSON per line; ``image-lora``: a zip
+        of images with captions)."""
         stored: StoredFile = self._container.files().put(owner, filename, purpose, data, datetime.now(UTC))
         return stored
 
@@ -58,6 +59,11 @@ class Training:
         self.job(job_id, owner)
         found: list[TrainingEvent] = self._container.training_jobs().events(job_id, after)
         return found
+
+    def sample(self, job_id: str, image: str, owner: str | None = None) -> bytes:
+        """A PNG sample image of a job, by the name a ``sample`` event gives."""
+        data: bytes = self._container.run_training().sample(job_id, owner, image)
+        return data
 
     def cancel(self, job_id: str, owner: str | None = None) -> TrainingJob:
         """A queued job is cancelled at once; a running one stops after its current step, with a checkpoint."""

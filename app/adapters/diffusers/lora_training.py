@@ -1,0 +1,403 @@
+"""Training a LoRA of an image model on captioned images, as diffusers' ``train_text_to_image_lora.py`` does.
+
+- **Data.** Each image is brought to the training size by a centre crop (the shorter side scaled to the resolution)
+  or, with ``crop="bucket"``, to the bucket of about the same area whose aspect ratio is nearest its own (sides in
+  steps the model can take), so wide and tall pictures are not cut to squares. Latents are computed once (the VAE's
+  mean, scaled) and, unless the text encoder is trained too, so are the caption embeddings.
+- **Model.** A PEFT LoRA on the denoiser's attention projections (``to_q``, ``to_k``, ``to_v``, ``to_out.0``),
+  optionally also on the text encoder's (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``); alpha equals the rank,
+  so the file's scale is 1 wherever it is loaded.
+- **Objective.** The noise-prediction loss of the model's own training: a timestep drawn uniformly, the latents
+  noised by the model's scheduler (as DDPM), and the mean squared error against the noise (or the velocity, for a
+  v-prediction model). AdamW at a constant learning rate after a linear warm-up.
+- **Checkpoints and samples.** Every ``checkpoint_every`` steps (and on cancel) the LoRA, the optimizer and the random
+  states are written (``app/adapters/training_state.py``): a run started again resumes to the very weights an
+  uninterrupted run reaches. With sample prompts, images are rendered at each checkpoint with a fixed seed.
+- **Result.** ``pytorch_lora_weights.safetensors`` (the diffusers/PEFT format ``load_lora_weights`` reads) and
+  ``NAME.safetensors``, the same LoRA in kohya's format, for AUTOMATIC1111, ComfyUI and kohya's tools.
+
+The families trained are those whose profile has ``lora_training``: Stable Diffusion 1.x/2.x (and the
+PAI-Diffusion models of that family, and the demo model).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from app.adapters.training_state import resume_checkpoint, save_checkpoint, write_whole
+from app.domain.errors import InvalidParameters
+from app.domain.families import Capability, Family, profile
+from app.domain.image_dataset import CaptionedImage, training_captions
+from app.domain.training import TrainingKind, TrainingSpec
+from app.ports.training import Trainer, TrainOutcome
+
+Progress = Callable[[int, int, float, float | None], None]  # step, total, loss, validation loss (none here)
+Samples = Callable[[int, list[str]], None]  # step, the sample files written
+UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
+CROPS = ("center", "bucket")
+WEIGHTS = "pytorch_lora_weights.safetensors"
+
+
+@dataclass(frozen=True)
+class ImageLoraSettings:
+    epochs: int = 10
+    learning_rate: float = 1e-4
+    batch_size: int = 4
+    rank: int = 8
+    resolution: int | None = None  # None: the model's native size
+    crop: str = "center"
+    trigger_word: str | None = None
+    train_text_encoder: bool = False
+    sample_prompts: tuple[str, ...] = ()
+    sample_steps: int = 20
+    sample_guidance: float | None = None  # None: the model's recommended scale
+    checkpoint_every: int = 50
+    seed: int = 0
+    extra_fingerprint: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.epochs >= 1, "epochs must be at least 1.", "epochs"),
+            (self.learning_rate > 0, "learning_rate must be positive.", "learning_rate"),
+            (1 <= self.batch_size <= 256, "batch_size must be 1 to 256.", "batch_size"),
+            (1 <= self.rank <= 256, "lora_rank must be 1 to 256.", "lora_rank"),
+            (self.resolution is None or 32 <= self.resolution <= 2048, "resolution must be 32 to 2048.", "resolution"),
+            (self.crop in CROPS, f"crop must be one of {', '.join(CROPS)}.", "crop"),
+            (1 <= self.sample_steps <= 100, "sample_steps must be 1 to 100.", "sample_steps"),
+            (len(self.sample_prompts) <= 8, "At most 8 sample prompts.", "sample_prompts"),
+            (self.checkpoint_every >= 1, "checkpoint_every must be at least 1.", "checkpoint_every"),
+        )
+        for ok, message, name in checks:
+            if not ok:
+                raise InvalidParameters(message, field=name)
+
+
+@dataclass(frozen=True)
+class ImageLoraResult:
+    out_dir: str
+    steps: int
+    loss: float  # the mean loss of the last epoch
+    resumed_from: int
+    finished: bool
+
+
+def check_family(base: str) -> Family:
+    """The base folder's family, refused (``unsupported_training``) when LoRAs of it cannot be trained here."""
+    from app.adapters.diffusers.layout import inspect_model
+
+    family = Family(inspect_model(base)["family"])
+    if not profile(family).supports(Capability.LORA_TRAINING):
+        trained = ", ".join(p.label for p in map(profile, Family) if p.supports(Capability.LORA_TRAINING))
+        raise InvalidParameters(
+            f"LoRAs of {profile(family).label} models cannot be trained yet; trainable families: {trained}.",
+            code="unsupported_training",
+            field="base_model",
+        )
+    return family
+
+
+def buckets(resolution: int, multiple: int, max_ratio: float = 2.0) -> list[tuple[int, int]]:
+    """(width, height) pairs of about ``resolution``² pixels, sides multiples of ``multiple``, aspect at most
+    ``max_ratio``: kohya's aspect-ratio buckets."""
+    area = resolution * resolution
+    found = {(resolution, resolution)}
+    width = multiple
+    while width <= resolution * max_ratio:
+        height = max(multiple, round(area / width / multiple) * multiple)
+        if max(width / height, height / width) <= max_ratio:
+            found.add((width, height))
+        width += multiple
+    return sorted(found)
+
+
+def _fit(image: Any, width: int, height: int) -> Any:
+    """``image`` scaled to cover ``width`` x ``height`` and centre-cropped to it."""
+    from PIL import Image
+
+    scale = max(width / image.width, height / image.height)
+    size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+    image = image.resize(size, Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.LANCZOS)
+    left, top = (image.width - width) // 2, (image.height - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+def _decode(item: CaptionedImage) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(item.data)) as opened:
+            return opened.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise InvalidParameters(f"{item.name} is not an image that can be read.", field="training_file") from e
+
+
+def _sizes(images: list[Any], settings: ImageLoraSettings, native: int, multiple: int) -> list[tuple[int, int]]:
+    resolution = settings.resolution or native
+    resolution = max(multiple, resolution // multiple * multiple)
+    if settings.crop == "center":
+        return [(resolution, resolution)] * len(images)
+    options = buckets(resolution, multiple)
+
+    def nearest(image: Any) -> tuple[int, int]:
+        aspect = image.width / image.height
+        return min(options, key=lambda wh: abs(math.log(wh[0] / wh[1] / aspect)))
+
+    return [nearest(image) for image in images]
+
+
+def _batches(sizes: list[tuple[int, int]], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """An epoch's batches: indices shuffled by (seed, epoch), grouped by size, the batches shuffled again."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(sizes)))
+    rng.shuffle(order)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index in order:
+        groups.setdefault(sizes[index], []).append(index)
+    batches = [g[i : i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _load(base: str, device: str) -> Any:
+    import diffusers
+
+    lib: Any = diffusers  # untyped
+    dtype = torch.float32 if device == "cpu" else torch.float16
+    pipe = lib.StableDiffusionPipeline.from_pretrained(
+        base, dtype=dtype, safety_checker=None, requires_safety_checker=False, local_files_only=True
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def _add_lora(module: Any, targets: Sequence[str], rank: int) -> list[torch.nn.Parameter]:
+    from peft import LoraConfig
+
+    present = [name for name, _ in module.named_modules()]
+    found = [t for t in targets if any(name == t or name.endswith("." + t) for name in present)]
+    if not found:
+        raise InvalidParameters(f"The model has none of the layers a LoRA is put on ({', '.join(targets)}).")
+    module.requires_grad_(False)
+    module.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=found))
+    parameters = [p for p in module.parameters() if p.requires_grad]
+    for parameter in parameters:  # trained in fp32 even where the model runs in half precision
+        parameter.data = parameter.data.float()
+    return parameters
+
+
+def train_image_lora(
+    base: str,
+    images: Sequence[CaptionedImage],
+    out_dir: str,
+    work_dir: str,
+    settings: ImageLoraSettings,
+    progress: Progress | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
+    samples: Samples | None = None,
+) -> ImageLoraResult:
+    """Train a LoRA of the model folder ``base`` on ``images`` (captions as ``training_captions`` makes them) and
+    write it to ``out_dir``; checkpoints and sample images go to ``work_dir``. Raises ``InvalidParameters`` for an
+    image that does not decode, a family that cannot be trained, and captions missing without a trigger word."""
+    import diffusers
+
+    lib: Any = diffusers  # untyped
+    check_family(base)
+    captions = training_captions(list(images), settings.trigger_word, "training_file")
+    decoded = [_decode(item) for item in images]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pipe = _load(base, device)
+    unet, vae, text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
+    factor = pipe.vae_scale_factor
+    multiple = factor * 2 ** (len(unet.config.block_out_channels) - 1)
+    sizes = _sizes(decoded, settings, unet.config.sample_size * factor, multiple)
+    for module in (unet, vae, text_encoder):
+        module.requires_grad_(False)
+    latents = _latents(pipe, decoded, sizes, device)
+    scheduler = lib.DDPMScheduler.from_config(pipe.scheduler.config)
+    torch.manual_seed(settings.seed)
+    parameters = _add_lora(unet, UNET_TARGETS, settings.rank)
+    if settings.train_text_encoder:
+        parameters += _add_lora(text_encoder, TEXT_TARGETS, settings.rank)
+        embeddings = None
+    else:
+        embeddings = _embeddings(pipe, captions, device)
+    optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=1e-2)
+    per_epoch = len(_batches(sizes, settings.batch_size, settings.seed, 0))
+    total = per_epoch * settings.epochs
+    warmup = min(50, max(1, total // 20))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+    generator = torch.Generator().manual_seed(settings.seed)
+    fingerprint = {**asdict(settings), "images": len(images), "captions": captions, "sizes": sizes}
+    step = resumed = resume_checkpoint(work_dir, fingerprint, parameters, optimizer, schedule, generator)
+    losses: list[float] = []
+    while step < total:
+        epoch, index = divmod(step, per_epoch)
+        batch = _batches(sizes, settings.batch_size, settings.seed, epoch)[index]
+        clean = torch.cat([latents[i] for i in batch])
+        if embeddings is not None:
+            context = torch.cat([embeddings[i] for i in batch])
+        else:
+            context = pipe.encode_prompt([captions[i] for i in batch], device, 1, False)[0]
+        unet.train()
+        loss = _loss(unet, scheduler, clean, context, generator)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        losses = (losses if index else []) + [float(loss.detach())]
+        if progress is not None:
+            progress(step, total, losses[-1], None)
+        stop = cancelled() and step < total
+        if stop or step % settings.checkpoint_every == 0 or step == total:
+            save_checkpoint(work_dir, fingerprint, step, parameters, optimizer, schedule, generator)
+            if settings.sample_prompts and samples is not None:
+                samples(step, _render_samples(pipe, settings, Path(work_dir) / "samples", step, base))
+        if stop:
+            return ImageLoraResult(out_dir, step, sum(losses) / len(losses), resumed, False)
+    _save(pipe, out_dir, settings.train_text_encoder)
+    return ImageLoraResult(out_dir, step, sum(losses) / len(losses) if losses else math.nan, resumed, True)
+
+
+def _latents(pipe: Any, images: list[Any], sizes: list[tuple[int, int]], device: str) -> list[torch.Tensor]:
+    import numpy as np
+
+    vae = pipe.vae
+    out = []
+    with torch.no_grad():
+        for image, (width, height) in zip(images, sizes, strict=True):
+            pixels = np.asarray(_fit(image, width, height), dtype=np.float32) / 127.5 - 1.0
+            tensor = torch.from_numpy(pixels).permute(2, 0, 1)[None].to(device, vae.dtype)
+            mean = vae.encode(tensor).latent_dist.mean
+            shift = getattr(vae.config, "shift_factor", None) or 0.0
+            out.append(((mean - shift) * vae.config.scaling_factor).float())
+    return out
+
+
+def _embeddings(pipe: Any, captions: list[str], device: str) -> list[torch.Tensor]:
+    with torch.no_grad():
+        return [pipe.encode_prompt(caption, device, 1, False)[0].float() for caption in captions]
+
+
+def _loss(unet: Any, scheduler: Any, clean: torch.Tensor, context: torch.Tensor, generator: torch.Generator) -> Any:
+    noise = torch.randn(clean.shape, generator=generator).to(clean.device)
+    steps = scheduler.config.num_train_timesteps
+    timesteps = torch.randint(0, steps, (clean.shape[0],), generator=generator).to(clean.device)
+    noisy = scheduler.add_noise(clean, noise, timesteps)
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(clean, noise, timesteps)
+    else:
+        target = noise
+    dtype = unet.dtype
+    prediction = unet(noisy.to(dtype), timesteps, encoder_hidden_states=context.to(dtype)).sample
+    return torch.nn.functional.mse_loss(prediction.float(), target.float())
+
+
+def _render_samples(pipe: Any, settings: ImageLoraSettings, folder: Path, step: int, base: str) -> list[str]:
+    """Render each sample prompt with a fixed seed (the same at every checkpoint, so the images show the LoRA's
+    progress) and write them as PNG files named by step."""
+    from app.adapters.diffusers.layout import inspect_model
+
+    guidance = settings.sample_guidance or float(inspect_model(base).get("default_guidance") or 7.5)
+    folder.mkdir(parents=True, exist_ok=True)
+    pipe.unet.eval()
+    written = []
+    with torch.no_grad():
+        for number, prompt in enumerate(settings.sample_prompts):
+            generator = torch.Generator().manual_seed(settings.seed + number)
+            image = pipe(
+                prompt,
+                num_inference_steps=settings.sample_steps,
+                guidance_scale=guidance,
+                generator=generator,
+            ).images[0]
+            path = folder / f"step-{step:06d}-{number}.png"
+            image.save(path)
+            written.append(path.name)
+    return written
+
+
+def _save(pipe: Any, out_dir: str, with_text_encoder: bool) -> None:
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import state_dict_utils
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    to_diffusers: Any = state_dict_utils.convert_state_dict_to_diffusers
+    to_kohya: Any = state_dict_utils.convert_state_dict_to_kohya
+
+    unet_layers = get_peft_model_state_dict(pipe.unet)
+    text_layers = get_peft_model_state_dict(pipe.text_encoder) if with_text_encoder else None
+
+    def write(folder: Path) -> None:
+        StableDiffusionPipeline.save_lora_weights(
+            save_directory=str(folder),
+            unet_lora_layers=to_diffusers(unet_layers),
+            text_encoder_lora_layers=to_diffusers(text_layers) if text_layers else None,
+            safe_serialization=True,
+        )
+        peft = {f"unet.{k}": v for k, v in unet_layers.items()}
+        peft.update({f"text_encoder.{k}": v for k, v in (text_layers or {}).items()})
+        kohya = {
+            k.replace("lora_te1_", "lora_te_"): v.detach().to(torch.float16).contiguous()
+            for k, v in to_kohya(peft).items()
+        }
+        metadata = {"ss_network_module": "networks.lora", "ss_network_dim": str(_rank(unet_layers))}
+        save_file(kohya, str(folder / f"{Path(out_dir).name}.safetensors"), metadata=metadata)
+
+    write_whole(out_dir, write)
+
+
+def _rank(layers: dict[str, torch.Tensor]) -> int:
+    return next(int(v.shape[0]) for k, v in layers.items() if "lora_A" in k)
+
+
+def settings_of(spec: TrainingSpec) -> ImageLoraSettings:
+    """The settings a training job's spec asks for (its ``extra`` holds the image options)."""
+    extra = spec.extra
+    prompts = extra.get("sample_prompts") or ()
+    return ImageLoraSettings(
+        epochs=spec.epochs,
+        learning_rate=spec.learning_rate,
+        batch_size=spec.batch_size,
+        rank=spec.lora_rank,
+        resolution=extra.get("resolution"),
+        crop=str(extra.get("crop") or "center"),
+        trigger_word=extra.get("trigger_word"),
+        train_text_encoder=bool(extra.get("train_text_encoder", False)),
+        sample_prompts=tuple(str(p) for p in prompts),
+        sample_steps=int(extra.get("sample_steps") or 20),
+        checkpoint_every=int(extra.get("checkpoint_every") or 50),
+        seed=spec.seed,
+    )
+
+
+class DiffusersLoraTrainer(Trainer):
+    """The ``Trainer`` port for image LoRAs."""
+
+    def train(
+        self,
+        spec: TrainingSpec,
+        base_path: str,
+        records: list[Any],
+        out_dir: str,
+        work_dir: str,
+        report: Callable[[int, int, float, float | None], None],
+        cancelled: Callable[[], bool],
+        validation: list[Any] | None = None,
+        samples: Samples | None = None,
+    ) -> TrainOutcome:
+        if spec.kind is not TrainingKind.IMAGE_LORA:
+            raise InvalidParameters(f"This trainer trains image LoRAs, not {spec.kind.value}.", field="kind")
+        result = train_image_lora(base_path, records, out_dir, work_dir, settings_of(spec), report, cancelled, samples)
+        return TrainOutcome(result.steps, result.loss, result.resumed_from, result.finished)

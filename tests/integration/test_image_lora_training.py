@@ -1,0 +1,158 @@
+"""Training an image LoRA on the tiny random demo pipeline: it learns, resumes bit for bit, writes a diffusers/PEFT
+file and a kohya one that load to the same LoRA, renders samples at checkpoints, and refuses bad data."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from app.adapters.diffusers.lora import LoraManager, load_lora_state
+from app.adapters.diffusers.lora_training import ImageLoraSettings, buckets, train_image_lora
+from app.domain.errors import InvalidParameters
+from app.domain.image_dataset import CaptionedImage, pack_image_archive, parse_image_archive
+from app.lab.demo_world.evaluate import load_pipeline
+
+
+def _png(colour: tuple[int, int, int], width: int = 64, height: int = 64) -> bytes:
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    image[:] = (128, 128, 128)
+    image[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = colour
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+IMAGES = [
+    CaptionedImage(f"{i}.png", _png(((40 * i) % 255, 200, 100)), f"一个粉色的方形 {i}" if i % 2 else None)
+    for i in range(6)
+]
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "pytorch_lora_weights.safetensors"))
+
+
+def test_a_lora_learns_resumes_bit_for_bit_and_loads_in_both_formats(demo_model: str, tmp_path: Path) -> None:
+    settings = ImageLoraSettings(
+        epochs=4,
+        learning_rate=1e-3,
+        batch_size=2,
+        rank=4,
+        trigger_word="pnk",
+        checkpoint_every=4,
+        sample_prompts=("pnk, 一个方形",),
+        sample_steps=2,
+    )
+    losses: list[float] = []
+    sampled: list[tuple[int, list[str]]] = []
+    whole = train_image_lora(
+        demo_model,
+        IMAGES,
+        str(tmp_path / "whole"),
+        str(tmp_path / "work-whole"),
+        settings,
+        progress=lambda step, total, loss, _: losses.append(loss),
+        samples=lambda step, names: sampled.append((step, names)),
+    )
+    assert whole.finished and whole.steps == 12 and len(losses) == 12 and whole.resumed_from == 0
+    assert [step for step, _ in sampled] == [4, 8, 12]
+    for _, names in sampled:
+        assert Image.open(tmp_path / "work-whole" / "samples" / names[0]).size == (64, 64)
+
+    stops = iter([False, False, False, False, False, True])
+    first = train_image_lora(
+        demo_model, IMAGES, str(tmp_path / "split"), str(tmp_path / "work"), settings, cancelled=lambda: next(stops)
+    )
+    assert not first.finished and first.steps == 6 and not (tmp_path / "split").exists()
+    second = train_image_lora(demo_model, IMAGES, str(tmp_path / "split"), str(tmp_path / "work"), settings)
+    assert second.finished and second.resumed_from == 6 and second.steps == 12
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "split")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # The diffusers/PEFT file and the kohya file are one LoRA: the same image through Atelier's loader.
+    kohya = tmp_path / "whole" / "whole.safetensors"
+    assert all(k.startswith("lora_unet_") for k in load_file(str(kohya)))
+    assert any(k.endswith(".alpha") for k in load_file(str(kohya)))
+    pipe = load_pipeline(demo_model)
+    manager = LoraManager()
+
+    def image(loras: list[tuple[str, str, float]]) -> np.ndarray:
+        manager.activate(pipe, loras)
+        out = pipe("pnk, 一个方形", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np")
+        return np.asarray(out.images[0])
+
+    plain = image([])
+    diffusers_format = image([("peft", str(tmp_path / "whole"), 1.0)])
+    kohya_format = image([("kohya", str(kohya), 1.0)])
+    assert not np.allclose(plain, diffusers_format, atol=1e-4)
+    np.testing.assert_allclose(diffusers_format, kohya_format, atol=2e-3)  # kohya's copy is stored in fp16
+    assert load_lora_state(str(kohya))  # a format Atelier reads
+
+
+def test_images_without_captions_need_a_trigger_word(demo_model: str, tmp_path: Path) -> None:
+    with pytest.raises(InvalidParameters) as refused:
+        train_image_lora(demo_model, IMAGES, str(tmp_path / "out"), str(tmp_path / "work"), ImageLoraSettings())
+    assert refused.value.code == "missing_captions" and "0.png" in refused.value.message
+    assert not (tmp_path / "work").exists()
+
+
+def test_an_image_that_does_not_decode_is_named(demo_model: str, tmp_path: Path) -> None:
+    broken = [*IMAGES[:1], CaptionedImage("broken.png", b"not a png", "x")]
+    with pytest.raises(InvalidParameters, match=r"broken\.png"):
+        train_image_lora(
+            demo_model, broken, str(tmp_path / "o"), str(tmp_path / "w"), ImageLoraSettings(trigger_word="t")
+        )
+
+
+def test_buckets_keep_the_area_and_the_aspect(demo_model: str, tmp_path: Path) -> None:
+    found = buckets(512, 64)
+    assert (512, 512) in found and all(w % 64 == 0 and h % 64 == 0 for w, h in found)
+    assert all(0.75 * 512 * 512 <= w * h <= 1.3 * 512 * 512 for w, h in found)
+    assert all(max(w / h, h / w) <= 2 for w, h in found)
+    wide = [CaptionedImage(f"w{i}.png", _png((200, 50, 50), 128, 64), "宽") for i in range(2)]
+    tall = [CaptionedImage(f"t{i}.png", _png((50, 50, 200), 64, 128), "高") for i in range(2)]
+    settings = ImageLoraSettings(epochs=1, batch_size=4, rank=2, crop="bucket")
+    result = train_image_lora(demo_model, wide + tall, str(tmp_path / "o"), str(tmp_path / "w"), settings)
+    assert result.finished and result.steps == 2  # a batch per bucket: wide and tall never share one
+
+
+def test_an_archive_reads_sidecars_and_jsonl_captions() -> None:
+    files = {
+        "a.png": _png((1, 2, 3)),
+        "a.txt": "一个红色的圆形".encode(),
+        "sub/b.jpg": _png((4, 5, 6)),
+        "sub/metadata.jsonl": b'{"file_name": "b.jpg", "text": "a blue square"}\n',
+        "c.webp": _png((7, 8, 9)),
+        "__MACOSX/._a.png": b"junk",
+    }
+    images = parse_image_archive(pack_image_archive(files))
+    assert [(i.name, i.caption) for i in images] == [
+        ("a.png", "一个红色的圆形"),
+        ("c.webp", None),
+        ("sub/b.jpg", "a blue square"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"readme.txt": b"no images"}, "holds no image"),
+        ({"a.png": b"x", "m.jsonl": b"{not json}\n"}, "m.jsonl, line 1: not valid JSON"),
+        ({"a.png": b"x", "m.jsonl": b'{"file_name": "z.png", "text": "t"}\n'}, "no image 'z.png'"),
+        ({"a.png": b"x", "m.jsonl": b'{"name": "a.png"}\n'}, "expected"),
+    ],
+)
+def test_a_bad_archive_is_refused_with_where(files: dict[str, bytes], message: str) -> None:
+    with pytest.raises(InvalidParameters, match=message):
+        parse_image_archive(pack_image_archive(files))
+
+
+def test_what_is_not_a_zip_is_refused() -> None:
+    with pytest.raises(InvalidParameters, match="not a zip"):
+        parse_image_archive(b'{"messages": []}')
