@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import ClassVar
 
 from app.domain.errors import IllegalTransition, ImageNotFound, InvalidParameters, JobNotCancellable
 from app.domain.generation import GenerationParams
@@ -70,8 +71,59 @@ class ImageRef:
     nsfw: bool | None = None
 
 
+class Lifecycle:
+    """The state changes every queued job shares (a generation job, a training job): moves along ``TRANSITIONS``,
+    failure, cancel (at once when queued, after the current step when running) and the return to the queue of a
+    job whose worker died. The job classes are dataclasses holding these attributes."""
+
+    LABEL: ClassVar[str] = "Job"
+    id: str
+    status: JobStatus
+    updated_at: datetime
+    finished_at: datetime | None
+    error_code: str | None
+    error_message: str | None
+    cancel_requested: bool
+    worker_id: str | None
+
+    def _move(self, target: JobStatus, now: datetime) -> None:
+        if target not in TRANSITIONS[self.status]:
+            raise IllegalTransition(f"{self.LABEL} {self.id} cannot go from {self.status.value} to {target.value}.")
+        self.status = target
+        self.updated_at = now
+        if target.finished:
+            self.finished_at = now
+
+    def fail(self, code: str, message: str, now: datetime) -> None:
+        self._move(JobStatus.FAILED, now)
+        self.error_code = code
+        self.error_message = message[:1000]
+
+    def cancel(self, now: datetime) -> None:
+        """Cancel a queued job at once; a running one is only marked, and stops at its next step."""
+        if self.status.finished:
+            raise JobNotCancellable(f"{self.LABEL} {self.id} is already {self.status.value}.")
+        if self.status is JobStatus.QUEUED:
+            self._move(JobStatus.CANCELLED, now)
+        self.cancel_requested = True
+        self.updated_at = now
+
+    def mark_cancelled(self, now: datetime) -> None:
+        """A running job stopped because it was cancelled."""
+        self._move(JobStatus.CANCELLED, now)
+
+    def _back_to_queue(self, now: datetime) -> None:
+        if self.status is not JobStatus.RUNNING:
+            raise IllegalTransition(
+                f"Only a running job can be re-queued; {self.LABEL.lower()} {self.id} is {self.status.value}."
+            )
+        self.status = JobStatus.QUEUED
+        self.worker_id = None
+        self.updated_at = now
+
+
 @dataclass
-class GenerationJob:
+class GenerationJob(Lifecycle):
     id: str
     owner: str
     params: GenerationParams
@@ -102,14 +154,6 @@ class GenerationJob:
         assert self.params.seed is not None
         return self.params.seed
 
-    def _move(self, target: JobStatus, now: datetime) -> None:
-        if target not in TRANSITIONS[self.status]:
-            raise IllegalTransition(f"Job {self.id} cannot go from {self.status.value} to {target.value}.")
-        self.status = target
-        self.updated_at = now
-        if target.finished:
-            self.finished_at = now
-
     def start(self, now: datetime, worker_id: str | None = None) -> None:
         self._move(JobStatus.RUNNING, now)
         self.started_at = now
@@ -128,30 +172,8 @@ class GenerationJob:
         self.images = list(images)
         self.progress = 1.0
 
-    def fail(self, code: str, message: str, now: datetime) -> None:
-        self._move(JobStatus.FAILED, now)
-        self.error_code = code
-        self.error_message = message[:1000]
-
-    def cancel(self, now: datetime) -> None:
-        """Cancel a queued job at once; a running one is only marked, and stops at its next step."""
-        if self.status.finished:
-            raise JobNotCancellable(f"Job {self.id} is already {self.status.value}.")
-        if self.status is JobStatus.QUEUED:
-            self._move(JobStatus.CANCELLED, now)
-        self.cancel_requested = True
-        self.updated_at = now
-
-    def mark_cancelled(self, now: datetime) -> None:
-        """A running job stopped because it was cancelled."""
-        self._move(JobStatus.CANCELLED, now)
-
     def requeue(self, now: datetime) -> None:
         """A job left running by a worker that died goes back to the queue."""
-        if self.status is not JobStatus.RUNNING:
-            raise IllegalTransition(f"Only a running job can be re-queued; job {self.id} is {self.status.value}.")
-        self.status = JobStatus.QUEUED
+        self._back_to_queue(now)
         self.progress = 0.0
         self.started_at = None
-        self.worker_id = None
-        self.updated_at = now

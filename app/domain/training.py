@@ -13,10 +13,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
-from app.domain.errors import IllegalTransition, InvalidParameters, JobNotCancellable, NotFound
-from app.domain.jobs import TRANSITIONS, JobStatus
+from app.domain.errors import IllegalTransition, InvalidParameters, NotFound
+from app.domain.jobs import JobStatus, Lifecycle
 from app.domain.specs import validate_model_name
 
 
@@ -136,7 +136,7 @@ def new_training_id() -> str:
 
 
 @dataclass
-class TrainingJob:
+class TrainingJob(Lifecycle):
     id: str
     owner: str
     spec: TrainingSpec
@@ -154,6 +154,7 @@ class TrainingJob:
     worker_id: str | None = None
     attempts: int = 0
     result_model: str | None = None  # the registered name, once it succeeded
+    LABEL: ClassVar[str] = "Training job"
 
     @classmethod
     def create(cls, owner: str, spec: TrainingSpec, now: datetime, job_id: str | None = None) -> TrainingJob:
@@ -168,14 +169,6 @@ class TrainingJob:
         if self.status is JobStatus.SUCCEEDED:
             return 1.0
         return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
-
-    def _move(self, target: JobStatus, now: datetime) -> None:
-        if target not in TRANSITIONS[self.status]:
-            raise IllegalTransition(f"Training job {self.id} cannot go from {self.status.value} to {target.value}.")
-        self.status = target
-        self.updated_at = now
-        if target.finished:
-            self.finished_at = now
 
     def start(self, now: datetime, worker_id: str | None = None) -> None:
         self._move(JobStatus.RUNNING, now)
@@ -194,30 +187,9 @@ class TrainingJob:
         self._move(JobStatus.SUCCEEDED, now)
         self.result_model = result_model
 
-    def fail(self, code: str, message: str, now: datetime) -> None:
-        self._move(JobStatus.FAILED, now)
-        self.error_code = code
-        self.error_message = message[:1000]
-
-    def cancel(self, now: datetime) -> None:
-        """Cancel a queued job at once; a running one is marked and stops after its next step."""
-        if self.status.finished:
-            raise JobNotCancellable(f"Training job {self.id} is already {self.status.value}.")
-        if self.status is JobStatus.QUEUED:
-            self._move(JobStatus.CANCELLED, now)
-        self.cancel_requested = True
-        self.updated_at = now
-
-    def mark_cancelled(self, now: datetime) -> None:
-        self._move(JobStatus.CANCELLED, now)
-
     def requeue(self, now: datetime) -> None:
         """A job left running by a worker that died goes back to the queue; its checkpoint stays."""
-        if self.status is not JobStatus.RUNNING:
-            raise IllegalTransition(f"Only a running job can be re-queued; {self.id} is {self.status.value}.")
-        self.status = JobStatus.QUEUED
-        self.worker_id = None
-        self.updated_at = now
+        self._back_to_queue(now)
 
 
 class EventKind(StrEnum):
