@@ -439,3 +439,66 @@ def test_english_switch_persists(page: Any) -> None:
     assert page.inner_text("[data-tab=knowledge]") == "Knowledge"
     page.click("#lang-switch")
     assert page.inner_text("[data-tab=knowledge]") == "知识问答"
+
+
+def test_training_an_image_lora_from_a_zip_and_using_it(page: Any, server: str, tmp_path: Path) -> None:
+    from app.domain.image_dataset import pack_image_archive
+    from app.lab.demo_world import concepts
+
+    files = concepts.scene_files(concepts.training_scenes(4, 0), 0)
+    scenes = tmp_path / "scenes.zip"
+    scenes.write_bytes(pack_image_archive(files))
+    bare = tmp_path / "bare.zip"
+    bare.write_bytes(pack_image_archive({k: v for k, v in files.items() if k.endswith(".png")}))
+    page.fill("#t2i-prompt", "一个粉色的方形")
+    page.click("[data-tab=training]")
+    page.locator("#panel-training.active").wait_for()
+    # Images without captions and no trigger word: the server's reason, next to the file.
+    page.set_input_files("#tr-file", str(bare))
+    assert page.input_value("#tr-epochs") == "" and page.get_attribute("#tr-epochs", "placeholder") == "10"
+    page.wait_for_function("() => [...document.querySelectorAll('#tr-base option')].some(o => o.value === 'demo-tiny')")
+    page.select_option("#tr-base", "demo-tiny")
+    page.fill("#tr-name", "pinky")
+    page.fill("#tr-epochs", "2")
+    page.fill("#tr-batch", "2")
+    page.fill("#tr-rank", "2")
+    page.click("#tr-start")
+    field = page.locator("#tr-form [data-field=training_file]")
+    field.locator(".field-error").wait_for()
+    assert "caption" in field.locator(".field-error").inner_text()
+    assert "invalid" in (field.get_attribute("class") or "")
+    assert page.locator("#tr-job").is_hidden()
+    # With captions: it trains, the loss is plotted step by step, and the samples show.
+    page.set_input_files("#tr-file", str(scenes))
+    page.fill("#tr-sample-prompt", "一个粉色的圆形")
+    page.fill("#tr-sample-steps", "2")
+    page.fill("#tr-checkpoint-every", "2")
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/v1/trainings")) as sent:
+        page.click("#tr-start")
+    body: dict[str, Any] = sent.value.post_data_json
+    assert body["kind"] == "image-lora" and body["training_file"].startswith("file-")
+    assert (body["base_model"], body["name"], body["epochs"], body["batch_size"], body["lora_rank"]) == (
+        "demo-tiny",
+        "pinky",
+        2,
+        2,
+        2,
+    )
+    assert body["sample_prompts"] == ["一个粉色的圆形"] and "trigger_word" not in body
+    assert field.locator(".field-error").inner_text() == ""
+    page.wait_for_function("() => document.querySelector('#tr-job').dataset.status === 'succeeded'", timeout=180_000)
+    job = httpx.get(f"{server}/v1/trainings/{page.get_attribute('#tr-job', 'data-training-id')}", timeout=10).json()
+    assert job["status"] == "succeeded" and job["result_model"] == "pinky" and job["total_steps"] == 4
+    assert "已完成" in page.inner_text("#tr-status") and page.locator("#tr-cancel").is_hidden()
+    line = page.locator("#tr-plot polyline.loss-line")
+    assert line.get_attribute("data-count") == "4" and len(line.get_attribute("points").split()) == 4
+    assert page.locator("#tr-plot text", has_text="步数").count() == 1
+    assert page.locator("#tr-plot text", has_text="损失").count() >= 1
+    page.wait_for_function("() => [...document.querySelectorAll('#tr-samples img')].some(i => i.naturalWidth > 0)")
+    assert page.eval_on_selector_all("#tr-samples figcaption", "cs => cs.map(c => c.textContent)")[-1] == "第 4 步"
+    assert page.locator("#tr-list tr[data-status=succeeded]", has_text="pinky").count() == 1
+    # Use it: the text-to-image prompt gets the LoRA tag, its base model chosen.
+    page.click("#tr-use")
+    page.locator("#panel-txt2img.active").wait_for()
+    assert page.input_value("#t2i-prompt") == "一个粉色的方形 <lora:pinky:0.8>"
+    assert page.input_value("#t2i-model") == "demo-tiny"

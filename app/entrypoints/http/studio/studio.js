@@ -7,7 +7,7 @@ const TEXTS = {
   zh: {
     title: "工作室", docs: "接口文档", apiKey: "API 密钥（可选）",
     "tab.txt2img": "文生图", "tab.img2img": "图生图", "tab.gallery": "历史", "tab.chat": "对话改写",
-    "tab.knowledge": "知识问答", "tab.llm": "对话", "tab.edits": "模型编辑",
+    "tab.knowledge": "知识问答", "tab.llm": "对话", "tab.edits": "模型编辑", "tab.training": "训练",
     generate: "生成", prompt: "提示词", promptHint: "例如：一个红色的圆形在中间", negative: "反向提示词",
     model: "模型", width: "宽度", height: "高度", steps: "步数", guidance: "引导系数", scheduler: "采样器",
     seed: "种子", reuseSeed: "重用上次种子", randomSeed: "随机", numImages: "数量", loras: "LoRA",
@@ -62,6 +62,21 @@ const TEXTS = {
     "llm.kind.default": "当前模型（含编辑）", "llm.kind.base": "原始模型（无编辑）", "llm.kind.lora": "加 LoRA 适配器",
     "llm.kind.knowledge": "知识检索", "llm.kind.variant": "{parent} 的变体", "llm.kind.other": "其他语言模型",
     "llm.parametric": "模型自答", "llm.retrieved": "检索回答",
+    "tr.file": "训练数据（图像 .zip / 对话 .jsonl）", "tr.base": "基础模型", "tr.name": "名称", "tr.nameHint": "例如：my-style",
+    "tr.kind": "类型", "tr.kindImage": "图像 LoRA", "tr.kindLlm": "语言模型微调",
+    "tr.fileHintImage": "图像 .zip：每张图像旁放一个同名 .txt 说明文字，或附一个 metadata.jsonl；只能训练 SD 系列模型的 LoRA。",
+    "tr.fileHintLlm": "对话 .jsonl：每行一条对话记录（messages 列表，每条都有助手的回答）。",
+    "tr.badFile": "请选择 .zip（图像）或 .jsonl（对话记录）文件。", "tr.needFile": "请先选择训练数据文件。",
+    "tr.needName": "请给训练结果起个名字。", "tr.needBase": "请选择基础模型。", "tr.noBase": "没有可训练的基础模型",
+    "tr.epochs": "轮数", "tr.lr": "学习率", "tr.batch": "批大小", "tr.rank": "LoRA 秩",
+    "tr.trigger": "触发词（可选）", "tr.triggerHint": "没有说明文字的图像用它作说明",
+    "tr.samplePrompt": "样图提示词（可选）", "tr.samplePromptHint": "每个检查点用它画一张样图",
+    "tr.sampleSteps": "样图步数", "tr.checkpointEvery": "检查点间隔（步）",
+    "tr.start": "开始训练", "tr.starting": "上传并提交中…", "tr.running": "训练中",
+    "tr.steps": "第 {step} / {total} 步", "tr.loss": "损失 {loss}", "tr.axisStep": "步数", "tr.axisLoss": "损失",
+    "tr.trainLoss": "训练损失", "tr.validLoss": "验证损失", "tr.noLoss": "还没有损失数据", "tr.stepOf": "第 {step} 步",
+    "tr.useImage": "在文生图中使用", "tr.useLlm": "在对话中使用", "tr.jobs": "训练记录", "tr.progress": "进度",
+    "tr.created": "创建时间", "tr.open": "查看", "tr.none": "还没有训练任务",
     "err.network": "无法连接服务器，请检查服务是否在运行。", "err.auth": "需要 API 密钥：请在右上角填写。",
     "err.unexpected": "出现意外错误：{msg}", "err.notImage": "无法把这个文件读成图像。",
   },
@@ -69,6 +84,7 @@ const TEXTS = {
     title: "Studio", docs: "API docs", apiKey: "API key (optional)",
     "tab.txt2img": "Text to image", "tab.img2img": "Image to image", "tab.gallery": "History",
     "tab.chat": "Prompt chat", "tab.knowledge": "Knowledge", "tab.llm": "Chat", "tab.edits": "Model edits",
+    "tab.training": "Training",
     generate: "Generate", prompt: "Prompt", promptHint: "e.g. 一个红色的圆形在中间 (a red circle in the middle)",
     negative: "Negative prompt", model: "Model", width: "Width", height: "Height", steps: "Steps",
     guidance: "Guidance", scheduler: "Sampler", seed: "Seed", reuseSeed: "Reuse last seed", randomSeed: "Random",
@@ -128,6 +144,21 @@ const TEXTS = {
     "llm.kind.knowledge": "through the knowledge flow", "llm.kind.variant": "a variant of {parent}",
     "llm.kind.other": "another language model",
     "llm.parametric": "answered by the model", "llm.retrieved": "answered with retrieval",
+    "tr.file": "Training data (images .zip / chats .jsonl)", "tr.base": "Base model", "tr.name": "Name",
+    "tr.nameHint": "e.g. my-style", "tr.kind": "Kind", "tr.kindImage": "Image LoRA", "tr.kindLlm": "Language model fine-tune",
+    "tr.fileHintImage": "Images .zip: a .txt caption beside each image, or a metadata.jsonl; LoRAs train on SD-family models only.",
+    "tr.fileHintLlm": "Chats .jsonl: one chat record per line (a messages list, each with an assistant answer).",
+    "tr.badFile": "Choose a .zip (images) or a .jsonl (chat records) file.", "tr.needFile": "Choose a training data file first.",
+    "tr.needName": "Give the result a name.", "tr.needBase": "Choose a base model.", "tr.noBase": "No trainable base model",
+    "tr.epochs": "Epochs", "tr.lr": "Learning rate", "tr.batch": "Batch size", "tr.rank": "LoRA rank",
+    "tr.trigger": "Trigger word (optional)", "tr.triggerHint": "The caption of images that have none",
+    "tr.samplePrompt": "Sample prompt (optional)", "tr.samplePromptHint": "Drawn at every checkpoint",
+    "tr.sampleSteps": "Sample steps", "tr.checkpointEvery": "Checkpoint every (steps)",
+    "tr.start": "Start training", "tr.starting": "Uploading and submitting…", "tr.running": "Training",
+    "tr.steps": "step {step} / {total}", "tr.loss": "loss {loss}", "tr.axisStep": "step", "tr.axisLoss": "loss",
+    "tr.trainLoss": "training loss", "tr.validLoss": "validation loss", "tr.noLoss": "No loss yet", "tr.stepOf": "step {step}",
+    "tr.useImage": "Use in text to image", "tr.useLlm": "Use in chat", "tr.jobs": "Training jobs", "tr.progress": "Progress",
+    "tr.created": "Created", "tr.open": "Open", "tr.none": "No training jobs yet",
     "err.network": "Cannot reach the server; is it running?", "err.auth": "An API key is required: enter it at the top right.",
     "err.unexpected": "Unexpected error: {msg}", "err.notImage": "This file cannot be read as an image.",
   },
@@ -330,6 +361,7 @@ function fillCatalogSelects() {
     select.value = value;
   });
   fillLlmSelect();
+  fillTrainingBase();
 }
 
 /* ---------- generation parameters (the same block in both generation tabs) ---------- */
@@ -1091,6 +1123,361 @@ async function rollback(to) {
   }
 }
 
+/* ---------- 训练: an image LoRA (a .zip of captioned images) or a language model fine-tune (a .jsonl of chats) ---------- */
+/* The server's defaults per kind, shown as placeholders: what a field left empty trains with. */
+const TRAINING_DEFAULTS = {
+  "image-lora": { epochs: 10, lr: "1e-4", batch: 4, rank: 8 },
+  "llm-finetune": { epochs: 3, lr: "1e-3", batch: 8, rank: 16 },
+};
+const FINISHED = ["succeeded", "failed", "cancelled"];
+const training = {
+  kind: "image-lora", job: null, watch: 0, seq: 0, losses: new Map(), validation: new Map(), samples: [],
+  message: "", problem: "", cancelling: null, jobs: null,
+};
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+function trainingKindOf(file) {
+  const name = file.name.toLowerCase();
+  if (name.endsWith(".zip")) return "image-lora";
+  if (name.endsWith(".jsonl")) return "llm-finetune";
+  return null;
+}
+const trainingKindText = (kind) => t(kind === "image-lora" ? "tr.kindImage" : "tr.kindLlm");
+const trainingStatus = (status) => (status === "running" ? t("tr.running") : t(`status.${status}`));
+function initTraining() {
+  const form = $("#tr-form");
+  $("#tr-file").addEventListener("change", () => {
+    clearErrors(form);
+    const file = $("#tr-file").files[0];
+    const kind = file ? trainingKindOf(file) : training.kind;
+    if (!kind) showError(form, new ApiError(0, "invalid_file", t("tr.badFile"), "training_file"));
+    training.kind = kind || training.kind;
+    renderTrainingForm();
+  });
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    guarded(form, startTraining, $("#tr-start"));
+  });
+  $("#tr-cancel").addEventListener("click", cancelTraining);
+  $("#tr-use").addEventListener("click", useTrainingResult);
+  $("#tr-refresh").addEventListener("click", loadTrainings);
+}
+function renderTrainingForm() {
+  const kind = training.kind;
+  const defaults = TRAINING_DEFAULTS[kind];
+  $("#tr-epochs").placeholder = defaults.epochs;
+  $("#tr-lr").placeholder = defaults.lr;
+  $("#tr-batch").placeholder = defaults.batch;
+  $("#tr-rank").placeholder = defaults.rank;
+  $$("[data-kinds]", $("#tr-form")).forEach((node) => { node.hidden = !node.dataset.kinds.split(" ").includes(kind); });
+  $("#tr-kind").textContent = trainingKindText(kind);
+  $("#tr-file-hint").textContent = t(kind === "image-lora" ? "tr.fileHintImage" : "tr.fileHintLlm");
+  fillTrainingBase();
+}
+/* Image models whose LoRAs can be trained (the SD family), or the language models themselves (not their variants). */
+function trainingBases() {
+  if (training.kind === "image-lora") {
+    return catalog.base.filter((m) => (m.capabilities || []).includes("lora_training")).map((m) => ({ value: m.name }));
+  }
+  return catalog.llm.filter((m) => m.kind === "llm" && !m.parent).map((m) => ({ value: m.id, default: m.default }));
+}
+function fillTrainingBase() {
+  const select = $("#tr-base");
+  const value = select.value;
+  const bases = trainingBases();
+  select.replaceChildren(...bases.map((b) => el("option", { value: b.value, text: b.value })));
+  if (!bases.length) select.append(el("option", { value: "", text: t("tr.noBase") }));
+  const fallback = bases.find((b) => b.default) || bases[0];
+  select.value = bases.some((b) => b.value === value) ? value : (fallback ? fallback.value : "");
+}
+/* Errors land next to the field they are about: the server names some fields as its OpenAI-shaped routes do
+   (the upload's `file`), and some errors only by their code. */
+const TRAINING_FIELDS = { file: "training_file", purpose: "training_file" };  // the upload's fields
+const TRAINING_CODES = {
+  unknown_model: "base_model", unsupported_training: "base_model", model_exists: "name", file_not_found: "training_file",
+};
+function atTrainingField(error, fallback) {
+  if (!(error instanceof ApiError) || error.status === 0) return error;
+  if (error.field) error.field = TRAINING_FIELDS[String(error.field).split(".")[0]] || error.field;
+  else error.field = TRAINING_CODES[error.code] || ([400, 413, 422].includes(error.status) ? fallback : null);
+  return error;
+}
+async function startTraining() {
+  const file = $("#tr-file").files[0];
+  if (!file) throw new ApiError(0, "invalid_parameters", t("tr.needFile"), "training_file");
+  const kind = trainingKindOf(file);
+  if (!kind) throw new ApiError(0, "invalid_file", t("tr.badFile"), "training_file");
+  const name = $("#tr-name").value.trim();
+  if (!name) throw new ApiError(0, "invalid_parameters", t("tr.needName"), "name");
+  const base = $("#tr-base").value;
+  if (!base) throw new ApiError(0, "invalid_parameters", t("tr.needBase"), "base_model");
+  const data = new FormData();
+  data.append("file", file, file.name);
+  data.append("purpose", kind === "image-lora" ? "image-lora" : "fine-tune");
+  let uploaded;
+  try {
+    uploaded = await json(await request("POST", "/v1/files", data));
+  } catch (error) {
+    throw atTrainingField(error, "training_file");
+  }
+  const body = {
+    kind, base_model: base, name, training_file: uploaded.id, epochs: num($("#tr-epochs")),
+    learning_rate: num($("#tr-lr")), batch_size: num($("#tr-batch")), lora_rank: num($("#tr-rank")),
+  };
+  if (kind === "image-lora") {
+    const trigger = $("#tr-trigger").value.trim();
+    const prompt = $("#tr-sample-prompt").value.trim();
+    Object.assign(body, {
+      trigger_word: trigger || undefined, sample_prompts: prompt ? [prompt] : undefined,
+      sample_steps: num($("#tr-sample-steps")), checkpoint_every: num($("#tr-checkpoint-every")),
+    });
+  }
+  for (const k of Object.keys(body)) if (body[k] === undefined) delete body[k];
+  let job;
+  try {
+    job = await api.post("/v1/trainings", body);
+  } catch (error) {
+    throw atTrainingField(error, null);
+  }
+  watchTraining(job);
+  loadTrainings();
+}
+/* Follow a job: its state and the events after the last one seen, every second until it ends. */
+async function watchTraining(job) {
+  const token = ++training.watch;
+  training.samples.forEach((sample) => { if (sample.url) URL.revokeObjectURL(sample.url); });
+  Object.assign(training, {
+    job, seq: 0, losses: new Map(), validation: new Map(), samples: [], message: "", problem: "", cancelling: null,
+  });
+  localStorage.setItem("atelier.training", job.id);
+  $("#tr-samples").replaceChildren();
+  renderTrainingJob();
+  renderTrainings();
+  for (;;) {
+    try {
+      const current = await api.get(`/v1/trainings/${job.id}`);
+      const events = await api.get(`/v1/trainings/${job.id}/events?after=${training.seq}`);
+      if (token !== training.watch) return;
+      training.job = current;
+      training.problem = "";
+      receiveTrainingEvents(events, token);
+    } catch (error) {
+      if (token !== training.watch) return;
+      training.problem = error.message;
+      if (error.status >= 400 && error.status < 500) {  // gone or not ours: asking again will not help
+        renderTrainingJob();
+        return;
+      }
+    }
+    renderTrainingJob();
+    if (training.jobs) {  // the list shows the job as it is now
+      training.jobs = training.jobs.map((j) => (j.id === training.job.id ? training.job : j));
+      renderTrainings();
+    }
+    if (FINISHED.includes(training.job.status)) {
+      if (training.job.status === "succeeded") await loadCatalog();  // the result joins the model pickers
+      if (token === training.watch) loadTrainings();
+      return;
+    }
+    await sleep(1000);
+    if (token !== training.watch) return;
+  }
+}
+function receiveTrainingEvents(events, token) {
+  for (const event of events) {
+    training.seq = Math.max(training.seq, event.seq);
+    if (event.kind === "metrics" && event.step != null) {  // a step reported again after a resume replaces the first
+      if (event.loss != null) training.losses.set(event.step, event.loss);
+      if (event.validation_loss != null) training.validation.set(event.step, event.validation_loss);
+    } else if (event.kind === "sample") {
+      for (const name of event.images) addSample(event.step, name, token);
+    } else if (event.kind === "message") {
+      training.message = event.message;
+    }
+  }
+}
+/* Sample PNGs need the API key when the server has keys: fetched, and shown through an object URL. */
+function addSample(step, name, token) {
+  const id = training.job.id;
+  const sample = { step, name, url: null };
+  const img = el("img", { class: "sample", alt: name });
+  training.samples.push(sample);
+  $("#tr-samples").append(el("figure", { dataset: { step, image: name } },
+    img, el("figcaption", { dataset: { step }, text: t("tr.stepOf", { step }) })));
+  api.blob("GET", `/v1/trainings/${id}/samples/${encodeURIComponent(name)}`)
+    .then((blob) => {
+      if (token !== training.watch) return;
+      sample.url = URL.createObjectURL(blob);
+      img.src = sample.url;
+    })
+    .catch((error) => { img.alt = error.message; });
+}
+function renderTrainingJob() {
+  const job = training.job;
+  const card = $("#tr-job");
+  card.hidden = !job;
+  if (!job) return;
+  card.dataset.trainingId = job.id;
+  card.dataset.status = job.status;
+  $("#tr-job-name").textContent = job.name;
+  $("#tr-job-kind").textContent = `${trainingKindText(job.kind)} · ${job.base_model}`;
+  $("#tr-progress").value = job.progress;
+  $("#tr-steps").textContent = t("tr.steps", { step: job.step, total: job.total_steps ?? "—" });
+  $("#tr-loss").textContent = t("tr.loss", { loss: fmt(job.loss, 4) });
+  const finished = FINISHED.includes(job.status);
+  const status = $("#tr-status");
+  status.dataset.status = job.status;
+  status.textContent = !finished && training.cancelling === job.id
+    ? t("cancelling") : `${trainingStatus(job.status)} ${Math.round(job.progress * 100)}%`;
+  $("#tr-cancel").hidden = finished;
+  const use = $("#tr-use");
+  use.hidden = job.status !== "succeeded";
+  use.textContent = t(job.kind === "image-lora" ? "tr.useImage" : "tr.useLlm");
+  $("#tr-error").textContent = job.error ? job.error.message : training.problem;
+  $("#tr-message").textContent = training.message;
+  $$("#tr-samples figcaption").forEach((caption) => { caption.textContent = t("tr.stepOf", { step: caption.dataset.step }); });
+  drawLossPlot();
+}
+/* The loss curve as an inline SVG: training loss per step, validation loss (after each epoch) as a second series. */
+function drawLossPlot() {
+  const svg = $("#tr-plot");
+  const node = (tag, attrs, text) => {
+    const made = document.createElementNS(svg.namespaceURI, tag);  // the page's own <svg> gives the namespace
+    for (const [k, v] of Object.entries(attrs || {})) made.setAttribute(k, v);
+    if (text !== undefined) made.textContent = text;
+    return made;
+  };
+  const [width, height, left, right, top, bottom] = [560, 220, 58, 14, 14, 38];
+  const train = [...training.losses].sort((a, b) => a[0] - b[0]);
+  const valid = [...training.validation].sort((a, b) => a[0] - b[0]);
+  const losses = [...train, ...valid].map(([, loss]) => loss);
+  const steps = [...train, ...valid].map(([step]) => step);
+  const last = Math.max(1, training.job.total_steps || 0, ...steps);
+  const first = last > 1 ? 1 : 0;
+  let low = losses.length ? Math.min(...losses) : 0;
+  let high = losses.length ? Math.max(...losses) : 1;
+  if (high - low < 1e-9) { const pad = Math.abs(high) * 0.1 || 0.5; low -= pad; high += pad; }
+  const x = (step) => left + ((step - first) / (last - first)) * (width - left - right);
+  const y = (loss) => top + (1 - (loss - low) / (high - low)) * (height - top - bottom);
+  const points = (series) => series.map(([step, loss]) => `${x(step).toFixed(1)},${y(loss).toFixed(1)}`).join(" ");
+  const label = (value) => Number(value).toPrecision(3);
+  const parts = [];
+  for (const value of [high, (high + low) / 2, low]) {
+    parts.push(node("line", { class: "grid", x1: left, x2: width - right, y1: y(value), y2: y(value) }),
+      node("text", { class: "tick", x: left - 5, y: y(value) + 4, "text-anchor": "end" }, label(value)));
+  }
+  const middle = Math.round((first + last) / 2);
+  for (const step of new Set([first, middle, last])) {
+    parts.push(node("text", { class: "tick", x: x(step), y: height - bottom + 15, "text-anchor": "middle" }, String(step)));
+  }
+  parts.push(
+    node("line", { class: "axis", x1: left, y1: height - bottom, x2: width - right, y2: height - bottom }),
+    node("line", { class: "axis", x1: left, y1: top, x2: left, y2: height - bottom }),
+    node("text", { class: "axis-label", x: (left + width - right) / 2, y: height - 6, "text-anchor": "middle" }, t("tr.axisStep")),
+    node("text", { class: "axis-label", "text-anchor": "middle",
+      transform: `translate(14 ${(top + height - bottom) / 2}) rotate(-90)` }, t("tr.axisLoss")),
+    node("polyline", { class: "loss-line", points: points(train), "data-count": train.length }));
+  if (train.length) {
+    const [step, loss] = train[train.length - 1];
+    parts.push(node("circle", { class: "loss-last", cx: x(step), cy: y(loss), r: 3 }));
+  } else {
+    parts.push(node("text", { class: "empty", x: (left + width - right) / 2, y: (top + height - bottom) / 2,
+      "text-anchor": "middle" }, t("tr.noLoss")));
+  }
+  const legend = [["loss-line", t("tr.trainLoss")]];
+  if (valid.length) {
+    parts.push(node("polyline", { class: "val-line", points: points(valid), "data-count": valid.length }),
+      ...valid.map(([step, loss]) => node("circle", { class: "val-point", cx: x(step), cy: y(loss), r: 3 })));
+    legend.push(["val-line", t("tr.validLoss")]);
+  }
+  legend.forEach(([kind, text], index) => {
+    const at = top + 6 + index * 15;
+    parts.push(node("line", { class: kind, x1: width - right - 130, x2: width - right - 112, y1: at, y2: at }),
+      node("text", { class: "legend", x: width - right - 106, y: at + 4 }, text));
+  });
+  svg.setAttribute("aria-label", `${t("tr.trainLoss")}: ${train.length ? label(train[train.length - 1][1]) : "—"}`);
+  svg.replaceChildren(...parts);
+}
+async function cancelTraining() {
+  const job = training.job;
+  if (!job) return;
+  const button = $("#tr-cancel");
+  button.disabled = true;
+  training.cancelling = job.id;
+  renderTrainingJob();
+  try {
+    const cancelled = await api.post(`/v1/trainings/${job.id}/cancel`);
+    if (training.job && training.job.id === job.id) training.job = cancelled;
+  } catch (error) {
+    training.cancelling = null;
+    training.problem = error.message;
+  } finally {
+    button.disabled = false;
+    renderTrainingJob();
+  }
+}
+/* A LoRA goes into the text-to-image prompt as <lora:NAME:0.8> (its base model chosen); a fine-tuned language
+   model is chosen in the chat tab. */
+async function useTrainingResult() {
+  const job = training.job;
+  if (!job || job.status !== "succeeded") return;
+  await loadCatalog();
+  if (job.kind === "image-lora") {
+    const prompt = $("#t2i-prompt");
+    const tag = `<lora:${job.result_model || job.name}:0.8>`;
+    if (!prompt.value.includes(tag)) prompt.value = prompt.value.trim() ? `${prompt.value.trimEnd()} ${tag}` : tag;
+    const model = $("#t2i-model");
+    if ([...model.options].some((o) => o.value === job.base_model)) {
+      model.value = job.base_model;
+      model.dispatchEvent(new Event("change"));
+    }
+    showTab("txt2img");
+    prompt.focus();
+    return;
+  }
+  const select = $("#llm-model");
+  if (![...select.options].some((o) => o.value === job.result_model)) {
+    select.append(el("option", { value: job.result_model, text: job.result_model }));
+  }
+  select.value = job.result_model;
+  setLlmBusy(llm.controller !== null);
+  showTab("llm");
+  $("#llm-input").focus();
+}
+async function loadTrainings() {
+  const errors = $("#tr-list-error");
+  errors.textContent = "";
+  try {
+    training.jobs = (await api.get("/v1/trainings?limit=50")).items;
+  } catch (error) {
+    errors.textContent = error.message;
+    return;
+  }
+  renderTrainings();
+}
+function renderTrainings() {
+  if (!training.jobs) return;
+  const rows = training.jobs.map((job) => {
+    const watched = training.job && training.job.id === job.id;
+    const loss = job.loss != null ? ` · ${fmt(job.loss, 4)}` : "";
+    return el("tr", { class: watched ? "watched" : null, dataset: { trainingId: job.id, status: job.status } },
+      el("td", { text: job.name }), el("td", { text: trainingKindText(job.kind) }), el("td", { text: job.base_model }),
+      el("td", {}, el("span", { class: "job-status", dataset: { status: job.status }, text: trainingStatus(job.status) })),
+      el("td", { text: `${job.step} / ${job.total_steps ?? "—"}${loss}` }),
+      el("td", { text: new Date(job.created_at).toLocaleString() }),
+      el("td", {}, el("button", { type: "button", class: "tr-open", text: t("tr.open"), onclick: () => watchTraining(job) })));
+  });
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "7", class: "status", text: t("tr.none") })));
+  $("#tr-list tbody").replaceChildren(...rows);
+}
+/* On showing the tab: the list, and (after a reload) the job last watched, or one still running. */
+async function showTraining() {
+  await loadTrainings();
+  if (training.job || !training.jobs) return;
+  const remembered = localStorage.getItem("atelier.training");
+  const job = training.jobs.find((j) => j.id === remembered) || training.jobs.find((j) => !FINISHED.includes(j.status));
+  if (job) watchTraining(job);
+}
+
 /* ---------- tabs and start-up ---------- */
 function showTab(name) {
   $$(".tabs button").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
@@ -1098,6 +1485,7 @@ function showTab(name) {
   if (location.hash !== `#${name}`) history.replaceState(null, "", `#${name}`);
   if (name === "gallery") loadGallery();
   if (name === "edits") loadEdits();
+  if (name === "training") showTraining();
 }
 function rerenderAll() {
   fillCatalogSelects();
@@ -1107,6 +1495,9 @@ function rerenderAll() {
   renderLlm();
   renderCompare();
   renderEdits();
+  renderTrainingForm();
+  renderTrainingJob();
+  renderTrainings();
   $$(".job-card").forEach((card) => card._job && updateCard(card, card._job));
 }
 function init() {
@@ -1116,6 +1507,7 @@ function init() {
   initKnowledge();
   initLlm();
   initEdits();
+  initTraining();
   $$(".tabs button").forEach((b) => b.addEventListener("click", () => showTab(b.dataset.tab)));
   $("#gallery-refresh").addEventListener("click", loadGallery);
   $("#gallery-prev").addEventListener("click", () => { gallery.offset = Math.max(0, gallery.offset - gallery.limit); loadGallery(); });
