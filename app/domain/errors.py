@@ -41,6 +41,19 @@ class InvalidParameters(AtelierError):
         super().__init__(message, code=code, detail=detail)
         self.field = field
 
+    def renamed(self, fields: dict[str, str]) -> InvalidParameters:
+        """The same refusal naming its field as an entrypoint calls it (``{"result_name": "suffix"}``)."""
+        field = fields.get(self.field, self.field) if self.field else None
+        return InvalidParameters(self.message, code=self.code, field=field, detail=self.detail)
+
+
+def require(*rules: tuple[bool, str, str]) -> None:
+    """Refuse with ``InvalidParameters`` naming the field of the first rule that does not hold:
+    ``(holds, message, field)``."""
+    for holds, message, field in rules:
+        if not holds:
+            raise InvalidParameters(message, field=field)
+
 
 class RequestTooLarge(InvalidParameters):
     code = "request_too_large"

@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from app.domain.errors import IllegalTransition, InvalidParameters, NotFound
+from app.domain.errors import IllegalTransition, InvalidParameters, NotFound, require
 from app.domain.jobs import JobStatus, Lifecycle
 from app.domain.specs import validate_model_name
 
@@ -49,18 +49,21 @@ class TrainingSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", TrainingKind(self.kind))
-        validate_model_name(self.base_model, "model")
-        validate_model_name(self.result_name, "suffix")
-        checks = (
+        if isinstance(self.base_model, str) and any(mark in self.base_model for mark in "@:+"):
+            raise InvalidParameters(
+                f"{self.base_model!r} is a variant of a served model: train from the model itself (its name before "
+                "'@', ':' or '+').",
+                field="base_model",
+            )
+        validate_model_name(self.base_model, "base_model")
+        validate_model_name(self.result_name, "result_name")
+        require(
             (1 <= self.epochs <= 100, "epochs must be 1 to 100.", "epochs"),
             (0 < self.learning_rate <= 1, "learning_rate must be in (0, 1].", "learning_rate"),
             (1 <= self.batch_size <= 256, "batch_size must be 1 to 256.", "batch_size"),
             (0 <= self.lora_rank <= 256, "lora_rank must be 0 (every weight) to 256.", "lora_rank"),
             (bool(self.training_file), "training_file is required.", "training_file"),
         )
-        for ok, message, name in checks:
-            if not ok:
-                raise InvalidParameters(message, field=name)
         if self.kind is TrainingKind.IMAGE_LORA and self.lora_rank == 0:
             message = "An image model is trained as a LoRA: lora_rank must be 1 or more."
             raise InvalidParameters(message, field="lora_rank")
@@ -83,48 +86,34 @@ IMAGE_OPTIONS = (
 def _check_image_options(extra: dict[str, Any]) -> None:
     """The options of an image LoRA (``TrainingSpec.extra``): each of the right type and range, no unknown one."""
 
-    def need(ok: bool, message: str, name: str) -> None:
-        if not ok:
-            raise InvalidParameters(message, field=name)
-
-    def integer(value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
+    def integer(value: Any, low: int, high: int) -> bool:
+        return value is None or (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high)
 
     unknown = sorted(set(extra) - set(IMAGE_OPTIONS))
-    need(not unknown, f"Unknown option {unknown[0] if unknown else ''!r} for an image LoRA.", "extra")
-    resolution = extra.get("resolution")
-    need(
-        resolution is None or (integer(resolution) and 32 <= resolution <= 2048),
-        "resolution: 32 to 2048.",
-        "resolution",
-    )
-    need(extra.get("crop") in (None, *IMAGE_CROPS), f"crop must be one of {', '.join(IMAGE_CROPS)}.", "crop")
-    trigger = extra.get("trigger_word")
-    need(
-        trigger is None or (isinstance(trigger, str) and 0 < len(trigger.strip()) <= 64),
-        "trigger_word: 1 to 64 characters.",
-        "trigger_word",
-    )
-    need(
-        isinstance(extra.get("train_text_encoder", False), bool),
-        "train_text_encoder must be true or false.",
-        "train_text_encoder",
-    )
-    prompts = extra.get("sample_prompts") or []
-    need(
-        isinstance(prompts, list | tuple)
-        and len(prompts) <= 8
-        and all(isinstance(p, str) and 0 < len(p) <= 1000 for p in prompts),
-        "sample_prompts: at most 8 prompts of 1 to 1000 characters.",
-        "sample_prompts",
-    )
-    steps = extra.get("sample_steps")
-    need(steps is None or (integer(steps) and 1 <= steps <= 100), "sample_steps must be 1 to 100.", "sample_steps")
-    every = extra.get("checkpoint_every")
-    need(
-        every is None or (integer(every) and 1 <= every <= 100_000),
-        "checkpoint_every must be 1 to 100000.",
-        "checkpoint_every",
+    trigger, prompts = extra.get("trigger_word"), extra.get("sample_prompts") or []
+    require(
+        (not unknown, f"Unknown option {unknown[0] if unknown else ''!r} for an image LoRA.", "extra"),
+        (integer(extra.get("resolution"), 32, 2048), "resolution must be 32 to 2048.", "resolution"),
+        (extra.get("crop") in (None, *IMAGE_CROPS), f"crop must be one of {', '.join(IMAGE_CROPS)}.", "crop"),
+        (
+            trigger is None or (isinstance(trigger, str) and 0 < len(trigger.strip()) <= 64),
+            "trigger_word: 1 to 64 characters.",
+            "trigger_word",
+        ),
+        (
+            isinstance(extra.get("train_text_encoder", False), bool),
+            "train_text_encoder must be true or false.",
+            "train_text_encoder",
+        ),
+        (
+            isinstance(prompts, list | tuple)
+            and len(prompts) <= 8
+            and all(isinstance(p, str) and 0 < len(p) <= 1000 for p in prompts),
+            "sample_prompts: at most 8 prompts of 1 to 1000 characters.",
+            "sample_prompts",
+        ),
+        (integer(extra.get("sample_steps"), 1, 100), "sample_steps must be 1 to 100.", "sample_steps"),
+        (integer(extra.get("checkpoint_every"), 1, 100_000), "checkpoint_every: 1 to 100000.", "checkpoint_every"),
     )
 
 

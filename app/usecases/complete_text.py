@@ -90,7 +90,8 @@ class CompleteText:
 
     def listing(self) -> list[ServedModel]:
         """What a client may name, without loading any model: the default model and its unedited variant, the
-        other registered language models, and each LLM adapter on the default model."""
+        other registered language models, and each LLM adapter on the model it was trained from (the default model
+        when that is not a registered one)."""
         name = self._default_name or self._generator().name
         entries = [ServedModel(name, ModelKind.LLM, info=self._registered(name, ModelKind.LLM), default=True)]
         if self._restore is not None:  # edits are wired: the unedited variant exists
@@ -100,8 +101,11 @@ class CompleteText:
         if self._catalog is not None:
             entries += [ServedModel(m.name, ModelKind.LLM, info=m) for m in self._catalog.list(ModelKind.LLM)]
             entries = [e for i, e in enumerate(entries) if e.id not in {x.id for x in entries[:i]}]
-            adapters = self._catalog.list(ModelKind.LLM_LORA)
-            entries += [ServedModel(f"{name}:{a.name}", ModelKind.LLM_LORA, parent=name, info=a) for a in adapters]
+            # An adapter is listed on the registered model it was trained from (its recorded base), else the default.
+            bases = {m.path: m.name for m in self._catalog.list(ModelKind.LLM)}
+            for a in self._catalog.list(ModelKind.LLM_LORA):
+                base = bases.get(a.base_model or "", name)
+                entries.append(ServedModel(f"{base}:{a.name}", ModelKind.LLM_LORA, parent=base, info=a))
         return entries
 
     def models(self) -> list[str]:

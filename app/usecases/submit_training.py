@@ -38,9 +38,12 @@ class SubmitTraining:
         trigger word, a base family whose LoRAs cannot be trained), ``FileNotFound`` (a file that is not the owner's),
         ``UnknownModel`` (the base) and ``ModelAlreadyRegistered`` (the result's name)."""
         for name, file_id in (("training_file", spec.training_file), ("validation_file", spec.validation_file)):
-            if file_id and self._files.get(file_id, owner).purpose != PURPOSE_OF[spec.kind]:
+            purpose = self._files.get(file_id, owner).purpose if file_id else PURPOSE_OF[spec.kind]
+            if purpose != PURPOSE_OF[spec.kind]:
                 raise InvalidParameters(
-                    f"{file_id} was not uploaded for {spec.kind.value} (purpose {PURPOSE_OF[spec.kind]}).", field=name
+                    f"{file_id} was uploaded with purpose {purpose}; {spec.kind.value} training needs a file uploaded "
+                    f"with purpose {PURPOSE_OF[spec.kind]}.",
+                    field=name,
                 )
         if spec.kind is TrainingKind.IMAGE_LORA:
             if spec.validation_file:

@@ -27,6 +27,7 @@ from app.entrypoints.http.app import create_app
 from app.entrypoints.library import Atelier
 from app.lab.demo_world import concepts
 from tests.conftest import register_demo
+from tests.e2e.test_training_jobs import kill_after_step
 
 
 def scenes_zip(count: int = 6, captions: bool = True) -> bytes:
@@ -172,7 +173,19 @@ def test_the_command_line_trains_from_a_folder_and_refuses_an_empty_one(
     made = runner.invoke(cli, [*data, "lora", "make-scenes", str(tmp_path / "pink"), "--count", "4", "--json"])
     assert made.exit_code == 0, made.output
     assert json.loads(made.output)["images"] == 4 and len(list((tmp_path / "pink").glob("*.txt"))) == 4
-    options = ["--base", "demo-tiny", "--name", "pink", "--epochs", "1", "--batch-size", "2", "--rank", "2", "--json"]
+    options = [
+        "--base",
+        "demo-tiny",
+        "--name",
+        "pink",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--lora-rank",
+        "2",
+        "--json",
+    ]
     trained = runner.invoke(cli, [*data, "lora", "train", str(tmp_path / "pink"), *options])
     assert trained.exit_code == 0, trained.output
     job = json.loads(trained.output)
@@ -195,9 +208,6 @@ def test_a_killed_training_resumes_from_its_checkpoint_to_the_same_lora(
 ) -> None:
     """SIGKILL the CLI process running the job after a checkpoint; a worker started afterwards requeues the job and
     resumes it, ending with the LoRA an uninterrupted run makes, bit for bit."""
-    import os
-    import signal
-    import subprocess
     import sys
 
     from app.adapters.diffusers.lora_training import ImageLoraSettings, train_image_lora
@@ -212,26 +222,9 @@ def test_a_killed_training_resumes_from_its_checkpoint_to_the_same_lora(
         (folder / name).write_bytes(blob)
     command = [sys.executable, "-m", "app.entrypoints.cli.main", "--data-dir", str(data_dir), "lora", "train"]
     command += [str(folder), "--base", "demo-tiny", "--name", "pink", "--epochs", "12", "--batch-size", "2"]
-    command += ["--rank", "4", "--learning-rate", "0.001", "--checkpoint-every", "4", "--quiet"]
-    process = subprocess.Popen(
-        command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        with Atelier.open(data_dir=str(data_dir), start_worker=False) as watcher:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                jobs = watcher.training.jobs().items
-                if jobs and jobs[0].step >= 6:  # past the first checkpoint (every 4 steps)
-                    break
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                time.sleep(0.02)
-            process.send_signal(signal.SIGKILL)
-            process.wait(10)
-            killed = watcher.training.jobs().items[0]
-        assert killed.status is JobStatus.RUNNING and 6 <= killed.step < 48
-    finally:
-        if process.poll() is None:
-            process.kill()
+    command += ["--lora-rank", "4", "--learning-rate", "0.001", "--checkpoint-every", "4", "--quiet"]
+    killed = kill_after_step(command, str(data_dir), 6, {"OMP_NUM_THREADS": "1"})  # past the first checkpoint
+    assert killed.status is JobStatus.RUNNING and 6 <= killed.step < 48
     with Atelier.open(data_dir=str(data_dir)) as worker:  # recovers: the job's process has exited
         done = worker.training.wait(killed.id, timeout=180)
         assert done.status is JobStatus.SUCCEEDED, done.error_message

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ import torch
 from app.domain.chat import ChatMessage, Sampling
 from app.domain.errors import InvalidParameters, ModelAlreadyRegistered, UnknownModel
 from app.domain.jobs import JobStatus
-from app.domain.training import EventKind, FileNotFound, TrainingKind, TrainingSpec
+from app.domain.training import EventKind, FileNotFound, TrainingJob, TrainingKind, TrainingSpec
 from app.entrypoints.library import Atelier
 from app.lab.finetune.facts import write_facts
 from app.usecases.complete_text import CompleteText
@@ -88,11 +89,7 @@ def test_refused_requests_store_nothing_and_a_queued_job_cancels_at_once(tmp_pat
 def test_a_job_killed_mid_run_resumes_from_its_checkpoint_to_the_same_adapter(tmp_path: Path, facts: Path) -> None:
     """SIGKILL the CLI process that runs the job after its first checkpoint; a worker started afterwards requeues
     the job (its process is gone), resumes it from step 20 and ends with the adapter an uninterrupted run makes."""
-    import os
-    import signal
-    import subprocess
     import sys
-    import time
 
     from safetensors.torch import load_file
 
@@ -108,24 +105,9 @@ def test_a_job_killed_mid_run_resumes_from_its_checkpoint_to_the_same_adapter(tm
     command = [sys.executable, "-m", "app.entrypoints.cli.main", "--data-dir", str(data_dir), "llm", "finetune"]
     command += [str(facts / "train.jsonl"), "--base", "tiny", "--name", "facts", "--epochs", "16"]
     command += ["--batch-size", "2", "--lora-rank", "4", "--learning-rate", "0.005", "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ATELIER_LLM": "tiny", "ATELIER_EMBEDDER": "hashing"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        with Atelier.open(data_dir=str(data_dir), start_worker=False, **settings) as watcher:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                jobs = watcher.training.jobs().items
-                if jobs and jobs[0].step >= 22:  # past the first checkpoint (every 20 steps)
-                    break
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                time.sleep(0.05)
-            process.send_signal(signal.SIGKILL)
-            process.wait(10)
-            killed = watcher.training.jobs().items[0]
-        assert killed.status is JobStatus.RUNNING and 22 <= killed.step < 96
-    finally:
-        if process.poll() is None:
-            process.kill()
+    env = {"OMP_NUM_THREADS": "1", "ATELIER_LLM": "tiny", "ATELIER_EMBEDDER": "hashing"}
+    killed = kill_after_step(command, str(data_dir), 22, env, **settings)  # past the first checkpoint (every 20)
+    assert killed.status is JobStatus.RUNNING and 22 <= killed.step < 96
     with Atelier.open(data_dir=str(data_dir), **settings) as worker:  # recovers: the job's process has exited
         done = worker.training.wait(killed.id, timeout=180)
         assert done.status is JobStatus.SUCCEEDED, done.error_message
@@ -142,6 +124,32 @@ def test_a_job_killed_mid_run_resumes_from_its_checkpoint_to_the_same_adapter(tm
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
+def kill_after_step(command: list[str], data_dir: str, step: int, env: dict[str, str], **settings: Any) -> TrainingJob:
+    """Run ``command`` (a CLI training run), SIGKILL it once its job has reached ``step``, and return the job as the
+    kill left it."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        with Atelier.open(data_dir=data_dir, start_worker=False, **settings) as watcher:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                jobs = watcher.training.jobs().items
+                if jobs and jobs[0].step >= step:
+                    break
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                time.sleep(0.02)
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+            return watcher.training.jobs().items[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
 def test_the_command_line_makes_facts_lists_jobs_and_refuses_clearly(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
@@ -149,9 +157,10 @@ def test_the_command_line_makes_facts_lists_jobs_and_refuses_clearly(tmp_path: P
 
     runner = CliRunner()
     data = ["--data-dir", str(tmp_path / "data")]
-    made = runner.invoke(cli, [*data, "llm", "make-facts", str(tmp_path / "facts"), "--companies", "4", "--json"])
+    facts = [str(tmp_path / "facts"), "--companies", "4", "--general", "4", "--json"]
+    made = runner.invoke(cli, [*data, "llm", "make-facts", *facts])
     assert made.exit_code == 0, made.output
-    assert json.loads(made.output)["train"] == 16 and (tmp_path / "facts" / "held_out.jsonl").is_file()
+    assert json.loads(made.output)["train"] == 28 and (tmp_path / "facts" / "held_out.jsonl").is_file()
     listed = runner.invoke(cli, [*data, "llm", "jobs", "--json"])
     assert listed.exit_code == 0 and json.loads(listed.output) == []
     (tmp_path / "bad.jsonl").write_text('{"messages": []}\n')

@@ -114,6 +114,24 @@ def test_edits_find_the_layers_an_adapter_wraps(folders: dict[str, str]) -> None
         generator.close()
 
 
+def test_an_adapter_is_listed_on_the_registered_model_it_was_trained_from(
+    served: BatchedTextGenerator, folders: dict[str, str]
+) -> None:
+    def info(name: str, kind: ModelKind, base: str | None = None) -> ModelInfo:
+        return ModelInfo(name=name, path=folders[name], source=folders[name], kind=kind, base_model=base)
+
+    catalog = InMemoryModelCatalog(
+        [
+            info("other", ModelKind.LLM),
+            info("style-a", ModelKind.LLM_LORA, base=folders["other"]),  # trained from "other"
+            info("style-b", ModelKind.LLM_LORA, base="/somewhere/else"),  # a base that is not registered
+        ]
+    )
+    use = CompleteText(lambda: served, catalog=catalog, default_name="tiny")
+    listed = [(m.id, m.parent) for m in use.listing() if m.kind is ModelKind.LLM_LORA]
+    assert listed == [("other:style-a", "other"), ("tiny:style-b", "tiny")]
+
+
 def test_the_use_case_serves_registered_models_and_adapters_by_name(
     served: BatchedTextGenerator, folders: dict[str, str]
 ) -> None:

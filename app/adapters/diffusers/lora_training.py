@@ -26,14 +26,14 @@ import io
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from app.adapters.training_state import resume_checkpoint, save_checkpoint, write_whole
-from app.domain.errors import InvalidParameters
+from app.domain.errors import InvalidParameters, require
 from app.domain.families import Capability, Family, profile
 from app.domain.image_dataset import CaptionedImage, training_captions
 from app.domain.training import TrainingKind, TrainingSpec
@@ -62,10 +62,9 @@ class ImageLoraSettings:
     sample_guidance: float | None = None  # None: the model's recommended scale
     checkpoint_every: int = 50
     seed: int = 0
-    extra_fingerprint: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        checks = (
+        require(
             (self.epochs >= 1, "epochs must be at least 1.", "epochs"),
             (self.learning_rate > 0, "learning_rate must be positive.", "learning_rate"),
             (1 <= self.batch_size <= 256, "batch_size must be 1 to 256.", "batch_size"),
@@ -76,9 +75,6 @@ class ImageLoraSettings:
             (len(self.sample_prompts) <= 8, "At most 8 sample prompts.", "sample_prompts"),
             (self.checkpoint_every >= 1, "checkpoint_every must be at least 1.", "checkpoint_every"),
         )
-        for ok, message, name in checks:
-            if not ok:
-                raise InvalidParameters(message, field=name)
 
 
 @dataclass(frozen=True)

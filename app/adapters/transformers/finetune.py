@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from app.adapters.training_state import resume_checkpoint, save_checkpoint, write_whole
-from app.domain.errors import InvalidParameters
+from app.domain.errors import InvalidParameters, require
 from app.domain.training import TrainingKind, TrainingSpec
 from app.ports.training import Trainer, TrainOutcome
 
@@ -44,15 +44,12 @@ class FineTuneSettings:
     max_length: int = 512
 
     def __post_init__(self) -> None:
-        checks = (
+        require(
             (self.epochs >= 1, "epochs must be at least 1.", "epochs"),
             (self.learning_rate > 0, "learning_rate must be positive.", "learning_rate"),
             (1 <= self.batch_size <= 256, "batch_size must be 1 to 256.", "batch_size"),
             (0 <= self.lora_rank <= 256, "lora_rank must be 0 (full fine-tuning) to 256.", "lora_rank"),
         )
-        for ok, message, field in checks:
-            if not ok:
-                raise InvalidParameters(message, field=field)
 
 
 @dataclass(frozen=True)

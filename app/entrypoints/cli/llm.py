@@ -141,17 +141,20 @@ def cancel(ctx: click.Context, job_id: str) -> None:
 
 @llm.command("make-facts")
 @click.argument("out_dir", default="facts")
-@click.option("--companies", default=50, show_default=True, type=int)
+@click.option("--companies", default=30, show_default=True, type=int)
+@click.option("--phrasings", default=3, show_default=True, type=click.IntRange(1, 3), help="Questions per fact.")
+@click.option("--general", default=45, show_default=True, type=int, help="Rehearsal records the model knows.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
-def make_facts(out_dir: str, companies: int, seed: int, as_json: bool) -> None:
-    """Write facts no model can know (fictional companies, founders, cities): train.jsonl (chat records),
-    validation.jsonl and held_out.jsonl (questions in a phrasing no record uses), to measure fine-tuning."""
-    if companies < 1:
-        raise InvalidParameters("--companies must be at least 1.", field="companies")
+def make_facts(out_dir: str, companies: int, phrasings: int, general: int, seed: int, as_json: bool) -> None:
+    """Write facts no model can know (fictional companies, founders, cities): train.jsonl (chat records, with
+    rehearsal records of facts the model knows), validation.jsonl and held_out.jsonl (questions in a phrasing no
+    record uses), to measure fine-tuning."""
+    if companies < 1 or general < 0:
+        raise InvalidParameters("--companies must be at least 1 and --general at least 0.", field="companies")
     from app.lab.finetune.facts import write_facts
 
-    made = write_facts(out_dir, companies, seed)
+    made = write_facts(out_dir, companies, seed, phrasings, general)
     if as_json:
         echo_json(made)
     else:

@@ -10,7 +10,7 @@ from app.domain.errors import InvalidParameters
 from app.domain.image_dataset import CAPTION_SUFFIXES, IMAGE_SUFFIXES, pack_image_archive
 from app.domain.training import IMAGE_CROPS, TrainingKind, TrainingSpec
 from app.entrypoints.cli.common import echo_json, open_atelier, quiet_option, to_plain
-from app.entrypoints.cli.llm import fail_unless_succeeded, follow
+from app.entrypoints.cli.llm import cancel, fail_unless_succeeded, follow, jobs
 
 MAX_FOLDER_BYTES = 512 * 1024 * 1024
 
@@ -18,6 +18,10 @@ MAX_FOLDER_BYTES = 512 * 1024 * 1024
 @click.group()
 def lora() -> None:
     """Train image LoRAs from your own pictures; the result is usable at once as <lora:NAME:0.8>."""
+
+
+lora.add_command(jobs)  # training jobs of every kind, as `atelier llm jobs` lists them
+lora.add_command(cancel)
 
 
 def pack_folder(folder: Path, captions: Path | None) -> bytes:
@@ -56,7 +60,7 @@ def pack_folder(folder: Path, captions: Path | None) -> bytes:
 @click.option("--epochs", default=10, show_default=True, type=int)
 @click.option("--learning-rate", default=1e-4, show_default=True, type=float)
 @click.option("--batch-size", default=4, show_default=True, type=int)
-@click.option("--rank", "lora_rank", default=8, show_default=True, type=int)
+@click.option("--lora-rank", default=8, show_default=True, type=int)
 @click.option("--resolution", default=None, type=int, help="Training size in pixels  [default: the model's own]")
 @click.option("--crop", default="center", show_default=True, type=click.Choice(IMAGE_CROPS))
 @click.option("--train-text-encoder", is_flag=True, help="Put a LoRA on the text encoder too.")

@@ -184,18 +184,21 @@ def _spec(body: FineTuneIn) -> TrainingSpec:
     rate = given.learning_rate or BASE_LEARNING_RATE * (
         1.0 if given.learning_rate_multiplier == "auto" else float(given.learning_rate_multiplier)
     )
-    return TrainingSpec(
-        kind=TrainingKind.LLM_FINETUNE,
-        base_model=body.model,
-        result_name=body.suffix or f"ft-{uuid.uuid4().hex[:8]}",
-        training_file=body.training_file,
-        validation_file=body.validation_file,
-        epochs=3 if given.n_epochs == "auto" else int(given.n_epochs),
-        learning_rate=rate,
-        batch_size=8 if given.batch_size == "auto" else int(given.batch_size),
-        lora_rank=given.lora_rank,
-        seed=body.seed or 0,
-    )
+    try:
+        return TrainingSpec(
+            kind=TrainingKind.LLM_FINETUNE,
+            base_model=body.model,
+            result_name=body.suffix or f"ft-{uuid.uuid4().hex[:8]}",
+            training_file=body.training_file,
+            validation_file=body.validation_file,
+            epochs=3 if given.n_epochs == "auto" else int(given.n_epochs),
+            learning_rate=rate,
+            batch_size=8 if given.batch_size == "auto" else int(given.batch_size),
+            lora_rank=given.lora_rank,
+            seed=body.seed or 0,
+        )
+    except InvalidParameters as e:  # the domain's field names, as OpenAI's request calls them
+        raise e.renamed({"base_model": "model", "result_name": "suffix", "epochs": "n_epochs"}) from None
 
 
 @router.post(

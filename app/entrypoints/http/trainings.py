@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.domain.errors import InvalidParameters
 from app.domain.training import TrainingEvent, TrainingJob, TrainingKind, TrainingSpec
 from app.entrypoints.http import deps
 from app.entrypoints.http.openapi import errors
@@ -68,6 +69,12 @@ class TrainingIn(BaseModel):
                 "checkpoint_every": self.checkpoint_every,
             }
             extra = {k: v for k, v in given.items() if v not in (None, [], False)}
+        try:
+            return self._spec(epochs, rate, batch, rank, extra)
+        except InvalidParameters as e:
+            raise e.renamed({"result_name": "name"}) from None
+
+    def _spec(self, epochs: int, rate: float, batch: int, rank: int, extra: dict[str, Any]) -> TrainingSpec:
         return TrainingSpec(
             kind=self.kind,
             base_model=self.base_model,
@@ -106,6 +113,7 @@ class TrainingOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     attempts: int = Field(description="Runs so far; above 1 when it resumed from a checkpoint after a crash.")
+    cancel_requested: bool = Field(description="A cancel was asked: a running job stops after its current step.")
 
     @classmethod
     def of(cls, job: TrainingJob) -> TrainingOut:
@@ -133,6 +141,7 @@ class TrainingOut(BaseModel):
             started_at=job.started_at,
             finished_at=job.finished_at,
             attempts=job.attempts,
+            cancel_requested=job.cancel_requested,
         )
 
 
