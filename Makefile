@@ -47,7 +47,7 @@ browser:
 
 ## test: set up, then lint, type-check, layer contracts and the whole test suite
 test: setup browser lint typecheck
-	$(BIN)/python -m pytest -q -p no:cacheprovider -rs -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -p no:cacheprovider -rs -n 2 --dist loadfile --durations=25
 
 lint: setup
 	$(BIN)/ruff check app migrations tests benchmarks

@@ -98,7 +98,7 @@ def test_real_server_generates_and_streams_events(server: Server) -> None:
 
 def test_a_job_survives_a_killed_server(server: Server) -> None:
     """The job got a 202, the process died mid-generation; after a restart it completes."""
-    body = {"prompt": "一只红色的大圆在左边，蓝色背景", "width": 128, "height": 128, "steps": 120, "seed": 3}
+    body = {"prompt": "一只红色的大圆在左边，蓝色背景", "width": 128, "height": 128, "steps": 50, "seed": 3}
     job_id = httpx.post(f"{server.url}/v1/jobs", json=body, timeout=10).json()["id"]
     running = poll(f"{server.url}/v1/jobs/{job_id}", lambda j: j["status"] == "running" and j["progress"] > 0)
     assert running["progress"] < 1.0

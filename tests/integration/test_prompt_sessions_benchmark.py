@@ -12,9 +12,7 @@ from benchmarks.prompt_sessions import HEADLINE, main
 def test_the_benchmark_prints_the_headline(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--instructions", "3", "--k", "2", "--sft-steps", "5", "--sft-records", "200", "--sft-held-out", "2"]
     args += ["--headroom", "2", "--sampling", "2"]
-    headline = main(
-        [*args, "--steps", "4", "--threads", "1", "--rl-steps", "2", "--rl-held-out", "2", "--rl-ablations"]
-    )
+    headline = main([*args, "--steps", "4", "--threads", "1", "--rl-steps", "2", "--rl-held-out", "2"])
     lines = capsys.readouterr().out.strip().splitlines()
     last = json.loads(lines[-1])
     detail = json.loads(lines[-2])
