@@ -127,6 +127,8 @@ def test_pages_and_events(store: TrainingJobStore) -> None:
     events = store.events(job.id)
     assert [e.seq for e in events] == [1, 2, 3] and events[2].validation_loss == 2.2
     assert [e.step for e in store.events(job.id, after=1)] == [1, 2]
+    sample = store.add_event(job.id, EventKind.SAMPLE, "step 2: 1 sample image", T0, step=2, images=("s-2.png",))
+    assert store.events(job.id, after=3) == [sample] and sample.images == ("s-2.png",)
     with pytest.raises(TrainingJobNotFound):
         store.add_event("f" * 32, EventKind.MESSAGE, "x", T0)
 
@@ -136,7 +138,8 @@ def test_the_spec_refuses_bad_values() -> None:
         ({"epochs": 0}, "epochs"),
         ({"learning_rate": 0.0}, "learning_rate"),
         ({"lora_rank": 0, "kind": TrainingKind.IMAGE_LORA}, "lora_rank"),
-        ({"result_name": "bad name"}, "suffix"),
+        ({"result_name": "bad name"}, "result_name"),
+        ({"base_model": "smollm2@base"}, "base_model"),  # a variant of a served model, not a model
         ({"training_file": ""}, "training_file"),
     ):
         with pytest.raises(InvalidParameters) as refused:
