@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.domain.errors import InvalidParameters, UnknownModel
-from app.domain.families import PROFILES, Capability
+from app.domain.errors import UnknownModel
+from app.domain.families import require_lora_training
 from app.domain.models import ModelKind
 from app.domain.training import TrainingKind
 from app.ports.generation import ModelCatalog
@@ -55,13 +55,7 @@ def base_models(settings: Settings, catalog: ModelCatalog) -> BaseModels:
             raise UnknownModel(
                 f"No image model named {name!r}: train on one listed by `atelier models list` (kind base)."
             ) from None
-        if not model.profile.supports(Capability.LORA_TRAINING):
-            trainable = ", ".join(p.label for p in PROFILES.values() if p.supports(Capability.LORA_TRAINING))
-            raise InvalidParameters(
-                f"LoRAs of {model.profile.label} models cannot be trained yet; trainable families: {trainable}.",
-                code="unsupported_training",
-                field="base_model",
-            )
+        require_lora_training(model.family)
         return model.path
 
     return folder

@@ -280,6 +280,17 @@ def supported_families() -> str:
     return ", ".join(p.label for p in PROFILES.values())
 
 
+def require_lora_training(family: Family | str) -> None:
+    """Refuse (``unsupported_training``) a base model whose family's LoRAs cannot be trained here."""
+    if not profile(family).supports(Capability.LORA_TRAINING):
+        trainable = ", ".join(p.label for p in PROFILES.values() if p.supports(Capability.LORA_TRAINING))
+        raise InvalidParameters(
+            f"LoRAs of {profile(family).label} models cannot be trained yet; trainable families: {trainable}.",
+            code="unsupported_training",
+            field="base_model",
+        )
+
+
 def unsupported(family: Family, capability: Capability, field: str, hint: str = "") -> InvalidParameters:
     """The error for asking ``family`` for ``capability``."""
     label = PROFILES[family].label

@@ -31,6 +31,25 @@ class TrainingKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class Hyperparameters:
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    lora_rank: int
+
+
+# The defaults of each kind, read by every entrypoint: an image LoRA learns from few images over many epochs at a
+# lower rate; a language model's LoRA sees more records in fewer passes.
+DEFAULTS: dict[TrainingKind, Hyperparameters] = {
+    TrainingKind.IMAGE_LORA: Hyperparameters(epochs=10, learning_rate=1e-4, batch_size=4, lora_rank=8),
+    TrainingKind.LLM_FINETUNE: Hyperparameters(epochs=3, learning_rate=1e-3, batch_size=8, lora_rank=16),
+}
+CHECKPOINT_EVERY = 50  # steps between an image LoRA's checkpoints and sample images
+SAMPLE_STEPS = 20  # denoising steps of each sample image
+_LLM = DEFAULTS[TrainingKind.LLM_FINETUNE]
+
+
+@dataclass(frozen=True)
 class TrainingSpec:
     """What to train: the registered base model, the data (uploaded file ids or a server folder) and the
     hyperparameters; ``result_name`` is the name the result is registered under."""
@@ -40,10 +59,10 @@ class TrainingSpec:
     result_name: str
     training_file: str
     validation_file: str | None = None
-    epochs: int = 3
-    learning_rate: float = 1e-3
-    batch_size: int = 8
-    lora_rank: int = 16  # 0: every weight (language models only)
+    epochs: int = _LLM.epochs
+    learning_rate: float = _LLM.learning_rate
+    batch_size: int = _LLM.batch_size
+    lora_rank: int = _LLM.lora_rank  # 0: every weight (language models only)
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # kind-specific options (trigger word, resolution, ...)
 

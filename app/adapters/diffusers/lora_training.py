@@ -34,9 +34,9 @@ import torch
 
 from app.adapters.training_state import resume_checkpoint, save_checkpoint, write_whole
 from app.domain.errors import InvalidParameters, require
-from app.domain.families import Capability, Family, profile
+from app.domain.families import require_lora_training
 from app.domain.image_dataset import CaptionedImage, training_captions
-from app.domain.training import TrainingKind, TrainingSpec
+from app.domain.training import CHECKPOINT_EVERY, DEFAULTS, SAMPLE_STEPS, TrainingKind, TrainingSpec
 from app.ports.training import Trainer, TrainOutcome
 
 Progress = Callable[[int, int, float, float | None], None]  # step, total, loss, validation loss (none here)
@@ -45,22 +45,23 @@ UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 CROPS = ("center", "bucket")
 WEIGHTS = "pytorch_lora_weights.safetensors"
+_DEFAULT = DEFAULTS[TrainingKind.IMAGE_LORA]
 
 
 @dataclass(frozen=True)
 class ImageLoraSettings:
-    epochs: int = 10
-    learning_rate: float = 1e-4
-    batch_size: int = 4
-    rank: int = 8
+    epochs: int = _DEFAULT.epochs
+    learning_rate: float = _DEFAULT.learning_rate
+    batch_size: int = _DEFAULT.batch_size
+    rank: int = _DEFAULT.lora_rank
     resolution: int | None = None  # None: the model's native size
     crop: str = "center"
     trigger_word: str | None = None
     train_text_encoder: bool = False
     sample_prompts: tuple[str, ...] = ()
-    sample_steps: int = 20
+    sample_steps: int = SAMPLE_STEPS
     sample_guidance: float | None = None  # None: the model's recommended scale
-    checkpoint_every: int = 50
+    checkpoint_every: int = CHECKPOINT_EVERY
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -86,19 +87,14 @@ class ImageLoraResult:
     finished: bool
 
 
-def check_family(base: str) -> Family:
-    """The base folder's family, refused (``unsupported_training``) when LoRAs of it cannot be trained here."""
+def check_family(base: str) -> dict[str, Any]:
+    """What the base folder says of itself (``inspect_model``), refused (``unsupported_training``) when LoRAs of its
+    family cannot be trained here. A job's base was checked at submit time; this guards direct calls."""
     from app.adapters.diffusers.layout import inspect_model
 
-    family = Family(inspect_model(base)["family"])
-    if not profile(family).supports(Capability.LORA_TRAINING):
-        trained = ", ".join(p.label for p in map(profile, Family) if p.supports(Capability.LORA_TRAINING))
-        raise InvalidParameters(
-            f"LoRAs of {profile(family).label} models cannot be trained yet; trainable families: {trained}.",
-            code="unsupported_training",
-            field="base_model",
-        )
-    return family
+    details = inspect_model(base)
+    require_lora_training(details["family"])
+    return details
 
 
 def buckets(resolution: int, multiple: int, max_ratio: float = 2.0) -> list[tuple[int, int]]:
@@ -206,7 +202,7 @@ def train_image_lora(
     import diffusers
 
     lib: Any = diffusers  # untyped
-    check_family(base)
+    guidance = settings.sample_guidance or float(check_family(base).get("default_guidance") or 7.5)
     captions = training_captions(list(images), settings.trigger_word, "training_file")
     decoded = [_decode(item) for item in images]
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -258,7 +254,7 @@ def train_image_lora(
         if stop or step % settings.checkpoint_every == 0 or step == total:
             save_checkpoint(work_dir, fingerprint, step, parameters, optimizer, schedule, generator)
             if settings.sample_prompts and samples is not None:
-                samples(step, _render_samples(pipe, settings, Path(work_dir) / "samples", step, base))
+                samples(step, _render_samples(pipe, settings, guidance, Path(work_dir) / "samples", step))
         if stop:
             return ImageLoraResult(out_dir, step, sum(losses) / len(losses), resumed, False)
     _save(pipe, out_dir, settings.train_text_encoder)
@@ -299,12 +295,9 @@ def _loss(unet: Any, scheduler: Any, clean: torch.Tensor, context: torch.Tensor,
     return torch.nn.functional.mse_loss(prediction.float(), target.float())
 
 
-def _render_samples(pipe: Any, settings: ImageLoraSettings, folder: Path, step: int, base: str) -> list[str]:
+def _render_samples(pipe: Any, settings: ImageLoraSettings, guidance: float, folder: Path, step: int) -> list[str]:
     """Render each sample prompt with a fixed seed (the same at every checkpoint, so the images show the LoRA's
     progress) and write them as PNG files named by step."""
-    from app.adapters.diffusers.layout import inspect_model
-
-    guidance = settings.sample_guidance or float(inspect_model(base).get("default_guidance") or 7.5)
     folder.mkdir(parents=True, exist_ok=True)
     pipe.unet.eval()
     written = []
@@ -372,8 +365,8 @@ def settings_of(spec: TrainingSpec) -> ImageLoraSettings:
         trigger_word=extra.get("trigger_word"),
         train_text_encoder=bool(extra.get("train_text_encoder", False)),
         sample_prompts=tuple(str(p) for p in prompts),
-        sample_steps=int(extra.get("sample_steps") or 20),
-        checkpoint_every=int(extra.get("checkpoint_every") or 50),
+        sample_steps=int(extra.get("sample_steps") or SAMPLE_STEPS),
+        checkpoint_every=int(extra.get("checkpoint_every") or CHECKPOINT_EVERY),
         seed=spec.seed,
     )
 

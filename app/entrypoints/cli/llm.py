@@ -8,9 +8,11 @@ from pathlib import Path
 import click
 
 from app.domain.errors import InvalidParameters
-from app.domain.training import TrainingJob, TrainingKind, TrainingSpec
+from app.domain.training import DEFAULTS, TrainingJob, TrainingKind, TrainingSpec
 from app.entrypoints.cli.common import Progress, echo_json, echo_table, open_atelier, quiet_option, to_plain
 from app.entrypoints.library import Atelier
+
+_DEFAULT = DEFAULTS[TrainingKind.LLM_FINETUNE]
 
 
 @click.group()
@@ -25,10 +27,10 @@ def llm() -> None:
 @click.option(
     "--validation", default=None, type=click.Path(exists=True, dir_okay=False), help="Chat records to validate on."
 )
-@click.option("--epochs", default=3, show_default=True, type=int)
-@click.option("--learning-rate", default=1e-3, show_default=True, type=float)
-@click.option("--batch-size", default=8, show_default=True, type=int)
-@click.option("--lora-rank", default=16, show_default=True, type=int, help="0: fine-tune every weight.")
+@click.option("--epochs", default=_DEFAULT.epochs, show_default=True, type=int)
+@click.option("--learning-rate", default=_DEFAULT.learning_rate, show_default=True, type=float)
+@click.option("--batch-size", default=_DEFAULT.batch_size, show_default=True, type=int)
+@click.option("--lora-rank", default=_DEFAULT.lora_rank, show_default=True, type=int, help="0: fine-tune every weight.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--no-wait", is_flag=True, help="Queue the job and print its id (a worker process runs it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON (no progress output).")

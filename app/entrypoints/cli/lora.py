@@ -8,11 +8,14 @@ import click
 
 from app.domain.errors import InvalidParameters
 from app.domain.image_dataset import CAPTION_SUFFIXES, IMAGE_SUFFIXES, pack_image_archive
-from app.domain.training import IMAGE_CROPS, TrainingKind, TrainingSpec
+from app.domain.training import CHECKPOINT_EVERY, DEFAULTS, IMAGE_CROPS, TrainingKind, TrainingSpec
 from app.entrypoints.cli.common import echo_json, open_atelier, quiet_option, to_plain
 from app.entrypoints.cli.llm import cancel, fail_unless_succeeded, follow, jobs
 
 MAX_FOLDER_BYTES = 512 * 1024 * 1024
+
+
+_DEFAULT = DEFAULTS[TrainingKind.IMAGE_LORA]
 
 
 @click.group()
@@ -57,15 +60,17 @@ def pack_folder(folder: Path, captions: Path | None) -> bytes:
     help='A JSONL file of {"file_name", "text"} captions  [default: a .txt beside each image, or a metadata.jsonl]',
 )
 @click.option("--trigger-word", default=None, help="Starts every caption; the caption of an image without one.")
-@click.option("--epochs", default=10, show_default=True, type=int)
-@click.option("--learning-rate", default=1e-4, show_default=True, type=float)
-@click.option("--batch-size", default=4, show_default=True, type=int)
-@click.option("--lora-rank", default=8, show_default=True, type=int)
+@click.option("--epochs", default=_DEFAULT.epochs, show_default=True, type=int)
+@click.option("--learning-rate", default=_DEFAULT.learning_rate, show_default=True, type=float)
+@click.option("--batch-size", default=_DEFAULT.batch_size, show_default=True, type=int)
+@click.option("--lora-rank", default=_DEFAULT.lora_rank, show_default=True, type=int)
 @click.option("--resolution", default=None, type=int, help="Training size in pixels  [default: the model's own]")
 @click.option("--crop", default="center", show_default=True, type=click.Choice(IMAGE_CROPS))
 @click.option("--train-text-encoder", is_flag=True, help="Put a LoRA on the text encoder too.")
 @click.option("--sample-prompt", "sample_prompts", multiple=True, help="Rendered at each checkpoint (repeatable).")
-@click.option("--checkpoint-every", default=50, show_default=True, type=int, help="Steps between checkpoints.")
+@click.option(
+    "--checkpoint-every", default=CHECKPOINT_EVERY, show_default=True, type=int, help="Steps between checkpoints."
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--no-wait", is_flag=True, help="Queue the job and print its id (a worker process runs it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON (no progress output).")

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 
 from app.domain.errors import InvalidParameters
 from app.domain.training import (
+    DEFAULTS,
     FILE_PURPOSES,
     StoredFile,
     TrainingEvent,
@@ -36,7 +37,8 @@ from app.entrypoints.library import Atelier
 
 router = APIRouter(tags=["openai"])
 AtelierDep = Annotated[Atelier, Depends(deps.atelier)]
-BASE_LEARNING_RATE = 1e-3
+_DEFAULT = DEFAULTS[TrainingKind.LLM_FINETUNE]
+BASE_LEARNING_RATE = _DEFAULT.learning_rate
 JOB_PREFIX, EVENT_PREFIX = "ftjob-", "ftevent-"
 
 
@@ -191,9 +193,9 @@ def _spec(body: FineTuneIn) -> TrainingSpec:
             result_name=body.suffix or f"ft-{uuid.uuid4().hex[:8]}",
             training_file=body.training_file,
             validation_file=body.validation_file,
-            epochs=3 if given.n_epochs == "auto" else int(given.n_epochs),
+            epochs=_DEFAULT.epochs if given.n_epochs == "auto" else int(given.n_epochs),
             learning_rate=rate,
-            batch_size=8 if given.batch_size == "auto" else int(given.batch_size),
+            batch_size=_DEFAULT.batch_size if given.batch_size == "auto" else int(given.batch_size),
             lora_rank=given.lora_rank,
             seed=body.seed or 0,
         )

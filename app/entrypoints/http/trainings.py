@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.domain.errors import InvalidParameters
-from app.domain.training import TrainingEvent, TrainingJob, TrainingKind, TrainingSpec
+from app.domain.training import DEFAULTS, Hyperparameters, TrainingEvent, TrainingJob, TrainingKind, TrainingSpec
 from app.entrypoints.http import deps
 from app.entrypoints.http.openapi import errors
 from app.entrypoints.library import Atelier
@@ -21,13 +21,6 @@ from app.entrypoints.library import Atelier
 router = APIRouter(tags=["training"])
 AtelierDep = Annotated[Atelier, Depends(deps.atelier)]
 OwnerDep = Annotated[str, Depends(deps.owner)]
-
-# Defaults per kind: an image LoRA learns from few images over many epochs at a lower rate.
-# (epochs, learning rate, batch size, LoRA rank)
-DEFAULTS: dict[TrainingKind, tuple[int, float, int, int]] = {
-    TrainingKind.IMAGE_LORA: (10, 1e-4, 4, 8),
-    TrainingKind.LLM_FINETUNE: (3, 1e-3, 8, 16),
-}
 
 
 class TrainingIn(BaseModel):
@@ -56,7 +49,6 @@ class TrainingIn(BaseModel):
     checkpoint_every: int | None = Field(None, description="Steps between checkpoints and samples (50).")
 
     def spec(self) -> TrainingSpec:
-        epochs, rate, batch, rank = DEFAULTS[self.kind]
         extra: dict[str, Any] = {}
         if self.kind is TrainingKind.IMAGE_LORA:
             given = {
@@ -70,21 +62,21 @@ class TrainingIn(BaseModel):
             }
             extra = {k: v for k, v in given.items() if v not in (None, [], False)}
         try:
-            return self._spec(epochs, rate, batch, rank, extra)
+            return self._spec(DEFAULTS[self.kind], extra)
         except InvalidParameters as e:
             raise e.renamed({"result_name": "name"}) from None
 
-    def _spec(self, epochs: int, rate: float, batch: int, rank: int, extra: dict[str, Any]) -> TrainingSpec:
+    def _spec(self, default: Hyperparameters, extra: dict[str, Any]) -> TrainingSpec:
         return TrainingSpec(
             kind=self.kind,
             base_model=self.base_model,
             result_name=self.name,
             training_file=self.training_file,
             validation_file=self.validation_file,
-            epochs=self.epochs if self.epochs is not None else epochs,
-            learning_rate=self.learning_rate if self.learning_rate is not None else rate,
-            batch_size=self.batch_size if self.batch_size is not None else batch,
-            lora_rank=self.lora_rank if self.lora_rank is not None else rank,
+            epochs=self.epochs if self.epochs is not None else default.epochs,
+            learning_rate=self.learning_rate if self.learning_rate is not None else default.learning_rate,
+            batch_size=self.batch_size if self.batch_size is not None else default.batch_size,
+            lora_rank=self.lora_rank if self.lora_rank is not None else default.lora_rank,
             seed=self.seed,
             extra=extra,
         )
