@@ -144,6 +144,7 @@ PROFILES: dict[Family, FamilyProfile] = {
                 C.HIRES,
                 C.LATENT_UPSCALE,
                 C.CLIP_SKIP,
+                C.LORA_TRAINING,
             ),
             GuidanceKind.CFG,
             size=1024,

@@ -156,3 +156,48 @@ def test_a_bad_archive_is_refused_with_where(files: dict[str, bytes], message: s
 def test_what_is_not_a_zip_is_refused() -> None:
     with pytest.raises(InvalidParameters, match="not a zip"):
         parse_image_archive(b'{"messages": []}')
+
+
+def test_an_sdxl_lora_conditions_on_both_encoders_and_loads_in_both_formats(tmp_path: Path) -> None:
+    """SDXL: pooled text embedding and size ids in the loss, a LoRA on both text encoders, kohya's te1/te2 names."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from app.adapters.diffusers.tiny import build_tiny
+
+    base = build_tiny("sdxl", str(tmp_path / "sdxl"))
+    settings = ImageLoraSettings(
+        epochs=2, learning_rate=1e-3, batch_size=2, rank=4, resolution=64, crop="bucket", train_text_encoder=True
+    )
+    wide = [CaptionedImage(f"w{i}.png", _png((200, 40 * i, 90), 96, 48), "一个宽的方形") for i in range(2)]
+    losses: list[float] = []
+    result = train_image_lora(
+        base,
+        [*IMAGES[1::2], *wide],
+        str(tmp_path / "xl"),
+        str(tmp_path / "work"),
+        settings,
+        progress=lambda step, total, loss, _: losses.append(loss),
+    )
+    assert result.finished and len(losses) == result.steps == 6  # (3 square + 2 wide buckets of 2) x 2 epochs
+    assert all(np.isfinite(losses))
+    diffusers_keys = _weights(tmp_path / "xl").keys()
+    assert {k.split(".")[0] for k in diffusers_keys} == {"unet", "text_encoder", "text_encoder_2"}
+    kohya = tmp_path / "xl" / "xl.safetensors"
+    prefixes = {k.split("_layers_")[0] for k in load_file(str(kohya)) if "_layers_" in k}
+    assert prefixes == {"lora_te1_text_model_encoder", "lora_te2_text_model_encoder"}  # the names A1111 reads
+    assert any(k.startswith("lora_unet_down_blocks_") for k in load_file(str(kohya)))
+    pipe = StableDiffusionXLPipeline.from_pretrained(base, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    manager = LoraManager()
+
+    def image(loras: list[tuple[str, str, float]]) -> np.ndarray:
+        manager.activate(pipe, loras)
+        generator = torch.Generator().manual_seed(0)
+        out = pipe("一个方形", num_inference_steps=2, height=64, width=64, generator=generator, output_type="np")
+        return np.asarray(out.images[0])
+
+    plain = image([])
+    diffusers_format = image([("peft", str(tmp_path / "xl"), 1.0)])
+    kohya_format = image([("kohya", str(kohya), 1.0)])
+    assert not np.allclose(plain, diffusers_format, atol=1e-4)
+    np.testing.assert_allclose(diffusers_format, kohya_format, atol=2e-3)

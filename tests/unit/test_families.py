@@ -156,7 +156,7 @@ def _documented_table() -> str:
         cells = [
             f"{fam.label} (`{fam.family.value}`)",
             ", ".join(m.value for m in fam.modes()),
-            yn(fam, Capability.LORA),
+            "yes, trainable" if fam.supports(Capability.LORA_TRAINING) else yn(fam, Capability.LORA),
             yn(fam, Capability.LONG_PROMPTS),
             yn(fam, Capability.PROMPT_WEIGHTING),
             yn(fam, Capability.NEGATIVE_PROMPT),

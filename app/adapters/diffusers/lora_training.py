@@ -17,7 +17,10 @@
   ``NAME.safetensors``, the same LoRA in kohya's format, for AUTOMATIC1111, ComfyUI and kohya's tools.
 
 The families trained are those whose profile has ``lora_training``: Stable Diffusion 1.x/2.x (and the
-PAI-Diffusion models of that family, and the demo model).
+PAI-Diffusion models of that family, and the demo model) and SDXL. SDXL conditions on both text encoders (the
+second one's pooled embedding too) and on its size and crop ids (original size, top-left crop, target size: the
+bucket's size, crop 0 0, as kohya's trainer sets them); with the text encoders trained, both get a LoRA, saved as
+``lora_te1_``/``lora_te2_`` in the kohya file.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import torch
 
 from app.adapters.training_state import resume_checkpoint, save_checkpoint, write_whole
 from app.domain.errors import InvalidParameters, require
-from app.domain.families import require_lora_training
+from app.domain.families import Family, require_lora_training
 from app.domain.image_dataset import CaptionedImage, training_captions
 from app.domain.training import CHECKPOINT_EVERY, DEFAULTS, SAMPLE_STEPS, TrainingKind, TrainingSpec
 from app.ports.training import Trainer, TrainOutcome
@@ -45,6 +48,19 @@ UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 CROPS = ("center", "bucket")
 WEIGHTS = "pytorch_lora_weights.safetensors"
+
+
+@dataclass(frozen=True)
+class _Architecture:
+    pipeline: str  # the diffusers pipeline class
+    text_encoders: tuple[str, ...]  # the pipeline's text encoders, in order
+    added_conditions: bool  # SDXL's pooled text embedding and size/crop ids
+
+
+ARCHITECTURES = {
+    Family.SD: _Architecture("StableDiffusionPipeline", ("text_encoder",), False),
+    Family.SDXL: _Architecture("StableDiffusionXLPipeline", ("text_encoder", "text_encoder_2"), True),
+}
 _DEFAULT = DEFAULTS[TrainingKind.IMAGE_LORA]
 
 
@@ -159,12 +175,11 @@ def _batches(sizes: list[tuple[int, int]], batch_size: int, seed: int, epoch: in
     return batches
 
 
-def _load(base: str, device: str) -> Any:
+def _load(architecture: _Architecture, base: str, device: str) -> Any:
     import diffusers
 
-    lib: Any = diffusers  # untyped
     dtype = torch.float32 if device == "cpu" else torch.float16
-    pipe = lib.StableDiffusionPipeline.from_pretrained(
+    pipe = getattr(diffusers, architecture.pipeline).from_pretrained(
         base, dtype=dtype, safety_checker=None, requires_safety_checker=False, local_files_only=True
     )
     pipe.set_progress_bar_config(disable=True)
@@ -202,26 +217,34 @@ def train_image_lora(
     import diffusers
 
     lib: Any = diffusers  # untyped
-    guidance = settings.sample_guidance or float(check_family(base).get("default_guidance") or 7.5)
+    details = check_family(base)
+    guidance = settings.sample_guidance or float(details.get("default_guidance") or 7.5)
+    architecture = ARCHITECTURES[Family(details["family"])]
     captions = training_captions(list(images), settings.trigger_word, "training_file")
     decoded = [_decode(item) for item in images]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipe = _load(base, device)
-    unet, vae, text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
+    pipe = _load(architecture, base, device)
+    unet, vae = pipe.unet, pipe.vae
+    if unet.config.in_channels != vae.config.latent_channels:
+        message = "An inpainting model cannot be trained here: train on its text-to-image base."
+        raise InvalidParameters(message, code="unsupported_training", field="base_model")
+    encoders = [getattr(pipe, name) for name in architecture.text_encoders]
     factor = pipe.vae_scale_factor
     multiple = factor * 2 ** (len(unet.config.block_out_channels) - 1)
     sizes = _sizes(decoded, settings, unet.config.sample_size * factor, multiple)
-    for module in (unet, vae, text_encoder):
+    for module in (unet, vae, *encoders):
         module.requires_grad_(False)
     latents = _latents(pipe, decoded, sizes, device)
     scheduler = lib.DDPMScheduler.from_config(pipe.scheduler.config)
     torch.manual_seed(settings.seed)
     parameters = _add_lora(unet, UNET_TARGETS, settings.rank)
     if settings.train_text_encoder:
-        parameters += _add_lora(text_encoder, TEXT_TARGETS, settings.rank)
-        embeddings = None
+        for encoder in encoders:
+            parameters += _add_lora(encoder, TEXT_TARGETS, settings.rank)
+        conditions = None
     else:
-        embeddings = _embeddings(pipe, captions, device)
+        with torch.no_grad():
+            conditions = [_condition(pipe, architecture, [caption], device) for caption in captions]
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=1e-2)
     per_epoch = len(_batches(sizes, settings.batch_size, settings.seed, 0))
     total = per_epoch * settings.epochs
@@ -235,12 +258,18 @@ def train_image_lora(
         epoch, index = divmod(step, per_epoch)
         batch = _batches(sizes, settings.batch_size, settings.seed, epoch)[index]
         clean = torch.cat([latents[i] for i in batch])
-        if embeddings is not None:
-            context = torch.cat([embeddings[i] for i in batch])
+        if conditions is not None:
+            context = torch.cat([conditions[i][0] for i in batch])
+            parts = [part for i in batch if (part := conditions[i][1]) is not None]
+            pooled = torch.cat(parts) if parts else None
         else:
-            context = pipe.encode_prompt([captions[i] for i in batch], device, 1, False)[0]
+            context, pooled = _condition(pipe, architecture, [captions[i] for i in batch], device)
+        added = None
+        if pooled is not None:
+            ids = [[h, w, 0, 0, h, w] for w, h in (sizes[i] for i in batch)]  # original size, crop, target size
+            added = {"text_embeds": pooled, "time_ids": torch.tensor(ids, dtype=torch.float32, device=device)}
         unet.train()
-        loss = _loss(unet, scheduler, clean, context, generator)
+        loss = _loss(unet, scheduler, clean, context, generator, added)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
@@ -257,7 +286,7 @@ def train_image_lora(
                 samples(step, _render_samples(pipe, settings, guidance, Path(work_dir) / "samples", step))
         if stop:
             return ImageLoraResult(out_dir, step, sum(losses) / len(losses), resumed, False)
-    _save(pipe, out_dir, settings.train_text_encoder)
+    _save(pipe, architecture, out_dir, settings.train_text_encoder)
     return ImageLoraResult(out_dir, step, sum(losses) / len(losses) if losses else math.nan, resumed, True)
 
 
@@ -276,12 +305,23 @@ def _latents(pipe: Any, images: list[Any], sizes: list[tuple[int, int]], device:
     return out
 
 
-def _embeddings(pipe: Any, captions: list[str], device: str) -> list[torch.Tensor]:
-    with torch.no_grad():
-        return [pipe.encode_prompt(caption, device, 1, False)[0].float() for caption in captions]
+def _condition(
+    pipe: Any, architecture: _Architecture, captions: list[str], device: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The captions' text embeddings and, for SDXL, the second encoder's pooled embedding."""
+    encoded = pipe.encode_prompt(captions, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+    pooled = encoded[2].float() if architecture.added_conditions else None
+    return encoded[0].float(), pooled
 
 
-def _loss(unet: Any, scheduler: Any, clean: torch.Tensor, context: torch.Tensor, generator: torch.Generator) -> Any:
+def _loss(
+    unet: Any,
+    scheduler: Any,
+    clean: torch.Tensor,
+    context: torch.Tensor,
+    generator: torch.Generator,
+    added: dict[str, torch.Tensor] | None = None,
+) -> Any:
     noise = torch.randn(clean.shape, generator=generator).to(clean.device)
     steps = scheduler.config.num_train_timesteps
     timesteps = torch.randint(0, steps, (clean.shape[0],), generator=generator).to(clean.device)
@@ -291,7 +331,8 @@ def _loss(unet: Any, scheduler: Any, clean: torch.Tensor, context: torch.Tensor,
     else:
         target = noise
     dtype = unet.dtype
-    prediction = unet(noisy.to(dtype), timesteps, encoder_hidden_states=context.to(dtype)).sample
+    extra = {"added_cond_kwargs": {k: v.to(dtype) for k, v in added.items()}} if added else {}
+    prediction = unet(noisy.to(dtype), timesteps, encoder_hidden_states=context.to(dtype), **extra).sample
     return torch.nn.functional.mse_loss(prediction.float(), target.float())
 
 
@@ -316,8 +357,8 @@ def _render_samples(pipe: Any, settings: ImageLoraSettings, guidance: float, fol
     return written
 
 
-def _save(pipe: Any, out_dir: str, with_text_encoder: bool) -> None:
-    from diffusers import StableDiffusionPipeline
+def _save(pipe: Any, architecture: _Architecture, out_dir: str, with_text_encoders: bool) -> None:
+    import diffusers
     from diffusers.utils import state_dict_utils
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
@@ -326,19 +367,28 @@ def _save(pipe: Any, out_dir: str, with_text_encoder: bool) -> None:
     to_kohya: Any = state_dict_utils.convert_state_dict_to_kohya
 
     unet_layers = get_peft_model_state_dict(pipe.unet)
-    text_layers = get_peft_model_state_dict(pipe.text_encoder) if with_text_encoder else None
+    trained = architecture.text_encoders if with_text_encoders else ()
+    # Recent transformers flatten CLIPTextModel (no ``text_model.``); files keep the usual names, which every tool
+    # (and diffusers, either way) reads.
+    text_layers = {
+        name: {(k if k.startswith("text_model.") else f"text_model.{k}"): v for k, v in layers.items()}
+        for name in trained
+        for layers in [get_peft_model_state_dict(getattr(pipe, name))]
+    }
 
     def write(folder: Path) -> None:
-        StableDiffusionPipeline.save_lora_weights(
+        getattr(diffusers, architecture.pipeline).save_lora_weights(
             save_directory=str(folder),
             unet_lora_layers=to_diffusers(unet_layers),
-            text_encoder_lora_layers=to_diffusers(text_layers) if text_layers else None,
+            **{f"{name}_lora_layers": to_diffusers(layers) for name, layers in text_layers.items()},
             safe_serialization=True,
         )
         peft = {f"unet.{k}": v for k, v in unet_layers.items()}
-        peft.update({f"text_encoder.{k}": v for k, v in (text_layers or {}).items()})
+        for name, layers in text_layers.items():
+            peft.update({f"{name}.{k}": v for k, v in layers.items()})
+        one_encoder = len(architecture.text_encoders) == 1  # kohya names SD 1.x/2.x's lora_te_, SDXL's te1/te2
         kohya = {
-            k.replace("lora_te1_", "lora_te_"): v.detach().to(torch.float16).contiguous()
+            (k.replace("lora_te1_", "lora_te_") if one_encoder else k): v.detach().to(torch.float16).contiguous()
             for k, v in to_kohya(peft).items()
         }
         metadata = {"ss_network_module": "networks.lora", "ss_network_dim": str(_rank(unet_layers))}
