@@ -26,6 +26,7 @@ SMALL = {
     "decoder_steps": 2,
     "sharpen_steps": 2,
     "shade_steps": 2,
+    "palette_steps": 2,
     "vae_batch": 4,
     "n_scenes": 64,
     "unet_steps": 4,
@@ -134,8 +135,8 @@ def test_caption_targets_state_what_the_caption_says() -> None:
     assert two[8:14] == [0, 0, 0, 1, 0, 0]  # the second object's outline
 
 
-@pytest.mark.parametrize(("previous", "stage"), [("decoder", "sharpen"), ("sharpen", "shade")])
-def test_the_sharpen_and_shade_stages_change_only_the_decoder(tmp_path: Path, previous: str, stage: str) -> None:
+@pytest.mark.parametrize(("previous", "stage"), [("decoder", "sharpen"), ("sharpen", "shade"), ("shade", "palette")])
+def test_the_decoder_stages_change_only_the_decoder(tmp_path: Path, previous: str, stage: str) -> None:
     trainer = Trainer(str(tmp_path), TrainConfig(**SMALL))
     trainer.run(until=previous)
     before = torch.load(tmp_path / "vae.pt", weights_only=False)["model"]
@@ -184,3 +185,29 @@ def test_small_objects_and_edges_weigh_more_in_the_sharpen_loss() -> None:
     assert plain[:, 0, 2, 2].tolist() == [1.0, 1.0] == edged[:, 0, 2, 2].tolist()  # flat background untouched
     assert edged[0, 0, 32, 32] == 5.0  # inside the shape: no edge
     assert edged[0].amax() == 9.0  # on the outline: the shape weight plus the edge weight
+
+
+def test_the_shipped_codec_draws_pink_and_the_old_colours() -> None:
+    """After the palette stage the shipped VAE reconstructs pink shapes the checker reads as pink (it drew them grey
+    or white before), and still the eight colours the denoiser knows."""
+    from diffusers import AutoencoderKL
+
+    from app.adapters.demo_world.checker import OpenCvSceneReader
+    from app.demo_world.vocabulary import COLOURS, NEW_COLOURS
+    from app.lab.demo_world.networks import from_tensor
+
+    shipped = Path(__file__).resolve().parents[2] / "app" / "adapters" / "demo_world" / "model" / "vae"
+    vae = AutoencoderKL.from_pretrained(str(shipped)).float().eval()
+    reader = OpenCvSceneReader()
+    shapes = ("circle", "square", "triangle", "heart", "star")
+    for colours in (NEW_COLOURS, COLOURS[:5], COLOURS[5:]):
+        scenes = [
+            Scene((SceneObject(shapes[i % 5], colours[i % len(colours)], "center", "large"),), "gray")
+            for i in range(10)
+        ]
+        images = [render(scene, seed=i) for i, scene in enumerate(scenes)]
+        with torch.no_grad():
+            x = to_tensor(images)
+            rebuilt = from_tensor(vae.decode(vae.encode(x).latent_dist.mode()).sample)
+        read = [tuple(o.colour for o in reader.read(image).objects) for image in rebuilt]
+        assert sum(got == (scene.objects[0].colour,) for got, scene in zip(read, scenes, strict=True)) >= 9, read

@@ -140,6 +140,12 @@ def init_demo(ctx: click.Context, force: bool, seed: int) -> None:
     type=int,
     help="Decoder steps weighing drop-shadow pixels more (encoder frozen)  [default: 1500]",
 )
+@click.option(
+    "--palette-steps",
+    default=None,
+    type=int,
+    help="Decoder steps on scenes in every colour, pink too (encoder frozen)  [default: 1200]",
+)
 @click.option("--scenes", default=None, type=int, help="Rendered training scenes  [default: 20000]")
 @click.option("--threads", default=2, show_default=True, type=int, help="CPU threads.")
 @click.option(
@@ -164,6 +170,7 @@ def train_demo(
     decoder_steps: int | None,
     sharpen_steps: int | None,
     shade_steps: int | None,
+    palette_steps: int | None,
     scenes: int | None,
     threads: int,
     gate_min: float | None,
@@ -175,7 +182,8 @@ def train_demo(
     """Train the demo world's Chinese text-to-image model from scratch on this machine.
 
     Stages: VAE, decoder fine-tuning, decoder sharpening (small objects and edges weigh more), decoder
-    shading (drop shadows weigh more), a checker gate on VAE reconstructions, encoding the rendered
+    shading (drop shadows weigh more), decoder palette (scenes in every colour, so the codec draws pink, which the
+    denoiser never sees), a checker gate on VAE reconstructions, encoding the rendered
     scenes, text-tower pretraining (to state what a caption says; then frozen), UNet, export
     (diffusers folder, fp16 safetensors). About 2 hours on 2 idle cores with the defaults,
     which reproduce the model shipped as 'demo'.
@@ -191,6 +199,7 @@ def train_demo(
         ("decoder_steps", decoder_steps),
         ("sharpen_steps", sharpen_steps),
         ("shade_steps", shade_steps),
+        ("palette_steps", palette_steps),
         ("n_scenes", scenes),
     ):
         if value is not None:

@@ -36,6 +36,10 @@ class TrainConfig:
     shade_lr: float = 1e-4
     shadow_weight: float = 20.0
     shade_style_rate: float = 0.35
+    # A fourth decoder-only stage ("palette") on scenes in every colour, the new ones (pink) too: the decoder,
+    # trained on eight colours, drew a pink latent as grey or white, so no LoRA could teach the colour.
+    palette_steps: int = 1200
+    palette_lr: float = 1e-4
     gate_scenes: int = 200
     gate_min: float = 0.8
     # UNet + text encoder

@@ -84,10 +84,12 @@ def loss_weights(snr: torch.Tensor, gamma: float, v_prediction: bool) -> torch.T
     return torch.clamp(snr, max=gamma) / snr
 
 
-def render_batch(seed: int, step: int, n: int, style_rate: float = 0.2) -> tuple[list[Scene], torch.Tensor, list[int]]:
-    """Scenes, their images and the render seeds (each image's jitter)."""
+def render_batch(
+    seed: int, step: int, n: int, style_rate: float = 0.2, colours: tuple[str, ...] = COLOURS
+) -> tuple[list[Scene], torch.Tensor, list[int]]:
+    """Scenes of objects in ``colours``, their images and the render seeds (each image's jitter)."""
     rng = random.Random(seed * 1_000_003 + step)
-    sampler = SceneSampler(rng, split="train", style_rate=style_rate)
+    sampler = SceneSampler(rng, split="train", style_rate=style_rate, colours=colours)
     scenes = [sampler.sample() for _ in range(n)]
     seeds: list[int] = []
     images = []

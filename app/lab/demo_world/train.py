@@ -14,6 +14,9 @@ Stages, each resumable from its last checkpoint in ``work_dir``:
    ``shade``: once more, with the pixels of stated drop shadows weighing more (``shadow_mask``): a
    shadow is a faint crescent 2 px wide, and the decoder blurred it into the background, so the
    checker missed stated shadows in the reconstructions.
+   ``palette``: once more, on scenes in every colour the world knows, pink too: the VAE is the model's codec,
+   and a codec draws any colour, as Stable Diffusion's does (the decoder had drawn pink latents grey). The
+   denoiser and the text tower still never see pink, so a LoRA can teach it (docs/training.md).
 3. ``gate``: the OpenCV checker reads VAE reconstructions of rendered scenes; the UNet does not
    start unless they read back as well as ``gate_min`` (the VAE caps what the UNet can reach).
 4. ``encode``: ``n_scenes`` training scenes (no held-out attribute combination) are rendered and
@@ -66,6 +69,7 @@ from app.lab.demo_world.unet_stages import pretrain_text_tower, train_unet
 from app.lab.demo_world.vae_stages import (
     encode_scenes,
     load_vae,
+    palette_decoder,
     shade_decoder,
     sharpen_decoder,
     train_decoder,
@@ -74,13 +78,14 @@ from app.lab.demo_world.vae_stages import (
 
 # TrainConfig too: a caller builds one to run the Trainer.
 MARKER_FILE = "atelier-demo.json"
-STAGES = ("vae", "decoder", "sharpen", "shade", "gate", "encode", "text", "unet", "export")
+STAGES = ("vae", "decoder", "sharpen", "shade", "palette", "gate", "encode", "text", "unet", "export")
 
 _TRAINING_STAGES: dict[str, Callable[[Checkpoints, TrainConfig, Progress], None]] = {
     "vae": train_vae,
     "decoder": train_decoder,
     "sharpen": sharpen_decoder,
     "shade": shade_decoder,
+    "palette": palette_decoder,
     "encode": encode_scenes,
     "text": pretrain_text_tower,
     "unet": train_unet,

@@ -1,6 +1,6 @@
-"""The VAE stages of demo-world training: the autoencoder, then three decoder-only stages (``decoder``,
-``sharpen``, ``shade``) that sharpen what it draws without moving its latent space, and the encoding of the
-training scenes the UNet learns from.
+"""The VAE stages of demo-world training: the autoencoder, then four decoder-only stages (``decoder``,
+``sharpen``, ``shade``, ``palette``) that sharpen what it draws, and widen its colours, without moving its latent
+space, and the encoding of the training scenes the UNet learns from.
 
 Each stage resumes from its last checkpoint, and every random draw derives from the seed and the step, so a
 resumed stage continues exactly as an uninterrupted one would.
@@ -16,6 +16,7 @@ import torch
 
 from app.adapters.demo_world.render import render
 from app.demo_world.scenes import SceneSampler
+from app.demo_world.vocabulary import ALL_COLOURS, COLOURS, NEW_COLOURS
 from app.lab.demo_world.checkpoints import Checkpoints
 from app.lab.demo_world.config import Progress, TrainConfig
 from app.lab.demo_world.networks import new_vae, to_tensor
@@ -35,6 +36,7 @@ def train_autoencoder(
     edge: float = 0.0,
     shadow: float = 0.0,
     style_rate: float = 0.2,
+    colours: tuple[str, ...] = COLOURS,
 ) -> None:
     """Train the VAE (``decoder_only``: its decoder, the encoder frozen) for ``steps`` on rendered scenes, as
     stage ``name``: resumable from its checkpoint, the result saved as ``vae``."""
@@ -64,7 +66,7 @@ def train_autoencoder(
     vae.train()
     last = time.monotonic()
     while step < steps:
-        scenes, x, seeds = render_batch(cfg.seed + seed_offset, step, cfg.vae_batch, style_rate)
+        scenes, x, seeds = render_batch(cfg.seed + seed_offset, step, cfg.vae_batch, style_rate, colours)
         torch.manual_seed(cfg.seed * 7919 + step)
         extra = shadow * shadow_mask(scenes, seeds) if shadow else None
         loss = vae_loss(vae, x, scenes, small_object, edge, extra)
@@ -130,6 +132,27 @@ def shade_decoder(files: Checkpoints, cfg: TrainConfig, progress: Progress) -> N
         edge=cfg.edge_weight,
         shadow=cfg.shadow_weight,
         style_rate=cfg.shade_style_rate,
+    )
+
+
+def palette_decoder(files: Checkpoints, cfg: TrainConfig, progress: Progress) -> None:
+    """Stage ``palette``: the decoder alone on scenes in every colour the world knows, the new ones too
+    (``ALL_COLOURS``). The VAE is the model's image codec, and a codec should draw any colour, as Stable
+    Diffusion's does: the denoiser and the text tower still never see a new colour, so a LoRA can teach one
+    (docs/training.md). Without it the decoder drew pink latents as grey or white."""
+    train_autoencoder(
+        files,
+        cfg,
+        progress,
+        "palette",
+        cfg.palette_steps,
+        decoder_only=True,
+        lr=cfg.palette_lr,
+        seed_offset=17,
+        small_object=cfg.small_object_weight,
+        edge=cfg.edge_weight,
+        style_rate=cfg.shade_style_rate,
+        colours=ALL_COLOURS + NEW_COLOURS,  # a new colour twice as often as an old one
     )
 
 
