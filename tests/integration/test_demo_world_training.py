@@ -211,3 +211,25 @@ def test_the_shipped_codec_draws_pink_and_the_old_colours() -> None:
             rebuilt = from_tensor(vae.decode(vae.encode(x).latent_dist.mode()).sample)
         read = [tuple(o.colour for o in reader.read(image).objects) for image in rebuilt]
         assert sum(got == (scene.objects[0].colour,) for got, scene in zip(read, scenes, strict=True)) >= 9, read
+
+
+def test_a_decoder_stage_runs_on_a_model_folder_and_moves_only_the_decoder(tmp_path: Path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from app.lab.demo_world.refine import refine
+
+    shipped = Path(__file__).resolve().parents[2] / "app" / "adapters" / "demo_world" / "model"
+    folder = Path(shutil.copytree(shipped, tmp_path / "model"))
+    weights = folder / "vae" / "diffusion_pytorch_model.safetensors"
+    before = load_file(str(weights))
+    result = refine(str(folder), "palette", steps=2, threads=1)
+    after = load_file(str(weights))
+    assert result["steps"] == 2 and before.keys() == after.keys()
+    assert all(after[k].dtype == before[k].dtype for k in before)  # written as exported (fp16)
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("encoder.", "quant_conv.")))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    marker = json.loads((folder / "atelier-demo.json").read_text(encoding="utf-8"))
+    assert marker["config"]["palette_steps"] == 2
+    assert (folder / "vae" / "config.json").read_text() == (shipped / "vae" / "config.json").read_text()

@@ -17,6 +17,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +50,13 @@ def refine(model_dir: str, stage: str, steps: int | None = None, threads: int = 
         run[stage](files, config, lambda *_: None)
         refined = vae_stages.load_vae(files)
     refined.register_to_config(scaling_factor=shipped.config.scaling_factor)
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    exported = (folder / "config.json").read_text(encoding="utf-8")
     refined.to(dtype).save_pretrained(str(folder), safe_serialization=True)
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")  # as exported
+    (folder / "config.json").write_text(exported, encoding="utf-8")  # the weights change, not the layout
     marker_path = Path(model_dir) / "atelier-demo.json"
     marker = json.loads(marker_path.read_text(encoding="utf-8"))
     prefix = f"{stage}_"
-    marker["config"].update({k: v for k, v in vars(config).items() if k.startswith(prefix)})
+    marker.setdefault("config", {}).update({k: v for k, v in asdict(config).items() if k.startswith(prefix)})
     marker_path.write_text(json.dumps(marker, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return {"stage": stage, "steps": getattr(config, f"{stage}_steps"), "minutes": (time.monotonic() - started) / 60}
 
