@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from app.domain.knowledge import SHARED_COLLECTION, chunk_document, validate_document
+from app.domain.knowledge import SHARED_COLLECTION, Chunk, chunk_document, validate_document
 from app.ports.knowledge import Embedder, KnowledgeIndex
 
 
@@ -31,14 +31,29 @@ class IngestDocuments:
         All are validated before anything is stored (``InvalidParameters``/``RequestTooLarge`` name the
         document); ``progress(done, total)`` per document."""
         checked = [validate_document(source, text) for source, text in documents]
-        chunks = replaced = 0
-        for i, (source, text) in enumerate(checked):
-            pieces = chunk_document(source, text, self._chunk_units)
+        chunks = replaced = done = 0
+        pending: list[tuple[str, list[Chunk]]] = []  # documents chunked, not yet embedded
+
+        def flush() -> None:
+            nonlocal replaced, done
+            texts = [piece.text for _, pieces in pending for piece in pieces]
             vectors: list[list[float]] = []
-            for start in range(0, len(pieces), self._batch):
-                vectors += self._embedder.embed([p.text for p in pieces[start : start + self._batch]], "passage")
-            replaced += self._index.replace_source(source, pieces, vectors, collection)
+            for start in range(0, len(texts), self._batch):  # batches span documents: short ones share one
+                vectors += self._embedder.embed(texts[start : start + self._batch], "passage")
+            at = 0
+            for source, pieces in pending:
+                replaced += self._index.replace_source(source, pieces, vectors[at : at + len(pieces)], collection)
+                at += len(pieces)
+                done += 1
+                if progress:
+                    progress(done, len(checked))
+            pending.clear()
+
+        for source, text in checked:
+            pieces = chunk_document(source, text, self._chunk_units)
+            pending.append((source, pieces))
             chunks += len(pieces)
-            if progress:
-                progress(i + 1, len(checked))
+            if sum(len(p) for _, p in pending) >= self._batch:
+                flush()
+        flush()
         return IngestReport(len(checked), chunks, replaced)

@@ -195,6 +195,24 @@ def test_reingesting_a_source_replaces_its_chunks(world: World) -> None:
     assert "Vaiaku" in hits[0].text
 
 
+def test_ingest_embeds_in_batches_across_documents_and_keeps_each_vector_with_its_chunk(world: World) -> None:
+    calls: list[int] = []
+    embed = world.embedder.embed
+
+    def counted(texts: list[str], kind: str) -> list[list[float]]:
+        calls.append(len(texts))
+        return embed(texts, kind)  # type: ignore[arg-type]
+
+    world.embedder.embed = counted  # type: ignore[method-assign,assignment]
+    seen: list[tuple[int, int]] = []
+    report = IngestDocuments(world.embedder, world.index, batch=4)(CORPUS, progress=lambda d, t: seen.append((d, t)))
+    assert calls == [4, 2] and report.chunks == 6  # six one-chunk documents, not six calls
+    assert seen == [(i, 6) for i in range(1, 7)]
+    for question, country in COUNTRIES.items():  # each chunk is found by its own words
+        [hit] = world.index.search(embed([f"{country} capital {TAIL[question]}"], "query")[0], 1)
+        assert TAIL[question] in hit.text and hit.source == f"{country.lower()}.md"
+
+
 def test_a_bad_document_stops_the_ingest_before_anything_is_stored(world: World) -> None:
     with pytest.raises(InvalidParameters, match="empty"):
         world.ingest([("a.md", "Fine text."), ("b.md", "  ")])
