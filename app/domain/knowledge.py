@@ -59,7 +59,9 @@ class Signals:
     (alpha, neighbour_gece, state_probe), which retrieves at once above the calibration's ``early_threshold``;
     ``aborted_at``: the number of tokens after which the parametric answer was abandoned because its
     running minimum token probability fell below the calibration's ``abort_min_prob`` (the token
-    probabilities above are then those of the partial answer, and no later signal was computed).
+    probabilities above are then those of the partial answer, and no later signal was computed);
+    ``gate``: ``"detector"`` when the calibrated detector decided, ``"token_prob"`` when the model had no
+    calibration and its answer's minimum token probability was compared with ``threshold`` instead.
     """
 
     alpha: float | None = None
@@ -72,6 +74,7 @@ class Signals:
     early_estimate: float | None = None
     aborted_at: int | None = None
     state_probe: float | None = None
+    gate: str | None = None  # what decided: "detector" (calibrated), "token_prob" (no calibration), None (no gate)
 
 
 @dataclass

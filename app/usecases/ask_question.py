@@ -57,6 +57,10 @@ from app.ports.knowledge import (
 from app.usecases.knowledge_signals import neighbour_gece, probe_log_odds, question_alpha
 
 T = TypeVar("T")
+# Without a calibration of the model, retrieve when a token of its own answer had a probability below this: FLARE's
+# rule (Jiang et al. 2023) at the threshold the knowledge benchmark gives its FLARE baseline. Weaker than the
+# calibrated detector (docs/knowledge.md), never a refusal.
+FALLBACK_MIN_PROB = 0.5
 Retrieval = Literal["auto", "always", "never"]
 RETRIEVAL_MODES: tuple[Retrieval, ...] = ("auto", "always", "never")
 
@@ -94,10 +98,10 @@ class AskQuestion:
         save: bool = True,
         early: bool = True,
     ) -> KnowledgeQuery:
-        """Raises ``InvalidParameters`` for an empty or oversized question or a bad ``top_k``,
-        ``NotCalibrated`` when ``retrieval="auto"`` and the model has no calibration yet and
-        ``IndexUnavailable`` when the index cannot be reached. ``early=False`` turns the early
-        decisions off: every question is answered by the model first, to the end."""
+        """Raises ``InvalidParameters`` for an empty or oversized question or a bad ``top_k``, and
+        ``IndexUnavailable`` when the index cannot be reached. With ``retrieval="auto"`` and no calibration of the
+        model, the token-probability rule decides (``signals.gate`` says which gate decided). ``early=False`` turns
+        the early decisions off: every question is answered by the model first, to the end."""
         if self._restore is not None:
             self._restore()
         text = validate_question(question)
@@ -105,11 +109,6 @@ class AskQuestion:
         if retrieval not in RETRIEVAL_MODES:
             raise InvalidParameters(f"retrieval must be one of {', '.join(RETRIEVAL_MODES)}.", field="retrieval")
         calibration = self._calibrations.latest(self._llm.name) if retrieval == "auto" else None
-        if retrieval == "auto" and calibration is None:
-            raise NotCalibrated(
-                f"The long-tail detector of {self._llm.name!r} is not calibrated: "
-                "run `atelier knowledge calibrate DATASET` first."
-            )
         query = KnowledgeQuery(new_query_id(), owner, text, self._clock.now(), model=self._llm.name)
         timer = _Timer()
         known: dict[str, float] = {}
@@ -150,8 +149,22 @@ class AskQuestion:
                 query.signals = replace(signals, early_estimate=query.signals.early_estimate)
                 if (query.signals.gece_estimate or 0.0) > calibration.decision_threshold:
                     query.decision = Decision.RETRIEVED
+            elif retrieval == "auto":  # no calibration of this model: the weaker token-probability rule
+                probs = first.token_probs
+                lowest = min(probs) if probs else 0.0
+                query.signals = replace(
+                    query.signals,
+                    mean_token_prob=sum(probs) / len(probs) if probs else None,
+                    min_token_prob=lowest if probs else None,
+                    threshold=FALLBACK_MIN_PROB,
+                    gate="token_prob",
+                )
+                if lowest < FALLBACK_MIN_PROB:
+                    query.decision = Decision.RETRIEVED
         else:
             query.decision = Decision.RETRIEVED
+        if calibration is not None:  # the calibrated detectors decided (early, while answering, or after)
+            query.signals = replace(query.signals, gate="detector")
         if query.decision is Decision.RETRIEVED:
             vector = question_vector
             query.passages = timer.run("retrieve", lambda: self._retrieve(text, vector, k, owner))

@@ -50,7 +50,6 @@ async def test_ingest_ask_and_read_back(client: httpx.AsyncClient) -> None:
         ("post", "/v1/knowledge/queries", {"question": "x" * 2001, "retrieval": "never"}, 413, "request_too_large"),
         ("post", "/v1/knowledge/queries", {"question": "ok?", "top_k": 0}, 422, "invalid_parameters"),
         ("post", "/v1/knowledge/queries", {"question": "ok?", "retrieval": "maybe"}, 422, "invalid_parameters"),
-        ("post", "/v1/knowledge/queries", {"question": "What is the capital of Chad?"}, 409, "not_calibrated"),
         (
             "post",
             "/v1/knowledge/documents",
@@ -68,8 +67,6 @@ async def test_bad_requests_get_a_json_error(
     response = await client.request(method.upper(), path, json=payload)
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
-    if code == "not_calibrated":
-        assert "atelier knowledge calibrate" in response.json()["error"]["message"]
 
 
 async def test_the_openapi_document_lists_the_knowledge_routes(client: httpx.AsyncClient) -> None:
@@ -100,8 +97,8 @@ def test_cli_ingest_calibrate_ask_list_show(cli_env: dict[str, str], tmp_path: P
     )
     data = tmp_path / "data"
 
-    code, out, err = run(cli_env, data, "ask", "What is the capital of Chad?")
-    assert code == 2 and "atelier knowledge calibrate" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run(cli_env, data, "ask", "What is the capital of Chad?")  # a fresh data dir answers
+    assert code == 0 and "no calibration of this model: lowest token probability" in out, err
 
     code, out, _ = run(cli_env, data, "knowledge", "ingest", str(corpus), "--json")
     assert code == 0 and json.loads(out) == {"documents": 3, "chunks": 3, "replaced": 0}
@@ -118,7 +115,7 @@ def test_cli_ingest_calibrate_ask_list_show(cli_env: dict[str, str], tmp_path: P
 
     code, out, _ = run(cli_env, data, "knowledge", "list")
     lines = out.strip().splitlines()
-    assert code == 0 and lines[0].split() == ["ID", "DECISION", "SECONDS", "QUESTION"] and len(lines) == 3
+    assert code == 0 and lines[0].split() == ["ID", "DECISION", "SECONDS", "QUESTION"] and len(lines) == 4
     code, out, _ = run(cli_env, data, "knowledge", "show", query["id"], "--json")
     assert code == 0 and json.loads(out)["id"] == query["id"]
 

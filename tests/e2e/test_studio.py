@@ -418,14 +418,16 @@ def test_llm_chat_streams_a_reply_and_switches_variant(page: Any) -> None:
     assert replies.count() == 2 and page.locator("#llm-log .msg.user").count() == 2
     assert replies.nth(1).get_attribute("data-model") == "tiny-llm@base"
     assert all(len(text) > 0 for text in replies.evaluate_all("bs => bs.map(b => b.textContent)"))
-    # The knowledge flow before calibration: the server's reason, readable, and the message kept to send again.
+    # A refused knowledge question (too long for the knowledge flow): the server's reason, readable, and the
+    # message kept to send again.
     page.select_option("#llm-model", "tiny-llm+knowledge")
-    page.fill("#llm-input", FRANCE)
+    too_long = FRANCE + " " + "x" * 2000
+    page.fill("#llm-input", too_long)
     page.click("#llm-send")
     page.wait_for_function("() => document.querySelector('#llm-form .form-error').textContent.length > 0")
-    assert "calibrate" in page.inner_text("#llm-form .form-error")
-    assert replies.count() == 2 and page.input_value("#llm-input") == FRANCE
-    unexpected = [e for e in console_errors if "status of 409" not in e]
+    assert "at most 2000" in page.inner_text("#llm-form .form-error")
+    assert replies.count() == 2 and page.input_value("#llm-input") == too_long
+    unexpected = [e for e in console_errors if "status of 400" not in e]
     assert not unexpected, unexpected
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.adapters.transformers.tiny import build_tiny_llama
-from app.domain.errors import InvalidParameters, NotCalibrated
+from app.domain.errors import InvalidParameters
 from app.domain.knowledge import Decision, KnowledgeQueryNotFound
 from app.entrypoints.library import Atelier
 
@@ -51,8 +51,8 @@ def open_atelier(tmp_path: Path, llm: str) -> Atelier:
 
 def test_ingest_calibrate_ask_and_read_back(tmp_path: Path, data: Path, tiny_llm: str) -> None:
     with open_atelier(tmp_path, tiny_llm) as atelier:
-        with pytest.raises(NotCalibrated, match="atelier knowledge calibrate"):
-            atelier.knowledge.ask("What is the capital of Peru?")
+        uncalibrated = atelier.knowledge.ask("What is the capital of Peru?")  # answered, by the weaker rule
+        assert uncalibrated.signals.gate == "token_prob" and uncalibrated.answer
         report = atelier.knowledge.ingest([str(data / "corpus")])
         assert (report.documents, report.chunks, report.replaced) == (10, 10, 0)
         # The same file named directly is the same source: its chunk is replaced, not duplicated.
@@ -97,7 +97,7 @@ def test_ingest_calibrate_ask_and_read_back(tmp_path: Path, data: Path, tiny_llm
     with open_atelier(tmp_path, tiny_llm) as again:  # everything was persisted
         stored = again.knowledge.query(query_id)
         assert stored.passages == forced.passages and stored.signals == forced.signals
-        assert again.knowledge.queries().total == 2
+        assert again.knowledge.queries().total == 3  # the uncalibrated one too
         assert again.knowledge.calibration() == calibration
         with pytest.raises(KnowledgeQueryNotFound):
             again.knowledge.query(query_id, owner="someone-else")

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from app.adapters.memory.knowledge import InMemoryCalibrationStore, InMemoryKnowledgeQueryStore
-from app.domain.errors import IndexUnavailable, InvalidParameters, NotCalibrated, RequestTooLarge
+from app.domain.errors import IndexUnavailable, InvalidParameters, RequestTooLarge
 from app.domain.knowledge import Decision, KnowledgeQueryNotFound
 from app.usecases.ask_question import AskQuestion
 from app.usecases.calibrate_detector import CalibrateDetector, LabelledQuestion, youden_threshold
@@ -79,10 +79,16 @@ def test_never_retrieve_answers_from_the_model_and_stores_the_query(world: World
         world.queries.get(query.id, owner="bob")
 
 
-def test_auto_needs_a_calibration_and_names_the_command(world: World) -> None:
-    with pytest.raises(NotCalibrated, match="atelier knowledge calibrate"):
-        world.ask("What is the capital of France?", owner="alice")
-    assert world.queries.list().total == 0
+def test_without_a_calibration_the_token_probability_rule_decides_and_says_so(world: World) -> None:
+    world.ingest(CORPUS)
+    known = world.ask("What is the capital of France?", owner="alice")
+    assert (known.answer, known.decision) == ("Paris", Decision.PARAMETRIC)
+    assert (known.signals.gate, known.signals.threshold, known.signals.min_token_prob) == ("token_prob", 0.5, 0.95)
+    tail = world.ask("What is the capital of Tuvalu?", owner="alice")  # the model is unsure: it retrieves
+    assert (tail.answer, tail.decision, tail.signals.gate) == ("Funafuti", Decision.RETRIEVED, "token_prob")
+    assert tail.signals.gece_estimate is None and world.queries.list().total == 2
+    world.calibrate(world.labelled(), dataset="capitals")
+    assert world.ask("What is the capital of Niue?", owner="alice").signals.gate == "detector"
 
 
 def test_calibration_labels_the_tail_by_gece_and_stores_the_mean_gradient(world: World) -> None:

@@ -16,7 +16,13 @@ def _print_query(query: KnowledgeQuery) -> None:
     click.echo(query.answer or "(no answer)")
     how = "from retrieved passages" if query.decision.value == "retrieved" else "from the model alone"
     estimate = query.signals.gece_estimate
-    if query.signals.aborted_at is not None:
+    if query.signals.gate == "token_prob":
+        lowest = query.signals.min_token_prob
+        judged = (
+            f"; no calibration of this model: lowest token probability {lowest or 0.0:.2f} vs "
+            f"{query.signals.threshold or 0.0:.2f} (`atelier knowledge calibrate` for the detector)"
+        )
+    elif query.signals.aborted_at is not None:
         judged = f"; the model's own answer was abandoned after {query.signals.aborted_at} token(s) as long-tail"
     elif estimate is not None:
         judged = f"; long-tail estimate {estimate:.2f} vs {query.signals.threshold:.2f}"

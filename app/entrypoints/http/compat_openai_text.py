@@ -318,8 +318,8 @@ async def chat_completions(body: Body, atelier: AtelierDep, request: Request) ->
     registered language model, or `NAME+knowledge`: the last user message answered by the knowledge flow, which
     retrieves from the key's documents and the shared ones only when the calibrated detector judges the question
     long-tail (`retrieval`, `top_k`); it answers greedily and adds `knowledge` to the reply: the stored query's id,
-    the decision, the sources and the model's own answer (409 `not_calibrated` before `atelier knowledge
-    calibrate`, unless `retrieval` is `always` or `never`)."""
+    the decision, the sources and the model's own answer (a model without a calibration retrieves when a token of
+    its own answer had a probability below 0.5)."""
     try:
         owner = deps.owner(request)
         chat = ChatIn.model_validate(body)

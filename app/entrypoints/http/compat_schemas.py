@@ -373,10 +373,11 @@ OPENAI = Dialect(
             "The model 'sd15' does not exist; use a registered model (GET /v1/models) or omit it.",
         ),
         409: Status(
-            "`NAME+knowledge` with `retrieval` auto before the long-tail detector was calibrated (`not_calibrated`).",
+            "`NAME+knowledge` with `retrieval` auto and a stored calibration too old to hold the state probe "
+            "(`not_calibrated`: calibrate again).",
             "not_calibrated",
-            "The long-tail detector of 'smollm2-135m-instruct' is not calibrated: run `atelier knowledge calibrate "
-            "DATASET` first.",
+            "The calibration of 'smollm2-135m-instruct' has no state probe: run `atelier knowledge calibrate "
+            "DATASET` again.",
         ),
         413: Status("The body is larger than the server accepts.", "request_too_large", TOO_LARGE),
         429: Status(LIMITS, "rate_limited", RATE),

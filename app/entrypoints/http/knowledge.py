@@ -58,9 +58,11 @@ class DocumentsIn(BaseModel):
 )
 def ask(body: QueryIn, use: UseCases, owner: OwnerDep) -> KnowledgeQueryOut:
     """The model answers alone; when the calibrated detector judges the question long-tail, the top-k
-    passages are retrieved and it answers again with them. The reply holds the answer, the
-    `decision` (`parametric` or `retrieved`), the signals behind it, the passages with their scores
-    and the seconds per stage. The query is stored before the reply (`GET /v1/knowledge/queries/{id}`)."""
+    passages are retrieved and it answers again with them. A model without a calibration is never refused: it
+    retrieves when a token of its own answer had a probability below 0.5 (`signals.gate` says which rule decided;
+    409 `not_calibrated` only for a stored calibration too old to hold the state probe: calibrate again). The
+    reply holds the answer, the `decision` (`parametric` or `retrieved`), the signals behind it, the passages with
+    their scores and the seconds per stage. The query is stored before the reply (`GET /v1/knowledge/queries/{id}`)."""
     query = use.ask_question()(body.question, owner, top_k=body.top_k, retrieval=body.retrieval)
     return KnowledgeQueryOut.of(query)
 

@@ -24,6 +24,11 @@ class SignalsOut(BaseModel):
     early_estimate: float | None
     aborted_at: int | None
     state_probe: float | None
+    gate: str | None = Field(
+        None,
+        description="What decided: `detector` (the calibrated detector), `token_prob` (the model has no calibration: "
+        "retrieve when its answer's minimum token probability is below `threshold`), null (retrieval was not auto).",
+    )
 
 
 class PassageOut(BaseModel):
