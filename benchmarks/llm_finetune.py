@@ -76,8 +76,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 right += any(ascii_fold(a) in text for a in row["answers"])
             return right / len(held_out)
 
+        answered: dict[bool, list[tuple[str, bool]]] = {}
+
         def capitals_accuracy(adapter: ModelInfo | None) -> float:
-            return sum(is_correct(answer(item.question, adapter), item) for item in capitals) / len(capitals)
+            answers = [answer(item.question, adapter) for item in capitals]
+            answered[adapter is not None] = [(a, is_correct(a, i)) for a, i in zip(answers, capitals, strict=True)]
+            return sum(right for _, right in answered[adapter is not None]) / len(capitals)
 
         before = {"facts": facts_accuracy(None), "capitals": capitals_accuracy(None)}
         settings = FineTuneSettings(
@@ -113,6 +117,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "loss_last_epoch": round(result.train_loss, 4),
             "capitals_acc_before": round(before["capitals"], 3),
             "capitals_acc_after": round(after["capitals"], 3),
+            "capitals_lost": [  # right before, wrong with the adapter: what the LoRA pulled them towards
+                {"question": item.question, "before": a[0], "after": b[0]}
+                for item, a, b in zip(capitals, answered[False], answered[True], strict=True)
+                if a[1] and not b[1]
+            ][:12],
         }
         headline = {
             "facts_acc_before": round(before["facts"], 3),

