@@ -1,7 +1,7 @@
 """Teaching SmolLM2-135M-Instruct facts it cannot know with a LoRA, on this CPU.
 
 1. The facts (``app/lab/finetune/facts.py``): 30 fictional companies, their founders and cities; 180 chat records
-   (three phrasings per fact) and 45 rehearsal records (continents of countries, and capitals of countries whose
+   (three phrasings per fact) and 120 rehearsal records (continents of countries, and capitals of countries whose
    capital the knowledge benchmark does not ask as a popular question: none of the capitals asked) to train on,
    and the same 60 facts asked in a phrasing no record uses to test on.
 2. Accuracy before: the model answers the held-out questions greedily (an answer is right when it names the founder
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--companies", type=int, default=30)
     parser.add_argument("--phrasings", type=int, default=3, help="training questions per fact")
-    parser.add_argument("--general", type=int, default=45, help="rehearsal records (continents; capitals not asked)")
+    parser.add_argument("--general", type=int, default=120, help="rehearsal records (continents; capitals not asked)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=2e-3)

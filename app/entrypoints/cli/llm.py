@@ -147,7 +147,7 @@ def cancel(ctx: click.Context, job_id: str) -> None:
 @click.option("--phrasings", default=3, show_default=True, type=click.IntRange(1, 3), help="Questions per fact.")
 @click.option(
     "--general",
-    default=45,
+    default=120,
     show_default=True,
     type=int,
     help="Rehearsal records: continents of countries, capitals of countries the benchmark does not ask.",
