@@ -148,14 +148,14 @@ def test_a_family_without_lora_training_is_refused(tmp_path: Path) -> None:
 
     catalog = InMemoryModelCatalog(
         [
-            ModelInfo(name="flux", path="/m/flux", source="/m/flux", family=Family.FLUX),
+            ModelInfo(name="hunyuan", path="/m/hy", source="/m/hy", family=Family.HUNYUANDIT),
             ModelInfo(name="sd", path="/m/sd", source="/m/sd"),
         ]
     )
     folder = base_models(Settings(data_dir=str(tmp_path)), catalog)
     assert folder(TrainingKind.IMAGE_LORA, "sd") == "/m/sd"
     with pytest.raises(InvalidParameters) as refused:
-        folder(TrainingKind.IMAGE_LORA, "flux")
+        folder(TrainingKind.IMAGE_LORA, "hunyuan")
     assert refused.value.code == "unsupported_training" and "Stable Diffusion 1.x/2.x" in refused.value.message
 
 

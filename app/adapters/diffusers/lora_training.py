@@ -4,12 +4,14 @@
   or, with ``crop="bucket"``, to the bucket of about the same area whose aspect ratio is nearest its own (sides in
   steps the model can take), so wide and tall pictures are not cut to squares. Latents are computed once (the VAE's
   mean, scaled) and, unless the text encoder is trained too, so are the caption embeddings.
-- **Model.** A PEFT LoRA on the denoiser's attention projections (``to_q``, ``to_k``, ``to_v``, ``to_out.0``),
+- **Model.** A PEFT LoRA on the denoiser's attention projections (``to_q``, ``to_k``, ``to_v``, ``to_out.0``, and
+  the text stream's of SD3's and FLUX's joint attention),
   optionally also on the text encoder's (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``); alpha equals the rank,
   so the file's scale is 1 wherever it is loaded.
-- **Objective.** The noise-prediction loss of the model's own training: a timestep drawn uniformly, the latents
-  noised by the model's scheduler (as DDPM), and the mean squared error against the noise (or the velocity, for a
-  v-prediction model). AdamW at a constant learning rate after a linear warm-up.
+- **Objective.** The loss of the model's own training: for a UNet, a timestep drawn uniformly, the latents noised
+  by the model's scheduler (as DDPM), and the mean squared error against the noise (or the velocity, for a
+  v-prediction model); for a flow-matching transformer, rectified flow (``_flow_loss``). AdamW at a constant
+  learning rate after a linear warm-up.
 - **Checkpoints and samples.** Every ``checkpoint_every`` steps (and on cancel) the LoRA, the optimizer and the random
   states are written (``app/adapters/training_state.py``): a run started again resumes to the very weights an
   uninterrupted run reaches. With sample prompts, images are rendered at each checkpoint with a fixed seed.
@@ -17,10 +19,12 @@
   ``NAME.safetensors``, the same LoRA in kohya's format, for AUTOMATIC1111, ComfyUI and kohya's tools.
 
 The families trained are those whose profile has ``lora_training``: Stable Diffusion 1.x/2.x (and the
-PAI-Diffusion models of that family, and the demo model) and SDXL. SDXL conditions on both text encoders (the
-second one's pooled embedding too) and on its size and crop ids (original size, top-left crop, target size: the
-bucket's size, crop 0 0, as kohya's trainer sets them); with the text encoders trained, both get a LoRA, saved as
-``lora_te1_``/``lora_te2_`` in the kohya file.
+PAI-Diffusion models of that family, and the demo model), SDXL and Kolors (UNets, the noise-prediction loss), and
+SD3, FLUX and Sana (flow-matching transformers, the rectified-flow loss of diffusers' DreamBooth scripts for them).
+SDXL and Kolors condition on the pooled text embedding too and on their size and crop ids (original size, top-left
+crop, target size: the bucket's size, crop 0 0, as kohya's trainer sets them); with the text encoders trained, both
+of SDXL's get a LoRA, saved as ``lora_te1_``/``lora_te2_`` in the kohya file. The transformer families and Kolors
+are saved in the diffusers format only.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import torch
 
 from app.adapters.training_state import resume_checkpoint, save_checkpoint, write_whole
 from app.domain.errors import InvalidParameters, require
-from app.domain.families import Family, require_lora_training
+from app.domain.families import Family, profile, require_lora_training
 from app.domain.image_dataset import CaptionedImage, training_captions
 from app.domain.training import CHECKPOINT_EVERY, DEFAULTS, SAMPLE_STEPS, TrainingKind, TrainingSpec
 from app.ports.training import Trainer, TrainOutcome
@@ -50,16 +54,41 @@ CROPS = ("center", "bucket")
 WEIGHTS = "pytorch_lora_weights.safetensors"
 
 
+FLOW_TARGETS = (  # the joint-attention projections of SD3's and FLUX's blocks, as diffusers' DreamBooth scripts
+    "attn.to_q",
+    "attn.to_k",
+    "attn.to_v",
+    "attn.to_out.0",
+    "attn.add_q_proj",
+    "attn.add_k_proj",
+    "attn.add_v_proj",
+    "attn.to_add_out",
+)
+
+
 @dataclass(frozen=True)
 class _Architecture:
     pipeline: str  # the diffusers pipeline class
-    text_encoders: tuple[str, ...]  # the pipeline's text encoders, in order
-    added_conditions: bool  # SDXL's pooled text embedding and size/crop ids
+    text_encoders: tuple[str, ...]  # the encoders a LoRA may be put on (``train_text_encoder``), in order
+    added_conditions: bool = False  # SDXL's (and Kolors') pooled text embedding and size/crop ids
+    flow: str = ""  # "": a UNet predicting noise (DDPM); else the flow-matching transformer's inputs: sd3, flux, sana
+    targets: tuple[str, ...] = UNET_TARGETS  # the denoiser's layers the LoRA goes on
+    kohya: bool = True  # also written in kohya's format (the UNet families A1111 loads)
+
+    @property
+    def denoiser(self) -> str:
+        return "transformer" if self.flow else "unet"
 
 
 ARCHITECTURES = {
-    Family.SD: _Architecture("StableDiffusionPipeline", ("text_encoder",), False),
-    Family.SDXL: _Architecture("StableDiffusionXLPipeline", ("text_encoder", "text_encoder_2"), True),
+    Family.SD: _Architecture("StableDiffusionPipeline", ("text_encoder",)),
+    Family.SDXL: _Architecture("StableDiffusionXLPipeline", ("text_encoder", "text_encoder_2"), added_conditions=True),
+    Family.KOLORS: _Architecture("KolorsPipeline", (), added_conditions=True, kohya=False),
+    Family.SD3: _Architecture(
+        "StableDiffusion3Pipeline", ("text_encoder", "text_encoder_2"), flow="sd3", targets=FLOW_TARGETS, kohya=False
+    ),
+    Family.FLUX: _Architecture("FluxPipeline", ("text_encoder",), flow="flux", targets=FLOW_TARGETS, kohya=False),
+    Family.SANA: _Architecture("SanaPipeline", (), flow="sana", kohya=False),
 }
 _DEFAULT = DEFAULTS[TrainingKind.IMAGE_LORA]
 
@@ -179,9 +208,10 @@ def _load(architecture: _Architecture, base: str, device: str) -> Any:
     import diffusers
 
     dtype = torch.float32 if device == "cpu" else torch.float16
-    pipe = getattr(diffusers, architecture.pipeline).from_pretrained(
-        base, dtype=dtype, safety_checker=None, requires_safety_checker=False, local_files_only=True
-    )
+    extra: dict[str, Any] = {}
+    if architecture.pipeline == "StableDiffusionPipeline":  # training neither needs nor loads the checker
+        extra = {"safety_checker": None, "requires_safety_checker": False}
+    pipe = getattr(diffusers, architecture.pipeline).from_pretrained(base, dtype=dtype, local_files_only=True, **extra)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
@@ -214,33 +244,36 @@ def train_image_lora(
     """Train a LoRA of the model folder ``base`` on ``images`` (captions as ``training_captions`` makes them) and
     write it to ``out_dir``; checkpoints and sample images go to ``work_dir``. Raises ``InvalidParameters`` for an
     image that does not decode, a family that cannot be trained, and captions missing without a trigger word."""
-    import diffusers
-
-    lib: Any = diffusers  # untyped
     details = check_family(base)
     guidance = settings.sample_guidance or float(details.get("default_guidance") or 7.5)
     architecture = ARCHITECTURES[Family(details["family"])]
+    if settings.train_text_encoder and not architecture.text_encoders:
+        label = profile(details["family"]).label
+        message = f"The text encoder of {label} models is not trained here: leave train_text_encoder off."
+        raise InvalidParameters(message, field="train_text_encoder")
     captions = training_captions(list(images), settings.trigger_word, "training_file")
     decoded = [_decode(item) for item in images]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = _load(architecture, base, device)
-    unet, vae = pipe.unet, pipe.vae
-    if unet.config.in_channels != vae.config.latent_channels:
-        message = "An inpainting model cannot be trained here: train on its text-to-image base."
+    denoiser, vae = getattr(pipe, architecture.denoiser), pipe.vae
+    channels = vae.config.latent_channels * (4 if architecture.flow == "flux" else 1)  # FLUX packs 2x2 patches
+    if denoiser.config.in_channels != channels:
+        message = "An inpainting or control model cannot be trained here: train on its text-to-image base."
         raise InvalidParameters(message, code="unsupported_training", field="base_model")
-    encoders = [getattr(pipe, name) for name in architecture.text_encoders]
+    encoders = [getattr(pipe, name) for name in _all_encoders(pipe)]
     factor = pipe.vae_scale_factor
-    multiple = factor * 2 ** (len(unet.config.block_out_channels) - 1)
-    sizes = _sizes(decoded, settings, unet.config.sample_size * factor, multiple)
-    for module in (unet, vae, *encoders):
+    multiple = factor * _patch(architecture, denoiser)
+    native = int(details.get("default_size") or profile(details["family"]).size)
+    sizes = _sizes(decoded, settings, native, multiple)
+    for module in (denoiser, vae, *encoders):
         module.requires_grad_(False)
     latents = _latents(pipe, decoded, sizes, device)
-    scheduler = lib.DDPMScheduler.from_config(pipe.scheduler.config)
+    scheduler = _training_scheduler(architecture, pipe)
     torch.manual_seed(settings.seed)
-    parameters = _add_lora(unet, UNET_TARGETS, settings.rank)
+    parameters = _add_lora(denoiser, architecture.targets, settings.rank)
     if settings.train_text_encoder:
-        for encoder in encoders:
-            parameters += _add_lora(encoder, TEXT_TARGETS, settings.rank)
+        for name in architecture.text_encoders:
+            parameters += _add_lora(getattr(pipe, name), TEXT_TARGETS, settings.rank)
         conditions = None
     else:
         with torch.no_grad():
@@ -259,17 +292,17 @@ def train_image_lora(
         batch = _batches(sizes, settings.batch_size, settings.seed, epoch)[index]
         clean = torch.cat([latents[i] for i in batch])
         if conditions is not None:
-            context = torch.cat([conditions[i][0] for i in batch])
-            parts = [part for i in batch if (part := conditions[i][1]) is not None]
-            pooled = torch.cat(parts) if parts else None
+            condition = {key: torch.cat([conditions[i][key] for i in batch]) for key in conditions[batch[0]]}
         else:
-            context, pooled = _condition(pipe, architecture, [captions[i] for i in batch], device)
-        added = None
-        if pooled is not None:
+            condition = _condition(pipe, architecture, [captions[i] for i in batch], device)
+        if architecture.added_conditions:
             ids = [[h, w, 0, 0, h, w] for w, h in (sizes[i] for i in batch)]  # original size, crop, target size
-            added = {"text_embeds": pooled, "time_ids": torch.tensor(ids, dtype=torch.float32, device=device)}
-        unet.train()
-        loss = _loss(unet, scheduler, clean, context, generator, added)
+            condition["time_ids"] = torch.tensor(ids, dtype=torch.float32, device=device)
+        denoiser.train()
+        if architecture.flow:
+            loss = _flow_loss(architecture, pipe, scheduler, clean, condition, generator, guidance)
+        else:
+            loss = _loss(denoiser, scheduler, clean, condition, generator)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
@@ -283,11 +316,33 @@ def train_image_lora(
         if stop or step % settings.checkpoint_every == 0 or step == total:
             save_checkpoint(work_dir, fingerprint, step, parameters, optimizer, schedule, generator)
             if settings.sample_prompts and samples is not None:
+                denoiser.eval()
                 samples(step, _render_samples(pipe, settings, guidance, Path(work_dir) / "samples", step))
         if stop:
             return ImageLoraResult(out_dir, step, sum(losses) / len(losses), resumed, False)
     _save(pipe, architecture, out_dir, settings.train_text_encoder)
     return ImageLoraResult(out_dir, step, sum(losses) / len(losses) if losses else math.nan, resumed, True)
+
+
+def _all_encoders(pipe: Any) -> list[str]:
+    return [name for name in ("text_encoder", "text_encoder_2", "text_encoder_3") if getattr(pipe, name, None)]
+
+
+def _patch(architecture: _Architecture, denoiser: Any) -> int:
+    """How many latent pixels a side of the training size must be a multiple of."""
+    if not architecture.flow:
+        return int(2 ** (len(denoiser.config.block_out_channels) - 1))
+    patch = int(getattr(denoiser.config, "patch_size", 1) or 1)
+    return patch * 2 if architecture.flow == "flux" else patch
+
+
+def _training_scheduler(architecture: _Architecture, pipe: Any) -> Any:
+    import diffusers
+
+    lib: Any = diffusers  # untyped
+    if architecture.flow:  # the model's shift (SD3's 3.0), or none where it shifts by resolution (FLUX)
+        return lib.FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    return lib.DDPMScheduler.from_config(pipe.scheduler.config)
 
 
 def _latents(pipe: Any, images: list[Any], sizes: list[tuple[int, int]], device: str) -> list[torch.Tensor]:
@@ -299,29 +354,44 @@ def _latents(pipe: Any, images: list[Any], sizes: list[tuple[int, int]], device:
         for image, (width, height) in zip(images, sizes, strict=True):
             pixels = np.asarray(_fit(image, width, height), dtype=np.float32) / 127.5 - 1.0
             tensor = torch.from_numpy(pixels).permute(2, 0, 1)[None].to(device, vae.dtype)
-            mean = vae.encode(tensor).latent_dist.mean
+            encoded = vae.encode(tensor)
+            dist = getattr(encoded, "latent_dist", None)  # a KL VAE's posterior; Sana's DC-AE gives the latent
+            mean = dist.mean if dist is not None else encoded.latent
             shift = getattr(vae.config, "shift_factor", None) or 0.0
             out.append(((mean - shift) * vae.config.scaling_factor).float())
     return out
 
 
-def _condition(
-    pipe: Any, architecture: _Architecture, captions: list[str], device: str
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The captions' text embeddings and, for SDXL, the second encoder's pooled embedding."""
-    encoded = pipe.encode_prompt(captions, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False)
-    pooled = encoded[2].float() if architecture.added_conditions else None
-    return encoded[0].float(), pooled
+def _condition(pipe: Any, architecture: _Architecture, captions: list[str], device: str) -> dict[str, torch.Tensor]:
+    """What the denoiser reads of the captions, by name: ``context`` (the text embeddings) and, as the family has
+    them, ``pooled`` (SDXL's, Kolors', SD3's and FLUX's pooled embedding) and ``mask`` (Sana's attention mask)."""
+    if architecture.flow == "flux":
+        context, pooled, _ = pipe.encode_prompt(captions, None, device=device, num_images_per_prompt=1)
+        return {"context": context.float(), "pooled": pooled.float()}
+    if architecture.flow == "sana":
+        context, mask, _, _ = pipe.encode_prompt(
+            captions, do_classifier_free_guidance=False, device=device, num_images_per_prompt=1
+        )
+        return {"context": context.float(), "mask": mask}
+    if architecture.flow == "sd3":
+        encoded = pipe.encode_prompt(
+            captions, None, None, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
+    else:
+        encoded = pipe.encode_prompt(
+            captions, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
+    out = {"context": encoded[0].float()}
+    if architecture.added_conditions or architecture.flow == "sd3":
+        out["pooled"] = encoded[2].float()
+    return out
 
 
 def _loss(
-    unet: Any,
-    scheduler: Any,
-    clean: torch.Tensor,
-    context: torch.Tensor,
-    generator: torch.Generator,
-    added: dict[str, torch.Tensor] | None = None,
+    unet: Any, scheduler: Any, clean: torch.Tensor, condition: dict[str, torch.Tensor], generator: torch.Generator
 ) -> Any:
+    """DDPM's: a uniform timestep, the latents noised by the scheduler, the error against the noise (or the
+    velocity, for a v-prediction model)."""
     noise = torch.randn(clean.shape, generator=generator).to(clean.device)
     steps = scheduler.config.num_train_timesteps
     timesteps = torch.randint(0, steps, (clean.shape[0],), generator=generator).to(clean.device)
@@ -331,16 +401,92 @@ def _loss(
     else:
         target = noise
     dtype = unet.dtype
-    extra = {"added_cond_kwargs": {k: v.to(dtype) for k, v in added.items()}} if added else {}
-    prediction = unet(noisy.to(dtype), timesteps, encoder_hidden_states=context.to(dtype), **extra).sample
+    extra = {}
+    if "time_ids" in condition:
+        added = {"text_embeds": condition["pooled"], "time_ids": condition["time_ids"]}
+        extra["added_cond_kwargs"] = {k: v.to(dtype) for k, v in added.items()}
+    context = condition["context"].to(dtype)
+    prediction = unet(noisy.to(dtype), timesteps, encoder_hidden_states=context, **extra).sample
     return torch.nn.functional.mse_loss(prediction.float(), target.float())
+
+
+def _flow_loss(
+    architecture: _Architecture,
+    pipe: Any,
+    scheduler: Any,
+    clean: torch.Tensor,
+    condition: dict[str, torch.Tensor],
+    generator: torch.Generator,
+    guidance: float,
+) -> Any:
+    """Rectified flow's, as SD3's and FLUX's DreamBooth scripts: σ at a logit-normal draw among the scheduler's
+    (shifted) training sigmas, the latents noised as (1 − σ)·x + σ·ε, the error of the predicted velocity against
+    ε − x (weights 1)."""
+    batch = clean.shape[0]
+    noise = torch.randn(clean.shape, generator=generator).to(clean.device)
+    draw = torch.sigmoid(torch.randn((batch,), generator=generator))  # logit-normal, mean 0, std 1
+    count = len(scheduler.sigmas)
+    indices = (draw * count).long().clamp(max=count - 1)
+    sigmas = scheduler.sigmas[indices].to(clean.device, torch.float32)
+    timesteps = sigmas * scheduler.config.num_train_timesteps
+    noisy = (1.0 - sigmas.view(-1, 1, 1, 1)) * clean + sigmas.view(-1, 1, 1, 1) * noise
+    target = noise - clean
+    model = pipe.transformer
+    dtype = model.dtype
+    context = condition["context"].to(dtype)
+    if architecture.flow == "sd3":
+        prediction = model(
+            hidden_states=noisy.to(dtype),
+            timestep=timesteps,
+            encoder_hidden_states=context,
+            pooled_projections=condition["pooled"].to(dtype),
+            return_dict=False,
+        )[0]
+    elif architecture.flow == "flux":
+        prediction = _flux_forward(pipe, noisy.to(dtype), timesteps, context, condition["pooled"].to(dtype), guidance)
+    else:  # sana
+        scale = float(getattr(model.config, "timestep_scale", 1.0) or 1.0)
+        prediction = model(
+            hidden_states=noisy.to(dtype),
+            encoder_hidden_states=context,
+            encoder_attention_mask=condition["mask"],
+            timestep=timesteps * scale,
+            return_dict=False,
+        )[0]
+    return torch.nn.functional.mse_loss(prediction.float(), target.float())
+
+
+def _flux_forward(
+    pipe: Any, noisy: torch.Tensor, timesteps: torch.Tensor, context: Any, pooled: Any, guidance: float
+) -> Any:
+    """FLUX reads 2x2 patches of the latents packed into a sequence, with their positions (and the text's, zeros),
+    the timestep over 1000 and, for a guidance-distilled model (FLUX.1-dev), the guidance scale."""
+    batch, channels, height, width = noisy.shape
+    cls = type(pipe)
+    packed = cls._pack_latents(noisy, batch, channels, height, width)
+    image_ids = cls._prepare_latent_image_ids(batch, height // 2, width // 2, noisy.device, noisy.dtype)
+    text_ids = torch.zeros(context.shape[1], 3, device=noisy.device, dtype=noisy.dtype)
+    model = pipe.transformer
+    distilled = bool(getattr(model.config, "guidance_embeds", False))
+    scale = torch.full((batch,), guidance, device=noisy.device) if distilled else None
+    prediction = model(
+        hidden_states=packed,
+        timestep=timesteps / 1000,
+        guidance=scale,
+        pooled_projections=pooled,
+        encoder_hidden_states=context,
+        txt_ids=text_ids,
+        img_ids=image_ids,
+        return_dict=False,
+    )[0]
+    factor = pipe.vae_scale_factor
+    return cls._unpack_latents(prediction, height * factor, width * factor, factor)
 
 
 def _render_samples(pipe: Any, settings: ImageLoraSettings, guidance: float, folder: Path, step: int) -> list[str]:
     """Render each sample prompt with a fixed seed (the same at every checkpoint, so the images show the LoRA's
     progress) and write them as PNG files named by step."""
     folder.mkdir(parents=True, exist_ok=True)
-    pipe.unet.eval()
     written = []
     with torch.no_grad():
         for number, prompt in enumerate(settings.sample_prompts):
@@ -366,32 +512,35 @@ def _save(pipe: Any, architecture: _Architecture, out_dir: str, with_text_encode
     to_diffusers: Any = state_dict_utils.convert_state_dict_to_diffusers
     to_kohya: Any = state_dict_utils.convert_state_dict_to_kohya
 
-    unet_layers = get_peft_model_state_dict(pipe.unet)
+    denoiser = architecture.denoiser
+    layers = get_peft_model_state_dict(getattr(pipe, denoiser))
     trained = architecture.text_encoders if with_text_encoders else ()
     # Recent transformers flatten CLIPTextModel (no ``text_model.``); files keep the usual names, which every tool
     # (and diffusers, either way) reads.
     text_layers = {
-        name: {(k if k.startswith("text_model.") else f"text_model.{k}"): v for k, v in layers.items()}
+        name: {(k if k.startswith("text_model.") else f"text_model.{k}"): v for k, v in found.items()}
         for name in trained
-        for layers in [get_peft_model_state_dict(getattr(pipe, name))]
+        for found in [get_peft_model_state_dict(getattr(pipe, name))]
     }
 
     def write(folder: Path) -> None:
         getattr(diffusers, architecture.pipeline).save_lora_weights(
             save_directory=str(folder),
-            unet_lora_layers=to_diffusers(unet_layers),
-            **{f"{name}_lora_layers": to_diffusers(layers) for name, layers in text_layers.items()},
+            **{f"{denoiser}_lora_layers": to_diffusers(layers)},
+            **{f"{name}_lora_layers": to_diffusers(found) for name, found in text_layers.items()},
             safe_serialization=True,
         )
-        peft = {f"unet.{k}": v for k, v in unet_layers.items()}
-        for name, layers in text_layers.items():
-            peft.update({f"{name}.{k}": v for k, v in layers.items()})
+        if not architecture.kohya:
+            return
+        peft = {f"unet.{k}": v for k, v in layers.items()}
+        for name, found in text_layers.items():
+            peft.update({f"{name}.{k}": v for k, v in found.items()})
         one_encoder = len(architecture.text_encoders) == 1  # kohya names SD 1.x/2.x's lora_te_, SDXL's te1/te2
         kohya = {
             (k.replace("lora_te1_", "lora_te_") if one_encoder else k): v.detach().to(torch.float16).contiguous()
             for k, v in to_kohya(peft).items()
         }
-        metadata = {"ss_network_module": "networks.lora", "ss_network_dim": str(_rank(unet_layers))}
+        metadata = {"ss_network_module": "networks.lora", "ss_network_dim": str(_rank(layers))}
         save_file(kohya, str(folder / f"{Path(out_dir).name}.safetensors"), metadata=metadata)
 
     write_whole(out_dir, write)

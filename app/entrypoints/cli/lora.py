@@ -51,7 +51,11 @@ def pack_folder(folder: Path, captions: Path | None) -> bytes:
 
 @lora.command("train")
 @click.argument("images_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--base", required=True, help="A registered image model (SD 1.x/2.x or SDXL family, e.g. demo).")
+@click.option(
+    "--base",
+    required=True,
+    help="A registered image model of a trainable family (SD 1.x/2.x, SDXL, Kolors, SD3, FLUX, Sana; e.g. demo).",
+)
 @click.option("--name", "result_name", required=True, help="The LoRA's name: <lora:NAME:0.8> in a prompt.")
 @click.option(
     "--captions",
