@@ -220,7 +220,9 @@ PROFILES: dict[Family, FamilyProfile] = {
         FamilyProfile(
             Family.QWEN_IMAGE,
             "Qwen-Image",
-            _caps(C.TXT2IMG, *_EDITS, C.CONTROLNET, C.LORA, C.LONG_PROMPTS, C.NEGATIVE_PROMPT, C.HIRES),
+            _caps(
+                C.TXT2IMG, *_EDITS, C.CONTROLNET, C.LORA, C.LONG_PROMPTS, C.NEGATIVE_PROMPT, C.HIRES, C.LORA_TRAINING
+            ),
             GuidanceKind.TRUE_CFG,
             size=1328,
             steps=50,
@@ -240,7 +242,7 @@ PROFILES: dict[Family, FamilyProfile] = {
         FamilyProfile(
             Family.Z_IMAGE,
             "Z-Image",
-            _caps(C.TXT2IMG, *_EDITS, C.LORA, C.LONG_PROMPTS, C.NEGATIVE_PROMPT, C.HIRES),
+            _caps(C.TXT2IMG, *_EDITS, C.LORA, C.LONG_PROMPTS, C.NEGATIVE_PROMPT, C.HIRES, C.LORA_TRAINING),
             GuidanceKind.CFG,
             size=1024,
             steps=9,
@@ -250,7 +252,7 @@ PROFILES: dict[Family, FamilyProfile] = {
         FamilyProfile(
             Family.COGVIEW4,
             "CogView4",
-            _caps(C.TXT2IMG, C.LORA, C.LONG_PROMPTS, C.NEGATIVE_PROMPT),
+            _caps(C.TXT2IMG, C.LORA, C.LONG_PROMPTS, C.NEGATIVE_PROMPT, C.LORA_TRAINING),
             GuidanceKind.CFG,
             size=1024,
             steps=50,

@@ -20,11 +20,12 @@
 
 The families trained are those whose profile has ``lora_training``: Stable Diffusion 1.x/2.x (and the
 PAI-Diffusion models of that family, and the demo model), SDXL and Kolors (UNets, the noise-prediction loss), and
-SD3, FLUX and Sana (flow-matching transformers, the rectified-flow loss of diffusers' DreamBooth scripts for them).
-SDXL and Kolors condition on the pooled text embedding too and on their size and crop ids (original size, top-left
-crop, target size: the bucket's size, crop 0 0, as kohya's trainer sets them); with the text encoders trained, both
-of SDXL's get a LoRA, saved as ``lora_te1_``/``lora_te2_`` in the kohya file. The transformer families and Kolors
-are saved in the diffusers format only.
+SD3, FLUX, Qwen-Image, Z-Image, CogView4 and Sana (flow-matching transformers, the rectified-flow loss of diffusers'
+DreamBooth scripts for them, each transformer given its inputs as its pipeline gives them). SDXL and Kolors
+condition on the pooled text embedding too and on their size and crop ids (original size, top-left crop, target
+size: the bucket's size, crop 0 0, as kohya's trainer sets them); with the text encoders trained, both of SDXL's get
+a LoRA, saved as ``lora_te1_``/``lora_te2_`` in the kohya file. The transformer families and Kolors are saved in the
+diffusers format only.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class _Architecture:
     flow: str = ""  # "": a UNet predicting noise (DDPM); else the flow-matching transformer's inputs: sd3, flux, sana
     targets: tuple[str, ...] = UNET_TARGETS  # the denoiser's layers the LoRA goes on
     kohya: bool = True  # also written in kohya's format (the UNet families A1111 loads)
+    pads_with_tokens: bool = False  # a batch's captions padded with pad tokens the encoder reads (CogView4's GLM)
+    vae_shift: bool = True  # latents shifted by the VAE's shift_factor (CogView4's pipeline only scales)
 
     @property
     def denoiser(self) -> str:
@@ -89,7 +92,13 @@ ARCHITECTURES = {
     ),
     Family.FLUX: _Architecture("FluxPipeline", ("text_encoder",), flow="flux", targets=FLOW_TARGETS, kohya=False),
     Family.SANA: _Architecture("SanaPipeline", (), flow="sana", kohya=False),
+    Family.QWEN_IMAGE: _Architecture("QwenImagePipeline", (), flow="qwen-image", kohya=False),
+    Family.Z_IMAGE: _Architecture("ZImagePipeline", (), flow="z-image", kohya=False),
+    Family.COGVIEW4: _Architecture(
+        "CogView4Pipeline", (), flow="cogview4", kohya=False, pads_with_tokens=True, vae_shift=False
+    ),
 }
+_PACKED = ("flux", "qwen-image")  # transformers that read the latents in 2x2 patches packed into a sequence
 _DEFAULT = DEFAULTS[TrainingKind.IMAGE_LORA]
 
 
@@ -256,7 +265,8 @@ def train_image_lora(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = _load(architecture, base, device)
     denoiser, vae = getattr(pipe, architecture.denoiser), pipe.vae
-    channels = vae.config.latent_channels * (4 if architecture.flow == "flux" else 1)  # FLUX packs 2x2 patches
+    latent_channels = getattr(vae.config, "latent_channels", None) or vae.config.z_dim  # Qwen-Image's: z_dim
+    channels = latent_channels * (4 if architecture.flow in _PACKED else 1)
     if denoiser.config.in_channels != channels:
         message = "An inpainting or control model cannot be trained here: train on its text-to-image base."
         raise InvalidParameters(message, code="unsupported_training", field="base_model")
@@ -267,7 +277,7 @@ def train_image_lora(
     sizes = _sizes(decoded, settings, native, multiple)
     for module in (denoiser, vae, *encoders):
         module.requires_grad_(False)
-    latents = _latents(pipe, decoded, sizes, device)
+    latents = _latents(pipe, decoded, sizes, device, architecture.vae_shift)
     scheduler = _training_scheduler(architecture, pipe)
     torch.manual_seed(settings.seed)
     parameters = _add_lora(denoiser, architecture.targets, settings.rank)
@@ -292,9 +302,14 @@ def train_image_lora(
         batch = _batches(sizes, settings.batch_size, settings.seed, epoch)[index]
         clean = torch.cat([latents[i] for i in batch])
         if conditions is not None:
-            condition = {key: torch.cat([conditions[i][key] for i in batch]) for key in conditions[batch[0]]}
+            condition = {key: _stack([conditions[i][key] for i in batch]) for key in conditions[batch[0]]}
+            if architecture.pads_with_tokens and len({conditions[i]["context"].shape[1] for i in batch}) > 1:
+                with torch.no_grad():  # lengths differ: encoded together, as the pipeline pads a batch
+                    condition = _condition(pipe, architecture, [captions[i] for i in batch], device)
         else:
             condition = _condition(pipe, architecture, [captions[i] for i in batch], device)
+        if architecture.flow == "cogview4":  # original and target size (pixels, height first); crop 0 0
+            condition["sizes"] = torch.tensor([[h, w] for w, h in (sizes[i] for i in batch)], device=device)
         if architecture.added_conditions:
             ids = [[h, w, 0, 0, h, w] for w, h in (sizes[i] for i in batch)]  # original size, crop, target size
             condition["time_ids"] = torch.tensor(ids, dtype=torch.float32, device=device)
@@ -324,6 +339,22 @@ def train_image_lora(
     return ImageLoraResult(out_dir, step, sum(losses) / len(losses) if losses else math.nan, resumed, True)
 
 
+def _stack(parts: list[Any]) -> Any:
+    """Captions encoded one by one, as a batch: where their lengths differ (Qwen-Image's, which its pipeline pads
+    with zeros under a zero mask), padded with zeros to the longest; lists (Z-Image's) joined."""
+    if isinstance(parts[0], list):
+        return [item for part in parts for item in part]
+    longest = max(part.shape[1] for part in parts) if parts[0].dim() >= 2 else 0
+    if all(part.dim() < 2 or part.shape[1] == longest for part in parts):
+        return torch.cat(parts)
+    padded = []
+    for part in parts:
+        extra = longest - part.shape[1]
+        pad = part.new_zeros((part.shape[0], extra, *part.shape[2:]))
+        padded.append(torch.cat([part, pad], dim=1))
+    return torch.cat(padded)
+
+
 def _all_encoders(pipe: Any) -> list[str]:
     return [name for name in ("text_encoder", "text_encoder_2", "text_encoder_3") if getattr(pipe, name, None)]
 
@@ -332,8 +363,9 @@ def _patch(architecture: _Architecture, denoiser: Any) -> int:
     """How many latent pixels a side of the training size must be a multiple of."""
     if not architecture.flow:
         return int(2 ** (len(denoiser.config.block_out_channels) - 1))
-    patch = int(getattr(denoiser.config, "patch_size", 1) or 1)
-    return patch * 2 if architecture.flow == "flux" else patch
+    config = denoiser.config
+    patch = int(getattr(config, "patch_size", None) or (getattr(config, "all_patch_size", None) or (1,))[0])
+    return patch * 2 if architecture.flow in _PACKED else patch
 
 
 def _training_scheduler(architecture: _Architecture, pipe: Any) -> Any:
@@ -345,7 +377,9 @@ def _training_scheduler(architecture: _Architecture, pipe: Any) -> Any:
     return lib.DDPMScheduler.from_config(pipe.scheduler.config)
 
 
-def _latents(pipe: Any, images: list[Any], sizes: list[tuple[int, int]], device: str) -> list[torch.Tensor]:
+def _latents(
+    pipe: Any, images: list[Any], sizes: list[tuple[int, int]], device: str, shifted: bool = True
+) -> list[torch.Tensor]:
     import numpy as np
 
     vae = pipe.vae
@@ -354,20 +388,39 @@ def _latents(pipe: Any, images: list[Any], sizes: list[tuple[int, int]], device:
         for image, (width, height) in zip(images, sizes, strict=True):
             pixels = np.asarray(_fit(image, width, height), dtype=np.float32) / 127.5 - 1.0
             tensor = torch.from_numpy(pixels).permute(2, 0, 1)[None].to(device, vae.dtype)
+            normalised = getattr(vae.config, "latents_mean", None)  # Qwen-Image's video VAE: one frame, per channel
+            if normalised is not None:
+                mean = vae.encode(tensor[:, :, None]).latent_dist.mean[:, :, 0]
+                shape = (1, -1, 1, 1)
+                centre = torch.tensor(vae.config.latents_mean, device=device).view(shape)
+                spread = torch.tensor(vae.config.latents_std, device=device).view(shape)
+                out.append(((mean.float() - centre) / spread).float())
+                continue
             encoded = vae.encode(tensor)
             dist = getattr(encoded, "latent_dist", None)  # a KL VAE's posterior; Sana's DC-AE gives the latent
             mean = dist.mean if dist is not None else encoded.latent
-            shift = getattr(vae.config, "shift_factor", None) or 0.0
+            shift = (getattr(vae.config, "shift_factor", None) or 0.0) if shifted else 0.0
             out.append(((mean - shift) * vae.config.scaling_factor).float())
     return out
 
 
-def _condition(pipe: Any, architecture: _Architecture, captions: list[str], device: str) -> dict[str, torch.Tensor]:
+def _condition(pipe: Any, architecture: _Architecture, captions: list[str], device: str) -> dict[str, Any]:
     """What the denoiser reads of the captions, by name: ``context`` (the text embeddings) and, as the family has
     them, ``pooled`` (SDXL's, Kolors', SD3's and FLUX's pooled embedding) and ``mask`` (Sana's attention mask)."""
     if architecture.flow == "flux":
         context, pooled, _ = pipe.encode_prompt(captions, None, device=device, num_images_per_prompt=1)
         return {"context": context.float(), "pooled": pooled.float()}
+    if architecture.flow == "cogview4":
+        context, _ = pipe.encode_prompt(captions, do_classifier_free_guidance=False, device=device)
+        return {"context": context.float()}
+    if architecture.flow == "z-image":  # a list of each caption's own length
+        embeds, _ = pipe.encode_prompt(captions, device=device, do_classifier_free_guidance=False)
+        return {"context": [embed.float() for embed in embeds]}
+    if architecture.flow == "qwen-image":
+        context, mask = pipe.encode_prompt(captions, device=device, num_images_per_prompt=1)
+        if mask is None:  # the pipeline drops a mask of all ones
+            mask = torch.ones(context.shape[:2], dtype=torch.long, device=context.device)
+        return {"context": context.float(), "mask": mask}
     if architecture.flow == "sana":
         context, mask, _, _ = pipe.encode_prompt(
             captions, do_classifier_free_guidance=False, device=device, num_images_per_prompt=1
@@ -433,6 +486,8 @@ def _flow_loss(
     target = noise - clean
     model = pipe.transformer
     dtype = model.dtype
+    if architecture.flow == "z-image":
+        return torch.nn.functional.mse_loss(_z_image_forward(pipe, noisy.to(dtype), sigmas, condition), target)
     context = condition["context"].to(dtype)
     if architecture.flow == "sd3":
         prediction = model(
@@ -444,6 +499,19 @@ def _flow_loss(
         )[0]
     elif architecture.flow == "flux":
         prediction = _flux_forward(pipe, noisy.to(dtype), timesteps, context, condition["pooled"].to(dtype), guidance)
+    elif architecture.flow == "cogview4":
+        sizes = condition["sizes"].to(dtype)
+        prediction = model(
+            hidden_states=noisy.to(dtype),
+            encoder_hidden_states=context,
+            timestep=timesteps,
+            original_size=sizes,
+            target_size=sizes,
+            crop_coords=torch.zeros_like(sizes),
+            return_dict=False,
+        )[0]
+    elif architecture.flow == "qwen-image":
+        prediction = _qwen_image_forward(pipe, noisy.to(dtype), timesteps, context, condition["mask"])
     else:  # sana
         scale = float(getattr(model.config, "timestep_scale", 1.0) or 1.0)
         prediction = model(
@@ -481,6 +549,37 @@ def _flux_forward(
     )[0]
     factor = pipe.vae_scale_factor
     return cls._unpack_latents(prediction, height * factor, width * factor, factor)
+
+
+def _z_image_forward(pipe: Any, noisy: torch.Tensor, sigmas: torch.Tensor, condition: dict[str, Any]) -> Any:
+    """Z-Image reads lists (a one-frame latent and the caption's own embedding per picture), the time as 1 − σ, and
+    predicts x − ε: its pipeline negates the output, so does this."""
+    model = pipe.transformer
+    latents = list(noisy.unsqueeze(2).unbind(dim=0))
+    context = [embed.to(model.dtype) for embed in condition["context"]]
+    out = model(latents, (1.0 - sigmas).to(model.dtype), context, return_dict=False)[0]
+    return -torch.stack([item.float() for item in out]).squeeze(2)
+
+
+def _qwen_image_forward(pipe: Any, noisy: torch.Tensor, timesteps: torch.Tensor, context: Any, mask: Any) -> Any:
+    """Qwen-Image packs as FLUX does, gives the transformer the packed grid's shape (one frame) instead of ids, and
+    reads the text through its mask (captions of a batch padded with zeros, as its pipeline pads them)."""
+    batch, channels, height, width = noisy.shape
+    cls = type(pipe)
+    packed = cls._pack_latents(noisy, batch, channels, height, width)
+    model = pipe.transformer
+    distilled = bool(getattr(model.config, "guidance_embeds", False))
+    prediction = model(
+        hidden_states=packed,
+        timestep=timesteps / 1000,
+        guidance=torch.ones(batch, device=noisy.device) if distilled else None,
+        encoder_hidden_states_mask=None if bool(mask.all()) else mask,  # as the pipeline passes it
+        encoder_hidden_states=context,
+        img_shapes=[[(1, height // 2, width // 2)]] * batch,
+        return_dict=False,
+    )[0]
+    factor = pipe.vae_scale_factor
+    return cls._unpack_latents(prediction, height * factor, width * factor, factor)[:, :, 0]
 
 
 def _render_samples(pipe: Any, settings: ImageLoraSettings, guidance: float, folder: Path, step: int) -> list[str]:

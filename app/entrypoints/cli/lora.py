@@ -54,7 +54,7 @@ def pack_folder(folder: Path, captions: Path | None) -> bytes:
 @click.option(
     "--base",
     required=True,
-    help="A registered image model of a trainable family (SD 1.x/2.x, SDXL, Kolors, SD3, FLUX, Sana; e.g. demo).",
+    help="A registered image model of a trainable family (all but HunyuanDiT and PixArt-Σ; e.g. demo).",
 )
 @click.option("--name", "result_name", required=True, help="The LoRA's name: <lora:NAME:0.8> in a prompt.")
 @click.option(

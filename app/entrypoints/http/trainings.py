@@ -28,8 +28,8 @@ class TrainingIn(BaseModel):
 
     kind: TrainingKind = Field(TrainingKind.IMAGE_LORA, description="image-lora or llm-finetune.")
     base_model: str = Field(
-        description="A registered image model of a family with `lora_training` (SD 1.x/2.x, SDXL, Kolors, SD3, "
-        "FLUX, Sana), or a language model."
+        description="A registered image model of a family with `lora_training` among its capabilities in "
+        "GET /v1/models (all but HunyuanDiT and PixArt-Σ), or a language model."
     )
     name: str = Field(description="The result's name: `<lora:NAME:0.8>` in a prompt, `BASE:NAME` in a chat.")
     training_file: str = Field(description="A file id from POST /v1/files (purpose image-lora or fine-tune).")
