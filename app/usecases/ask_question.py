@@ -32,12 +32,15 @@ from typing import Literal, TypeVar
 from app.domain.errors import InvalidParameters, NotCalibrated
 from app.domain.gece import cosine
 from app.domain.knowledge import (
+    RETRIEVERS,
     SHARED_COLLECTION,
     Calibration,
     Decision,
     KnowledgeQuery,
     Passage,
     Signals,
+    fuse,
+    keyword_terms,
     new_query_id,
     validate_question,
     validate_top_k,
@@ -61,6 +64,7 @@ T = TypeVar("T")
 # rule (Jiang et al. 2023) at the threshold the knowledge benchmark gives its FLARE baseline. Weaker than the
 # calibrated detector (docs/knowledge.md), never a refusal.
 FALLBACK_MIN_PROB = 0.5
+HYBRID_DEPTH = 20  # how deep each ranking goes before reciprocal rank fusion
 Retrieval = Literal["auto", "always", "never"]
 RETRIEVAL_MODES: tuple[Retrieval, ...] = ("auto", "always", "never")
 
@@ -80,6 +84,7 @@ class AskQuestion:
         neighbours_k: int = 5,
         probe: LongTailDetector | None = None,
         restore: Callable[[], object] | None = None,
+        retriever: str = RETRIEVERS[0],
     ) -> None:
         """``restore``: gives the model the edits its log holds (another process may have applied or rolled
         back some); called first in every query, so the answer comes from the model as edited now."""
@@ -88,6 +93,9 @@ class AskQuestion:
         self._max_new_tokens, self._neighbours_k = max_new_tokens, neighbours_k
         self._probe = probe or detector
         self._restore = restore
+        if retriever not in RETRIEVERS:
+            raise InvalidParameters(f"retriever must be one of {', '.join(RETRIEVERS)}.", field="retriever")
+        self._retriever = retriever
 
     def __call__(
         self,
@@ -238,9 +246,32 @@ class AskQuestion:
 
     def _retrieve(self, question: str, vector: list[float] | None, k: int, owner: str) -> list[Passage]:
         """From the owner's own collection and the shared one."""
+        return retrieve(self._index, self._embedder, self._words, self._retriever, question, k, owner, vector)
+
+
+def retrieve(
+    index: KnowledgeIndex,
+    embedder: Embedder,
+    words: WordFrequency,
+    retriever: str,
+    question: str,
+    k: int,
+    owner: str,
+    vector: list[float] | None = None,
+) -> list[Passage]:
+    """The ``k`` passages ``retriever`` finds for ``question`` in the owner's collection and the shared one:
+    by the question's embedding, by its words, or both fused by reciprocal rank (each list ``HYBRID_DEPTH`` deep,
+    at least ``k``)."""
+    collections = sorted({owner, SHARED_COLLECTION})
+    depth = max(k, HYBRID_DEPTH) if retriever == "hybrid" else k
+    found: list[list[Passage]] = []
+    if retriever in ("vector", "hybrid"):
         if vector is None:
-            vector = self._embedder.embed([question], "query")[0]
-        return self._index.search(vector, k, sorted({owner, SHARED_COLLECTION}))
+            vector = embedder.embed([question], "query")[0]
+        found.append(index.search(vector, depth, collections))
+    if retriever in ("keyword", "hybrid"):
+        found.append(index.keyword_search(keyword_terms(words.words(question)), depth, collections))
+    return found[0] if len(found) == 1 else fuse(found, k)
 
 
 def _abort_rule(cut: float | None) -> StopRule | None:

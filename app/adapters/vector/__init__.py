@@ -12,6 +12,7 @@ that builds them.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 from app.domain.errors import InvalidParameters
@@ -48,3 +49,18 @@ def check_dim(dim: object) -> int:
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise InvalidParameters("The index dimension must be a positive integer.", field="dim")
     return dim
+
+
+_WORD = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W\u3400-\u9fff\uf900-\ufaff]+")
+
+
+def simple_words(text: str) -> list[str]:
+    """The keyword index's words without a segmenter: Latin words, lower case, and single Chinese characters."""
+    return _WORD.findall(text.lower())
+
+
+def check_page(limit: int, offset: int) -> None:
+    if not 1 <= limit <= 1000:
+        raise InvalidParameters("limit must be 1 to 1000.", field="limit")
+    if offset < 0:
+        raise InvalidParameters("offset must be at least 0.", field="offset")

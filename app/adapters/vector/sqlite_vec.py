@@ -1,4 +1,5 @@
-"""The embedded knowledge index: one SQLite file holding chunk texts and a sqlite-vec ``vec0`` table.
+"""The embedded knowledge index: one SQLite file holding chunk texts, a sqlite-vec ``vec0`` table of their vectors
+and an FTS5 table of their words (the keyword index, ranked by BM25).
 
 Why sqlite-vec and not FAISS: its exact search is slower than a flat FAISS scan, but at the sizes of an
 embedded index that is nothing beside a language-model answer, and it grows linearly (past a few hundred
@@ -9,7 +10,9 @@ not (docs/benchmarks.md has the comparison). What it gives that FAISS does not:
 - ``replace_source`` as one transaction: a reader sees the old chunks or the new ones, never a mix,
   and a crash rolls back (FAISS would rewrite the whole file on every change);
 - deletion by source (HNSW in FAISS cannot remove; a flat index can, at a full rewrite);
-- several processes on one file (SQLite locking, WAL), e.g. an ingesting CLI beside a server.
+- several processes on one file (SQLite locking, WAL), e.g. an ingesting CLI beside a server;
+- keyword search in the same transaction as the vectors: FTS5 over each chunk's words as the segmenter gives them
+  (jieba for Chinese, where FTS5's own tokenizers would take a run of Chinese characters as one word).
 
 The interpreter's own ``sqlite3`` often cannot load extensions (built without
 ``--enable-loadable-sqlite-extensions``, as pyenv's default and Apple's are), so the connection comes
@@ -23,19 +26,19 @@ from __future__ import annotations
 import logging
 import threading
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from app.adapters.vector import check_chunks, check_dim, check_vector
+from app.adapters.vector import check_chunks, check_dim, check_page, check_vector, simple_words
 from app.domain.errors import IndexUnavailable, InvalidParameters
-from app.domain.knowledge import SHARED_COLLECTION, Chunk, Passage
+from app.domain.knowledge import SHARED_COLLECTION, Chunk, DocumentInfo, Passage, document_id
 from app.ports.knowledge import KnowledgeIndex, Vector
 
 INSTALL_HINT = "pip install sqlite-vec==0.1.9 sqlean.py==3.50.4.5"
-SCHEMA_VERSION = 2  # 2: collections (a column of both tables)
+SCHEMA_VERSION = 3  # 2: collections (a column of both tables); 3: the keyword index (knowledge_terms)
 log = logging.getLogger(__name__)
 MAX_K = 4096  # sqlite-vec's limit on k in one query
 
@@ -61,9 +64,14 @@ class SqliteVecKnowledgeIndex(KnowledgeIndex):
     Nothing touches the file until the first call; it is created then. One connection per instance,
     used under a lock, so an instance can be shared between threads."""
 
-    def __init__(self, path: str, dim: int, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, path: str, dim: int, timeout_s: float = 5.0, words: Callable[[str], list[str]] | None = None
+    ) -> None:
+        """``words``: the segmenter of the keyword index (the knowledge queries' word statistics, jieba for
+        Chinese); by default Latin words and single Chinese characters."""
         self.path = str(Path(path).expanduser())
         self.dim = check_dim(dim)
+        self.words = words or simple_words
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._db: Any = None
@@ -74,22 +82,24 @@ class SqliteVecKnowledgeIndex(KnowledgeIndex):
     ) -> int:
         rows = check_chunks(source, chunks, vectors, self.dim)
         with self._transaction() as db:
-            db.execute(
-                "DELETE FROM knowledge_vectors WHERE rowid IN"
-                " (SELECT pk FROM knowledge_chunks WHERE collection = ? AND source = ?)",
-                (collection, source),
-            )
+            for table in ("knowledge_vectors", "knowledge_terms"):
+                db.execute(
+                    f"DELETE FROM {table} WHERE rowid IN"
+                    " (SELECT pk FROM knowledge_chunks WHERE collection = ? AND source = ?)",
+                    (collection, source),
+                )
             dropped = int(
                 db.execute(
                     "DELETE FROM knowledge_chunks WHERE collection = ? AND source = ?", (collection, source)
                 ).rowcount
             )
             ids = [(collection, chunk.id) for chunk in chunks]  # an id stored under another source moves here
-            db.executemany(
-                "DELETE FROM knowledge_vectors WHERE rowid IN"
-                " (SELECT pk FROM knowledge_chunks WHERE collection = ? AND id = ?)",
-                ids,
-            )
+            for table in ("knowledge_vectors", "knowledge_terms"):
+                db.executemany(
+                    f"DELETE FROM {table} WHERE rowid IN"
+                    " (SELECT pk FROM knowledge_chunks WHERE collection = ? AND id = ?)",
+                    ids,
+                )
             db.executemany("DELETE FROM knowledge_chunks WHERE collection = ? AND id = ?", ids)
             for chunk, vector in zip(chunks, rows, strict=True):
                 pk = db.execute(
@@ -100,7 +110,67 @@ class SqliteVecKnowledgeIndex(KnowledgeIndex):
                     "INSERT INTO knowledge_vectors (rowid, embedding, collection) VALUES (?, ?, ?)",
                     (pk, array("f", vector).tobytes(), collection),
                 )
+                db.execute("INSERT INTO knowledge_terms (rowid, terms) VALUES (?, ?)", (pk, self._terms(chunk.text)))
         return dropped
+
+    def delete_source(self, source: str, collection: str) -> int:
+        with self._transaction() as db:
+            for table in ("knowledge_vectors", "knowledge_terms"):
+                db.execute(
+                    f"DELETE FROM {table} WHERE rowid IN"
+                    " (SELECT pk FROM knowledge_chunks WHERE collection = ? AND source = ?)",
+                    (collection, source),
+                )
+            return int(
+                db.execute(
+                    "DELETE FROM knowledge_chunks WHERE collection = ? AND source = ?", (collection, source)
+                ).rowcount
+            )
+
+    def keyword_search(self, terms: Sequence[str], k: int, collections: Sequence[str] | None = None) -> list[Passage]:
+        if k < 1:
+            raise InvalidParameters("k must be at least 1.", field="k")
+        match = " OR ".join('"' + term.replace('"', '""') + '"' for term in dict.fromkeys(terms) if term.strip())
+        if not match or (collections is not None and not collections):
+            return []
+        where, arguments = "", [match]
+        if collections is not None:
+            where = f" AND c.collection IN ({', '.join('?' * len(collections))})"
+            arguments += list(collections)
+        with self._connection() as db:
+            rows = db.execute(
+                "SELECT c.id, c.source, c.text, bm25(knowledge_terms) AS rank FROM knowledge_terms"
+                " JOIN knowledge_chunks AS c ON c.pk = knowledge_terms.rowid"
+                f" WHERE knowledge_terms MATCH ?{where} ORDER BY rank, c.id LIMIT ?",
+                [*arguments, k],
+            ).fetchall()
+        return [Passage(cid, source, text, -float(rank)) for cid, source, text, rank in rows]
+
+    def documents(
+        self, collections: Sequence[str], limit: int = 100, offset: int = 0, source: str | None = None
+    ) -> tuple[list[DocumentInfo], int]:
+        check_page(limit, offset)
+        if not collections:
+            return [], 0
+        where = f"collection IN ({', '.join('?' * len(collections))})"
+        arguments: list[object] = list(collections)
+        if source is not None:
+            where += " AND source = ?"
+            arguments.append(source)
+        with self._connection() as db:
+            total = int(
+                db.execute(
+                    f"SELECT count(*) FROM (SELECT 1 FROM knowledge_chunks WHERE {where} GROUP BY collection, source)",
+                    arguments,
+                ).fetchone()[0]
+            )
+            rows = db.execute(
+                f"SELECT collection, source, count(*), sum(length(text)) FROM knowledge_chunks WHERE {where}"
+                " GROUP BY collection, source ORDER BY collection, source LIMIT ? OFFSET ?",
+                [*arguments, limit, offset],
+            ).fetchall()
+        items = [DocumentInfo(document_id(c, s), s, c, int(n), int(chars or 0)) for c, s, n, chars in rows]
+        return items, total
 
     def search(self, vector: Vector, k: int, collections: Sequence[str] | None = None) -> list[Passage]:
         query = check_vector(vector, self.dim)
@@ -204,13 +274,14 @@ class SqliteVecKnowledgeIndex(KnowledgeIndex):
                 field="dim",
             )
 
-    @staticmethod
-    def _upgrade(db: Any, dim: int) -> None:
+    def _upgrade(self, db: Any, dim: int) -> None:
         """Version 1 had no collections: its documents become the shared collection's (they were
-        everyone's). vec0 cannot add a column, so both tables are rebuilt in one transaction."""
+        everyone's). vec0 cannot add a column, so both tables are rebuilt in one transaction. Version 2 had no
+        keyword index: it is made from the chunks' texts."""
         db.execute("BEGIN IMMEDIATE")
         try:
-            if _schema_version(db) < SCHEMA_VERSION:
+            version = _schema_version(db)  # read again under the write lock: another process may have upgraded
+            if version < 2:
                 db.execute("ALTER TABLE knowledge_chunks RENAME TO knowledge_chunks_v1")
                 db.execute("DROP INDEX IF EXISTS knowledge_chunks_source")
                 db.execute("CREATE TABLE knowledge_vectors_v1 AS SELECT rowid AS pk, embedding FROM knowledge_vectors")
@@ -228,10 +299,22 @@ class SqliteVecKnowledgeIndex(KnowledgeIndex):
                 )
                 db.execute("DROP TABLE knowledge_chunks_v1")
                 db.execute("DROP TABLE knowledge_vectors_v1")
+            if version < 3:
+                db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS knowledge_terms USING fts5(terms)")
+                for pk, body in db.execute(
+                    "SELECT pk, text FROM knowledge_chunks WHERE pk NOT IN (SELECT rowid FROM knowledge_terms)"
+                ).fetchall():
+                    db.execute("INSERT INTO knowledge_terms (rowid, terms) VALUES (?, ?)", (pk, self._terms(body)))
+                db.execute(
+                    "INSERT OR REPLACE INTO knowledge_meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+                )
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    def _terms(self, text: str) -> str:
+        return " ".join(self.words(text))
 
     def _drop(self) -> None:
         if self._db is not None:
@@ -251,6 +334,7 @@ def _create_tables(db: Any, dim: int) -> None:
         f"CREATE VIRTUAL TABLE knowledge_vectors USING vec0("
         f"embedding float[{dim}] distance_metric=cosine, collection text)"
     )
+    db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS knowledge_terms USING fts5(terms)")
     db.execute("INSERT OR REPLACE INTO knowledge_meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
 

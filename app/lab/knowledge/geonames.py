@@ -39,7 +39,7 @@ and the corpus do not depend on it.
 
 **Corpus** (``geonames_corpus``). One passage of about 100 words per country, from its facts. An item's
 retrieval target is ``passage``: the subject country's passage, or for ``country_of_city`` the answer
-country's (which names only its largest towns).
+country's (which names its largest towns and the cities questions ask about).
 
 The hand-written tables live in ``geonames_tables`` and the loaded countries and cities in ``geonames_world``;
 this module turns them into items, splits and files.
@@ -226,7 +226,7 @@ def _items(world: World, seed: int) -> list[Item]:
 def build_dataset(seed: int = 0) -> tuple[list[Item], list[CorpusPassage]]:
     """The benchmark items and the corpus. Same seed, same output (phrasings and splits follow the seed)."""
     world = World()
-    return _items(world, seed), build_corpus(world)
+    return _items(world, seed), build_corpus(world, _city_sample(world))
 
 
 def extra_city_items(n: int, seed: int = 0, per_country: int = 12) -> list[Item]:

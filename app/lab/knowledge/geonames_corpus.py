@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.lab.knowledge.geonames_tables import CONTINENTS
-from app.lab.knowledge.geonames_world import Country, World, pick, slug
+from app.lab.knowledge.geonames_world import City, Country, World, pick, slug
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def _distance(a: tuple[float, float], b: tuple[float, float]) -> float:
     return 2 * math.asin(min(1.0, math.sqrt(h)))
 
 
-def _sentences(world: World, c: Country) -> list[str]:
+def _sentences(world: World, c: Country, asked: list[City] | None = None) -> list[str]:
     def choose(slot: str, options: list[str]) -> str:
         return options[pick(f"corpus:{c.code}:{slot}", len(options))]
 
@@ -131,6 +131,10 @@ def _sentences(world: World, c: Country) -> list[str]:
         )
     elif towns:
         out["towns"] = f"The main settlement is {towns[0].name}, with {towns[0].population:,} inhabitants."
+    others = [t for t in asked or [] if t.name not in {x.name for x in towns}]
+    if others:  # the cities questions ask about, so that the passage holds what they ask
+        listed = _listing([t.name for t in sorted(others, key=lambda t: (-t.population, t.name))])
+        out["towns"] = f"{out.get('towns', '')} Other towns of {c.name} include {listed}.".strip()
     codes = f"Its ISO country codes are {c.code} and {c.iso3}"
     if c.tld and c.phone:
         codes += f", its internet domain is {c.tld} and its telephone code is +{c.phone}."
@@ -204,10 +208,14 @@ def _neighbour_sentence(world: World, c: Country, choose: Callable[[str, list[st
     )
 
 
-def build_corpus(world: World) -> list[CorpusPassage]:
-    """Every country's passage, sorted by source."""
+def build_corpus(world: World, asked: list[City] | None = None) -> list[CorpusPassage]:
+    """Every country's passage, sorted by source; ``asked``: the cities ``country_of_city`` questions name, each
+    named in its country's passage."""
+    by_country: dict[str, list[City]] = {}
+    for city in asked or []:
+        by_country.setdefault(city.country, []).append(city)
     passages = [
-        CorpusPassage(slug(c.name), c.name, " ".join(s for s in _sentences(world, c) if s))
-        for c in world.countries.values()
+        CorpusPassage(slug(c.name), c.name, " ".join(s for s in _sentences(world, c, by_country.get(code)) if s))
+        for code, c in world.countries.items()
     ]
     return sorted(passages, key=lambda p: p.source)
