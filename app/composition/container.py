@@ -26,7 +26,6 @@ from app.adapters.memory.options import InMemoryOwnerOptions
 from app.adapters.memory.prompt_sessions import InMemoryPromptSessionStore
 from app.adapters.memory.training import InMemoryTrainingJobStore
 from app.adapters.memory.workers import InMemoryWorkerRegistry
-from app.adapters.storage.documents import FileDocumentReader
 from app.adapters.storage.images import FileImageStore
 from app.adapters.system import SystemClock, process_gone
 from app.composition import edits, generation, knowledge, prompts, sql, training
@@ -42,6 +41,7 @@ from app.usecases.complete_text import CompleteText
 from app.usecases.delete_jobs import DeleteJob, PruneJobs
 from app.usecases.evaluate_editor import EvaluateEditor
 from app.usecases.ingest_documents import IngestDocuments
+from app.usecases.manage_documents import DeleteDocument, ListDocuments
 from app.usecases.move_head import MoveHead
 from app.usecases.preview_control_map import PreviewControlMap
 from app.usecases.read_edit_log import ReadEditLog
@@ -130,7 +130,7 @@ class Container(containers.DeclarativeContainer):
     fetcher = providers.Singleton(generation.image_fetcher, settings)
     scene_reader = providers.Singleton(generation.scene_reader)
     demo_models = providers.Singleton(generation.demo_models)
-    documents = providers.Singleton(FileDocumentReader)
+    documents = providers.Singleton(knowledge.document_reader, settings)
     # This process's id in the worker registry, recorded on the jobs it runs, and the names of the models it holds
     # (the library sets both).
     worker_id: providers.Object[str | None] = providers.Object(None)
@@ -276,6 +276,8 @@ class Container(containers.DeclarativeContainer):
         restore=restore_edits,
     )
     ingest_documents = providers.Factory(IngestDocuments, embedder, knowledge_index)
+    list_documents = providers.Factory(ListDocuments, knowledge_index)
+    delete_document = providers.Factory(DeleteDocument, knowledge_index)
     # The same model served to chat and completion clients, concurrent requests decoding together; as edited now,
     # or (NAME@base) with the edits off.
     text_generator = providers.Resource(knowledge.text_generator, llm, editor_pool, job_metrics)

@@ -10,6 +10,7 @@ from typing import Any
 from app.composition.generation import pick_device
 from app.domain.errors import InvalidParameters, UnknownModel
 from app.domain.models import ModelInfo, ModelKind
+from app.ports.documents import DocumentReader
 from app.ports.edits import EditorPool
 from app.ports.generation import ModelCatalog
 from app.ports.knowledge import Embedder, KnowledgeIndex, LanguageModel, Lexicon, LongTailDetector, WordFrequency
@@ -125,6 +126,13 @@ def knowledge_index(settings: Settings, embedded: Embedder, words: WordFrequency
         index = SqliteVecKnowledgeIndex(settings.knowledge_index_path, embedded.dim, words=words.words)
     yield index
     index.close()
+
+
+def document_reader(settings: Settings) -> DocumentReader:
+    """Document files (PDF, HTML, DOCX, Markdown, text, JSONL) within the size and page limits."""
+    from app.adapters.storage.documents import FileDocumentReader
+
+    return FileDocumentReader(settings.knowledge_max_file_mb * 1024 * 1024, settings.knowledge_max_pages)
 
 
 def word_frequency() -> WordFrequency:

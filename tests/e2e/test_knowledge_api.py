@@ -137,3 +137,28 @@ def test_cli_bad_input_is_one_line_and_exit_2(
 ) -> None:
     code, _, err = run(cli_env, tmp_path, *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_ingests_pdf_html_docx_lists_and_deletes(cli_env: dict[str, str], tmp_path: Path) -> None:
+    from tests.document_files import make_docx, make_html, make_pdf
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "tuvalu.pdf").write_bytes(make_pdf(["Tuvalu: its capital is Funafuti."]))
+    (folder / "niue.html").write_bytes(make_html("Niue", ["Its capital is Alofi."]))
+    (folder / "chad.docx").write_bytes(make_docx([(None, "Chad: its capital is N'Djamena.")]))
+    data = tmp_path / "data"
+    code, out, err = run(cli_env, data, "knowledge", "ingest", str(folder), "--json")
+    assert code == 0 and json.loads(out)["documents"] == 3, err
+    code, out, _ = run(cli_env, data, "knowledge", "documents")
+    lines = out.strip().splitlines()
+    assert code == 0 and lines[0].split() == ["ID", "CHUNKS", "CHARS", "COLLECTION", "SOURCE"] and len(lines) == 4
+    pdf_id = next(line.split()[0] for line in lines if line.endswith("tuvalu.pdf"))
+    code, out, _ = run(cli_env, data, "knowledge", "delete", pdf_id)
+    assert code == 0 and "tuvalu.pdf" in out
+    code, out, _ = run(cli_env, data, "knowledge", "delete", f"{folder}/niue.html", "--json")
+    assert code == 0 and json.loads(out)["source"].endswith("niue.html")
+    code, out, _ = run(cli_env, data, "knowledge", "documents", "--json")
+    assert [d["source"].rsplit("/", 1)[-1] for d in json.loads(out)["items"]] == ["chad.docx"]
+    code, _, err = run(cli_env, data, "knowledge", "delete", "nothing.md")
+    assert code != 0 and "No document" in err and len(err.strip().splitlines()) == 1

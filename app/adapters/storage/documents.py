@@ -1,5 +1,5 @@
-"""Reading documents to ingest (txt, md, jsonl; folders recursively), labelled question sets (jsonl) and
-edit files (ZsRE, CounterFact)."""
+"""Reading documents to ingest (PDF, HTML, DOCX, Markdown, text, JSONL; folders recursively), labelled question
+sets (jsonl) and edit files (ZsRE, CounterFact)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app.adapters.storage.document_formats import DOCUMENT_SUFFIXES, MAX_PAGES, extract_documents
 from app.domain.edits import EditSpec
 from app.domain.errors import InvalidParameters, RequestTooLarge
-from app.domain.knowledge import MAX_DOCUMENT_CHARS
 
-DOCUMENT_SUFFIXES = (".txt", ".md", ".markdown", ".jsonl")
-MAX_FILE_BYTES = 4 * MAX_DOCUMENT_CHARS  # UTF-8 is at most 4 bytes a character
+MAX_FILE_BYTES = 20 * 1024 * 1024  # a document file larger than this is refused (settings: knowledge_max_file_mb)
 
 
-def read_documents(paths: list[str]) -> list[tuple[str, str]]:
-    """(source, text) pairs. A file's source is its path as given; files in a folder are named
-    ``<folder>/<relative path>``; a jsonl line is one document, its source ``"source"`` or
-    ``"id"`` if it has one, else ``<file>#<line>``, its text ``"text"`` (with ``"title"`` prepended)."""
+def read_documents(
+    paths: list[str], max_bytes: int = MAX_FILE_BYTES, max_pages: int = MAX_PAGES
+) -> list[tuple[str, str]]:
+    """(source, text) pairs of PDF, HTML, DOCX, Markdown, text and JSONL files (``document_formats``). A file's
+    source is its path as given; files in a folder are named ``<folder>/<relative path>``; a jsonl line is one
+    document, its source ``"source"`` or ``"id"`` if it has one, else ``<file>#<line>``, its text ``"text"`` (with
+    ``"title"`` prepended)."""
     out: list[tuple[str, str]] = []
     for given in paths:
         path = Path(given)
@@ -27,34 +29,25 @@ def read_documents(paths: list[str]) -> list[tuple[str, str]]:
             files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES)
             if not files:
                 raise InvalidParameters(f"{given} holds no {', '.join(DOCUMENT_SUFFIXES)} files.", field="path")
-            out += [doc for f in files for doc in _read_file(f, f"{given.rstrip('/')}/{f.relative_to(path)}")]
+            for file in files:
+                out += _read_file(file, f"{given.rstrip('/')}/{file.relative_to(path)}", max_bytes, max_pages)
         elif path.is_file():
-            out += _read_file(path, given)
+            out += _read_file(path, given, max_bytes, max_pages)
         else:
             raise InvalidParameters(f"No such file or folder: {given}", field="path")
     return out
 
 
-def _read_file(path: Path, source: str) -> list[tuple[str, str]]:
+def _read_file(path: Path, source: str, max_bytes: int, max_pages: int) -> list[tuple[str, str]]:
     if path.suffix.lower() not in DOCUMENT_SUFFIXES:
         raise InvalidParameters(f"{source}: only {', '.join(DOCUMENT_SUFFIXES)} files can be ingested.", field="path")
-    if path.stat().st_size > MAX_FILE_BYTES and path.suffix.lower() != ".jsonl":
-        raise RequestTooLarge(f"{source} is larger than {MAX_FILE_BYTES} bytes.", field="path")
+    if path.stat().st_size > max_bytes:
+        raise RequestTooLarge(f"{source} is larger than {max_bytes // (1024 * 1024)} MB.", field="path")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InvalidParameters(f"{source} cannot be read as UTF-8 text: {e}", field="path") from e
-    if path.suffix.lower() != ".jsonl":
-        return [(source, text)]
-    docs = []
-    for n, record in _jsonl(text, source):
-        body = record.get("text")
-        if not isinstance(body, str):
-            raise InvalidParameters(f"{source} line {n}: a document needs a 'text' string.", field="path")
-        title = record.get("title")
-        name = record.get("source") or record.get("id") or f"{source}#{n}"
-        docs.append((str(name), f"{title}\n\n{body}" if isinstance(title, str) and title else body))
-    return docs
+        data = path.read_bytes()
+    except OSError as e:
+        raise InvalidParameters(f"{source} cannot be read.", field="path") from e
+    return extract_documents(source, data, "path", max_pages)
 
 
 def _jsonl(text: str, source: str) -> list[tuple[int, dict[str, Any]]]:
@@ -99,10 +92,19 @@ def read_labelled(path: str, split: str | None = None, limit: int | None = None)
 
 
 class FileDocumentReader:
-    """``DocumentReader`` over the local file system."""
+    """``DocumentReader`` over the local file system; files larger than ``max_bytes`` and PDFs of more than
+    ``max_pages`` pages are refused."""
+
+    def __init__(self, max_bytes: int = MAX_FILE_BYTES, max_pages: int = MAX_PAGES) -> None:
+        self.max_bytes, self.max_pages = max_bytes, max_pages
 
     def documents(self, paths: Sequence[str]) -> list[tuple[str, str]]:
-        return read_documents(list(paths))
+        return read_documents(list(paths), self.max_bytes, self.max_pages)
+
+    def parse(self, name: str, data: bytes) -> list[tuple[str, str]]:
+        if len(data) > self.max_bytes:
+            raise RequestTooLarge(f"{name} is larger than {self.max_bytes // (1024 * 1024)} MB.", field="files")
+        return extract_documents(name, data, "files", self.max_pages)
 
     def labelled(self, path: str, split: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         return read_labelled(path, split, limit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 
 import click
@@ -10,6 +11,7 @@ from app.domain.knowledge import DETECTOR_FEATURES, KnowledgeQuery
 from app.entrypoints.cli.common import AliasOption, echo_json, echo_table, open_atelier, progress_bar, quiet_option
 
 RETRIEVAL = click.Choice(["auto", "always", "never"])
+DOCUMENT_ID = re.compile(r"doc_[0-9a-f]{20}")
 
 
 def _print_query(query: KnowledgeQuery) -> None:
@@ -60,8 +62,8 @@ def ask(ctx: click.Context, question: str, top_k: int, retrieval: str, as_json: 
 
 @click.group()
 def knowledge() -> None:
-    """Knowledge queries: ingest documents, calibrate the long-tail detector, evaluate; list and show the
-    answered queries. `atelier ask` answers a question."""
+    """Knowledge queries: ingest, list and delete documents, calibrate the long-tail detector, evaluate; list and
+    show the answered queries. `atelier ask` answers a question."""
 
 
 @knowledge.command()
@@ -70,7 +72,10 @@ def knowledge() -> None:
 @quiet_option
 @click.pass_context
 def ingest(ctx: click.Context, paths: tuple[str, ...], as_json: bool, quiet: bool) -> None:
-    """Chunk, embed and index PATHS (txt, md, jsonl files or folders); re-ingesting replaces a file's chunks."""
+    """Chunk, embed and index PATHS: PDF, HTML, DOCX, Markdown, text or JSONL files, or folders of them (read
+    recursively). Re-ingesting a file replaces its chunks; the progress bar shows documents per second. Files above
+    ATELIER_KNOWLEDGE_MAX_FILE_MB (20) and PDFs above ATELIER_KNOWLEDGE_MAX_PAGES (500) are refused, and then
+    nothing is stored."""
     with progress_bar("ingesting", quiet or as_json, "documents") as progress:
         report = open_atelier(ctx, start_worker=False).knowledge.ingest(list(paths), progress)
     if as_json:
@@ -223,6 +228,42 @@ def list_queries(ctx: click.Context, limit: int, offset: int, as_json: bool) -> 
         ([q.id, q.decision.value, f"{q.timings.get('total', 0.0):.2f}", q.question[:50]] for q in page.items),
         right=[2],
     )
+
+
+@knowledge.command("documents")
+@click.option("--source", default=None, help="Only the document of this source.")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--offset", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def documents(ctx: click.Context, source: str | None, limit: int, offset: int, as_json: bool) -> None:
+    """Ingested documents, by collection and source, with their ids, chunks and characters (--json for scripts)."""
+    page = open_atelier(ctx, start_worker=False).knowledge.documents(limit=limit, offset=offset, source=source)
+    if as_json:
+        echo_json(page)
+        return
+    echo_table(
+        ("ID", "CHUNKS", "CHARS", "COLLECTION", "SOURCE"),
+        ([d.id, str(d.chunks), str(d.characters), d.collection, d.source] for d in page.items),
+        right=[1, 2],
+    )
+    if page.total > offset + len(page.items):
+        click.echo(f"({page.total} in all; --offset {offset + len(page.items)} for more)")
+
+
+@knowledge.command("delete")
+@click.argument("document")
+@click.option("--json", "as_json", is_flag=True, help="Print the deleted document as JSON.")
+@click.pass_context
+def delete(ctx: click.Context, document: str, as_json: bool) -> None:
+    """Delete DOCUMENT (an id from `atelier knowledge documents`, or a source as ingested) from both the vector and
+    the keyword index."""
+    library = open_atelier(ctx, start_worker=False).knowledge
+    found = library.delete(document) if DOCUMENT_ID.fullmatch(document) else library.delete(source=document)
+    if as_json:
+        echo_json(found)
+    else:
+        click.echo(f"deleted {found.source} ({found.chunks} chunks, {found.id})")
 
 
 @knowledge.command("show")

@@ -71,3 +71,18 @@ class IngestReportOut(BaseModel):
     @classmethod
     def of(cls, report: IngestReport) -> IngestReportOut:
         return cls.model_validate(report, from_attributes=True)
+
+
+class DocumentOut(BaseModel):
+    id: str = Field(description="Stable across re-ingestion of the same source into the same collection.")
+    source: str
+    collection: str = Field(description="`shared`, or the owning key's own collection.")
+    chunks: int
+    characters: int
+
+
+class DocumentPageOut(BaseModel):
+    items: list[DocumentOut]
+    total: int
+    limit: int
+    offset: int

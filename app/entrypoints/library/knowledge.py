@@ -1,7 +1,7 @@
 """Knowledge queries in the embedded facade: ``atelier.knowledge.ask(...)`` and friends.
 
 with Atelier.open() as atelier:
-    atelier.knowledge.ingest(["docs/"])                # txt, md and jsonl files, folders recursively
+    atelier.knowledge.ingest(["docs/"])                # PDF, HTML, DOCX, md, txt, jsonl; folders recursively
     atelier.knowledge.calibrate("geo/questions.jsonl", split="calibration")
     query = atelier.knowledge.ask("What is the capital of Tuvalu?")
     print(query.answer, query.decision, [p.source for p in query.passages])
@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from app.composition import Container
-from app.domain.knowledge import DETECTOR_FEATURES, SHARED_COLLECTION, Calibration, KnowledgeQuery
+from app.domain.knowledge import DETECTOR_FEATURES, SHARED_COLLECTION, Calibration, DocumentInfo, KnowledgeQuery
 from app.ports.knowledge import QueryPage
 from app.usecases.ask_question import Retrieval
 from app.usecases.calibrate_detector import InstanceSignals, LabelledQuestion
 from app.usecases.evaluate_answers import ModeResult, evaluate_answers
 from app.usecases.ingest_documents import IngestReport
+from app.usecases.manage_documents import DocumentPage
 
 Progress = Callable[[int, int], None]
 
@@ -45,7 +46,8 @@ class Knowledge:
     def ingest(
         self, paths: Sequence[str], progress: Progress | None = None, collection: str = SHARED_COLLECTION
     ) -> IngestReport:
-        """Ingest txt/md/jsonl files or folders of them; a source ingested again replaces its chunks.
+        """Ingest PDF, HTML, DOCX, Markdown, text and JSONL files or folders of them; a source ingested again
+        replaces its chunks.
         ``collection``: the shared one every caller searches (the default), or an owner's own."""
         return self.ingest_texts(self._container.documents().documents(paths), progress, collection)
 
@@ -57,6 +59,36 @@ class Knowledge:
     ) -> IngestReport:
         report: IngestReport = self._container.ingest_documents()(documents, progress, collection)
         return report
+
+    def ingest_files(
+        self,
+        files: Sequence[tuple[str, bytes]],
+        progress: Progress | None = None,
+        collection: str = SHARED_COLLECTION,
+    ) -> IngestReport:
+        """Ingest files given as (name, bytes), their kind by the name's suffix (PDF, HTML, DOCX, Markdown, text,
+        JSONL): what an upload holds. Every file is read before any document is stored."""
+        reader = self._container.documents()
+        documents = [doc for name, data in files for doc in reader.parse(name, data)]
+        return self.ingest_texts(documents, progress, collection)
+
+    def documents(
+        self, owner: str = "local", limit: int = 100, offset: int = 0, source: str | None = None
+    ) -> DocumentPage:
+        """The documents ``owner`` searches (its own collection's and the shared one's), by collection and
+        source."""
+        page: DocumentPage = self._container.list_documents()(owner, limit, offset, source)
+        return page
+
+    def delete(
+        self, document_id: str | None = None, *, source: str | None = None, collection: str = SHARED_COLLECTION
+    ) -> DocumentInfo:
+        """Delete a document, by its id or by its source in ``collection``, from both the vector and the keyword
+        index; returns what it was."""
+        shared = collection == SHARED_COLLECTION
+        owner = "local" if shared else collection
+        found: DocumentInfo = self._container.delete_document()(owner, True, document_id, source, shared)
+        return found
 
     def calibrate(
         self,
