@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from app.domain.errors import InvalidParameters
-from app.domain.knowledge import RETRIEVERS
+from app.domain.knowledge import READINGS, RETRIEVERS
 
 PROFILES = ("local", "test", "server")
 EXECUTORS = ("threads", "queue", "ray")
@@ -100,6 +100,9 @@ class Settings:
     # knowledge_index_url: empty for the embedded sqlite-vec file in the data dir, or a PostgreSQL URL (pgvector).
     # knowledge_retriever: "hybrid" (keyword and vector search fused by reciprocal rank), "vector" or "keyword".
     # knowledge_max_file_mb, knowledge_max_pages: the largest document file ingested, the most pages of a PDF.
+    # knowledge_reading: "focused" (the retrieved passages most about the question, whole, within
+    # knowledge_context_units), "sentences" (their sentences that bear on the question, within the budget) or
+    # "passages" (every retrieved passage whole).
     # wordnet_dir: an nltk data folder holding WordNet, for METEOR's synonym stage (see ``install_wordnet``);
     # without it the exact and stem stages run.
     llm: str = "smollm2"
@@ -110,6 +113,8 @@ class Settings:
     knowledge_retriever: str = "hybrid"
     knowledge_max_file_mb: int = 20
     knowledge_max_pages: int = 500
+    knowledge_reading: str = "focused"
+    knowledge_context_units: int = 100
     wordnet_dir: str | None = None
     knowledge_max_new_tokens: int = 32
     # Prompt sessions: the rewriter of a turn ("rule": the demo world's rule-based rewriter; "concat":
@@ -182,6 +187,11 @@ class Settings:
         if self.knowledge_max_file_mb < 1 or self.knowledge_max_pages < 1:
             raise InvalidParameters(
                 "knowledge_max_file_mb and knowledge_max_pages must be at least 1.", code="invalid_setting"
+            )
+        if self.knowledge_reading not in READINGS or self.knowledge_context_units < 10:
+            raise InvalidParameters(
+                f"knowledge_reading must be one of {', '.join(READINGS)}, knowledge_context_units at least 10.",
+                code="invalid_setting",
             )
         if self.knowledge_retriever not in RETRIEVERS:
             raise InvalidParameters(
@@ -263,6 +273,8 @@ _ENV = {
     "knowledge_retriever": "ATELIER_KNOWLEDGE_RETRIEVER",
     "knowledge_max_file_mb": "ATELIER_KNOWLEDGE_MAX_FILE_MB",
     "knowledge_max_pages": "ATELIER_KNOWLEDGE_MAX_PAGES",
+    "knowledge_reading": "ATELIER_KNOWLEDGE_READING",
+    "knowledge_context_units": "ATELIER_KNOWLEDGE_CONTEXT_UNITS",
     "wordnet_dir": "ATELIER_WORDNET_DIR",
     "knowledge_max_new_tokens": "ATELIER_KNOWLEDGE_MAX_NEW_TOKENS",
     "prompt_rewriter": "ATELIER_PROMPT_REWRITER",

@@ -275,6 +275,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--ingest-only", action="store_true", help="stop after the ingest comparison")
     parser.add_argument("--retrieval-only", action="store_true", help="stop after recall of the three retrievers")
+    parser.add_argument("--reading-only", action="store_true", help="stop after the reading comparison")
+    parser.add_argument("--reading-items", type=int, default=0, help="test items the reading compares (0: all)")
     parser.add_argument("--calibration", type=int, default=300, help="calibration-split items (at least 8)")
     parser.add_argument("--test", type=int, default=300, help="test-split items (0: the whole split)")
     parser.add_argument("--relations", default=DEFAULT_RELATIONS)
@@ -340,6 +342,50 @@ def retrieval_recall(container: Any, items: Sequence[Any], k: int) -> dict[str, 
         for name in RETRIEVERS
     }
     return out
+
+
+def reading_comparison(container: Any, items: Sequence[Any], k: int) -> dict[str, Any]:
+    """Always-retrieve answers with each reading (the passages whole, or their sentences that bear on the question
+    within the token budget): accuracy, accuracy where the gold passage was retrieved (reading accuracy), mean
+    seconds, and the mean prompt length."""
+    from app.domain.knowledge import READINGS
+    from app.lab.knowledge.geonames import is_correct
+
+    out: dict[str, Any] = {"items": len(items)}
+    for mode in READINGS:
+        ask = container.ask_question(reading=mode)
+        right, read_right, seconds = [], [], []
+        show = progress_printer(f"reading {mode}")
+        for n, item in enumerate(items, start=1):
+            query = ask(item.question, "benchmark", top_k=k, retrieval="always", save=False)
+            ok = is_correct(query.answer, item)
+            right.append(ok)
+            if any(Path(p.source).stem == item.passage for p in query.passages):
+                read_right.append(ok)
+            seconds.append(query.timings.get("total", 0.0))
+            show(n, len(items))
+        out[mode] = {
+            "always_accuracy": round(_mean(right), 4),
+            "reading_accuracy": round(_mean(read_right), 4),
+            "gold_retrieved": len(read_right),
+            "mean_seconds": round(_mean(seconds), 4),
+        }
+    return out
+
+
+def _reading_headline(reading: dict[str, Any]) -> dict[str, Any]:
+    """The chosen reading (the default) against reading every passage whole, as before."""
+    from app.domain.knowledge import READINGS
+
+    after, before = reading[READINGS[0]], reading["passages"]
+    return {
+        "reading_accuracy": after["reading_accuracy"],
+        "reading_accuracy_passages": before["reading_accuracy"],
+        "always_accuracy": after["always_accuracy"],
+        "always_accuracy_passages": before["always_accuracy"],
+        "always_mean_s": after["mean_seconds"],
+        "always_mean_s_passages": before["mean_seconds"],
+    }
 
 
 def resolve_llm(name: str, work: Path) -> str:
@@ -414,6 +460,12 @@ def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, 
         if args.retrieval_only:
             emit({"benchmark": "knowledge", **env, **vars(args), "chunks": report.chunks}, {**ingest, **recall})
             return {**ingest, **recall}
+        reading = reading_comparison(c, test_items[: args.reading_items or None], args.top_k)
+        phase("reading", **reading)
+        if args.reading_only:
+            headline = {**ingest, **recall, **_reading_headline(reading)}
+            emit({"benchmark": "knowledge", **env, **vars(args), "chunks": report.chunks}, headline)
+            return headline
         llm, embedder, index = c.llm(), c.embedder(), c.knowledge_index()
         phase(
             "dataset",

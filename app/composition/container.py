@@ -261,6 +261,8 @@ class Container(containers.DeclarativeContainer):
         probe=state_probe,
         restore=restore_edits,  # an explicit first step of each use, not a side effect of resolving it
         retriever=settings.provided.knowledge_retriever,
+        reading=settings.provided.knowledge_reading,
+        context_units=settings.provided.knowledge_context_units,
     )
     calibrate_detector = providers.Factory(
         CalibrateDetector,

@@ -8,8 +8,10 @@ long-tail knowledge; only then are passages retrieved and the model asked again 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -236,6 +238,105 @@ def fuse(rankings: list[list[Passage]], k: int, constant: int = RRF_K) -> list[P
             found.setdefault(key, passage)
     order = sorted(scores, key=lambda key: (-scores[key], key[1]))[:k]
     return [Passage(found[key].chunk_id, found[key].source, found[key].text, round(scores[key], 6)) for key in order]
+
+
+# What the model reads of the retrieved passages (the first is the default; docs/knowledge.md has the measurements):
+# the passage most about the question whole, the sentences that bear on it, or every passage whole.
+READINGS = ("focused", "sentences", "passages")
+CONTEXT_UNITS = 100  # the budget of ``read_sentences`` in ``text_units``
+_COMMON_ZIPF = 7.0  # a question word's weight is how much rarer than this it is (Zipf: "the" 7.7, "capital" 4.9)
+
+
+def split_sentences(text: str) -> list[str]:
+    """A passage's sentences (lines and sentence ends), markdown heading marks dropped."""
+    return [
+        piece.strip().lstrip("#").strip()
+        for line in text.splitlines()
+        for piece in _SENTENCE_END.split(line)
+        if piece and piece.strip().lstrip("#").strip()
+    ]
+
+
+def term_weights(terms: list[str], zipf: Callable[[str], float]) -> dict[str, float]:
+    """A question's words weighted by rarity, ``7 − Zipf`` (none for the commonest words): matching "Tuvalu"
+    says more than matching "capital", and "the" says nothing."""
+    return {term: weight for term in terms if (weight := _COMMON_ZIPF - zipf(term)) > 0}
+
+
+def read_sentences(
+    weights: Mapping[str, float],
+    passages: Sequence[Passage],
+    words: Callable[[str], list[str]],
+    budget: int = CONTEXT_UNITS,
+) -> list[str]:
+    """What the model reads: the sentences of ``passages`` that bear on the question, best first, within ``budget``
+    units. A sentence scores the weights of the question's words it holds plus its passage's ``aboutness`` (so a
+    sentence of the passage about the question's subject beats a like sentence of a passage that only names it);
+    ties go to the better-ranked passage, then the earlier sentence. The chosen sentences are grouped by passage (each in its own order, labelled by its document's name,
+    since a sentence such as "Its capital is Funafuti." needs its subject), the groups in the order of their best
+    sentence. At least one sentence is read; none that matches nothing while another does."""
+    scored: list[tuple[float, int, int, str]] = []
+    for rank, passage in enumerate(passages):
+        sentences = split_sentences(passage.text)
+        context = aboutness(weights, passage.text, words)
+        for position, sentence in enumerate(sentences):
+            present = set(words(sentence))
+            own = sum(w for term, w in weights.items() if term in present)
+            scored.append((own + context if own else 0.0, rank, position, sentence))
+    scored.sort(key=lambda s: (-s[0], s[1], s[2]))
+    chosen: list[tuple[float, int, int, str]] = []
+    used = 0
+    for item in scored:
+        size = text_units(item[3])
+        if chosen and (item[0] == 0.0 or used + size > budget):
+            continue
+        chosen.append(item)
+        used += size
+    groups: dict[int, list[tuple[float, int, int, str]]] = {}
+    for item in chosen:  # best first: a group's place is its best sentence's
+        groups.setdefault(item[1], []).append(item)
+    out = []
+    for rank, items in groups.items():
+        label = _label(passages[rank].source)
+        text = _join([sentence for _, _, _, sentence in sorted(items, key=lambda s: s[2])])
+        out.append(f"{label}: {text}" if label else text)
+    return out
+
+
+def aboutness(weights: Mapping[str, float], text: str, words: Callable[[str], list[str]]) -> float:
+    """How much a passage is about the question: each question word's weight times 1 + ln(its count in the
+    passage). The passage about Uganda names "Uganda" several times; its neighbours' passages name it once."""
+    counts: dict[str, int] = {}
+    for word in words(text):
+        counts[word] = counts.get(word, 0) + 1
+    return sum(w * (1.0 + math.log(counts[t])) for t, w in weights.items() if counts.get(t))
+
+
+def focus_passages(
+    weights: Mapping[str, float],
+    passages: Sequence[Passage],
+    words: Callable[[str], list[str]],
+    budget: int = CONTEXT_UNITS,
+) -> list[str]:
+    """What the model reads, focused: the passages re-ranked by ``aboutness`` (ties by retrieval rank), the best
+    one whole and the next ones while they fit ``budget`` units in all."""
+    order = sorted(range(len(passages)), key=lambda i: (-aboutness(weights, passages[i].text, words), i))
+    out: list[str] = []
+    used = 0
+    for i in order:
+        size = text_units(passages[i].text)
+        if out and used + size > budget:
+            break
+        out.append(passages[i].text)
+        used += size
+    return out
+
+
+def _label(source: str) -> str:
+    """A document's name for the reader: its file name without folders, suffix or the ``#n`` of a JSONL line."""
+    name = source.split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return re.sub(r"[-_]+", " ", stem).strip()
 
 
 # --- calibration -----------------------------------------------------------------------------------

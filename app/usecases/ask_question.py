@@ -32,6 +32,8 @@ from typing import Literal, TypeVar
 from app.domain.errors import InvalidParameters, NotCalibrated
 from app.domain.gece import cosine
 from app.domain.knowledge import (
+    CONTEXT_UNITS,
+    READINGS,
     RETRIEVERS,
     SHARED_COLLECTION,
     Calibration,
@@ -39,9 +41,12 @@ from app.domain.knowledge import (
     KnowledgeQuery,
     Passage,
     Signals,
+    focus_passages,
     fuse,
     keyword_terms,
     new_query_id,
+    read_sentences,
+    term_weights,
     validate_question,
     validate_top_k,
 )
@@ -85,6 +90,8 @@ class AskQuestion:
         probe: LongTailDetector | None = None,
         restore: Callable[[], object] | None = None,
         retriever: str = RETRIEVERS[0],
+        reading: str = READINGS[0],
+        context_units: int = CONTEXT_UNITS,
     ) -> None:
         """``restore``: gives the model the edits its log holds (another process may have applied or rolled
         back some); called first in every query, so the answer comes from the model as edited now."""
@@ -96,6 +103,9 @@ class AskQuestion:
         if retriever not in RETRIEVERS:
             raise InvalidParameters(f"retriever must be one of {', '.join(RETRIEVERS)}.", field="retriever")
         self._retriever = retriever
+        if reading not in READINGS:
+            raise InvalidParameters(f"reading must be one of {', '.join(READINGS)}.", field="reading")
+        self._reading, self._context_units = reading, context_units
 
     def __call__(
         self,
@@ -176,13 +186,24 @@ class AskQuestion:
         if query.decision is Decision.RETRIEVED:
             vector = question_vector
             query.passages = timer.run("retrieve", lambda: self._retrieve(text, vector, k, owner))
-            passages = [p.text for p in query.passages]
-            second = timer.run("retrieved_answer", lambda: self._llm.generate(text, passages, self._max_new_tokens))
+            found = query.passages
+            context = timer.run("read", lambda: self._context(text, found))
+            second = timer.run("retrieved_answer", lambda: self._llm.generate(text, context, self._max_new_tokens))
             query.answer = second.text
         query.timings = timer.finish()
         if save:
             self._queries.add(query)
         return query
+
+    def _context(self, question: str, passages: list[Passage]) -> list[str]:
+        """What the model reads: the passage(s) most about the question within the budget, the sentences that bear
+        on it, or every passage whole."""
+        if self._reading == "passages" or not passages:
+            return [p.text for p in passages]
+        weights = term_weights(keyword_terms(self._words.words(question)), self._words.zipf)
+        if self._reading == "focused":
+            return focus_passages(weights, passages, self._words.words, self._context_units)
+        return read_sentences(weights, passages, self._words.words, self._context_units)
 
     def _early(self, question: str, calibration: Calibration) -> tuple[dict[str, float], list[float] | None, float]:
         """The signals that exist before any answer, and the early detector's long-tail estimate."""

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from app.domain.knowledge import Chunk, Passage, fuse, keyword_terms
+from app.domain.knowledge import (
+    Chunk,
+    Passage,
+    aboutness,
+    focus_passages,
+    fuse,
+    keyword_terms,
+    read_sentences,
+    split_sentences,
+    term_weights,
+    text_units,
+)
 from app.usecases.ask_question import retrieve
 from tests.fakes import FakeEmbedder, FakeWordFrequency, InMemoryKnowledgeIndex
 
@@ -66,3 +77,52 @@ def test_retrieval_searches_the_owners_and_the_shared_collection_only() -> None:
     for retriever in ("vector", "keyword", "hybrid"):
         found = retrieve(index, embedder, FakeWordFrequency(), retriever, "capital of Tuvalu", 5, "me")
         assert {p.source for p in found} == {"mine", "everyone"}, retriever
+
+
+# --- reading -------------------------------------------------------------------------------------------------
+
+UGANDA = Passage(
+    "uganda#0",
+    "corpus/uganda.md",
+    "# Uganda Uganda is located in Africa. Its capital is Kampala. Other towns of Uganda include Gulu.",
+    0.0,
+)
+SOUTH_SUDAN = Passage(
+    "south-sudan#0",
+    "corpus/south-sudan.md",
+    "# South Sudan The capital city is Juba. Its neighbours are Ethiopia, Kenya, Sudan and Uganda.",
+    0.0,
+)
+
+
+def _words(text: str) -> list[str]:
+    return FakeWordFrequency().words(text)
+
+
+def _weights(question: str) -> dict[str, float]:
+    zipf = {"what": 6.4, "which": 6.5, "is": 7.3, "the": 7.7, "capital": 4.9, "city": 5.6, "of": 7.4, "uganda": 4.0}
+    return term_weights(keyword_terms(_words(question)), lambda w: zipf.get(w, 3.0))
+
+
+def test_rare_words_weigh_more_and_the_commonest_nothing() -> None:
+    weights = _weights("What is the capital city of Uganda?")
+    assert set(weights) == {"what", "capital", "city", "uganda"}
+    assert weights["uganda"] > weights["capital"] > weights["city"] > weights["what"] > 0
+
+
+def test_focused_reading_gives_the_passage_about_the_subject_whole() -> None:
+    """Retrieval ranked the neighbour first; the passage that names Uganda three times is read, whole."""
+    weights = _weights("Which city is the capital of Uganda?")
+    assert aboutness(weights, UGANDA.text, _words) > aboutness(weights, SOUTH_SUDAN.text, _words)
+    assert focus_passages(weights, [SOUTH_SUDAN, UGANDA], _words, budget=30) == [UGANDA.text]
+    assert focus_passages(weights, [SOUTH_SUDAN, UGANDA], _words, budget=200) == [UGANDA.text, SOUTH_SUDAN.text]
+    assert focus_passages(weights, [SOUTH_SUDAN], _words, budget=1) == [SOUTH_SUDAN.text]  # at least one
+
+
+def test_sentence_reading_keeps_what_bears_on_the_question_with_its_subject() -> None:
+    weights = _weights("Which city is the capital of Uganda?")
+    read = read_sentences(weights, [SOUTH_SUDAN, UGANDA], _words, budget=20)
+    assert read[0].startswith("uganda: ") and "Its capital is Kampala." in read[0]
+    assert all("Ethiopia" not in part for part in read[:1])
+    assert sum(text_units(part) for part in read) <= 20 + 2 * len(read)  # the labels are not counted
+    assert split_sentences("# Title\nOne. Two? 三。四") == ["Title", "One.", "Two?", "三。", "四"]
