@@ -63,8 +63,10 @@ class Signals:
     ``aborted_at``: the number of tokens after which the parametric answer was abandoned because its
     running minimum token probability fell below the calibration's ``abort_min_prob`` (the token
     probabilities above are then those of the partial answer, and no later signal was computed);
-    ``gate``: ``"detector"`` when the calibrated detector decided, ``"token_prob"`` when the model had no
-    calibration and its answer's minimum token probability was compared with ``threshold`` instead.
+    ``gate``: what decided after the plain answer: the gate the model's calibration chose by cross-validation
+    (``"detector"``, ``"token_prob"`` or ``"combined"``, see ``GATES``), or, for a model without a calibration,
+    ``"token_prob"`` at the fixed fallback ``threshold``; ``calibration_id``: the calibration that decided (None:
+    none did).
     """
 
     alpha: float | None = None
@@ -77,7 +79,8 @@ class Signals:
     early_estimate: float | None = None
     aborted_at: int | None = None
     state_probe: float | None = None
-    gate: str | None = None  # what decided: "detector" (calibrated), "token_prob" (no calibration), None (no gate)
+    gate: str | None = None  # what decided: a calibrated gate, "token_prob" without calibration, None (no gate)
+    calibration_id: str | None = None
 
 
 @dataclass
@@ -272,9 +275,10 @@ def read_sentences(
     """What the model reads: the sentences of ``passages`` that bear on the question, best first, within ``budget``
     units. A sentence scores the weights of the question's words it holds plus its passage's ``aboutness`` (so a
     sentence of the passage about the question's subject beats a like sentence of a passage that only names it);
-    ties go to the better-ranked passage, then the earlier sentence. The chosen sentences are grouped by passage (each in its own order, labelled by its document's name,
-    since a sentence such as "Its capital is Funafuti." needs its subject), the groups in the order of their best
-    sentence. At least one sentence is read; none that matches nothing while another does."""
+    ties go to the better-ranked passage, then the earlier sentence. The chosen sentences are grouped by passage
+    (each in its own order, labelled by its document's name, since a sentence such as "Its capital is Funafuti."
+    needs its subject), the groups in the order of their best sentence. At least one sentence is read; none that
+    matches nothing while another does."""
     scored: list[tuple[float, int, int, str]] = []
     for rank, passage in enumerate(passages):
         sentences = split_sentences(passage.text)
@@ -345,6 +349,19 @@ def _label(source: str) -> str:
 DETECTOR_FEATURES = ("alpha", "mean_token_prob", "min_token_prob", "grad_alignment", "neighbour_gece", "state_probe")
 # Those that exist before the model answers: the early decision uses them.
 EARLY_FEATURES = ("alpha", "neighbour_gece", "state_probe")
+# The gates calibration chooses among, each a long-tail score in [0, 1] compared with ``gate_threshold``: the detector's
+# probability, 1 − the answer's minimum token probability, and the mean of the two.
+GATES = ("detector", "token_prob", "combined")
+
+
+def gate_score(gate: str, detector: float | None, min_token_prob: float) -> float:
+    """A gate's long-tail score from the detector's probability (None where the gate does not need it) and the
+    plain answer's lowest token probability."""
+    if gate == "token_prob":
+        return 1.0 - min_token_prob
+    if detector is None:
+        raise ValueError(f"the {gate} gate needs the detector's probability")
+    return detector if gate == "detector" else (detector + 1.0 - min_token_prob) / 2.0
 
 
 @dataclass
@@ -360,7 +377,9 @@ class Calibration:
     retrieves without a parametric answer first; ``abort_min_prob``: the token probability below which a
     parametric answer is abandoned while it is being generated, and the question retrieves; ``probe``:
     the parameters of the linear probe from the model's question state to the long-tail label (the
-    ``state_probe`` feature), over as many inputs as its weights.
+    ``state_probe`` feature), over as many inputs as its weights; ``gate``: which of ``GATES`` decides after the
+    plain answer, and ``gate_threshold`` its cut (None in calibrations made before the choice: the detector at
+    ``decision_threshold``).
     """
 
     id: str
@@ -381,6 +400,8 @@ class Calibration:
     early_threshold: float | None = None  # None: every question is answered by the model first
     abort_min_prob: float | None = None  # None: every parametric answer is generated to its end
     probe: dict[str, object] = field(default_factory=dict)  # the state probe's fit; empty: not used
+    gate: str = "detector"  # which gate decides after the plain answer (GATES), chosen by cross-validation
+    gate_threshold: float | None = None  # the gate's long-tail score above which a query retrieves
 
 
 def validate_features(features: object) -> list[str]:

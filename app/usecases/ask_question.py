@@ -43,6 +43,7 @@ from app.domain.knowledge import (
     Signals,
     focus_passages,
     fuse,
+    gate_score,
     keyword_terms,
     new_query_id,
     read_sentences,
@@ -119,7 +120,8 @@ class AskQuestion:
         """Raises ``InvalidParameters`` for an empty or oversized question or a bad ``top_k``, and
         ``IndexUnavailable`` when the index cannot be reached. With ``retrieval="auto"`` and no calibration of the
         model, the token-probability rule decides (``signals.gate`` says which gate decided). ``early=False`` turns
-        the early decisions off: every question is answered by the model first, to the end."""
+        the early decisions off: every question is answered by the model first, to the end, and every signal of the
+        calibration is computed whichever gate decides (for analyses)."""
         if self._restore is not None:
             self._restore()
         text = validate_question(question)
@@ -141,7 +143,9 @@ class AskQuestion:
             )
             if early_estimate > calibration.early_threshold:
                 retrieval = "always"  # long-tail already before any answer: skip the parametric one
-        if retrieval == "auto" and calibration is not None and "state_probe" in calibration.features:
+        gate = calibration.gate if calibration is not None else "token_prob"
+        needs_detector = gate != "token_prob" or not early  # early=False: every signal, for analysis
+        if retrieval == "auto" and calibration is not None and needs_detector and "state_probe" in calibration.features:
             if "state_probe" not in known:  # read before the answer, whose generation reuses the prefill
                 known["state_probe"] = timer.run("question_state", lambda: self._state_probe(text, calibration))
             query.signals = replace(query.signals, state_probe=known["state_probe"])
@@ -159,13 +163,28 @@ class AskQuestion:
                     aborted_at=len(probs),
                 )
                 query.decision = Decision.RETRIEVED
-            elif calibration is not None:
+            elif calibration is not None and needs_detector:
                 vector = question_vector
                 signals, question_vector = timer.run(
                     "signals", lambda: self._signals(text, first.text, first.token_probs, calibration, known, vector)
                 )
-                query.signals = replace(signals, early_estimate=query.signals.early_estimate)
-                if (query.signals.gece_estimate or 0.0) > calibration.decision_threshold:
+                cut = _gate_cut(calibration)
+                score = gate_score(gate, signals.gece_estimate or 0.0, signals.min_token_prob or 0.0)
+                shown = 1.0 - cut if gate == "token_prob" else cut  # the token gate's cut, as a token probability
+                query.signals = replace(signals, early_estimate=query.signals.early_estimate, threshold=shown)
+                if score > cut:
+                    query.decision = Decision.RETRIEVED
+            elif calibration is not None:  # the token-probability gate won the calibration's cross-validation
+                probs = first.token_probs
+                lowest = min(probs) if probs else 0.0
+                floor = 1.0 - _gate_cut(calibration)
+                query.signals = replace(
+                    query.signals,
+                    mean_token_prob=sum(probs) / len(probs) if probs else None,
+                    min_token_prob=lowest if probs else None,
+                    threshold=floor,
+                )
+                if lowest < floor:
                     query.decision = Decision.RETRIEVED
             elif retrieval == "auto":  # no calibration of this model: the weaker token-probability rule
                 probs = first.token_probs
@@ -181,8 +200,8 @@ class AskQuestion:
                     query.decision = Decision.RETRIEVED
         else:
             query.decision = Decision.RETRIEVED
-        if calibration is not None:  # the calibrated detectors decided (early, while answering, or after)
-            query.signals = replace(query.signals, gate="detector")
+        if calibration is not None:  # the calibration's gate decided (with its early decisions)
+            query.signals = replace(query.signals, gate=calibration.gate, calibration_id=calibration.id)
         if query.decision is Decision.RETRIEVED:
             vector = question_vector
             query.passages = timer.run("retrieve", lambda: self._retrieve(text, vector, k, owner))
@@ -293,6 +312,11 @@ def retrieve(
     if retriever in ("keyword", "hybrid"):
         found.append(index.keyword_search(keyword_terms(words.words(question)), depth, collections))
     return found[0] if len(found) == 1 else fuse(found, k)
+
+
+def _gate_cut(calibration: Calibration) -> float:
+    """The cut of the calibration's gate (a calibration made before gates were chosen: its detector threshold)."""
+    return calibration.decision_threshold if calibration.gate_threshold is None else calibration.gate_threshold
 
 
 def _abort_rule(cut: float | None) -> StopRule | None:

@@ -48,7 +48,9 @@ from app.domain.gece import auroc, cosine, gece, mean_vector
 from app.domain.knowledge import (
     DETECTOR_FEATURES,
     EARLY_FEATURES,
+    GATES,
     Calibration,
+    gate_score,
     new_query_id,
     validate_features,
     validate_question,
@@ -63,6 +65,10 @@ PROBE_FOLDS = 5
 # A parametric answer is abandoned below a token probability only where the calibration set finds
 # answers below it this precise about the long-tail label.
 ABORT_PRECISION = 0.9
+GATE_FOLDS = 5
+GATE_ORDER = ("token_prob", "detector", "combined")  # the simpler gate first where cross-validation ties
+# A gate's cut leaves unretrieved at most this share of the calibration questions whose plain answer was wrong.
+MISSED_WRONG = 0.01
 
 
 @dataclass(frozen=True)
@@ -184,10 +190,14 @@ class CalibrateDetector:
         decision_threshold: float = 0.5,
         progress: Progress | None = None,
         early_precision: float | None = None,
+        gate: str = "auto",
     ) -> tuple[Calibration, list[InstanceSignals]]:
-        """Measure, label, fit and store the calibration. ``InvalidParameters`` for fewer than
-        ``MIN_INSTANCES`` instances, an instance without a reference or an unknown feature."""
+        """Measure, label, fit and store the calibration. ``gate``: ``auto`` chooses among ``GATES`` by
+        cross-validation (``choose_gate``); naming one uses it (its cut set the same way). ``InvalidParameters`` for
+        fewer than ``MIN_INSTANCES`` instances, an instance without a reference, an unknown feature or gate."""
         chosen = validate_features(list(features))
+        if gate != "auto" and gate not in GATES:
+            raise InvalidParameters(f"gate must be auto or one of {', '.join(GATES)}.", field="gate")
         if len(items) < MIN_INSTANCES:
             raise InvalidParameters(
                 f"Calibration needs at least {MIN_INSTANCES} labelled questions; got {len(items)}.", field="dataset"
@@ -216,10 +226,20 @@ class CalibrateDetector:
             early_cut = decision_threshold
         else:
             early_cut = precise_threshold(early_scores, labels, early_precision)
+        wrong = [not s.correct for s in signals]
+        gate, gate_cut, gate_cv = choose_gate(
+            self._detector, rows, labels, wrong, chosen, None if gate == "auto" else gate
+        )
         abort_cut = precise_threshold([-s.min_token_prob for s in signals], labels, ABORT_PRECISION)
         abort_min_prob = -abort_cut if abort_cut is not None else None
-        wrong = [not s.correct for s in signals]
+        if gate == "token_prob":  # abandoning the answer at the gate's own cut decides exactly as the gate
+            abort_min_prob = 1.0 - gate_cut
         stats = {
+            **{f"gate_cv_auroc_{name}": value for name, value in gate_cv.items()},
+            "gate_retrieval_share": sum(
+                gate_score(gate, p, r["min_token_prob"]) > gate_cut for p, r in zip(fitted, rows, strict=True)
+            )
+            / len(rows),
             "n": float(len(signals)),
             "parametric_accuracy": sum(s.correct for s in signals) / len(signals),
             "long_tail_share": sum(labels) / len(labels),
@@ -254,6 +274,8 @@ class CalibrateDetector:
             early_threshold=early_cut,
             abort_min_prob=abort_min_prob,
             probe=probe,
+            gate=gate,
+            gate_threshold=gate_cut,
         )
         self._calibrations.save(calibration)
         return calibration, signals
@@ -278,6 +300,60 @@ class CalibrateDetector:
             for i in held:
                 scores[i] = log_odds(self._probe.probability(fit, rows[i]))
         return dict(full.params), scores
+
+
+def choose_gate(
+    detector: LongTailDetector,
+    rows: Sequence[dict[str, float]],
+    labels: Sequence[bool],
+    wrong: Sequence[bool],
+    features: Sequence[str],
+    forced: str | None = None,
+) -> tuple[str, float, dict[str, float]]:
+    """The gate that best tells the plain answers that are wrong from those that are right, by ``GATE_FOLDS``-fold
+    cross-validation: each fold's detector is fitted on the other folds' GECE labels (what it learns is unchanged),
+    and every gate scores the fold's questions; the gate whose out-of-fold scores have the highest AUROC against
+    "the plain answer is wrong" wins (ties: the simplest first, ``GATE_ORDER``).
+    Its cut is the highest at which the questions left unretrieved hold at most ``MISSED_WRONG`` of the calibration
+    set's wrong answers (as a share of all questions): retrieval fixes what it can, and the gate only spares the
+    retrieval where the model already knows. ``forced`` names the gate instead (its cut set the same way). Returns
+    the gate, its cut and each gate's cross-validated AUROC."""
+    n = len(rows)
+    detector_oof = [0.0] * n
+    for fold in range(GATE_FOLDS):
+        train = [i for i in range(n) if i % GATE_FOLDS != fold]
+        held = [i for i in range(n) if i % GATE_FOLDS == fold]
+        if not held:
+            continue
+        fit = detector.fit([rows[i] for i in train], [labels[i] for i in train], features)
+        for i in held:
+            detector_oof[i] = detector.probability(fit, rows[i])
+    lowest = [r["min_token_prob"] for r in rows]
+    cv = {
+        gate: auroc([gate_score(gate, d, p) for d, p in zip(detector_oof, lowest, strict=True)], wrong)
+        for gate in GATES
+    }
+    ranked = sorted(GATES, key=lambda g: (-(cv[g] if not math.isnan(cv[g]) else -1.0), GATE_ORDER.index(g)))
+    gate = forced or ranked[0]
+    full = detector.fit(rows, labels, features)
+    scores = [gate_score(gate, detector.probability(full, r), r["min_token_prob"]) for r in rows]
+    return gate, recall_cut(scores, wrong, MISSED_WRONG), {g: v for g, v in cv.items() if not math.isnan(v)}
+
+
+def recall_cut(scores: Sequence[float], wrong: Sequence[bool], missed: float) -> float:
+    """The highest cut c such that the items scoring at most c (those a gate leaves unretrieved) include at most
+    ``missed`` × n wrong ones; below every score (retrieve all) when even the lowest-scoring item is too many."""
+    budget = math.floor(missed * len(scores) + 1e-9)
+    ordered = sorted(zip(scores, wrong, strict=True))
+    cut = ordered[0][0] - 1e-6 if ordered else 0.0
+    kept_wrong = 0
+    for i, (score, is_wrong) in enumerate(ordered):
+        kept_wrong += is_wrong
+        if kept_wrong > budget:
+            break
+        if i + 1 == len(ordered) or ordered[i + 1][0] > score:  # a cut between distinct scores
+            cut = score if i + 1 == len(ordered) else (score + ordered[i + 1][0]) / 2
+    return cut
 
 
 def feature_row(s: InstanceSignals) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from datetime import timedelta
 
@@ -56,9 +57,11 @@ class World:
         self.ask = AskQuestion(
             self.llm, self.embedder, self.index, self.words, FakeDetector(), self.calibrations, self.queries, self.clock
         )
-        self.calibrate = CalibrateDetector(
+        self.calibrator = CalibrateDetector(
             self.llm, self.embedder, self.words, FakeLexicon(), FakeDetector(), self.calibrations, self.clock
         )
+        # The detector's flow (here the token probabilities alone separate perfectly, so "auto" would choose them)
+        self.calibrate = functools.partial(self.calibrator, gate="detector")
         self.ingest = IngestDocuments(self.embedder, self.index)
 
     def labelled(self) -> list[LabelledQuestion]:
@@ -274,7 +277,7 @@ def test_the_state_probe_reads_the_model_before_it_answers(world: World) -> None
         world.llm, world.embedder, world.index, world.words, detector, world.calibrations, world.queries, world.clock
     )
     world.ingest(CORPUS)
-    calibration, signals = calibrate(world.labelled(), dataset="capitals")
+    calibration, signals = calibrate(world.labelled(), dataset="capitals", gate="detector")
     assert calibration.probe["feature"] == "s0"  # the fake detector, fitted on the two-number states
     assert calibration.detector["feature"] == "state_probe"
     # Cross-fitted: every instance is scored by a probe that never saw it, and still on its side.
@@ -362,3 +365,37 @@ def test_the_model_reads_the_passage_about_the_question_and_the_reading_can_be_c
             world.clock,
             reading="skim",
         )
+
+
+def test_calibration_chooses_the_gate_by_cross_validation_and_the_product_uses_it(world: World) -> None:
+    """Here the answers' token probabilities separate wrong from right perfectly: the token-probability gate wins
+    (ties go to the simplest), its cut leaves no wrong answer unretrieved, and the query decides by it."""
+    world.ingest(CORPUS)
+    calibration, signals = world.calibrator(world.labelled(), dataset="capitals")
+    assert calibration.gate == "token_prob" and calibration.stats["gate_cv_auroc_token_prob"] == 1.0
+    assert {"gate_cv_auroc_detector", "gate_cv_auroc_combined"} <= set(calibration.stats)
+    lowest = {s.question: s.min_token_prob for s in signals}
+    cut = 1.0 - (calibration.gate_threshold or 0.0)  # the lowest token probability that is still trusted
+    assert max(lowest[q] for q in TAIL) < cut < min(lowest[q] for q in KNOWN)
+    assert calibration.abort_min_prob == pytest.approx(cut)
+    assert world.calibrations.latest(world.llm.name).gate == "token_prob"  # type: ignore[union-attr]
+
+    known = world.ask("What is the capital of Japan?", owner="alice")
+    assert known.decision is Decision.PARAMETRIC and known.signals.gate == "token_prob"
+    assert known.signals.calibration_id == calibration.id and known.signals.threshold == pytest.approx(cut)
+    assert "signals" not in known.timings  # no gradient, no neighbours: the gate needs none
+    tail = world.ask("What is the capital of Tokelau?", owner="alice", early=False)
+    assert tail.decision is Decision.RETRIEVED and tail.answer == "Nukunonu"
+    assert (tail.signals.min_token_prob or 1.0) < (tail.signals.threshold or 0.0)
+    with pytest.raises(InvalidParameters, match="gate"):
+        world.calibrator(world.labelled(), dataset="capitals", gate="coin")
+
+
+def test_the_recall_cut_leaves_at_most_the_budget_of_wrong_answers_unretrieved() -> None:
+    from app.usecases.calibrate_detector import recall_cut
+
+    scores = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    wrong = [False, False, True, False, True, True]
+    assert recall_cut(scores, wrong, 0.0) == pytest.approx(0.25)  # skip 0.1 and 0.2, retrieve from 0.3 up
+    assert recall_cut(scores, wrong, 1 / 6) == pytest.approx(0.45)  # one wrong answer may stay unretrieved
+    assert recall_cut([0.5, 0.7], [True, False], 0.0) < 0.5  # the lowest is wrong: retrieve everything

@@ -111,6 +111,8 @@ class SqlCalibrationStore(CalibrationStore):
             early_threshold=calibration.early_threshold,
             abort_min_prob=calibration.abort_min_prob,
             probe=dict(calibration.probe),
+            gate=calibration.gate,
+            gate_threshold=calibration.gate_threshold,
         )
         with translate_errors(), self._sessions() as session, session.begin():
             session.add(row)
@@ -153,4 +155,6 @@ def _calibration(row: CalibrationRow) -> Calibration:
         early_threshold=row.early_threshold,
         abort_min_prob=row.abort_min_prob,
         probe=dict(row.probe or {}),
+        gate=row.gate or "detector",
+        gate_threshold=row.gate_threshold,
     )

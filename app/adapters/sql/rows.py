@@ -206,6 +206,8 @@ class CalibrationRow(Base):
     early_threshold: Mapped[float | None] = mapped_column(Float)
     abort_min_prob: Mapped[float | None] = mapped_column(Float)
     probe: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    gate: Mapped[str] = mapped_column(String(16), default="detector", server_default="detector")
+    gate_threshold: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index(None, "model", "created_at"),)
 

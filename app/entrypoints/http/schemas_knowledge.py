@@ -26,9 +26,11 @@ class SignalsOut(BaseModel):
     state_probe: float | None
     gate: str | None = Field(
         None,
-        description="What decided: `detector` (the calibrated detector), `token_prob` (the model has no calibration: "
-        "retrieve when its answer's minimum token probability is below `threshold`), null (retrieval was not auto).",
+        description="What decided: the gate the model's calibration chose by cross-validation (`detector`, "
+        "`token_prob` or `combined`), or, without a calibration, `token_prob` (retrieve when the answer's minimum "
+        "token probability is below `threshold`, 0.5); null when retrieval was not auto.",
     )
+    calibration_id: str | None = Field(None, description="The calibration that decided; null: none did.")
 
 
 class PassageOut(BaseModel):

@@ -100,15 +100,17 @@ class Knowledge:
         decision_threshold: float = 0.5,
         progress: Progress | None = None,
         early_precision: float | None = None,
+        gate: str = "auto",
     ) -> tuple[Calibration, list[InstanceSignals]]:
         """Calibrate the detector on a jsonl file of ``{"question", "answers"}`` lines (``split`` filters
         on a ``"split"`` field) and store the calibration for the configured LLM. The early decision
         retrieves above ``decision_threshold`` too, or, given ``early_precision``, above the lowest cut
-        that was that precise about the long-tail label on these questions."""
+        that was that precise about the long-tail label on these questions. ``gate``: ``auto`` chooses the gate
+        that decides after the plain answer by cross-validation (detector, token_prob or combined), or name one."""
         items = self._labelled(dataset, split, limit)
         name = dataset if split is None else f"{dataset}:{split}"
         result: tuple[Calibration, list[InstanceSignals]] = self._container.calibrate_detector()(
-            items, name, features, decision_threshold, progress, early_precision
+            items, name, features, decision_threshold, progress, early_precision, gate
         )
         return result
 
