@@ -674,6 +674,10 @@ def run(args: argparse.Namespace, env: dict[str, Any], work: Path) -> dict[str, 
             * (methods["gece"]["accuracy"] - at_gece_rate["accuracy"]),
             "speedup_bound_after_answer": _ratio(methods["always"]["mean_latency_s"], bound_after["mean_latency_s"]),
             "speedup_bound_before_answer": _ratio(methods["always"]["mean_latency_s"], bound_before["mean_latency_s"]),
+            "gate": calibration.gate,
+            **ingest,
+            **recall,
+            **_reading_headline(reading),
         }
         targets = {
             "gece_accuracy_at_least_always_minus_1_point": headline["gece_accuracy_minus_always"] >= -1.0,
