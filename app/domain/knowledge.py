@@ -215,9 +215,17 @@ class DocumentInfo:
     characters: int
 
 
+_DOCUMENT_ID = re.compile(r"doc_[0-9a-f]{20}")
+
+
 def document_id(collection: str, source: str) -> str:
     """A document's stable id: the same source in the same collection keeps it across re-ingestion."""
     return "doc_" + hashlib.sha256(f"{collection}\0{source}".encode()).hexdigest()[:20]
+
+
+def is_document_id(text: str) -> bool:
+    """Whether ``text`` has the form of ``document_id``'s ids (else it names a document by its source)."""
+    return _DOCUMENT_ID.fullmatch(text) is not None
 
 
 def keyword_terms(words: list[str]) -> list[str]:

@@ -320,41 +320,8 @@ def test_the_early_cut_is_the_decision_threshold_unless_a_precision_is_asked(wor
 
 
 def test_the_model_reads_the_passage_about_the_question_and_the_reading_can_be_chosen(world: World) -> None:
-    world.ingest(CORPUS)
-    query = world.ask("What is the capital of Tuvalu?", owner="alice", top_k=3, retrieval="always")
-    assert len(query.passages) == 3 and "read" in query.timings
-    assert len(world.llm.calls[-1][1]) == 3  # short passages: all three fit the default budget of 100 units
-    focused = AskQuestion(
-        world.llm,
-        world.embedder,
-        world.index,
-        world.words,
-        FakeDetector(),
-        world.calibrations,
-        world.queries,
-        world.clock,
-        context_units=12,  # one of these 10-unit passages
-    )
-    focused("What is the capital of Tuvalu?", "alice", top_k=3, retrieval="always")
-    question, read = world.llm.calls[-1]
-    assert question == "What is the capital of Tuvalu?" and read == (
-        "Tuvalu is a small island. Its capital is Funafuti.",
-    )
-    whole = AskQuestion(
-        world.llm,
-        world.embedder,
-        world.index,
-        world.words,
-        FakeDetector(),
-        world.calibrations,
-        world.queries,
-        world.clock,
-        reading="passages",
-    )
-    whole("What is the capital of Tuvalu?", "alice", top_k=3, retrieval="always")
-    assert world.llm.calls[-1][1] == tuple(p.text for p in query.passages)
-    with pytest.raises(InvalidParameters, match="reading"):
-        AskQuestion(
+    def ask_with(**options: object) -> AskQuestion:
+        return AskQuestion(
             world.llm,
             world.embedder,
             world.index,
@@ -363,8 +330,22 @@ def test_the_model_reads_the_passage_about_the_question_and_the_reading_can_be_c
             world.calibrations,
             world.queries,
             world.clock,
-            reading="skim",
+            **options,  # type: ignore[arg-type]
         )
+
+    world.ingest(CORPUS)
+    query = world.ask("What is the capital of Tuvalu?", owner="alice", top_k=3, retrieval="always")
+    assert len(query.passages) == 3 and "read" in query.timings
+    assert len(world.llm.calls[-1][1]) == 3  # short passages: all three fit the default budget of 100 units
+    ask_with(context_units=12)("What is the capital of Tuvalu?", "alice", top_k=3, retrieval="always")  # one passage
+    question, read = world.llm.calls[-1]
+    assert question == "What is the capital of Tuvalu?" and read == (
+        "Tuvalu is a small island. Its capital is Funafuti.",
+    )
+    ask_with(reading="passages")("What is the capital of Tuvalu?", "alice", top_k=3, retrieval="always")
+    assert world.llm.calls[-1][1] == tuple(p.text for p in query.passages)
+    with pytest.raises(InvalidParameters, match="reading"):
+        ask_with(reading="skim")
 
 
 def test_calibration_chooses_the_gate_by_cross_validation_and_the_product_uses_it(world: World) -> None:

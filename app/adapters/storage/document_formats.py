@@ -77,8 +77,10 @@ def _utf8(name: str, data: bytes, field: str) -> str:
         raise InvalidParameters(f"{name} is not UTF-8 text.", field=field) from e
 
 
-def _jsonl_documents(name: str, text: str, field: str) -> list[tuple[str, str]]:
-    docs = []
+def jsonl_records(text: str, name: str, field: str) -> list[tuple[int, dict[str, Any]]]:
+    """The JSON objects of a JSONL text with their line numbers (blank lines skipped); a bad line is refused by
+    number."""
+    records = []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -88,6 +90,13 @@ def _jsonl_documents(name: str, text: str, field: str) -> list[tuple[str, str]]:
             raise InvalidParameters(f"{name} line {n} is not JSON: {e.msg}.", field=field) from e
         if not isinstance(record, dict):
             raise InvalidParameters(f"{name} line {n} is not a JSON object.", field=field)
+        records.append((n, record))
+    return records
+
+
+def _jsonl_documents(name: str, text: str, field: str) -> list[tuple[str, str]]:
+    docs = []
+    for n, record in jsonl_records(text, name, field):
         body = record.get("text")
         if not isinstance(body, str):
             raise InvalidParameters(f"{name} line {n}: a document needs a 'text' string.", field=field)

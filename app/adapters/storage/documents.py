@@ -3,12 +3,11 @@ sets (jsonl) and edit files (ZsRE, CounterFact)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app.adapters.storage.document_formats import DOCUMENT_SUFFIXES, MAX_PAGES, extract_documents
+from app.adapters.storage.document_formats import DOCUMENT_SUFFIXES, MAX_PAGES, extract_documents, jsonl_records
 from app.domain.edits import EditSpec
 from app.domain.errors import InvalidParameters, RequestTooLarge
 
@@ -50,21 +49,6 @@ def _read_file(path: Path, source: str, max_bytes: int, max_pages: int) -> list[
     return extract_documents(source, data, "path", max_pages)
 
 
-def _jsonl(text: str, source: str) -> list[tuple[int, dict[str, Any]]]:
-    records = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InvalidParameters(f"{source} line {n} is not JSON: {e.msg}.", field="path") from e
-        if not isinstance(record, dict):
-            raise InvalidParameters(f"{source} line {n} is not a JSON object.", field="path")
-        records.append((n, record))
-    return records
-
-
 def read_labelled(path: str, split: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """Labelled questions from a jsonl file: ``question`` and ``answers`` (a list; ``answer`` also works),
     filtered by ``split`` when given (a ``split`` field per line)."""
@@ -76,7 +60,7 @@ def read_labelled(path: str, split: str | None = None, limit: int | None = None)
     except (OSError, UnicodeDecodeError) as e:
         raise InvalidParameters(f"{path} cannot be read as UTF-8 text: {e}", field="dataset") from e
     items = []
-    for n, record in _jsonl(text, path):
+    for n, record in jsonl_records(text, path, "path"):
         if split is not None and record.get("split") != split:
             continue
         answers = record.get("answers", record.get("answer"))

@@ -82,17 +82,7 @@ class SqliteVecKnowledgeIndex(KnowledgeIndex):
     ) -> int:
         rows = check_chunks(source, chunks, vectors, self.dim)
         with self._transaction() as db:
-            for table in ("knowledge_vectors", "knowledge_terms"):
-                db.execute(
-                    f"DELETE FROM {table} WHERE rowid IN"
-                    " (SELECT pk FROM knowledge_chunks WHERE collection = ? AND source = ?)",
-                    (collection, source),
-                )
-            dropped = int(
-                db.execute(
-                    "DELETE FROM knowledge_chunks WHERE collection = ? AND source = ?", (collection, source)
-                ).rowcount
-            )
+            dropped = _drop_source(db, collection, source)
             ids = [(collection, chunk.id) for chunk in chunks]  # an id stored under another source moves here
             for table in ("knowledge_vectors", "knowledge_terms"):
                 db.executemany(
@@ -115,17 +105,7 @@ class SqliteVecKnowledgeIndex(KnowledgeIndex):
 
     def delete_source(self, source: str, collection: str) -> int:
         with self._transaction() as db:
-            for table in ("knowledge_vectors", "knowledge_terms"):
-                db.execute(
-                    f"DELETE FROM {table} WHERE rowid IN"
-                    " (SELECT pk FROM knowledge_chunks WHERE collection = ? AND source = ?)",
-                    (collection, source),
-                )
-            return int(
-                db.execute(
-                    "DELETE FROM knowledge_chunks WHERE collection = ? AND source = ?", (collection, source)
-                ).rowcount
-            )
+            return _drop_source(db, collection, source)
 
     def keyword_search(self, terms: Sequence[str], k: int, collections: Sequence[str] | None = None) -> list[Passage]:
         if k < 1:
@@ -322,6 +302,18 @@ class SqliteVecKnowledgeIndex(KnowledgeIndex):
                 self._db.close()
             finally:
                 self._db = None
+
+
+def _drop_source(db: Any, collection: str, source: str) -> int:
+    """Delete a document's chunks, vectors and words; returns how many chunks it had."""
+    for table in ("knowledge_vectors", "knowledge_terms"):
+        db.execute(
+            f"DELETE FROM {table} WHERE rowid IN (SELECT pk FROM knowledge_chunks WHERE collection = ? AND source = ?)",
+            (collection, source),
+        )
+    return int(
+        db.execute("DELETE FROM knowledge_chunks WHERE collection = ? AND source = ?", (collection, source)).rowcount
+    )
 
 
 def _create_tables(db: Any, dim: int) -> None:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict
 
 import click
 
-from app.domain.knowledge import DETECTOR_FEATURES, GATES, KnowledgeQuery
+from app.domain.knowledge import DETECTOR_FEATURES, GATES, KnowledgeQuery, is_document_id
 from app.entrypoints.cli.common import AliasOption, echo_json, echo_table, open_atelier, progress_bar, quiet_option
 
 RETRIEVAL = click.Choice(["auto", "always", "never"])
-DOCUMENT_ID = re.compile(r"doc_[0-9a-f]{20}")
 
 
 def _print_query(query: KnowledgeQuery) -> None:
@@ -276,7 +274,7 @@ def delete(ctx: click.Context, document: str, as_json: bool) -> None:
     """Delete DOCUMENT (an id from `atelier knowledge documents`, or a source as ingested) from both the vector and
     the keyword index."""
     library = open_atelier(ctx, start_worker=False).knowledge
-    found = library.delete(document) if DOCUMENT_ID.fullmatch(document) else library.delete(source=document)
+    found = library.delete(document) if is_document_id(document) else library.delete(source=document)
     if as_json:
         echo_json(found)
     else:
